@@ -1,0 +1,32 @@
+# Hearth: `make run` sets everything up and starts the daemon; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hearth db upgrade
+	$(BIN)/hearth demo --if-empty
+	$(BIN)/hearth ritual preview --couple Demo --count 3
+
+test: $(STAMP)
+	$(BIN)/ruff check service cli tests bench
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check service cli tests bench
+	$(BIN)/ruff format --check service cli tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm

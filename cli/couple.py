@@ -1,0 +1,165 @@
+"""``hearth couple``: add, list, show, edit, pause, resume, remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from service import couples, partners, rituals
+from service.models import Couple
+from service.validation import until_datetime
+
+
+def couple_dict(c: Couple) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "timezone": c.timezone,
+        "paused_at": c.paused_at,
+        "paused_until": c.paused_until,
+        "partners": [{"id": p.id, "name": p.name, "timezone": p.timezone} for p in c.partners],
+        "rituals": [r.id for r in c.rituals if r.ended_at is None],
+        "created_at": c.created_at,
+    }
+
+
+@click.group("couple")
+def couple_group() -> None:
+    """Couples: each has two partners, a home timezone and rituals."""
+
+
+@couple_group.command("add")
+@click.argument("name")
+@click.option("--timezone", "-z", required=True, help="Home timezone (IANA), e.g. Europe/Berlin.")
+@json_option
+def add_cmd(name: str, timezone: str, as_json: bool) -> None:
+    """Add a couple called NAME."""
+    with unit_of_work() as (_, session, now):
+        c = couples.add(session, now, name=name, timezone=timezone)
+        data = couple_dict(c)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"added couple {data['id']}: {data['name']} ({data['timezone']})")
+
+
+@couple_group.command("list")
+@json_option
+def list_cmd(as_json: bool) -> None:
+    """List couples."""
+    with unit_of_work() as (_, session, now):
+        found = couples.list_all(session)
+        data = [couple_dict(c) for c in found]
+        rows = [
+            (
+                c.id,
+                c.name,
+                c.timezone,
+                ", ".join(p.name for p in c.partners),
+                len(data[i]["rituals"]),
+                "paused" if c.is_paused(now) else "active",
+            )
+            for i, c in enumerate(found)
+        ]
+    if as_json:
+        print_json(data)
+    else:
+        print_table(("id", "name", "timezone", "partners", "rituals", "state"), rows)
+
+
+@couple_group.command("show")
+@click.argument("couple")
+@json_option
+def show_cmd(couple: str, as_json: bool) -> None:
+    """Show COUPLE (id or name) with partners and rituals."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resolve(session, couple)
+        data = couple_dict(c)
+        state = "active"
+        if c.is_paused(now):
+            state = (
+                f"paused until {fmt_local(c.paused_until, c.timezone)}"
+                if c.paused_until
+                else "paused"
+            )
+        fields = [
+            ("id", c.id),
+            ("name", c.name),
+            ("timezone", c.timezone),
+            ("state", state),
+        ]
+        for p in c.partners:
+            contact = ", ".join(x for x in (p.phone and "phone", p.email and "email") if x)
+            fields.append(
+                (
+                    f"partner {p.id}",
+                    f"{p.name} ({p.timezone}; {p.channels or 'no channels'}; "
+                    f"quiet {partners.format_quiet(p)}; {contact or 'no contact'})",
+                )
+            )
+        for r in c.rituals:
+            if r.ended_at is None:
+                fields.append((f"ritual {r.id}", f"{r.title}: {rituals.describe_schedule(r)}"))
+    if as_json:
+        print_json(data)
+    else:
+        print_fields(fields)
+
+
+@couple_group.command("edit")
+@click.argument("couple")
+@click.option("--name", help="New name.")
+@click.option("--timezone", "-z", help="New home timezone (IANA).")
+def edit_cmd(couple: str, name: str | None, timezone: str | None) -> None:
+    """Rename COUPLE or change its home timezone."""
+    with unit_of_work() as (_, session, now):
+        c = couples.edit(
+            session, now, couples.resolve(session, couple), name=name, timezone=timezone
+        )
+        click.echo(f"updated couple {c.id}: {c.name} ({c.timezone})")
+
+
+@couple_group.command("pause")
+@click.argument("couple")
+@click.option(
+    "--until", help="Local date or 'YYYY-MM-DD HH:MM' in the couple's zone; default: until resumed."
+)
+def pause_cmd(couple: str, until: str | None) -> None:
+    """Pause all of COUPLE's reminders (the feed shows the span as skipped)."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resolve(session, couple)
+        end = until_datetime(until, c.timezone) if until else None
+        couples.pause(session, now, c, end)
+        suffix = f" until {fmt_local(end, c.timezone)}" if end else " until resumed"
+        click.echo(f"paused couple {c.id}{suffix}")
+
+
+@couple_group.command("resume")
+@click.argument("couple")
+def resume_cmd(couple: str) -> None:
+    """Resume a paused COUPLE."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resume(session, now, couples.resolve(session, couple))
+        click.echo(f"resumed couple {c.id}")
+
+
+@couple_group.command("remove")
+@click.argument("couple")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove_cmd(couple: str, yes: bool) -> None:
+    """Remove COUPLE and erase its partners' personal data."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resolve(session, couple)
+        if not yes:
+            click.confirm(
+                f"Remove couple {c.name!r} and erase its partners' personal data?", abort=True
+            )
+        label = f"{c.id}: {c.name}"
+        couples.remove(session, now, c)
+    click.echo(f"removed couple {label}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(couple_group)

@@ -1,0 +1,21 @@
+"""The service context the CLI, the daemon and the web app share: settings, database, clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.clock import Clock, SystemClock
+from service.config import Settings
+from service.db import Database
+
+
+@dataclass
+class Hearth:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Hearth:
+        db = Database(settings.database.url, echo=settings.database.echo)
+        return cls(settings=settings, db=db, clock=clock or SystemClock())

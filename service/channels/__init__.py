@@ -1,0 +1,1 @@
+"""Delivery channels: one small module per transport behind :class:`base.Transport`."""

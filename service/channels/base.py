@@ -1,0 +1,63 @@
+"""The channel contract.
+
+A :class:`Transport` sends one :class:`Message` to one recipient and returns a
+:class:`Receipt`, or raises :class:`TransportError`. That is the whole contract:
+
+* ``send`` is called from a worker thread; it must be safe to call concurrently and must not
+  block longer than its configured timeout.
+* ``TransportError(message, permanent=True)`` means retrying cannot help (invalid number,
+  recipient unsubscribed, SMTP 5xx): the reminder becomes ``failed``.
+* ``permanent=False`` means try again later (timeouts, 429, 5xx, SMTP 4xx); ``retry_after``
+  carries the provider's hint in seconds where it gave one.
+* ``opted_out=True`` (always permanent) means the recipient revoked consent at the provider
+  (Twilio 21610): the partner is marked opted out and the reminder ``skipped``.
+* Messages and addresses never appear in log lines or error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.models import Channel
+
+
+@dataclass(frozen=True)
+class Message:
+    to: str  # E.164 number or email address
+    text: str  # plain text body (SMS, or the email's text part)
+    subject: str = ""  # email only
+    html: str | None = None  # email only
+    headers: dict[str, str] = field(default_factory=dict)  # email only (List-Unsubscribe...)
+    reminder_id: int | None = None  # for status callbacks and logs
+
+
+@dataclass(frozen=True)
+class Receipt:
+    provider_id: str  # Twilio SID, email Message-ID, console sequence
+
+
+class TransportError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        opted_out: bool = False,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent or opted_out
+        self.opted_out = opted_out
+        self.retry_after = retry_after
+        self.code = code
+
+
+class Transport:
+    channel: Channel
+
+    def send(self, message: Message) -> Receipt:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections; called once at shutdown."""

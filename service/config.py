@@ -1,0 +1,281 @@
+"""Settings: a TOML file plus ``HEARTH_*`` environment overrides, validated once at start.
+
+Lookup order for the file: explicit path (``--config``), ``$HEARTH_CONFIG``, ``./hearth.toml``,
+else built-in defaults. Every key can be overridden from the environment as
+``HEARTH_<SECTION>_<KEY>`` (``HEARTH_TWILIO_AUTH_TOKEN``, ``HEARTH_DATABASE_URL``); the
+environment wins over the file. Any unknown key, wrong type or bad value raises
+:class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from service.exceptions import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field("sqlite:///hearth.db", description="SQLAlchemy URL")
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if v.startswith("postgresql://") or v.startswith("postgres://"):
+            v = "postgresql+psycopg://" + v.split("://", 1)[1]
+        return v
+
+
+class DaemonSettings(_Section):
+    horizon_hours: float = Field(48.0, gt=0, le=24 * 31)
+    plan_interval_seconds: float = Field(300.0, gt=0)
+    event_poll_seconds: float = Field(1.0, gt=0, le=2.0)
+    dispatch_interval_seconds: float = Field(1.0, gt=0, le=60)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    concurrency: int = Field(50, ge=1, le=1000)
+    lease_seconds: float = Field(120.0, ge=5)
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    stale_after_minutes: float = Field(30.0, gt=0)
+    retry_base_seconds: float = Field(30.0, gt=0)
+    retry_max_seconds: float = Field(900.0, gt=0)
+    run_web: bool = True
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_base_url: str = "http://127.0.0.1:8080"
+    feed_max_age_seconds: int = Field(900, ge=0)
+    feed_refresh_hours: int = Field(6, ge=1, le=168)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SmsBackend(StrEnum):
+    TWILIO = "twilio"
+    CONSOLE = "console"
+
+
+class EmailBackend(StrEnum):
+    SMTP = "smtp"
+    CONSOLE = "console"
+
+
+class ChannelSettings(_Section):
+    sms: SmsBackend = SmsBackend.CONSOLE
+    email: EmailBackend = EmailBackend.CONSOLE
+
+
+class TwilioSettings(_Section):
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_base_url: str = ""
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    sender_rate_per_second: float = Field(1.0, gt=0)
+    account_rate_per_second: float = Field(100.0, gt=0)
+    status_callbacks: bool = True
+
+    @field_validator("from_number")
+    @classmethod
+    def _e164(cls, v: str) -> str:
+        if v and not v.startswith("+"):
+            raise ValueError("must be an E.164 number such as +15005550006")
+        return v
+
+
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    from_address: str = "Hearth <hearth@localhost>"
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
+class RepairSettings(_Section):
+    cooldown_hours: float = Field(2.0, ge=0)
+    window_hours: float = Field(48.0, gt=0)
+    duration_minutes: int = Field(45, ge=5, le=240)
+    remind_minutes_before: int = Field(30, ge=0)
+    followup_hours: float = Field(24.0, gt=0)
+
+
+class DefaultsSettings(_Section):
+    phone_region: str = "US"
+    timezone: str = "UTC"
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if v.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("must be a two-letter region code such as US, DE, GB")
+        return v.upper()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA timezone such as Europe/Berlin") from None
+        return v
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class LogSettings(_Section):
+    format: LogFormat = LogFormat.CONSOLE
+    level: str = "info"
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return v.lower()
+
+
+class RetentionSettings(_Section):
+    days: int = Field(365, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEARTH_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    web: WebSettings = WebSettings()
+    channels: ChannelSettings = ChannelSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    repair: RepairSettings = RepairSettings()
+    defaults: DefaultsSettings = DefaultsSettings()
+    log: LogSettings = LogSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the file: secrets and per-host tweaks live there.
+        return (env_settings, init_settings)
+
+
+SECTIONS = tuple(Settings.model_fields)
+_ENV_SKIP = {"HEARTH_CONFIG"}
+
+
+def _check_env_keys(environ: dict[str, str]) -> None:
+    """pydantic-settings silently ignores unknown HEARTH_* variables; we refuse them."""
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith("HEARTH_") or upper in _ENV_SKIP:
+            continue
+        rest = upper[len("HEARTH_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in SECTIONS:
+            raise ConfigError(name, f"unknown setting; sections are {', '.join(SECTIONS)}")
+        fields = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        if key not in fields:
+            raise ConfigError(name, f"unknown key {section}.{key}")
+
+
+def _format_validation(err: ValidationError, origin: str) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    msg = msg.removeprefix("Value error, ")
+    return ConfigError(loc or origin, f"{msg} (from {origin})")
+
+
+def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
+    if path:
+        return Path(path)
+    if environ.get("HEARTH_CONFIG"):
+        return Path(environ["HEARTH_CONFIG"])
+    default = Path("hearth.toml")
+    return default if default.exists() else None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    file = resolve_path(path, env)
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if file is not None:
+        origin = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(str(file), "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(file), f"not valid TOML: {exc}") from None
+    _check_env_keys(env)
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(section, f"unknown section (from {origin})")
+        if not isinstance(value, dict):
+            raise ConfigError(section, f"must be a table [{section}] (from {origin})")
+    try:
+        if environ is None:
+            return Settings(**data)
+        # Explicit environment (tests): feed it through the same env source.
+        saved = dict(os.environ)
+        try:
+            for k in [k for k in os.environ if k.upper().startswith("HEARTH_")]:
+                del os.environ[k]
+            os.environ.update({k: v for k, v in env.items() if k.upper().startswith("HEARTH_")})
+            return Settings(**data)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    except ValidationError as err:
+        raise _format_validation(err, origin) from None

@@ -1,0 +1,110 @@
+"""Engine and session setup for SQLite and PostgreSQL.
+
+SQLite runs in WAL mode with foreign keys on. Its transactions start deferred; a writer that
+must not interleave with another (the dispatcher's claim) asks for ``BEGIN IMMEDIATE`` through
+:meth:`Database.session` with ``immediate=True``. PostgreSQL uses row locks instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.exceptions import DatabaseUnavailable, SchemaMissing
+
+_IMMEDIATE = "hearth_sqlite_immediate"
+
+
+def redact_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        engine = sa.create_engine(url, **kwargs)
+        _sqlite_events(engine)
+        return engine
+    # A schema can be chosen in the URL: ?options=-csearch_path%3Dname (the tests do).
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    kwargs.update(connect_args=connect_args, pool_pre_ping=True, pool_size=10, max_overflow=60)
+    return sa.create_engine(url, **kwargs)
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is possible.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo=echo)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._immediate = sessionmaker(
+            self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    @contextmanager
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A unit of work: commits when the block ends, rolls back if it raises."""
+        factory = self._immediate if immediate and self.is_sqlite else self._sessions
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+            if _is_connect_failure(exc):
+                raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None
+            if _is_missing_schema(exc):
+                raise SchemaMissing(redact_url(self.url)) from None
+            raise
+
+    def check(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query succeeds."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as exc:
+            raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_missing_schema(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _is_connect_failure(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        s in text
+        for s in ("connection refused", "could not connect", "unable to open", "connection failed")
+    )
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

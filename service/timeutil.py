@@ -1,0 +1,52 @@
+"""Small time helpers shared by the domain: zones, local wall time, quiet hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+__all__ = ["UTC", "exists", "in_quiet_hours", "localize", "quiet_hours_end", "zone"]
+
+
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def localize(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """Local wall time -> aware UTC instant, with the RFC 5545 rules of DESIGN.md.
+
+    A nonexistent time (spring forward) moves forward by the length of the gap; an ambiguous
+    one (fall back) takes the first occurrence (fold=0).
+    """
+    # zoneinfo with fold=0 does exactly this: an ambiguous time takes the earlier offset, and a
+    # time in a gap is read with the offset from before the transition, which lands it one
+    # gap-length later on the wall clock.
+    return datetime.combine(day, at, tzinfo=tz).replace(fold=0).astimezone(UTC)
+
+
+def exists(day: date, at: time, tz: ZoneInfo) -> bool:
+    """False for a local time skipped by a spring-forward transition."""
+    naive = datetime.combine(day, at)
+    return localize(day, at, tz).astimezone(tz).replace(tzinfo=None) == naive
+
+
+def in_quiet_hours(instant: datetime, tz: ZoneInfo, start: time | None, end: time | None) -> bool:
+    if start is None or end is None or start == end:
+        return False
+    local = instant.astimezone(tz).time().replace(tzinfo=None)
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def quiet_hours_end(instant: datetime, tz: ZoneInfo, start: time, end: time) -> datetime:
+    """The first instant at or after ``instant`` that is outside the quiet hours."""
+    if not in_quiet_hours(instant, tz, start, end):
+        return instant
+    day = instant.astimezone(tz).date()
+    # The end is today or tomorrow in local terms; take the first one after the instant.
+    for delta in (0, 1):
+        candidate = localize(day + timedelta(days=delta), end, tz)
+        if candidate > instant:
+            return candidate
+    return localize(day + timedelta(days=2), end, tz)
