@@ -1,0 +1,63 @@
+"""Prometheus metrics every component records into; ``/metrics`` exposes them.
+
+Counters and histograms live in process memory (per process, as Prometheus expects);
+outbox depth and the oldest due age are read from the database at scrape time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REMINDERS = Counter(
+    "hearth_reminders_total",
+    "Reminders that reached an outcome, by channel and state",
+    ["channel", "state"],
+    registry=REGISTRY,
+)
+SEND_LATENCY = Histogram(
+    "hearth_send_latency_seconds",
+    "Time the channel took to accept one message",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    registry=REGISTRY,
+)
+LATENESS = Histogram(
+    "hearth_send_lateness_seconds",
+    "Seconds between a reminder's due time and its send",
+    ["channel"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+    registry=REGISTRY,
+)
+PLANNER_DURATION = Histogram(
+    "hearth_planner_duration_seconds",
+    "Duration of one planning pass",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
+    registry=REGISTRY,
+)
+WEBHOOKS = Counter(
+    "hearth_webhook_requests_total",
+    "Twilio webhook requests by endpoint and outcome",
+    ["endpoint", "outcome"],
+    registry=REGISTRY,
+)
+FEED_REQUESTS = Counter(
+    "hearth_feed_requests_total",
+    "Feed requests by status (200, 304, 404)",
+    ["status"],
+    registry=REGISTRY,
+)
+DISPATCH_TICK = Gauge(
+    "hearth_dispatcher_last_tick_timestamp_seconds",
+    "When the dispatcher loop last completed a pass (Unix time)",
+    registry=REGISTRY,
+)
+
+
+def observe_send(channel: str, state: str, latency: float | None, lateness: float | None) -> None:
+    REMINDERS.labels(channel=channel, state=state).inc()
+    if latency is not None:
+        SEND_LATENCY.labels(channel=channel).observe(latency)
+    if lateness is not None:
+        LATENESS.labels(channel=channel).observe(max(0.0, lateness))

@@ -1,0 +1,82 @@
+"""Prompt pools and their rotation.
+
+Built-in pools live in ``service/prompts/<kind>.toml`` (``prompts = ["...", ...]``) and are
+synced into the ``prompt`` table; admins add their own with ``hearth prompts add``. Each
+ritual cycles through its kind's enabled pool in a shuffled order: no prompt repeats until the
+pool is used up, and a new cycle never starts with the prompt that ended the previous one.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.models import Prompt, PromptRotation, Ritual, RitualKind
+
+POOL_DIR = Path(__file__).parent / "prompts"
+
+
+@cache
+def builtin_pool(kind: RitualKind) -> tuple[str, ...]:
+    path = POOL_DIR / f"{kind.value}.toml"
+    if not path.exists():
+        return ()
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return tuple(str(p).strip() for p in data.get("prompts", []) if str(p).strip())
+
+
+def sync_builtin(session: Session, now: datetime) -> int:
+    """Insert built-in prompts missing from the table; returns how many were added."""
+    existing = {(k, t) for k, t in session.execute(sa.select(Prompt.kind, Prompt.text))}
+    added = 0
+    for kind in RitualKind:
+        for text in builtin_pool(kind):
+            if (kind, text) not in existing:
+                session.add(
+                    Prompt(kind=kind, text=text, builtin=True, enabled=True, created_at=now)
+                )
+                added += 1
+    session.flush()
+    return added
+
+
+def enabled_ids(session: Session, kind: RitualKind) -> list[int]:
+    stmt = sa.select(Prompt.id).where(Prompt.kind == kind, Prompt.enabled).order_by(Prompt.id)
+    return list(session.scalars(stmt))
+
+
+def next_prompt(
+    session: Session, ritual: Ritual, now: datetime, rng: random.Random | None = None
+) -> Prompt | None:
+    """Take the ritual's next prompt and advance its rotation (same transaction as the send
+    bookkeeping, so a rolled-back send does not consume a prompt)."""
+    pool = enabled_ids(session, ritual.kind)
+    if not pool:
+        sync_builtin(session, now)
+        pool = enabled_ids(session, ritual.kind)
+        if not pool:
+            return None
+    rng = rng or random.Random()
+    rot = session.get(PromptRotation, ritual.id)
+    if rot is None:
+        rot = PromptRotation(ritual_id=ritual.id, remaining=[], last_prompt_id=None, updated_at=now)
+        session.add(rot)
+    valid = set(pool)
+    remaining = [pid for pid in rot.remaining if pid in valid]
+    if not remaining:
+        remaining = pool[:]
+        rng.shuffle(remaining)
+        if len(remaining) > 1 and remaining[0] == rot.last_prompt_id:
+            remaining.append(remaining.pop(0))
+    chosen = remaining.pop(0)
+    rot.remaining = remaining
+    rot.last_prompt_id = chosen
+    rot.updated_at = now
+    session.flush()
+    return session.get(Prompt, chosen)
