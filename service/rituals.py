@@ -96,7 +96,7 @@ def add(
             raise InvalidInput(
                 "template", "repair conversations start on request", "use `hearth repair request`"
             )
-        kind = tpl.kind
+        kind: RitualKind = tpl.kind
         title = tpl.title
         description = tpl.description
         at = tpl.at
