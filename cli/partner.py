@@ -1,9 +1,187 @@
-"""``hearth partner``."""
+"""``hearth partner``: add, edit, remove, list, show (with consent history)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+
+from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from service import couples, partners
+from service.models import Partner
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def partner_dict(p: Partner) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "couple_id": p.couple_id,
+        "couple": p.couple.name,
+        "name": p.name,
+        "phone": p.phone,
+        "email": p.email,
+        "timezone": p.timezone,
+        "channels": [str(c) for c in p.channel_list],
+        "quiet_hours": partners.format_quiet(p),
+        "sms_consent": p.sms_consent,
+        "sms_consent_at": p.sms_consent_at,
+        "sms_consent_source": p.sms_consent_source,
+        "email_opted_out_at": p.email_opted_out_at,
+        "full_text": p.full_text,
+        "feed": "issued" if p.feed_token_hash else "none",
+    }
+
+
+def contact_options(f: F) -> F:
+    """The options shared by ``add`` and ``edit``."""
+    options = [
+        click.option("--phone", help="Mobile number; national formats use defaults.phone_region."),
+        click.option("--email", help="Email address."),
+        click.option("--timezone", "-z", help="The partner's own IANA zone (default: couple's)."),
+        click.option(
+            "--channels", help="Reminder channels in order, e.g. sms,email (default: contacts)."
+        ),
+        click.option("--quiet", "quiet_hours", help="Quiet hours like 22:00-07:30, or 'off'."),
+        click.option(
+            "--sms-consent",
+            metavar="SOURCE",
+            help="Record SMS consent now, with where it was given (e.g. 'signup form').",
+        ),
+        click.option(
+            "--full-text/--discreet",
+            default=None,
+            help="Show full ritual text on lock screens, or keep it discreet (default).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group("partner")
+def partner_group() -> None:
+    """Partners: contact details, zone, channels, quiet hours, consent."""
+
+
+@partner_group.command("add")
+@click.argument("couple")
+@click.argument("name")
+@contact_options
+@json_option
+def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fields: Any) -> None:
+    """Add partner NAME to COUPLE."""
+    with unit_of_work() as (hearth, session, now):
+        c = couples.resolve(session, couple)
+        p = partners.add(
+            session,
+            now,
+            c,
+            name=name,
+            full_text=bool(full_text),
+            region=hearth.settings.defaults.phone_region,
+            **fields,
+        )
+        data = partner_dict(p)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(
+            f"added partner {data['id']}: {data['name']} to {data['couple']} "
+            f"({', '.join(data['channels']) or 'no channels'})"
+        )
+
+
+@partner_group.command("edit")
+@click.argument("partner")
+@click.option("--name", help="New name.")
+@contact_options
+def edit_cmd(partner: str, **fields: Any) -> None:
+    """Change PARTNER (id, name or Couple/Name). An empty --phone or --email clears it."""
+    with unit_of_work() as (hearth, session, now):
+        p = partners.resolve(session, partner)
+        partners.edit(session, now, p, region=hearth.settings.defaults.phone_region, **fields)
+        click.echo(f"updated partner {p.id}: {p.name}")
+
+
+@partner_group.command("remove")
+@click.argument("partner")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove_cmd(partner: str, yes: bool) -> None:
+    """Remove PARTNER and their personal data."""
+    with unit_of_work() as (_, session, now):
+        p = partners.resolve(session, partner)
+        if not yes:
+            click.confirm(f"Remove partner {p.name!r} of {p.couple.name!r}?", abort=True)
+        label = f"{p.id}: {p.name}"
+        partners.remove(session, now, p)
+    click.echo(f"removed partner {label}")
+
+
+@partner_group.command("list")
+@click.option("--couple", help="Only this couple (id or name).")
+@json_option
+def list_cmd(couple: str | None, as_json: bool) -> None:
+    """List partners."""
+    with unit_of_work() as (_, session, _now):
+        c = couples.resolve(session, couple) if couple else None
+        data = [partner_dict(p) for p in partners.list_for(session, c)]
+    if as_json:
+        print_json(data)
+        return
+    rows = [
+        (
+            d["id"],
+            d["couple"],
+            d["name"],
+            d["timezone"],
+            ",".join(d["channels"]) or "-",
+            d["quiet_hours"],
+            d["sms_consent"],
+        )
+        for d in data
+    ]
+    print_table(("id", "couple", "name", "timezone", "channels", "quiet", "sms consent"), rows)
+
+
+@partner_group.command("show")
+@click.argument("partner")
+@json_option
+def show_cmd(partner: str, as_json: bool) -> None:
+    """Show PARTNER with consent state and history."""
+    with unit_of_work() as (_, session, _now):
+        p = partners.resolve(session, partner)
+        data = partner_dict(p)
+        history: list[dict[str, Any]] = [
+            {"at": r.at, "channel": r.channel, "state": r.state, "source": r.source}
+            for r in partners.consent_history(session, p)
+        ]
+        data["consent_history"] = history
+        tz = p.timezone
+    if as_json:
+        print_json(data)
+        return
+    fields: list[tuple[str, Any]] = [
+        ("id", data["id"]),
+        ("couple", data["couple"]),
+        ("name", data["name"]),
+        ("phone", data["phone"] or "-"),
+        ("email", data["email"] or "-"),
+        ("timezone", tz),
+        ("channels", ",".join(data["channels"]) or "-"),
+        ("quiet hours", data["quiet_hours"]),
+        ("text", "full" if data["full_text"] else "discreet"),
+        ("sms consent", data["sms_consent"]),
+        ("email", "opted out" if data["email_opted_out_at"] else "subscribed"),
+        ("feed", data["feed"]),
+    ]
+    for h in history:
+        fields.append(
+            ("consent", f"{fmt_local(h['at'], tz)}  {h['channel']} {h['state']} ({h['source']})")
+        )
+    print_fields(fields)
 
 
 def register(cli: click.Group) -> None:
-    pass
+    cli.add_command(partner_group)

@@ -1,9 +1,305 @@
-"""``hearth ritual``."""
+"""``hearth ritual``: add, list, show, edit, pause, resume, remove, skip, move, preview."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+from sqlalchemy.orm import Session
+
+from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from service import couples, rituals, validation
+from service.exceptions import InvalidInput
+from service.models import Couple, ExceptionKind, Ritual
+from service.validation import until_datetime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ritual_dict(r: Ritual) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "couple_id": r.couple_id,
+        "uid": r.uid,
+        "kind": r.kind,
+        "template": r.template,
+        "title": r.title,
+        "description": r.description,
+        "start_date": r.dtstart_date,
+        "at": r.start_time.strftime("%H:%M") if r.start_time else None,
+        "rrule": r.rrule,
+        "timezone": r.timezone,
+        "duration_minutes": r.duration_minutes,
+        "remind_minutes_before": r.offsets,
+        "channels": [str(c) for c in r.channel_list],
+        "paused_at": r.paused_at,
+        "paused_until": r.paused_until,
+        "ended_at": r.ended_at,
+        "version": r.version,
+        "exceptions": [
+            {
+                "kind": e.kind,
+                "original_start": e.original_start,
+                "new_start": e.new_start,
+            }
+            for e in r.exceptions
+        ],
+    }
+
+
+def schedule_options(f: F) -> F:
+    """Options shared by ``add`` and ``edit``."""
+    options = [
+        click.option("--kind", help="check_in, gratitude, date_night or custom."),
+        click.option("--title", help="What partners see, e.g. 'Nightly check-in'."),
+        click.option("--description", help="What the ritual is for (shown in the feed)."),
+        click.option("--at", help="Local start time HH:MM in the ritual's zone."),
+        click.option(
+            "--every",
+            help="daily | weekdays | weekly:MO,TH | monthly:1SA | monthly:15 | yearly:06-14.",
+        ),
+        click.option("--rrule", help="An RFC 5545 RRULE instead of --every (at most daily)."),
+        click.option("--on", help="First date YYYY-MM-DD (the date itself for anniversaries)."),
+        click.option("--duration", help="Length, e.g. 5, 45m, 1h30m."),
+        click.option("--remind", help="Minutes before the start to remind, e.g. 0,30m,1h."),
+        click.option("--channel", "channels", help="Override partners' channels: sms,email."),
+        click.option("--timezone", "-z", help="The ritual's zone (default: the couple's)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _spec(fields: dict[str, Any]) -> rituals.RitualSpec:
+    return rituals.RitualSpec(**fields)
+
+
+@click.group("ritual")
+def ritual_group() -> None:
+    """Rituals: recurring moments with reminders and a calendar entry."""
+
+
+@ritual_group.command("add")
+@click.argument("couple")
+@click.option("--template", "-t", help="Start from a template (see `hearth templates list`).")
+@schedule_options
+@json_option
+def add_cmd(couple: str, template: str | None, as_json: bool, **fields: Any) -> None:
+    """Add a ritual to COUPLE, from --template or from --kind/--title/--at/--every."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resolve(session, couple)
+        r = rituals.add(session, now, c, _spec(fields), template=template)
+        data = ritual_dict(r)
+        summary = rituals.describe_schedule(r)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"added ritual {data['id']}: {data['title']} ({summary})")
+
+
+@ritual_group.command("list")
+@click.option("--couple", help="Only this couple (id or name).")
+@click.option("--all", "include_removed", is_flag=True, help="Include removed rituals.")
+@json_option
+def list_cmd(couple: str | None, include_removed: bool, as_json: bool) -> None:
+    """List rituals."""
+    with unit_of_work() as (_, session, now):
+        c = couples.resolve(session, couple) if couple else None
+        found = rituals.list_for(session, c, include_removed)
+        data = [ritual_dict(r) for r in found]
+        rows = [
+            (
+                r.id,
+                r.couple.name,
+                r.title,
+                r.kind,
+                rituals.describe_schedule(r),
+                _state(r, now),
+            )
+            for r in found
+        ]
+    if as_json:
+        print_json(data)
+    else:
+        print_table(("id", "couple", "title", "kind", "schedule", "state"), rows)
+
+
+def _state(r: Ritual, now: Any) -> str:
+    if r.ended_at is not None:
+        return "removed"
+    if r.is_paused(now):
+        return "paused"
+    return "active"
+
+
+def _ritual(session: Session, ref: str, couple: str | None) -> Ritual:
+    c: Couple | None = couples.resolve(session, couple) if couple else None
+    return rituals.resolve(session, ref, c)
+
+
+couple_option = click.option("--couple", help="Couple (id or name), to name RITUAL by title.")
+
+
+@ritual_group.command("show")
+@click.argument("ritual")
+@couple_option
+@json_option
+def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
+    """Show RITUAL (id, or title with --couple)."""
+    with unit_of_work() as (_, session, now):
+        r = _ritual(session, ritual, couple)
+        data = ritual_dict(r)
+        tz = r.timezone
+        fields: list[tuple[str, Any]] = [
+            ("id", r.id),
+            ("couple", r.couple.name),
+            ("title", r.title),
+            ("kind", r.kind),
+            ("schedule", rituals.describe_schedule(r)),
+            ("duration", f"{r.duration_minutes} min"),
+            ("remind", ", ".join(f"{o} min before" for o in r.offsets) or "never"),
+            ("channels", ",".join(data["channels"]) or "partners' own"),
+            ("state", _state(r, now)),
+            ("version", r.version),
+            ("uid", r.uid),
+        ]
+        for e in r.exceptions:
+            what = "skipped" if e.kind is ExceptionKind.SKIP else "moved to "
+            if e.new_start is not None:
+                what += fmt_local(e.new_start, tz)
+            fields.append(("exception", f"{fmt_local(e.original_start, tz)} {what}"))
+    if as_json:
+        print_json(data)
+    else:
+        print_fields(fields)
+
+
+@ritual_group.command("edit")
+@click.argument("ritual")
+@couple_option
+@schedule_options
+def edit_cmd(ritual: str, couple: str | None, **fields: Any) -> None:
+    """Change RITUAL. A schedule change drops its skips and moves."""
+    with unit_of_work() as (_, session, now):
+        r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields))
+        click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
+
+
+@ritual_group.command("pause")
+@click.argument("ritual")
+@couple_option
+@click.option("--until", help="Local date or 'YYYY-MM-DD HH:MM'; default: until resumed.")
+def pause_cmd(ritual: str, couple: str | None, until: str | None) -> None:
+    """Pause RITUAL's reminders (the feed shows the span as skipped)."""
+    with unit_of_work() as (_, session, now):
+        r = _ritual(session, ritual, couple)
+        end = until_datetime(until, r.timezone) if until else None
+        rituals.pause(session, now, r, end)
+        suffix = f" until {fmt_local(end, r.timezone)}" if end else " until resumed"
+        click.echo(f"paused ritual {r.id}{suffix}")
+
+
+@ritual_group.command("resume")
+@click.argument("ritual")
+@couple_option
+def resume_cmd(ritual: str, couple: str | None) -> None:
+    """Resume a paused RITUAL."""
+    with unit_of_work() as (_, session, now):
+        r = rituals.resume(session, now, _ritual(session, ritual, couple))
+        click.echo(f"resumed ritual {r.id}")
+
+
+@ritual_group.command("remove")
+@click.argument("ritual")
+@couple_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove_cmd(ritual: str, couple: str | None, yes: bool) -> None:
+    """End RITUAL now; past occurrences stay in partners' calendars."""
+    with unit_of_work() as (_, session, now):
+        r = _ritual(session, ritual, couple)
+        if not yes:
+            click.confirm(f"End ritual {r.title!r}?", abort=True)
+        rituals.remove(session, now, r)
+        click.echo(f"removed ritual {r.id}: {r.title}")
+
+
+@ritual_group.command("skip")
+@click.argument("ritual")
+@click.argument("date")
+@couple_option
+def skip_cmd(ritual: str, date: str, couple: str | None) -> None:
+    """Skip RITUAL's occurrence on DATE (YYYY-MM-DD, the ritual's local date)."""
+    with unit_of_work() as (_, session, now):
+        r = _ritual(session, ritual, couple)
+        original = rituals.occurrence_on(r, validation.local_date(date))
+        rituals.skip(session, now, r, original)
+        click.echo(f"skipped ritual {r.id} on {fmt_local(original, r.timezone)}")
+
+
+@ritual_group.command("move")
+@click.argument("ritual")
+@click.argument("date")
+@click.option("--to", "to", required=True, help="New local start 'YYYY-MM-DD HH:MM'.")
+@couple_option
+def move_cmd(ritual: str, date: str, to: str, couple: str | None) -> None:
+    """Move RITUAL's occurrence on DATE to another local time."""
+    with unit_of_work() as (_, session, now):
+        r = _ritual(session, ritual, couple)
+        original = rituals.occurrence_on(r, validation.local_date(date))
+        exc = rituals.move(session, now, r, original, validation.local_datetime(to, "to"))
+        assert exc.new_start is not None
+        click.echo(
+            f"moved ritual {r.id} from {fmt_local(original, r.timezone)} "
+            f"to {fmt_local(exc.new_start, r.timezone)}"
+        )
+
+
+@ritual_group.command("preview")
+@click.argument("ritual", required=False)
+@couple_option
+@click.option("--count", default=5, show_default=True, help="How many occurrences per ritual.")
+@json_option
+def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: bool) -> None:
+    """Next occurrences of RITUAL (or all of --couple's), in the couple's zone and in each
+    partner's own zone."""
+    if not 1 <= count <= 500:
+        raise InvalidInput("count", f"{count} is out of range", "1 to 500")
+    with unit_of_work() as (_, session, now):
+        if ritual:
+            chosen = [_ritual(session, ritual, couple)]
+        elif couple:
+            chosen = rituals.list_for(session, couples.resolve(session, couple))
+        else:
+            raise InvalidInput("preview", "name a RITUAL or give --couple")
+        data: list[dict[str, Any]] = []
+        for r in chosen:
+            zones = [("couple", r.couple.timezone)] + [
+                (p.name, p.timezone) for p in r.couple.partners
+            ]
+            for occ in rituals.upcoming(r, now, count):
+                data.append(
+                    {
+                        "ritual_id": r.id,
+                        "title": r.title,
+                        "start": occ.start,
+                        "moved": occ.moved,
+                        "local": {who: fmt_local(occ.start, tz) for who, tz in zones},
+                    }
+                )
+    if as_json:
+        print_json(data)
+        return
+    if not data:
+        click.echo("(no upcoming occurrences)")
+        return
+    who = list(data[0]["local"])
+    rows = [
+        (d["ritual_id"], d["title"] + (" (moved)" if d["moved"] else ""), *d["local"].values())
+        for d in data
+    ]
+    print_table(("id", "ritual", *who), rows)
 
 
 def register(cli: click.Group) -> None:
-    pass
+    cli.add_command(ritual_group)

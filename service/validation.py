@@ -5,6 +5,7 @@ Each function returns the normalised value or raises :class:`InvalidInput` namin
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -36,7 +37,12 @@ def timezone(value: str, field: str = "timezone") -> str:
 
 def _suggest_zone(value: str) -> str:
     tail = value.split("/")[-1].lower().replace(" ", "_")
-    matches = sorted(z for z in available_timezones() if tail and tail in z.lower())
+    zones = sorted(available_timezones())
+    matches = [z for z in zones if tail and tail in z.lower()]
+    if not matches:  # a typo: the closest names by spelling
+        by_lower = {z.lower(): z for z in zones}
+        close = difflib.get_close_matches(value.lower(), by_lower, n=3, cutoff=0.9)
+        matches = [by_lower[c] for c in close]
     if matches:
         return "did you mean " + " or ".join(matches[:3]) + "?"
     return "use an IANA name such as Europe/Berlin or America/New_York"

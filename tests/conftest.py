@@ -109,9 +109,7 @@ def _truncate(db: Database) -> None:
             conn.execute(sa.text(f"TRUNCATE {joined} RESTART IDENTITY CASCADE"))
 
 
-def _database(
-    backend: str, request: pytest.FixtureRequest, cache: dict[str, Database]
-) -> Database:
+def _database(backend: str, request: pytest.FixtureRequest, cache: dict[str, Database]) -> Database:
     if backend not in cache:
         if backend == "sqlite":
             path = request.getfixturevalue("tmp_path_factory").mktemp("sqlite") / "hearth.db"
