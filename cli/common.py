@@ -44,7 +44,7 @@ def hearth_from(ctx: click.Context) -> Hearth:
 def unit_of_work(ctx: click.Context | None = None) -> Iterator[tuple[Hearth, Session, datetime]]:
     """One transaction: everything in the block commits together or not at all."""
     hearth = hearth_from(ctx or click.get_current_context())
-    with hearth.db.session() as session:
+    with hearth.db.session(immediate=True) as session:
         yield hearth, session, hearth.clock.now()
 
 

@@ -63,9 +63,10 @@ class Database:
         self.engine = make_engine(url, echo=echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._immediate = sessionmaker(
-            self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
-        )
+        # For transactions that read then write: on SQLite a deferred one cannot upgrade
+        # its lock while another writer waits, and fails at once instead of queueing.
+        self.write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._immediate = sessionmaker(self.write_engine, expire_on_commit=False)
 
     @contextmanager
     def session(self, *, immediate: bool = False) -> Iterator[Session]:

@@ -1,0 +1,372 @@
+"""The planner: keeps reminder rows for every active ritual, partner, channel and offset over a
+rolling horizon.
+
+Idempotent by construction: rows go in with ``INSERT ... ON CONFLICT DO NOTHING`` on the
+outbox's unique key, so running twice, or from two processes at once, adds nothing. It reads
+with Core (not the ORM) in chunks of couples: a community of 100k couples plans in bounded
+memory. :func:`replan` is the per-couple variant the daemon runs after an edit: in one
+transaction it cancels the couple's future unsent nudges that no longer match, revives ones
+that match again (a pause then a resume) and inserts what is missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.models import (
+    Channel,
+    ConsentState,
+    Couple,
+    ExceptionKind,
+    OccurrenceException,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    Ritual,
+)
+from service.recurrence import Schedule, nudge_anchor, occurrences
+
+CHUNK_COUPLES = 2000
+_T: sa.Table = Reminder.__table__  # type: ignore[assignment]
+
+# Column order of the bulk insert; the statement text is built once per dialect.
+_COLUMNS = (
+    "couple_id",
+    "ritual_id",
+    "partner_id",
+    "channel",
+    "offset_minutes",
+    "purpose",
+    "occurrence_start",
+    "due_at",
+    "expires_at",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass
+class PlanResult:
+    created: int = 0
+    cancelled: int = 0
+    revived: int = 0
+    couples: int = 0
+
+
+@dataclass(frozen=True)
+class _Partner:
+    id: int
+    channels: tuple[Channel, ...]  # usable now: contact present, consent given
+
+
+@dataclass(frozen=True)
+class _Ritual:
+    id: int
+    couple_id: int
+    schedule: Schedule
+    offsets: tuple[int, ...]
+    channels: tuple[Channel, ...]
+    paused_at: datetime | None
+    paused_until: datetime | None
+
+
+def stale_after(duration_minutes: int, stale_minutes: float) -> timedelta:
+    """How long after its due time a nudge is still worth sending: half the ritual's length
+    or ``stale_minutes``, whichever is longer."""
+    return timedelta(minutes=max(duration_minutes / 2, stale_minutes))
+
+
+def _paused(at: datetime, paused_at: datetime | None, until: datetime | None) -> bool:
+    return paused_at is not None and paused_at <= at and (until is None or at < until)
+
+
+def _usable_channels(row: Any) -> tuple[Channel, ...]:
+    usable = []
+    for name in (row.channels or "").split(","):
+        if name == Channel.SMS and row.phone and row.sms_consent == ConsentState.CONSENTED:
+            usable.append(Channel.SMS)
+        elif name == Channel.EMAIL and row.email and row.email_opted_out_at is None:
+            usable.append(Channel.EMAIL)
+    return tuple(usable)
+
+
+@lru_cache(maxsize=4096)
+def _plain_occurrences(
+    s: Schedule, start: datetime, end: datetime
+) -> tuple[tuple[datetime, datetime], ...]:
+    """Memoised for schedules without exceptions: rituals made from the same template share
+    one expansion, which keeps a 100k-couple pass close to the speed of the inserts."""
+    return tuple((o.start, o.original_start) for o in occurrences(s, start, end))
+
+
+def _expand(s: Schedule, start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime]]:
+    if not s.skips and not s.moves:
+        return _plain_occurrences(s, start, end)
+    return [(o.start, o.original_start) for o in occurrences(s, start, end)]
+
+
+def wanted_rows(
+    rituals: Sequence[_Ritual],
+    partners: dict[int, list[_Partner]],
+    couple_pause: dict[int, tuple[datetime | None, datetime | None]],
+    now: datetime,
+    horizon: timedelta,
+    stale_minutes: float,
+) -> Iterator[tuple[Any, ...]]:
+    """Rows (in ``_COLUMNS`` order) for every nudge due in [now, now + horizon) that is
+    still fresh; occurrences inside a pause are not planned."""
+    end = now + horizon
+    # Look back far enough to catch an occurrence whose nudge is still fresh, and ahead
+    # far enough that an offset reaching before the horizon end is included.
+    for r in rituals:
+        max_offset = timedelta(minutes=max(r.offsets, default=0))
+        stale = stale_after(int(r.schedule.duration.total_seconds() // 60), stale_minutes)
+        lo = now - stale - timedelta(days=1 if r.schedule.all_day else 0)
+        hi = end + max_offset + timedelta(days=1 if r.schedule.all_day else 0)
+        cp_at, cp_until = couple_pause.get(r.couple_id, (None, None))
+        for start, original in _expand(r.schedule, lo, hi):
+            anchor = nudge_anchor(r.schedule, start)
+            if _paused(start, r.paused_at, r.paused_until) or _paused(start, cp_at, cp_until):
+                continue
+            for offset in r.offsets:
+                due = anchor - timedelta(minutes=offset)
+                expires = due + stale
+                if not (due < end and expires > now):
+                    continue
+                for p in partners.get(r.couple_id, ()):
+                    for ch in r.channels or p.channels:
+                        if ch not in p.channels:
+                            continue
+                        yield (
+                            r.couple_id,
+                            r.id,
+                            p.id,
+                            ch.value,
+                            offset,
+                            ReminderPurpose.NUDGE.value,
+                            original,
+                            due,
+                            expires,
+                            ReminderState.SCHEDULED.value,
+                            0,
+                            due,
+                            now,
+                            now,
+                        )
+
+
+def _load(
+    conn: Connection, couple_ids: Sequence[int], now: datetime
+) -> tuple[
+    list[_Ritual],
+    dict[int, list[_Partner]],
+    dict[int, tuple[datetime | None, datetime | None]],
+]:
+    c, p, r, e = (t.__table__ for t in (Couple, Partner, Ritual, OccurrenceException))
+    pauses = {
+        row.id: (row.paused_at, row.paused_until)
+        for row in conn.execute(
+            sa.select(c.c.id, c.c.paused_at, c.c.paused_until).where(c.c.id.in_(couple_ids))
+        )
+    }
+    partners: dict[int, list[_Partner]] = defaultdict(list)
+    for row in conn.execute(sa.select(p).where(p.c.couple_id.in_(couple_ids)).order_by(p.c.id)):
+        partners[row.couple_id].append(_Partner(row.id, _usable_channels(row)))
+    ritual_rows = list(
+        conn.execute(
+            sa.select(r).where(
+                r.c.couple_id.in_(couple_ids), sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now)
+            )
+        )
+    )
+    skips: dict[int, set[datetime]] = defaultdict(set)
+    moves: dict[int, dict[datetime, datetime]] = defaultdict(dict)
+    if ritual_rows:
+        ids = [row.id for row in ritual_rows]
+        for ex in conn.execute(sa.select(e).where(e.c.ritual_id.in_(ids))):
+            if ex.kind == ExceptionKind.SKIP:
+                skips[ex.ritual_id].add(ex.original_start)
+            elif ex.new_start is not None:
+                moves[ex.ritual_id][ex.original_start] = ex.new_start
+    rituals = [
+        _Ritual(
+            id=row.id,
+            couple_id=row.couple_id,
+            schedule=Schedule(
+                dtstart_date=row.dtstart_date,
+                start_time=row.start_time,
+                duration=timedelta(minutes=row.duration_minutes),
+                timezone=row.timezone,
+                rrule=row.rrule,
+                skips=frozenset(skips.get(row.id, ())),
+                moves=_FrozenMap(moves.get(row.id, {})),
+                ends_at=row.ended_at,
+            ),
+            offsets=tuple(int(x) for x in row.reminder_offsets.split(",") if x != ""),
+            channels=tuple(Channel(x) for x in row.channels.split(",") if x),
+            paused_at=row.paused_at,
+            paused_until=row.paused_until,
+        )
+        for row in ritual_rows
+    ]
+    return rituals, partners, pauses
+
+
+class _FrozenMap(dict[datetime, datetime]):
+    """A hashable mapping, so a Schedule can key the expansion cache."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+
+def _insert_sql(conn: Connection) -> str:
+    cols = ", ".join(_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        marks = ", ".join(["%s"] * len(_COLUMNS))
+    else:
+        marks = ", ".join(["?"] * len(_COLUMNS))
+    return f"INSERT INTO reminder ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+
+
+def _adapt(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Raw driver rows: SQLite stores naive UTC text (as :class:`UTCDateTime` does)."""
+    if conn.dialect.name != "sqlite":
+        return rows
+    idx = [i for i, name in enumerate(_COLUMNS) if name.endswith(("_at", "_start"))]
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in idx:
+            values[i] = values[i].strftime(_SQLITE_FORMAT)
+        out.append(tuple(values))
+    return out
+
+
+# The text form SQLAlchemy's SQLite DateTime writes: keys and comparisons are string-based
+# there, so the bulk path must write exactly the same form.
+_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert planned rows, ignoring those already present; returns how many were new."""
+    if not rows:
+        return 0
+    before = _count(conn)
+    conn.exec_driver_sql(_insert_sql(conn), _adapt(conn, rows))
+    return _count(conn) - before
+
+
+def _count(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(_T)).scalar_one())
+
+
+def plan(
+    engine: sa.Engine,
+    now: datetime,
+    horizon: timedelta,
+    stale_minutes: float,
+    couple_ids: Sequence[int] | None = None,
+    chunk: int = CHUNK_COUPLES,
+    count: bool = False,
+) -> PlanResult:
+    """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
+    ``count=True`` reports how many rows were new (costs a count per chunk)."""
+    result = PlanResult()
+    c = Couple.__table__
+    last = 0
+    while True:
+        stmt = sa.select(c.c.id).where(c.c.id > last).order_by(c.c.id).limit(chunk)
+        if couple_ids is not None:
+            stmt = stmt.where(c.c.id.in_(couple_ids))
+        with engine.begin() as conn:
+            ids = list(conn.scalars(stmt))
+            if not ids:
+                break
+            rituals, partners, pauses = _load(conn, ids, now)
+            rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+            if rows:
+                if count:
+                    result.created += insert_rows(conn, rows)
+                else:
+                    conn.exec_driver_sql(_insert_sql(conn), _adapt(conn, rows))
+        result.couples += len(ids)
+        last = ids[-1]
+    return result
+
+
+def replan(
+    conn: Connection, now: datetime, couple_id: int, horizon: timedelta, stale_minutes: float
+) -> PlanResult:
+    """Bring one couple's future unsent nudges in line with its current definition (runs in
+    the caller's transaction)."""
+    result = PlanResult(couples=1)
+    rituals, partners, pauses = _load(conn, [couple_id], now)
+    rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+    key_idx = [_COLUMNS.index(k) for k in _KEY]
+    wanted = {_key_of(row, key_idx): row for row in rows}
+    existing = conn.execute(
+        sa.select(_T.c.id, _T.c.state, *(_T.c[k] for k in _KEY)).where(
+            _T.c.couple_id == couple_id,
+            _T.c.purpose == ReminderPurpose.NUDGE,
+            _T.c.state.in_([ReminderState.SCHEDULED, ReminderState.CANCELLED]),
+            _T.c.due_at >= now - timedelta(days=1),
+        )
+    ).all()
+    cancel, revive = [], []
+    present = set()
+    for row in existing:
+        key = (
+            row.ritual_id,
+            row.occurrence_start,
+            row.partner_id,
+            str(row.channel),
+            row.offset_minutes,
+        )
+        present.add(key)
+        if row.state == ReminderState.SCHEDULED and key not in wanted:
+            cancel.append(row.id)
+        elif row.state == ReminderState.CANCELLED and key in wanted:
+            revive.append(row.id)
+    if cancel:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id.in_(cancel), _T.c.state == ReminderState.SCHEDULED)
+            .values(
+                state=ReminderState.CANCELLED, last_error="replanned", final_at=now, updated_at=now
+            )
+        )
+    if revive:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id.in_(revive))
+            .values(
+                state=ReminderState.SCHEDULED,
+                last_error=None,
+                final_at=None,
+                attempts=0,
+                updated_at=now,
+            )
+        )
+    missing = [row for key, row in wanted.items() if key not in present]
+    result.created = insert_rows(conn, missing)
+    result.cancelled, result.revived = len(cancel), len(revive)
+    return result
+
+
+_KEY = ("ritual_id", "occurrence_start", "partner_id", "channel", "offset_minutes")
+
+
+def _key_of(row: tuple[Any, ...], idx: list[int]) -> tuple[Any, ...]:
+    return tuple(row[i] for i in idx)
