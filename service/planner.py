@@ -317,15 +317,16 @@ def replan(
     key_idx = [_COLUMNS.index(k) for k in _KEY]
     wanted = {_key_of(row, key_idx): row for row in rows}
     existing = conn.execute(
-        sa.select(_T.c.id, _T.c.state, *(_T.c[k] for k in _KEY)).where(
+        sa.select(_T.c.id, _T.c.state, _T.c.due_at, *(_T.c[k] for k in _KEY)).where(
             _T.c.couple_id == couple_id,
             _T.c.purpose == ReminderPurpose.NUDGE,
             _T.c.state.in_([ReminderState.SCHEDULED, ReminderState.CANCELLED]),
             _T.c.due_at >= now - timedelta(days=1),
         )
     ).all()
-    cancel, revive = [], []
+    cancel, revive, retime = [], [], []
     present = set()
+    due_i, exp_i = _COLUMNS.index("due_at"), _COLUMNS.index("expires_at")
     for row in existing:
         key = (
             row.ritual_id,
@@ -335,10 +336,14 @@ def replan(
             row.offset_minutes,
         )
         present.add(key)
-        if row.state == ReminderState.SCHEDULED and key not in wanted:
+        want = wanted.get(key)
+        if row.state == ReminderState.SCHEDULED and want is None:
             cancel.append(row.id)
-        elif row.state == ReminderState.CANCELLED and key in wanted:
+        elif row.state == ReminderState.CANCELLED and want is not None:
             revive.append(row.id)
+        if want is not None and row.due_at != want[due_i]:
+            # A moved occurrence keeps its key (the original start) but not its time.
+            retime.append({"rid": row.id, "due": want[due_i], "exp": want[exp_i]})
     if cancel:
         conn.execute(
             _T.update()
@@ -358,6 +363,18 @@ def replan(
                 attempts=0,
                 updated_at=now,
             )
+        )
+    if retime:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id == sa.bindparam("rid"), _T.c.state == ReminderState.SCHEDULED)
+            .values(
+                due_at=sa.bindparam("due"),
+                next_attempt_at=sa.bindparam("due"),
+                expires_at=sa.bindparam("exp"),
+                updated_at=now,
+            ),
+            retime,
         )
     missing = [row for key, row in wanted.items() if key not in present]
     result.created = insert_rows(conn, missing)

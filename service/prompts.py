@@ -52,11 +52,16 @@ def enabled_ids(session: Session, kind: RitualKind) -> list[int]:
 
 
 def next_prompt(
-    session: Session, ritual: Ritual, now: datetime, rng: random.Random | None = None
+    session: Session,
+    ritual: Ritual,
+    now: datetime,
+    rng: random.Random | None = None,
+    pool: list[int] | None = None,
 ) -> Prompt | None:
     """Take the ritual's next prompt and advance its rotation (same transaction as the send
-    bookkeeping, so a rolled-back send does not consume a prompt)."""
-    pool = enabled_ids(session, ritual.kind)
+    bookkeeping, so a rolled-back send does not consume a prompt). ``pool`` is the kind's
+    enabled ids when the caller already has them (the dispatcher loads them once a batch)."""
+    pool = pool if pool is not None else enabled_ids(session, ritual.kind)
     if not pool:
         sync_builtin(session, now)
         pool = enabled_ids(session, ritual.kind)

@@ -26,6 +26,8 @@ from service.config import Settings
 from service.db import Database
 from service.models import Base
 
+pytest_plugins = ["tests.peers.fixtures"]
+
 PG_BASE = os.environ.get("HEARTH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -176,3 +176,22 @@ def test_all_day_rituals_nudge_at_nine_local(db: Database, clock: FakeClock) -> 
     add_ritual(db, now, cid, "anniversary", on="2019-01-06")
     _plan(db, now)
     assert {r[0] for r in _rows(db)} == {datetime(2026, 1, 6, 8, 0, tzinfo=UTC)}
+
+
+def test_a_moved_occurrence_is_retimed(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    _plan(db, now)
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.move(
+            s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC), datetime(2026, 1, 6, 22, 30)
+        )
+    _replan(db, now, cid)
+    assert {r[0] for r in _rows(db)} == {
+        datetime(2026, 1, 5, 20, 0, tzinfo=UTC),
+        datetime(2026, 1, 6, 21, 30, tzinfo=UTC),
+    }
+    assert len(_rows(db)) == 6

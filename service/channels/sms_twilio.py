@@ -1,0 +1,96 @@
+"""SMS through Twilio's Messages API with the real ``twilio`` client.
+
+Twilio error codes are mapped to our retry classes in :data:`PERMANENT`, :data:`OPTED_OUT` and
+:data:`TRANSIENT`; HTTP status decides for codes not listed (429 and 5xx retry, other 4xx do
+not). Every request has a timeout; sends are paced per sender and per account.
+"""
+
+from __future__ import annotations
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from service.channels.base import Message, Receipt, Transport, TransportError
+from service.channels.pacing import Pacer
+from service.channels.twilio_http import close_client, make_client, retry_after_seconds
+from service.config import TwilioSettings
+from service.messages import segments
+from service.models import Channel
+
+PERMANENT = {
+    21211: "invalid 'To' number",
+    21408: "region not enabled for this account",
+    21614: "number cannot receive SMS",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+}
+OPTED_OUT = {21610: "recipient replied STOP"}
+TRANSIENT = {
+    20429: "too many requests",
+    30001: "provider queue overflow",
+    30003: "handset unreachable",
+}
+
+
+def classify(status: int, code: int | None, retry_after: float | None) -> TransportError:
+    """One place that turns a Twilio answer into our error class."""
+    if code in OPTED_OUT:
+        return TransportError(f"twilio {code}: {OPTED_OUT[code]}", opted_out=True, code=str(code))
+    if code in PERMANENT:
+        return TransportError(f"twilio {code}: {PERMANENT[code]}", permanent=True, code=str(code))
+    label = f"twilio {code or status}"
+    if code in TRANSIENT:
+        return TransportError(
+            f"{label}: {TRANSIENT[code]}", retry_after=retry_after, code=str(code)
+        )
+    if status == 429 or status >= 500:
+        return TransportError(
+            f"{label}: HTTP {status}", retry_after=retry_after, code=str(code or status)
+        )
+    return TransportError(f"{label}: HTTP {status}", permanent=True, code=str(code or status))
+
+
+class TwilioTransport(Transport):
+    channel = Channel.SMS
+
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        status_callback_url: str | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client: Client = make_client(
+            settings.account_sid,
+            settings.auth_token.get_secret_value(),
+            settings.api_base_url,
+            settings.timeout_seconds,
+        )
+        self.sender = settings.messaging_service_sid or settings.from_number
+        self.status_callback_url = status_callback_url
+        self.pacer = pacer or Pacer(
+            settings.sender_rate_per_second, settings.account_rate_per_second
+        )
+
+    def send(self, message: Message) -> Receipt:
+        self.pacer.acquire(self.sender, segments(message.text))
+        kwargs: dict[str, str] = {"to": message.to, "body": message.text}
+        if self.settings.messaging_service_sid:
+            kwargs["messaging_service_sid"] = self.settings.messaging_service_sid
+        else:
+            kwargs["from_"] = self.settings.from_number
+        if self.status_callback_url:
+            kwargs["status_callback"] = self.status_callback_url
+        try:
+            created = self.client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            http = self.client.http_client
+            response = getattr(http, "last_response", None)
+            raise classify(exc.status, exc.code, retry_after_seconds(response)) from None
+        except requests.RequestException as exc:
+            raise TransportError(f"twilio unreachable: {type(exc).__name__}") from None
+        return Receipt(provider_id=str(created.sid))
+
+    def close(self) -> None:
+        close_client(self.client)

@@ -1,0 +1,171 @@
+"""Build the real ``twilio`` REST client, optionally aimed at another base URL.
+
+Why this module exists: the SMS channel must talk to something other than
+``https://api.twilio.com`` in tests, benches and staging (``[twilio] api_base_url``, e.g. the
+local stand-in in ``tests/peers/twilio_standin.py``), while still going through the *real*
+client: its form encoding, auth, JSON parsing and ``TwilioRestException`` mapping.
+
+The twilio package has no base-URL option. Its generated resources build absolute URLs
+from per-domain ``base_url`` attributes (``client.api.base_url`` and one per product), and
+``Client.get_hostname`` may rewrite the host again for ``TWILIO_REGION``/``TWILIO_EDGE``.
+Patching those attributes would miss domains created later and fight the region logic, so
+we use the supported extension point instead: a custom ``http_client`` (the client accepts
+any :class:`twilio.http.HttpClient`). :class:`RebasedTwilioHttpClient` subclasses the stock
+``TwilioHttpClient`` and, just before each request goes out, swaps the scheme and host of any
+``*.twilio.com`` URL for the configured base URL, keeping path and query. Every product
+domain therefore lands on the one base URL, which is what a single stand-in server wants.
+
+With an empty base URL nothing is rewritten and the client talks to Twilio as usual.
+
+The subclass also keeps the last response *per thread* (the stock client keeps one shared
+``_test_only_last_response``), because ``TwilioRestException`` does not carry response
+headers and the channel needs ``Retry-After`` from a 429: see :func:`retry_after_seconds`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from requests.adapters import HTTPAdapter
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+__all__ = [
+    "RebasedTwilioHttpClient",
+    "close_client",
+    "make_client",
+    "rebase_url",
+    "retry_after_seconds",
+]
+
+TWILIO_HOST_SUFFIX = ".twilio.com"
+DEFAULT_POOL_SIZE = max(32, (os.cpu_count() or 1) + 4)
+
+
+def rebase_url(url: str, base_url: str) -> str:
+    """Return ``url`` with a ``*.twilio.com`` scheme and host replaced by ``base_url``.
+
+    ``base_url`` may carry a path prefix (``http://127.0.0.1:8080/twilio``); it is
+    prepended to the original path. URLs for other hosts, and every URL when ``base_url``
+    is empty, are returned unchanged.
+    """
+    if not base_url:
+        return url
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host != "twilio.com" and not host.endswith(TWILIO_HOST_SUFFIX):
+        return url
+    base = urlsplit(base_url)
+    path = base.path.rstrip("/") + parts.path
+    return urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
+
+
+class RebasedTwilioHttpClient(TwilioHttpClient):
+    """``TwilioHttpClient`` that sends ``*.twilio.com`` requests to ``base_url`` instead.
+
+    Safe to share between threads (as the stock client is): the underlying
+    ``requests.Session`` is pooled, and :attr:`last_response` is thread-local.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        timeout: float | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        super().__init__(pool_connections=True, timeout=timeout)
+        self.base_url = base_url.rstrip("/")
+        self._local = threading.local()
+        # The stock client mounts a sized pool for https:// only; a rebased client may
+        # speak plain http:// to a local peer, and many worker threads share this session.
+        for prefix in ("https://", "http://"):
+            self.session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        self._local.last_response = None
+        response: Response = super().request(
+            method,
+            rebase_url(url, self.base_url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+        self._local.last_response = response
+        return response
+
+    @property
+    def last_response(self) -> Response | None:
+        """The last response received by the calling thread (``None`` before any)."""
+        response: Response | None = getattr(self._local, "last_response", None)
+        return response
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        if self.session is not None:
+            self.session.close()
+
+
+def make_client(
+    account_sid: str,
+    auth_token: str,
+    base_url: str = "",
+    timeout: float | None = 10.0,
+) -> Client:
+    """The real ``twilio.rest.Client``; its requests go to ``base_url`` when one is given.
+
+    ``client.http_client`` is a :class:`RebasedTwilioHttpClient`; call :func:`close_client`
+    when done with the client.
+    """
+    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout)
+    return Client(account_sid, auth_token, http_client=http_client)
+
+
+def close_client(client: Client) -> None:
+    """Release the pooled connections of a client made by :func:`make_client`."""
+    http_client = client.http_client
+    if isinstance(http_client, RebasedTwilioHttpClient):
+        http_client.close()
+
+
+def retry_after_seconds(response: Response | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from the ``Retry-After`` header of ``response`` (delta or HTTP date), if any."""
+    if response is None or not response.headers:
+        return None
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,154 @@
+"""What partners read: the text of each reminder, per channel.
+
+SMS texts fit in two segments (GSM-7: 306 characters; anything outside GSM-7 switches the
+whole message to UCS-2: 134) and are discreet by default: a lock screen never shows "repair"
+or "conflict" unless the partner chose full text. Emails carry a text and an HTML part and the
+one-click unsubscribe headers (RFC 8058).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.channels.base import Message
+from service.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
+from service.timeutil import zone
+
+# GSM 03.38 basic set plus the extension table (which costs two septets each).
+_GSM = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXT = set("^{}\\[~]|€")
+MAX_SEGMENTS = 2
+SMS_HINTS = "Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out."
+
+
+def segments(text: str) -> int:
+    """How many SMS segments ``text`` takes."""
+    if all(ch in _GSM or ch in _GSM_EXT for ch in text):
+        units = sum(2 if ch in _GSM_EXT else 1 for ch in text)
+        single, multi = 160, 153
+    else:
+        units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+        single, multi = 70, 67
+    if units <= single:
+        return 1
+    return -(-units // multi)
+
+
+def fit(text: str, max_segments: int = MAX_SEGMENTS) -> str:
+    """Shorten ``text`` at a word boundary (with an ellipsis) until it fits."""
+    if segments(text) <= max_segments:
+        return text
+    words = text.split(" ")
+    while words and segments(" ".join(words) + "...") > max_segments:
+        words.pop()
+    return " ".join(words) + "..."
+
+
+@dataclass(frozen=True)
+class Context:
+    ritual: Ritual
+    partner: Partner
+    purpose: ReminderPurpose
+    occurrence_start: datetime
+    prompt: str | None
+    unsubscribe_url: str | None = None
+
+
+def _title(ctx: Context, discreet: bool) -> str:
+    if discreet and ctx.ritual.kind is RitualKind.REPAIR:
+        return "Your planned conversation"
+    return ctx.ritual.title
+
+
+def _when(ctx: Context) -> str:
+    local = ctx.occurrence_start.astimezone(zone(ctx.partner.timezone))
+    if ctx.ritual.start_time is None:
+        return f"today ({local:%a %d %b})"
+    return (
+        f"at {local:%H:%M}"
+        if ctx.purpose is not ReminderPurpose.INVITE
+        else f"{local:%a %d %b %H:%M}"
+    )
+
+
+def sms_text(ctx: Context) -> str:
+    discreet = not ctx.partner.full_text
+    title = _title(ctx, discreet)
+    if ctx.purpose is ReminderPurpose.FOLLOWUP:
+        return fit(
+            "Hearth: about yesterday's talk. Did the steps you agreed on happen? "
+            "Reply YES, NO or a few words."
+        )
+    if ctx.purpose is ReminderPurpose.INVITE:
+        lead = f"Hearth: {title} is set for {_when(ctx)}."
+        if discreet:
+            guide = "Take turns, listen fully, agree on one small step. Details in your calendar."
+        else:
+            guide = (
+                'Each speaks without interruption ("I feel... when... because..."), the other '
+                "mirrors back; validate before solving; agree on one or two steps."
+            )
+        return fit(f"{lead} {guide} Reply SKIP to call it off.")
+    prompt = (
+        ctx.prompt
+        if ctx.prompt and (not discreet or ctx.ritual.kind is not RitualKind.REPAIR)
+        else None
+    )
+    head = f"Hearth: {title} {_when(ctx)}."
+    tail = SMS_HINTS
+    if prompt:
+        # The prompt is what gets shortened, never the hints (STOP must always be there).
+        budget = f"{head} {{}} {tail}"
+        words = prompt.split(" ")
+        while words and segments(budget.format(" ".join(words))) > MAX_SEGMENTS:
+            words = words[:-1]
+            if words:
+                words[-1] = words[-1].rstrip(",.;:") + "..."
+        if words:
+            return budget.format(" ".join(words))
+    return fit(f"{head} {tail}")
+
+
+def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
+    title = _title(ctx, discreet=False)  # email is not a lock screen
+    when = _when(ctx)
+    subject = f"{title} {when}"
+    lines = [f"{title} {when}.", ""]
+    if ctx.prompt:
+        lines += [ctx.prompt, ""]
+    if ctx.ritual.description:
+        lines += [ctx.ritual.description, ""]
+    headers: dict[str, str] = {}
+    if ctx.unsubscribe_url:
+        lines += ["", f"Stop these emails: {ctx.unsubscribe_url}"]
+        headers["List-Unsubscribe"] = f"<{ctx.unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    text = "\n".join(lines).strip() + "\n"
+    paragraphs = "".join(
+        f"<p>{html.escape(line)}</p>" for line in lines if line and not line.startswith("Stop ")
+    )
+    foot = (
+        f'<p style="color:#777;font-size:small"><a href="{html.escape(ctx.unsubscribe_url)}">'
+        "Stop these emails</a></p>"
+        if ctx.unsubscribe_url
+        else ""
+    )
+    return Message(
+        to=to,
+        text=text,
+        subject=subject,
+        html=f"<!doctype html><html><body>{paragraphs}{foot}</body></html>",
+        headers=headers,
+        reminder_id=reminder_id,
+    )
+
+
+def render(ctx: Context, channel: Channel, to: str, reminder_id: int | None) -> Message:
+    if channel is Channel.SMS:
+        return Message(to=to, text=sms_text(ctx), reminder_id=reminder_id)
+    return email_message(ctx, to, reminder_id)
