@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from service import validation
 from service.events import EventType, record
 from service.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
-from service.models import Couple
+from service.models import Couple, Reminder
+from service.retention import count_into_stats
 
 
 def resolve(session: Session, ref: str | int) -> Couple:
@@ -109,6 +110,8 @@ def remove(session: Session, now: datetime, couple: Couple) -> None:
     """Delete the couple and, by cascade, its partners' personal data, rituals, reminders and
     replies. Events keep only ids (no personal data) for the audit trail."""
     couple_id, partner_count = couple.id, len(couple.partners)
+    # Keep the anonymous delivery counts; everything else about the couple goes.
+    count_into_stats(session.connection(), Reminder.__table__.c.couple_id == couple_id)
     session.delete(couple)
     session.flush()
     record(session, EventType.COUPLE_REMOVED, now, couple_id, partners=partner_count)

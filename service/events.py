@@ -29,6 +29,7 @@ class EventType(StrEnum):
     PARTNER_REMOVED = "partner.removed"
     PARTNER_OPTED_OUT = "partner.opted_out"
     PARTNER_OPTED_IN = "partner.opted_in"
+    FEED_ISSUED = "feed.issued"
     FEED_ROTATED = "feed.rotated"
     RITUAL_ADDED = "ritual.added"
     RITUAL_CHANGED = "ritual.changed"

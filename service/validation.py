@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from service.exceptions import InvalidInput
 from service.models import Channel, RitualKind
 from service.recurrence import split_until, until_instant
-from service.timeutil import localize, zone
+from service.timeutil import UTC, localize, zone
 
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _DURATION = re.compile(r"^(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?$|^(\d+)$", re.IGNORECASE)
@@ -254,3 +254,17 @@ def until_datetime(value: str, tz: str, field: str = "until") -> datetime:
         return localize(d + timedelta(days=1), time(0), zone(tz))
     dt = local_datetime(v, field)
     return localize(dt.date(), dt.time(), zone(tz))
+
+
+def since(value: str, now: datetime, field: str = "since") -> datetime:
+    """A UTC date (YYYY-MM-DD) or a span back from now (90m, 24h, 7d)."""
+    v = value.strip().lower()
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if v[:-1].isdigit() and v[-1:] in units:
+        return now - timedelta(**{units[v[-1]]: int(v[:-1])})
+    try:
+        return datetime.combine(date.fromisoformat(v), time(0), tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput(
+            field, f"{value!r} is not a date or span", "e.g. 2026-01-05 or 24h"
+        ) from None

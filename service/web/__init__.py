@@ -6,15 +6,56 @@ reach the service context through ``request.app.state.hearth``.
 
 from __future__ import annotations
 
+import time
+
+import structlog
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import Hearth
+from service.logs import scrub
 from service.web import feeds, health, twilio, unsubscribe
+
+log = structlog.get_logger("hearth.web")
+
+
+class AccessLog:
+    """One line per request, with tokens cut out of the path (uvicorn's own log is off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            log.info(
+                "http_request",
+                method=scope["method"],
+                path=scrub(scope["path"]),
+                status=status,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
 
 
 def create_app(hearth: Hearth) -> Starlette:
     app = Starlette(
         routes=[*health.routes, *feeds.routes, *twilio.routes, *unsubscribe.routes],
+        middleware=[Middleware(AccessLog)],
     )
     app.state.hearth = hearth
+    app.state.feed_cache = feeds.FeedCache()
     return app

@@ -1,0 +1,64 @@
+"""``hearth serve``, ``hearth worker``, ``hearth web``: the long-running processes."""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import hearth_from
+from service.logs import configure
+
+
+@click.command("serve")
+@click.option("--no-web", is_flag=True, help="Do not run the web service in this process.")
+@click.pass_context
+def serve_cmd(ctx: click.Context, no_web: bool) -> None:
+    """Run the daemon: planner, dispatcher and the web service (feeds, webhooks, health)."""
+    ctx.exit(_run(ctx, web=False if no_web else None))
+
+
+@click.command("worker")
+@click.pass_context
+def worker_cmd(ctx: click.Context) -> None:
+    """Run planner and dispatcher only (scale out: several workers share the queue)."""
+    ctx.exit(_run(ctx, web=False))
+
+
+def _run(ctx: click.Context, web: bool | None) -> int:
+    from service.daemon import Daemon
+
+    hearth = hearth_from(ctx)
+    configure(hearth.settings.log)
+    daemon = Daemon(hearth, web=web)
+    if daemon.web_enabled:
+        w = hearth.settings.web
+        click.echo(f"hearth: web service on http://{w.host}:{w.port} (public {w.public_base_url})")
+    click.echo("hearth: running; Ctrl-C or SIGTERM stops after in-flight sends finish")
+    return daemon.run()
+
+
+@click.command("web")
+@click.option("--host", help="Bind address (default: web.host).")
+@click.option("--port", type=int, help="Port (default: web.port).")
+@click.pass_context
+def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run only the web service: feeds, Twilio webhooks, unsubscribe, health, metrics."""
+    import uvicorn
+
+    from service.web import create_app
+
+    hearth = hearth_from(ctx)
+    configure(hearth.settings.log)
+    hearth.db.check()
+    w = hearth.settings.web
+    uvicorn.run(
+        create_app(hearth),
+        host=host or w.host,
+        port=port if port is not None else w.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def register(cli: click.Group) -> None:
+    for command in (serve_cmd, worker_cmd, web_cmd):
+        cli.add_command(command)

@@ -1,0 +1,91 @@
+"""``hearth demo``: a demo couple so a new user sees Hearth work with no accounts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import click
+from sqlalchemy.orm import Session
+
+from cli.common import fmt_local, unit_of_work
+from service import couples, feed_tokens, partners, rituals
+from service.exceptions import NotFound
+from service.models import Couple, RitualKind
+
+DEMO = "Demo: Alex & Sam"
+
+
+@click.command("demo")
+@click.option(
+    "--nudge-in",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 60),
+    help="Minutes until the demo nudge goes out.",
+)
+def demo_cmd(nudge_in: int) -> None:
+    """Create the demo couple (once), schedule a nudge due in a minute, print a feed URL."""
+    with unit_of_work() as (hearth, session, now):
+        try:
+            couple = couples.resolve(session, DEMO)
+            created = False
+        except NotFound:
+            couple = _create(session, now, hearth.settings.defaults.timezone)
+            created = True
+        # A one-off "hello" starting a minute after its nudge: every run shows a nudge soon.
+        start = (now + timedelta(minutes=nudge_in + 1)).replace(second=0, microsecond=0)
+        hello = rituals.add_one_off(
+            session,
+            now,
+            couple,
+            kind=RitualKind.CHECK_IN,
+            title="Hello from Hearth",
+            description="A demo nudge: in real use, the rituals you define remind you here.",
+            start=start,
+            duration_minutes=5,
+            offsets=[1],
+        )
+        alex = partners.resolve(session, "Alex", couple)
+        token = feed_tokens.issue(session, now, alex)
+        urls = feed_tokens.urls(hearth.settings.web, token)
+        when = fmt_local(start - timedelta(minutes=1), couple.timezone)
+        name, hello_id = couple.name, hello.id
+    click.echo(f"{'created' if created else 'using'} demo couple {name!r}")
+    click.echo(f"demo nudge (ritual {hello_id}) goes out at {when}, printed by the console channel")
+    click.echo(f"Alex's calendar feed: {urls.https}")
+    click.echo(f"                      {urls.webcal}")
+
+
+def _create(session: Session, now: datetime, tz: str) -> Couple:
+    couple = couples.add(session, now, name=DEMO, timezone=tz)
+    partners.add(
+        session,
+        now,
+        couple,
+        name="Alex",
+        phone="+14155550123",
+        email=None,
+        timezone=None,
+        channels="sms",
+        quiet_hours=None,
+        sms_consent="demo setup",
+    )
+    partners.add(
+        session,
+        now,
+        couple,
+        name="Sam",
+        phone=None,
+        email="sam@example.org",
+        timezone=None,
+        channels="email",
+        quiet_hours=None,
+        sms_consent=None,
+    )
+    for template in ("five-minute-check-in", "gratitude-three", "date-night"):
+        rituals.add(session, now, couple, rituals.RitualSpec(), template=template)
+    return couple
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(demo_cmd)

@@ -1,0 +1,64 @@
+"""Feed tokens: 256 random bits from ``secrets``, shown once, stored only as SHA-256.
+
+Each partner has their own token, so one can be revoked (rotated) without breaking the other's
+subscription. Lookup hashes the presented token and compares hashes in the database: the
+plain token exists only in the URL the partner holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.config import WebSettings
+from service.events import EventType, record
+from service.models import Partner
+
+TOKEN_BYTES = 32
+_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeedUrls:
+    https: str
+    webcal: str
+
+
+def urls(web: WebSettings, token: str) -> FeedUrls:
+    https = f"{web.public_base_url}/feeds/{token}.ics"
+    return FeedUrls(https=https, webcal="webcal://" + https.split("://", 1)[1])
+
+
+def issue(session: Session, now: datetime, partner: Partner) -> str:
+    """A new token for ``partner``; the previous one stops working at once."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    rotated = partner.feed_token_hash is not None
+    partner.feed_token_hash = digest(token)
+    partner.feed_token_created_at = now
+    partner.updated_at = now
+    session.flush()
+    record(
+        session,
+        EventType.FEED_ROTATED if rotated else EventType.FEED_ISSUED,
+        now,
+        partner.couple_id,
+        partner_id=partner.id,
+    )
+    return token
+
+
+def lookup(session: Session, token: str) -> Partner | None:
+    """The partner holding ``token``, or None (malformed, unknown or rotated away)."""
+    if not _SHAPE.match(token):
+        return None
+    return session.scalar(sa.select(Partner).where(Partner.feed_token_hash == digest(token)))

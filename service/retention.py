@@ -1,0 +1,51 @@
+"""Data care: prune old rows, keep anonymous delivery counts.
+
+Sent reminders, replies and events older than ``retention.days`` are deleted; before a
+reminder row goes (by pruning or by erasing a couple) it is counted into ``delivery_stat``
+(day, channel, final state), which holds no personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.app import Hearth
+from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply
+
+_R: sa.Table = Reminder.__table__  # type: ignore[assignment]
+_FINISHED = [s for s in ReminderState if s not in (ReminderState.SCHEDULED, ReminderState.SENDING)]
+
+
+def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
+    """Add the finished reminders matching ``where`` to the anonymous daily counts."""
+    day = sa.func.date(_R.c.due_at)
+    rows = conn.execute(
+        sa.select(day, _R.c.channel, _R.c.state, sa.func.count())
+        .where(where, _R.c.state.in_(_FINISHED))
+        .group_by(day, _R.c.channel, _R.c.state)
+    ).all()
+    stats: sa.Table = DeliveryStat.__table__  # type: ignore[assignment]
+    for d, channel, state, n in rows:
+        d = d if not isinstance(d, str) else datetime.strptime(d, "%Y-%m-%d").date()
+        updated = conn.execute(
+            stats.update()
+            .where(stats.c.day == d, stats.c.channel == channel, stats.c.state == state)
+            .values(count=stats.c.count + n)
+        ).rowcount
+        if not updated:
+            conn.execute(stats.insert().values(day=d, channel=channel, state=state, count=n))
+
+
+def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
+    keep = days if days is not None else hearth.settings.retention.days
+    cutoff = hearth.clock.now() - timedelta(days=keep)
+    old = sa.and_(_R.c.due_at < cutoff, _R.c.state.in_(_FINISHED))
+    with hearth.db.write_engine.begin() as conn:
+        count_into_stats(conn, old)
+        reminders = conn.execute(_R.delete().where(old)).rowcount
+        replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
+        evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
+    return {"reminders": reminders, "replies": replies, "events": evs}

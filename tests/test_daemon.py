@@ -1,0 +1,205 @@
+"""The daemon as a real process: ``hearth serve``/``worker`` in a subprocess, real time, the
+Twilio stand-in. No sleeping for time to pass: each test polls for an outcome with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from service import couples, partners, rituals
+from service.db import Database
+from service.models import Couple, Reminder, ReminderState, RitualKind
+from tests.conftest import PgSchema
+from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)  # polling an outside process, not waiting for time to pass
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class DaemonProcess:
+    def __init__(self, url: str, tmp: Path, standin: TwilioStandIn | None, **env: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+        self.env.update(
+            HEARTH_DATABASE_URL=url,
+            HEARTH_DAEMON_RUN_WEB="false",
+            HEARTH_LOG_FORMAT="json",
+            HEARTH_DAEMON_LEASE_SECONDS="5",
+            HEARTH_DAEMON_EVENT_POLL_SECONDS="0.5",
+        )
+        if standin is not None:
+            self.env.update(
+                HEARTH_CHANNELS_SMS="twilio",
+                HEARTH_TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
+                HEARTH_TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN,
+                HEARTH_TWILIO_FROM_NUMBER="+15005550006",
+                HEARTH_TWILIO_API_BASE_URL=standin.base_url,
+                HEARTH_TWILIO_SENDER_RATE_PER_SECOND="10000",
+                HEARTH_TWILIO_ACCOUNT_RATE_PER_SECOND="10000",
+            )
+        self.env.update(env)
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    started = 0
+
+    def start(self, *args: str) -> DaemonProcess:
+        DaemonProcess.started += 1
+        self.out = self.tmp / f"daemon{DaemonProcess.started}.out"
+        with self.out.open("wb") as sink:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", *(args or ("serve",))],
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: b"daemon_started" in self.out.read_bytes(), 30, "daemon start")
+        return self
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def _burst(db: Database, n: int, due_in_seconds: float = 2.0) -> datetime:
+    """``n`` couples, each with one partner on SMS and a one-off ritual whose nudge is due
+    in ``due_in_seconds`` (real time)."""
+    now = datetime.now(UTC)
+    start = now + timedelta(seconds=due_in_seconds)
+    with db.session() as s:
+        for i in range(n):
+            c = couples.add(s, now, name=f"Burst {i}", timezone="Europe/Berlin")
+            partners.add(
+                s, now, c, name="Alex", phone=f"+1415555{i:04d}", email=None, timezone=None,
+                channels="sms", quiet_hours=None, sms_consent="test",
+            )  # fmt: skip
+            rituals.add_one_off(
+                s, now, c, kind=RitualKind.CHECK_IN, title="Burst", description="",
+                start=start, duration_minutes=60, offsets=[0],
+            )  # fmt: skip
+    return start
+
+
+def _migrated(url: str) -> Database:
+    from service import migrate
+
+    db = Database(url)
+    migrate.upgrade(db)
+    return db
+
+
+def _states(db: Database) -> dict[str, int]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Reminder.state, sa.func.count()).group_by(Reminder.state)
+        ).all()
+    return {ReminderState(s).value: n for s, n in rows}
+
+
+def test_serve_sends_replans_on_edits_and_stops_cleanly(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    db = _migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    _burst(db, 3, due_in_seconds=1)
+    d = DaemonProcess(db.url, tmp_path, None)
+    daemons.append(d.start("serve", "--no-web"))
+    wait_for(lambda: _states(db).get("sent") == 3, 20, "3 console sends")
+    assert d.output().count("--- sms to +1415555") == 3
+    assert "+1415555" not in "".join(
+        line for line in d.output().splitlines() if line.startswith("{")
+    )  # JSON log lines carry no numbers
+
+    # An edit made with the CLI while the daemon runs is planned within 2 seconds.
+    now = datetime.now(UTC)
+    with db.session() as s:
+        c = s.scalars(sa.select(Couple).where(Couple.name == "Burst 0")).one()
+        rituals.add(
+            s, now, c, rituals.RitualSpec(kind="custom", title="Later", at="23:59", every="daily")
+        )
+    edited = time.monotonic()
+    wait_for(lambda: _states(db).get("scheduled", 0) >= 1, 5, "replan after an edit")
+    assert time.monotonic() - edited < 2.5
+    assert d.signal(signal.SIGTERM) == 0
+    assert "daemon_stopped" in d.output()
+
+
+def test_sigkill_mid_burst_loses_nothing(
+    tmp_path: Path, daemons: list[DaemonProcess], twilio_standin: TwilioStandIn
+) -> None:
+    db = _migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    n = 300
+    _burst(db, n, due_in_seconds=1)
+    twilio_standin.latency = 0.1
+    d = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_DAEMON_CONCURRENCY="20")
+    daemons.append(d.start("worker"))
+    wait_for(lambda: len(twilio_standin.sent) >= n // 3, 30, "a third of the burst")
+    d.kill()  # SIGKILL: no chance to clean up
+    at_kill = len(twilio_standin.requests)
+    with db.engine.connect() as conn:
+        in_flight = conn.scalar(
+            sa.select(sa.func.count()).where(Reminder.state == ReminderState.SENDING)
+        )
+    d.start("worker")  # the rows left 'sending' come back after their 5 s lease
+    wait_for(lambda: _states(db).get("sent") == n, 60, "the whole burst")
+    d.signal(signal.SIGTERM)
+    numbers = [r.to for r in twilio_standin.requests]
+    duplicates = len(numbers) - len(set(numbers))
+    assert len(set(numbers)) == n  # nothing lost
+    assert duplicates <= (in_flight or 0)  # at most the sends in flight at the kill
+    assert at_kill < len(numbers)
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_send_each_reminder_once(
+    pg_schema: PgSchema, tmp_path: Path, daemons: list[DaemonProcess], twilio_standin: TwilioStandIn
+) -> None:
+    db = _migrated(pg_schema.url)
+    n = 400
+    _burst(db, n, due_in_seconds=3)
+    twilio_standin.latency = 0.05
+    for _ in range(2):
+        d = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_DAEMON_CONCURRENCY="20")
+        daemons.append(d)
+        d.start("worker")
+    wait_for(lambda: _states(db).get("sent") == n, 60, "the whole burst")
+    for d in daemons:
+        assert d.signal(signal.SIGTERM) == 0
+    numbers = [r.to for r in twilio_standin.requests]
+    assert len(numbers) == n and len(set(numbers)) == n
+    both: dict[str, Any] = {d.out.name: d.output().count("reminder_sent") for d in daemons}
+    assert all(v > 0 for v in both.values()), both  # the work really was shared
