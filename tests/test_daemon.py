@@ -115,12 +115,21 @@ def _burst(db: Database, n: int, due_in_seconds: float = 2.0) -> datetime:
     return start
 
 
-def _migrated(url: str) -> Database:
+@pytest.fixture
+def migrated() -> Iterator[Callable[[str], Database]]:
     from service import migrate
 
-    db = Database(url)
-    migrate.upgrade(db)
-    return db
+    made: list[Database] = []
+
+    def make(url: str) -> Database:
+        db = Database(url)
+        migrate.upgrade(db)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.dispose()
 
 
 def _states(db: Database) -> dict[str, int]:
@@ -132,9 +141,9 @@ def _states(db: Database) -> dict[str, int]:
 
 
 def test_serve_sends_replans_on_edits_and_stops_cleanly(
-    tmp_path: Path, daemons: list[DaemonProcess]
+    tmp_path: Path, daemons: list[DaemonProcess], migrated: Callable[[str], Database]
 ) -> None:
-    db = _migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
     _burst(db, 3, due_in_seconds=1)
     d = DaemonProcess(db.url, tmp_path, None)
     daemons.append(d.start("serve", "--no-web"))
@@ -159,9 +168,12 @@ def test_serve_sends_replans_on_edits_and_stops_cleanly(
 
 
 def test_sigkill_mid_burst_loses_nothing(
-    tmp_path: Path, daemons: list[DaemonProcess], twilio_standin: TwilioStandIn
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
 ) -> None:
-    db = _migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
     n = 300
     _burst(db, n, due_in_seconds=1)
     twilio_standin.latency = 0.1
@@ -186,9 +198,13 @@ def test_sigkill_mid_burst_loses_nothing(
 
 @pytest.mark.postgres
 def test_two_workers_on_postgres_send_each_reminder_once(
-    pg_schema: PgSchema, tmp_path: Path, daemons: list[DaemonProcess], twilio_standin: TwilioStandIn
+    pg_schema: PgSchema,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
 ) -> None:
-    db = _migrated(pg_schema.url)
+    db = migrated(pg_schema.url)
     n = 400
     _burst(db, n, due_in_seconds=3)
     twilio_standin.latency = 0.05
