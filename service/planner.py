@@ -12,11 +12,10 @@ that match again (a pause then a resume) and inserts what is missing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,10 +35,12 @@ from service.models import (
 from service.recurrence import Schedule, nudge_anchor, occurrences
 
 CHUNK_COUPLES = 2000
+_NUDGE = ReminderPurpose.NUDGE.value
+_SCHEDULED = ReminderState.SCHEDULED.value
 _T: sa.Table = Reminder.__table__  # type: ignore[assignment]
 
 # Column order of the bulk insert; the statement text is built once per dialect.
-_COLUMNS = (
+COLUMNS = (
     "couple_id",
     "ritual_id",
     "partner_id",
@@ -65,19 +66,17 @@ class PlanResult:
     couples: int = 0
 
 
-@dataclass(frozen=True)
-class _Partner:
+class _Partner(NamedTuple):
     id: int
-    channels: tuple[Channel, ...]  # usable now: contact present, consent given
+    channels: tuple[str, ...]  # usable now: contact present, consent given
 
 
-@dataclass(frozen=True)
-class _Ritual:
+class _Ritual(NamedTuple):
     id: int
     couple_id: int
     schedule: Schedule
     offsets: tuple[int, ...]
-    channels: tuple[Channel, ...]
+    channels: tuple[str, ...]
     paused_at: datetime | None
     paused_until: datetime | None
 
@@ -92,29 +91,29 @@ def _paused(at: datetime, paused_at: datetime | None, until: datetime | None) ->
     return paused_at is not None and paused_at <= at and (until is None or at < until)
 
 
-def _usable_channels(row: Any) -> tuple[Channel, ...]:
+def _usable_channels(row: Any) -> tuple[str, ...]:
     usable = []
     for name in (row.channels or "").split(","):
-        if name == Channel.SMS and row.phone and row.sms_consent == ConsentState.CONSENTED:
-            usable.append(Channel.SMS)
-        elif name == Channel.EMAIL and row.email and row.email_opted_out_at is None:
-            usable.append(Channel.EMAIL)
+        if name == "sms" and row.phone and row.sms_consent == ConsentState.CONSENTED:
+            usable.append("sms")
+        elif name == "email" and row.email and row.email_opted_out_at is None:
+            usable.append("email")
     return tuple(usable)
 
 
-@lru_cache(maxsize=4096)
-def _plain_occurrences(
-    s: Schedule, start: datetime, end: datetime
-) -> tuple[tuple[datetime, datetime], ...]:
-    """Memoised for schedules without exceptions: rituals made from the same template share
-    one expansion, which keeps a 100k-couple pass close to the speed of the inserts."""
-    return tuple((o.start, o.original_start) for o in occurrences(s, start, end))
-
-
-def _expand(s: Schedule, start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime]]:
-    if not s.skips and not s.moves:
-        return _plain_occurrences(s, start, end)
-    return [(o.start, o.original_start) for o in occurrences(s, start, end)]
+def _expand(
+    s: Schedule, start: datetime, end: datetime, memo: dict[tuple[int, datetime, datetime], Any]
+) -> Sequence[tuple[datetime, datetime]]:
+    """Rituals without exceptions share interned schedules (see :func:`_load`): rituals made
+    from the same template expand once per pass, which keeps a 100k-couple pass close to the
+    speed of its inserts."""
+    if s.skips or s.moves:
+        return [(o.start, o.original_start) for o in occurrences(s, start, end)]
+    key = (id(s), start, end)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = [(o.start, o.original_start) for o in occurrences(s, start, end)]
+    return found
 
 
 def wanted_rows(
@@ -125,9 +124,10 @@ def wanted_rows(
     horizon: timedelta,
     stale_minutes: float,
 ) -> Iterator[tuple[Any, ...]]:
-    """Rows (in ``_COLUMNS`` order) for every nudge due in [now, now + horizon) that is
+    """Rows (in ``COLUMNS`` order) for every nudge due in [now, now + horizon) that is
     still fresh; occurrences inside a pause are not planned."""
     end = now + horizon
+    memo: dict[tuple[int, datetime, datetime], Any] = {}
     # Look back far enough to catch an occurrence whose nudge is still fresh, and ahead
     # far enough that an offset reaching before the horizon end is included.
     for r in rituals:
@@ -136,35 +136,33 @@ def wanted_rows(
         lo = now - stale - timedelta(days=1 if r.schedule.all_day else 0)
         hi = end + max_offset + timedelta(days=1 if r.schedule.all_day else 0)
         cp_at, cp_until = couple_pause.get(r.couple_id, (None, None))
-        for start, original in _expand(r.schedule, lo, hi):
+        slots = []  # (offset, original, due, expires) for this ritual
+        for start, original in _expand(r.schedule, lo, hi, memo):
             anchor = nudge_anchor(r.schedule, start)
             if _paused(start, r.paused_at, r.paused_until) or _paused(start, cp_at, cp_until):
                 continue
             for offset in r.offsets:
                 due = anchor - timedelta(minutes=offset)
                 expires = due + stale
-                if not (due < end and expires > now):
+                if due < end and expires > now:
+                    slots.append((offset, original, due, expires))
+        if not slots:
+            continue
+        for p in partners.get(r.couple_id, ()):
+            for ch in r.channels or p.channels:
+                if ch not in p.channels:
                     continue
-                for p in partners.get(r.couple_id, ()):
-                    for ch in r.channels or p.channels:
-                        if ch not in p.channels:
-                            continue
-                        yield (
-                            r.couple_id,
-                            r.id,
-                            p.id,
-                            ch.value,
-                            offset,
-                            ReminderPurpose.NUDGE.value,
-                            original,
-                            due,
-                            expires,
-                            ReminderState.SCHEDULED.value,
-                            0,
-                            due,
-                            now,
-                            now,
-                        )
+                for offset, original, due, expires in slots:
+                    yield (r.couple_id, r.id, p.id, ch, offset, _NUDGE, original, due, expires,
+                           _SCHEDULED, 0, due, now, now)  # fmt: skip
+
+
+def _among(col: Any, ids: Sequence[int]) -> Any:
+    """``col IN ids``, as a range when the ids are contiguous (keyset chunks usually are):
+    a 2000-item IN list costs more to compile than the query takes to run."""
+    if ids and ids[-1] - ids[0] + 1 == len(ids):
+        return col.between(ids[0], ids[-1])
+    return col.in_(ids)
 
 
 def _load(
@@ -178,16 +176,34 @@ def _load(
     pauses = {
         row.id: (row.paused_at, row.paused_until)
         for row in conn.execute(
-            sa.select(c.c.id, c.c.paused_at, c.c.paused_until).where(c.c.id.in_(couple_ids))
+            sa.select(c.c.id, c.c.paused_at, c.c.paused_until).where(_among(c.c.id, couple_ids))
         )
     }
     partners: dict[int, list[_Partner]] = defaultdict(list)
-    for row in conn.execute(sa.select(p).where(p.c.couple_id.in_(couple_ids)).order_by(p.c.id)):
+    pcols = (p.c.id, p.c.couple_id, p.c.channels, p.c.phone, p.c.email, p.c.sms_consent,
+             p.c.email_opted_out_at)  # fmt: skip
+    for row in conn.execute(
+        sa.select(*pcols).where(_among(p.c.couple_id, couple_ids)).order_by(p.c.id)
+    ):
         partners[row.couple_id].append(_Partner(row.id, _usable_channels(row)))
     ritual_rows = list(
         conn.execute(
-            sa.select(r).where(
-                r.c.couple_id.in_(couple_ids), sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now)
+            sa.select(
+                r.c.id,
+                r.c.couple_id,
+                r.c.dtstart_date,
+                r.c.start_time,
+                r.c.duration_minutes,
+                r.c.timezone,
+                r.c.rrule,
+                r.c.ended_at,
+                r.c.reminder_offsets,
+                r.c.channels,
+                r.c.paused_at,
+                r.c.paused_until,
+            ).where(
+                _among(r.c.couple_id, couple_ids),
+                sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now),
             )
         )
     )
@@ -200,56 +216,69 @@ def _load(
                 skips[ex.ritual_id].add(ex.original_start)
             elif ex.new_start is not None:
                 moves[ex.ritual_id][ex.original_start] = ex.new_start
-    rituals = [
-        _Ritual(
-            id=row.id,
-            couple_id=row.couple_id,
-            schedule=Schedule(
-                dtstart_date=row.dtstart_date,
-                start_time=row.start_time,
-                duration=timedelta(minutes=row.duration_minutes),
-                timezone=row.timezone,
-                rrule=row.rrule,
-                skips=frozenset(skips.get(row.id, ())),
-                moves=_FrozenMap(moves.get(row.id, {})),
-                ends_at=row.ended_at,
-            ),
-            offsets=tuple(int(x) for x in row.reminder_offsets.split(",") if x != ""),
-            channels=tuple(Channel(x) for x in row.channels.split(",") if x),
-            paused_at=row.paused_at,
-            paused_until=row.paused_until,
+    interned: dict[tuple[Any, ...], Any] = {}
+
+    def intern(value: Any) -> Any:
+        return interned.setdefault(value, value)
+
+    rituals = []
+    for rr in ritual_rows:
+        plain = rr.id not in skips and rr.id not in moves
+        key = (rr.dtstart_date, rr.start_time, rr.duration_minutes, rr.timezone, rr.rrule,
+               rr.ended_at)  # fmt: skip
+        schedule = interned.get(key) if plain else None
+        if schedule is None:
+            schedule = Schedule(
+                dtstart_date=rr.dtstart_date,
+                start_time=rr.start_time,
+                duration=timedelta(minutes=rr.duration_minutes),
+                timezone=rr.timezone,
+                rrule=rr.rrule,
+                skips=frozenset(skips.get(rr.id, ())),
+                moves=moves.get(rr.id, {}),
+                ends_at=rr.ended_at,
+            )
+            if plain:
+                interned[key] = schedule
+        rituals.append(
+            _Ritual(
+                id=rr.id,
+                couple_id=rr.couple_id,
+                schedule=schedule,
+                offsets=intern(tuple(int(x) for x in rr.reminder_offsets.split(",") if x != "")),
+                channels=intern(tuple(Channel(x).value for x in rr.channels.split(",") if x)),
+                paused_at=rr.paused_at,
+                paused_until=rr.paused_until,
+            )
         )
-        for row in ritual_rows
-    ]
     return rituals, partners, pauses
 
 
-class _FrozenMap(dict[datetime, datetime]):
-    """A hashable mapping, so a Schedule can key the expansion cache."""
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(frozenset(self.items()))
-
-
-def _insert_sql(conn: Connection) -> str:
-    cols = ", ".join(_COLUMNS)
+def insert_sql(conn: Connection, on_conflict: bool = True) -> str:
+    cols = ", ".join(COLUMNS)
     if conn.dialect.name == "postgresql":
-        marks = ", ".join(["%s"] * len(_COLUMNS))
+        marks = ", ".join(["%s"] * len(COLUMNS))
     else:
-        marks = ", ".join(["?"] * len(_COLUMNS))
-    return f"INSERT INTO reminder ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        marks = ", ".join(["?"] * len(COLUMNS))
+    tail = " ON CONFLICT DO NOTHING" if on_conflict else ""
+    return f"INSERT INTO reminder ({cols}) VALUES ({marks}){tail}"
 
 
-def _adapt(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def adapt_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Raw driver rows: SQLite stores naive UTC text (as :class:`UTCDateTime` does)."""
     if conn.dialect.name != "sqlite":
         return rows
-    idx = [i for i, name in enumerate(_COLUMNS) if name.endswith(("_at", "_start"))]
+    idx = [i for i, name in enumerate(COLUMNS) if name.endswith(("_at", "_start"))]
+    text: dict[datetime, str] = {}  # planned rows share few distinct instants
     out = []
     for row in rows:
         values = list(row)
         for i in idx:
-            values[i] = values[i].strftime(_SQLITE_FORMAT)
+            v = values[i]
+            s = text.get(v)
+            if s is None:
+                s = text[v] = v.strftime(_SQLITE_FORMAT)
+            values[i] = s
         out.append(tuple(values))
     return out
 
@@ -264,7 +293,7 @@ def insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
     if not rows:
         return 0
     before = _count(conn)
-    conn.exec_driver_sql(_insert_sql(conn), _adapt(conn, rows))
+    conn.exec_driver_sql(insert_sql(conn), adapt_rows(conn, rows))
     return _count(conn) - before
 
 
@@ -300,7 +329,7 @@ def plan(
                 if count:
                     result.created += insert_rows(conn, rows)
                 else:
-                    conn.exec_driver_sql(_insert_sql(conn), _adapt(conn, rows))
+                    conn.exec_driver_sql(insert_sql(conn), adapt_rows(conn, rows))
         result.couples += len(ids)
         last = ids[-1]
     return result
@@ -314,7 +343,7 @@ def replan(
     result = PlanResult(couples=1)
     rituals, partners, pauses = _load(conn, [couple_id], now)
     rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
-    key_idx = [_COLUMNS.index(k) for k in _KEY]
+    key_idx = [COLUMNS.index(k) for k in _KEY]
     wanted = {_key_of(row, key_idx): row for row in rows}
     existing = conn.execute(
         sa.select(_T.c.id, _T.c.state, _T.c.due_at, *(_T.c[k] for k in _KEY)).where(
@@ -326,7 +355,7 @@ def replan(
     ).all()
     cancel, revive, retime = [], [], []
     present = set()
-    due_i, exp_i = _COLUMNS.index("due_at"), _COLUMNS.index("expires_at")
+    due_i, exp_i = COLUMNS.index("due_at"), COLUMNS.index("expires_at")
     for row in existing:
         key = (
             row.ritual_id,
