@@ -11,6 +11,7 @@ in flight at the crash.
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -59,6 +60,17 @@ class Job:
 
 
 @dataclass
+class _Outcome:
+    job: Job
+    fields: dict[str, object]
+    outcome: str  # a final state's value, or "retry"
+    at: datetime
+    latency: float
+    error: str | None
+    opted_out: bool = False
+
+
+@dataclass
 class Tally:
     claimed: int = 0
     sent: int = 0
@@ -102,6 +114,9 @@ class Dispatcher:
         self._in_flight: set[Future[None]] = set()
         self.tally = Tally()
         self._wake = threading.Event()
+        self._outcomes: queue.Queue[_Outcome] = queue.Queue()
+        self._finisher: threading.Thread | None = None
+        self._idle = threading.Condition()
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -226,7 +241,14 @@ class Dispatcher:
             pid = r.prompt_id or ctx.shared_prompt(r)
             prompt = s.get(prompts.Prompt, pid) if pid else None
             if prompt is None:
-                prompt = prompts.next_prompt(s, ritual, now, self.rng, pool=ctx.pool(ritual.kind))
+                prompt = prompts.next_prompt(
+                    s,
+                    ritual,
+                    now,
+                    self.rng,
+                    pool=ctx.pool(ritual.kind),
+                    rotation=ctx.rotation(ritual.id, now),
+                )
             if prompt is not None:
                 ctx.remember_prompt(r, prompt.id)
                 r.prompt_id, prompt_text = prompt.id, prompt.text
@@ -272,74 +294,105 @@ class Dispatcher:
         self.finish(job, receipt, latency)
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
+        """Queue the outcome for the finisher, which records outcomes in batches: one write
+        transaction for many sends, instead of many threads queueing for SQLite's one lock."""
+        self._outcomes.put(self._outcome(job, result, latency))
+        self._ensure_finisher()
+
+    def _outcome(self, job: Job, result: Receipt | TransportError, latency: float) -> _Outcome:
         now = self.clock.now()
-        base = (
-            _T.update()
-            .where(
-                _T.c.id == job.id,
-                _T.c.claim_token == job.token,
-                _T.c.state == ReminderState.SENDING,
-            )
-            .execution_options(synchronize_session=False)
-        )
         fields: dict[str, object] = {"claim_token": None, "lease_until": None, "updated_at": now}
-        outcome: str
-        opted_out = False
         if isinstance(result, Receipt):
-            outcome = ReminderState.SENT.value
             fields.update(
                 state=ReminderState.SENT, provider_message_id=result.provider_id, sent_at=now,
                 last_error=None,
             )  # fmt: skip
-        elif result.opted_out:
-            outcome, opted_out = ReminderState.SKIPPED.value, True
-            fields.update(state=ReminderState.SKIPPED, last_error=str(result), final_at=now)
-        elif result.permanent:
-            outcome = ReminderState.FAILED.value
-            fields.update(state=ReminderState.FAILED, last_error=str(result), final_at=now)
-        else:
-            delay = max(
-                result.retry_after or 0.0,
-                backoff(
-                    job.attempts, self.cfg.retry_base_seconds, self.cfg.retry_max_seconds, self.rng
-                ),
-            )
-            retry_at = now + timedelta(seconds=delay)
-            if retry_at >= job.expires_at:
-                outcome = ReminderState.EXPIRED.value
-                fields.update(state=ReminderState.EXPIRED, last_error=str(result), final_at=now)
-            else:
-                outcome = "retry"
-                fields.update(
-                    state=ReminderState.SCHEDULED, next_attempt_at=retry_at, last_error=str(result)
-                )
-        with self.db.write_engine.begin() as conn:
-            updated = conn.execute(base.values(**fields)).rowcount
-        if updated != 1:
-            # Our lease ran out and another worker took the row: its outcome stands.
-            self._count("lost_claims")
-            log.warning("claim_lost", reminder_id=job.id, couple_id=job.couple_id)
-            return
-        if opted_out:
-            self._record_opt_out(job, now)
-        lateness = (now - job.due_at).total_seconds()
-        self._count({"sent": "sent", "retry": "retried"}.get(outcome, outcome))
-        if outcome != "retry":
-            observe_send(
-                job.channel.value,
-                outcome,
-                latency,
-                lateness if outcome == ReminderState.SENT.value else None,
-            )
-        log.info(
-            "reminder_" + outcome,
-            reminder_id=job.id,
-            couple_id=job.couple_id,
-            channel=job.channel.value,
-            attempt=job.attempts,
-            lateness_s=round(lateness, 3),
-            error=None if isinstance(result, Receipt) else str(result),
+            return _Outcome(job, fields, ReminderState.SENT.value, now, latency, None)
+        error = str(result)
+        if result.opted_out:
+            fields.update(state=ReminderState.SKIPPED, last_error=error, final_at=now)
+            return _Outcome(job, fields, ReminderState.SKIPPED.value, now, latency, error, True)
+        if result.permanent:
+            fields.update(state=ReminderState.FAILED, last_error=error, final_at=now)
+            return _Outcome(job, fields, ReminderState.FAILED.value, now, latency, error)
+        delay = max(
+            result.retry_after or 0.0,
+            backoff(
+                job.attempts, self.cfg.retry_base_seconds, self.cfg.retry_max_seconds, self.rng
+            ),
         )
+        retry_at = now + timedelta(seconds=delay)
+        if retry_at >= job.expires_at:
+            fields.update(state=ReminderState.EXPIRED, last_error=error, final_at=now)
+            return _Outcome(job, fields, ReminderState.EXPIRED.value, now, latency, error)
+        fields.update(state=ReminderState.SCHEDULED, next_attempt_at=retry_at, last_error=error)
+        return _Outcome(job, fields, "retry", now, latency, error)
+
+    def _ensure_finisher(self) -> None:
+        with self._lock:
+            if self._finisher is None or not self._finisher.is_alive():
+                self._finisher = threading.Thread(
+                    target=self._finish_loop, name="hearth-finish", daemon=True
+                )
+                self._finisher.start()
+
+    def _finish_loop(self) -> None:
+        while True:
+            first = self._outcomes.get()
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._outcomes.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._apply(batch)
+            except Exception:
+                # The rows stay 'sending'; their lease runs out and they are sent again.
+                log.exception("outcomes_not_recorded", count=len(batch))
+            finally:
+                for _ in batch:
+                    self._outcomes.task_done()
+                with self._idle:
+                    self._idle.notify_all()
+
+    def _apply(self, batch: list[_Outcome]) -> None:
+        updated: list[int] = []
+        with self.db.write_engine.begin() as conn:
+            for o in batch:
+                stmt = (
+                    _T.update()
+                    .where(
+                        _T.c.id == o.job.id,
+                        _T.c.claim_token == o.job.token,
+                        _T.c.state == ReminderState.SENDING,
+                    )
+                    .values(**o.fields)
+                )
+                updated.append(conn.execute(stmt).rowcount)
+        for o, n in zip(batch, updated, strict=True):
+            job = o.job
+            if n != 1:
+                # Our lease ran out and another worker took the row: its outcome stands.
+                self._count("lost_claims")
+                log.warning("claim_lost", reminder_id=job.id, couple_id=job.couple_id)
+                continue
+            if o.opted_out:
+                self._record_opt_out(job, o.at)
+            lateness = (o.at - job.due_at).total_seconds()
+            self._count({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
+            if o.outcome != "retry":
+                sent = o.outcome == ReminderState.SENT.value
+                observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None)
+            log.info(
+                "reminder_" + o.outcome,
+                reminder_id=job.id,
+                couple_id=job.couple_id,
+                channel=job.channel.value,
+                attempt=job.attempts,
+                lateness_s=round(lateness, 3),
+                error=o.error,
+            )
 
     def _record_opt_out(self, job: Job, now: datetime) -> None:
         with self.db.session(immediate=True) as s:
@@ -364,11 +417,14 @@ class Dispatcher:
         with self._lock:
             self._in_flight.discard(fut)
         self._wake.set()
+        with self._idle:
+            self._idle.notify_all()
 
     @property
     def in_flight(self) -> int:
+        """Sends running or queued, plus outcomes not yet recorded."""
         with self._lock:
-            return len(self._in_flight)
+            return len(self._in_flight) + self._outcomes.unfinished_tasks
 
     def run_once(self, limit: int | None = None) -> Tally:
         """Claim what is due now, send it, wait for every outcome (tests, ``send-now``)."""
@@ -389,16 +445,15 @@ class Dispatcher:
             self.tally.claimed += n
 
     def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted send has run and its outcome is recorded."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                pending = list(self._in_flight)
-            if not pending:
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            pending[0].exception(timeout=remaining)
+        with self._idle:
+            while self.in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(0.5 if remaining is None else min(0.5, remaining))
+        return True
 
     def wake(self) -> None:
         self._wake.set()
@@ -503,7 +558,17 @@ class _Context:
         self.partners = {
             p.id: p for p in s.scalars(sa.select(Partner).where(Partner.id.in_(partner_ids)))
         }
+        self.now = now
         self._pools: dict[RitualKind, list[int]] = {}
+        self._keep: list[prompts.Prompt] = []
+        self._rotations = {
+            r.ritual_id: r
+            for r in s.scalars(
+                sa.select(prompts.PromptRotation).where(
+                    prompts.PromptRotation.ritual_id.in_(ritual_ids)
+                )
+            )
+        }
         self._shared: dict[tuple[int, datetime], int] = {}
         if rows:
             # Both partners of a couple get the same prompt for the same occurrence.
@@ -519,8 +584,34 @@ class _Context:
 
     def pool(self, kind: RitualKind) -> list[int]:
         if kind not in self._pools:
-            self._pools[kind] = prompts.enabled_ids(self.s, kind)
+            # Loading the kind's prompts puts them in the identity map: no query per send.
+            found = list(
+                self.s.scalars(
+                    sa.select(prompts.Prompt).where(
+                        prompts.Prompt.kind == kind, prompts.Prompt.enabled
+                    )
+                )
+            )
+            if not found:
+                prompts.sync_builtin(self.s, self.now)
+                found = [
+                    p
+                    for p in self.s.scalars(sa.select(prompts.Prompt))
+                    if p.kind is kind and p.enabled
+                ]
+            self._keep.extend(found)  # the identity map holds objects only weakly
+            self._pools[kind] = sorted(p.id for p in found)
         return self._pools[kind]
+
+    def rotation(self, ritual_id: int, now: datetime) -> prompts.PromptRotation:
+        rot = self._rotations.get(ritual_id)
+        if rot is None:
+            rot = prompts.PromptRotation(
+                ritual_id=ritual_id, remaining=[], last_prompt_id=None, updated_at=now
+            )
+            self.s.add(rot)
+            self._rotations[ritual_id] = rot
+        return rot
 
     def shared_prompt(self, r: Reminder) -> int | None:
         return self._shared.get((r.ritual_id, r.occurrence_start))

@@ -57,10 +57,11 @@ def next_prompt(
     now: datetime,
     rng: random.Random | None = None,
     pool: list[int] | None = None,
+    rotation: PromptRotation | None = None,
 ) -> Prompt | None:
     """Take the ritual's next prompt and advance its rotation (same transaction as the send
-    bookkeeping, so a rolled-back send does not consume a prompt). ``pool`` is the kind's
-    enabled ids when the caller already has them (the dispatcher loads them once a batch)."""
+    bookkeeping, so a rolled-back send does not consume a prompt). The dispatcher passes the
+    kind's enabled ids and the ritual's rotation row, loaded once for a whole batch."""
     pool = pool if pool is not None else enabled_ids(session, ritual.kind)
     if not pool:
         sync_builtin(session, now)
@@ -68,7 +69,7 @@ def next_prompt(
         if not pool:
             return None
     rng = rng or random.Random()
-    rot = session.get(PromptRotation, ritual.id)
+    rot = rotation or session.get(PromptRotation, ritual.id)
     if rot is None:
         rot = PromptRotation(ritual_id=ritual.id, remaining=[], last_prompt_id=None, updated_at=now)
         session.add(rot)
@@ -83,5 +84,4 @@ def next_prompt(
     rot.remaining = remaining
     rot.last_prompt_id = chosen
     rot.updated_at = now
-    session.flush()
     return session.get(Prompt, chosen)

@@ -287,6 +287,7 @@ def test_a_reclaimed_row_cannot_be_finished_twice(db: Database, clock: FakeClock
     assert second.run_once().sent == 3
     for job in jobs:
         first.send(job)
+    first.wait_idle()
     assert first.tally.lost_claims == 3 and first.tally.sent == 0
     assert out.getvalue().count("--- ") == 6  # at least once: the stalled sends went out too
     assert _states_tonight(db) == {"sent"}

@@ -35,7 +35,9 @@ def build_one(settings: Settings, channel: Channel) -> Transport:
         if missing:
             raise ChannelNotConfigured("sms", "missing " + ", ".join(missing))
         callback = f"{settings.web.public_base_url}/twilio/status" if tw.status_callbacks else None
-        return TwilioTransport(tw, status_callback_url=callback)
+        return TwilioTransport(
+            tw, status_callback_url=callback, pool_size=settings.daemon.concurrency
+        )
     if settings.channels.email is EmailBackend.CONSOLE:
         return ConsoleTransport(Channel.EMAIL)
     from service.channels.email_smtp import SmtpTransport

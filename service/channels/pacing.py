@@ -33,7 +33,7 @@ class TokenBucket:
         self._stamp = monotonic()
         self._lock = threading.Lock()
 
-    def _reserve(self, tokens: float) -> float:
+    def reserve(self, tokens: float) -> float:
         """Take ``tokens`` (possibly going negative) and return how long to wait for them."""
         with self._lock:
             now = self._monotonic()
@@ -45,7 +45,7 @@ class TokenBucket:
     def acquire(self, tokens: float = 1.0) -> float:
         """Block until ``tokens`` may be spent; returns the seconds waited. Reservations are
         first come, first served, so callers leave in the order they arrived."""
-        wait = self._reserve(tokens)
+        wait = self.reserve(tokens)
         if wait > 0:
             self._sleep(wait)
         return wait
@@ -64,13 +64,21 @@ class Pacer:
     ) -> None:
         self._sender_rate = sender_rate
         self._kw = {"monotonic": monotonic, "sleep": sleep}
-        self.account = TokenBucket(account_rate, **self._kw)  # type: ignore[arg-type]
+        self._sleep = sleep
+        # No saved-up burst: the provider sees the configured rate from the first second.
+        self.account = TokenBucket(account_rate, 1.0, **self._kw)  # type: ignore[arg-type]
         self._senders: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
     def acquire(self, sender: str, segments: int = 1) -> float:
+        """Reserve in both buckets at the same instant and wait for the later of the two:
+        waiting in one and then the other would waste the first one's slot."""
         with self._lock:
             bucket = self._senders.get(sender)
             if bucket is None:
-                bucket = self._senders[sender] = TokenBucket(self._sender_rate, **self._kw)  # type: ignore[arg-type]
-        return bucket.acquire(segments) + self.account.acquire(segments)
+                bucket = TokenBucket(self._sender_rate, 1.0, **self._kw)  # type: ignore[arg-type]
+                self._senders[sender] = bucket
+        wait = max(bucket.reserve(segments), self.account.reserve(segments))
+        if wait > 0:
+            self._sleep(wait)
+        return wait

@@ -59,6 +59,7 @@ class TwilioTransport(Transport):
         settings: TwilioSettings,
         status_callback_url: str | None = None,
         pacer: Pacer | None = None,
+        pool_size: int = 50,
     ) -> None:
         self.settings = settings
         self.client: Client = make_client(
@@ -66,6 +67,7 @@ class TwilioTransport(Transport):
             settings.auth_token.get_secret_value(),
             settings.api_base_url,
             settings.timeout_seconds,
+            pool_size=pool_size,
         )
         self.sender = settings.messaging_service_sid or settings.from_number
         self.status_callback_url = status_callback_url

@@ -131,6 +131,7 @@ def make_client(
     auth_token: str,
     base_url: str = "",
     timeout: float | None = 10.0,
+    pool_size: int = DEFAULT_POOL_SIZE,
 ) -> Client:
     """The real ``twilio.rest.Client``; its requests go to ``base_url`` when one is given.
 
