@@ -23,7 +23,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from service import events, handlers, migrate, planner, prompts, retention
+from service import events, handlers, migrate, planner, prompts, repair, retention
 from service.app import Hearth
 from service.channels import Transport, build
 from service.dispatcher import Dispatcher
@@ -32,6 +32,8 @@ from service.metrics import PLANNER_DURATION
 from service.models import Channel
 
 log = structlog.get_logger("hearth.daemon")
+# Modules whose reactions the event loop runs (importing them registers the reactions).
+REACTING_MODULES = (repair,)
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
@@ -179,7 +181,7 @@ class Daemon:
 
         web = self.settings.web
         config = uvicorn.Config(
-            create_app(self.hearth),
+            create_app(self.hearth, runs_dispatcher=True),
             host=web.host,
             port=web.port,
             log_config=None,

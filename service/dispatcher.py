@@ -186,12 +186,16 @@ class Dispatcher:
         return jobs
 
     def _gate(self, r: Reminder, ctx: _Context, now: datetime) -> _Verdict | None:
-        ritual = ctx.rituals[r.ritual_id]
         partner = ctx.partners[r.partner_id]
-        couple = ritual.couple
-        if couple.is_paused(now) or ritual.is_paused(now):
+        ritual = ctx.rituals.get(r.ritual_id) if r.ritual_id is not None else None
+        if r.purpose is ReminderPurpose.NOTICE:
+            if partner.couple.is_paused(now):
+                return _Verdict(ReminderState.SKIPPED, "paused")
+        elif ritual is None:
+            return _Verdict(ReminderState.CANCELLED, "ritual removed")
+        elif ritual.couple.is_paused(now) or ritual.is_paused(now):
             return _Verdict(ReminderState.SKIPPED, "paused")
-        if r.purpose is ReminderPurpose.NUDGE and (
+        elif r.purpose is ReminderPurpose.NUDGE and (
             r.occurrence_start
             in {e.original_start for e in ritual.exceptions if e.new_start is None}
             or (ritual.ended_at is not None and ritual.ended_at <= r.occurrence_start)
@@ -233,8 +237,12 @@ class Dispatcher:
         )
 
     def _job(self, s: Session, r: Reminder, ctx: _Context, now: datetime) -> Job:
-        ritual = ctx.rituals[r.ritual_id]
         partner = ctx.partners[r.partner_id]
+        if r.ritual_id is None:
+            assert r.body is not None, "a notice carries its text"
+            message = messages.notice(r.body, r.channel, _address(partner, r.channel), r.id)
+            return self._as_job(r, message)
+        ritual = ctx.rituals[r.ritual_id]
         prompt_text = None
         if r.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
             # A retry keeps its prompt; both partners share the occurrence's prompt.
@@ -261,6 +269,9 @@ class Dispatcher:
         )
         message = messages.render(mctx, r.channel, _address(partner, r.channel), r.id)
         r.body = message.text
+        return self._as_job(r, message)
+
+    def _as_job(self, r: Reminder, message: Message) -> Job:
         assert r.claim_token is not None
         return Job(
             r.id,
@@ -545,7 +556,7 @@ class _Context:
         from service.models import Ritual
 
         self.s = s
-        ritual_ids = {r.ritual_id for r in rows}
+        ritual_ids = {r.ritual_id for r in rows if r.ritual_id is not None}
         partner_ids = {r.partner_id for r in rows}
         self.rituals = {
             r.id: r
@@ -569,7 +580,7 @@ class _Context:
                 )
             )
         }
-        self._shared: dict[tuple[int, datetime], int] = {}
+        self._shared: dict[tuple[int | None, datetime], int] = {}
         if rows:
             # Both partners of a couple get the same prompt for the same occurrence.
             for rid, start, pid in s.execute(

@@ -45,6 +45,7 @@ class EventType(StrEnum):
     REPLY_RECEIVED = "reply.received"
     REPAIR_REQUESTED = "repair.requested"
     REPAIR_SCHEDULED = "repair.scheduled"
+    REPAIR_NO_SLOT = "repair.no_slot"
     REPAIR_CANCELLED = "repair.cancelled"
     PROMPT_ADDED = "prompt.added"
     PROMPT_DISABLED = "prompt.disabled"

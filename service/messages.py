@@ -117,8 +117,18 @@ def sms_text(ctx: Context) -> str:
 def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     title = _title(ctx, discreet=False)  # email is not a lock screen
     when = _when(ctx)
-    subject = f"{title} {when}"
-    lines = [f"{title} {when}.", ""]
+    if ctx.purpose is ReminderPurpose.FOLLOWUP:
+        subject = "About yesterday's conversation"
+        lines = [
+            "Did the steps you agreed on happen? Reply by SMS with YES, NO or a few words.",
+            "",
+        ]
+    elif ctx.purpose is ReminderPurpose.INVITE:
+        subject = f"{title}: {when}"
+        lines = [f"A calm time for your conversation: {when}. It is in your calendar.", ""]
+    else:
+        subject = f"{title} {when}"
+        lines = [f"{title} {when}.", ""]
     if ctx.prompt:
         lines += [ctx.prompt, ""]
     if ctx.ritual.description:
@@ -144,6 +154,19 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         subject=subject,
         html=f"<!doctype html><html><body>{paragraphs}{foot}</body></html>",
         headers=headers,
+        reminder_id=reminder_id,
+    )
+
+
+def notice(text: str, channel: Channel, to: str, reminder_id: int | None) -> Message:
+    """A stored one-off text (no ritual behind it)."""
+    if channel is Channel.SMS:
+        return Message(to=to, text=fit(text), reminder_id=reminder_id)
+    return Message(
+        to=to,
+        text=text + "\n",
+        subject="A note from Hearth",
+        html=f"<!doctype html><html><body><p>{html.escape(text)}</p></body></html>",
         reminder_id=reminder_id,
     )
 

@@ -103,9 +103,11 @@ class ReminderPurpose(StrEnum):
     INVITE = "invite"  # repair: the invitation with the structure
     FOLLOWUP = "followup"  # repair: next-day check
     CHASE = "chase"  # gentle nudge to the partner who has not answered DONE
+    NOTICE = "notice"  # a one-off text stored with the row (e.g. no repair slot found)
 
 
 class RepairState(StrEnum):
+    REQUESTED = "requested"
     SCHEDULED = "scheduled"
     NO_SLOT = "no_slot"
     CANCELLED = "cancelled"
@@ -289,7 +291,8 @@ class Reminder(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     couple_id: Mapped[int] = mapped_column(sa.ForeignKey("couple.id", ondelete="CASCADE"))
-    ritual_id: Mapped[int] = mapped_column(sa.ForeignKey("ritual.id", ondelete="CASCADE"))
+    # None for a notice that belongs to no ritual (its text is stored in ``body``).
+    ritual_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ritual.id", ondelete="CASCADE"))
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partner.id", ondelete="CASCADE"))
     channel: Mapped[Channel] = mapped_column(_enum(Channel))
     offset_minutes: Mapped[int]

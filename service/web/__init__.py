@@ -51,11 +51,20 @@ class AccessLog:
             )
 
 
-def create_app(hearth: Hearth) -> Starlette:
+def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
+    """``runs_dispatcher``: this process also dispatches (``hearth serve``), so ``/readyz``
+    checks that the loop ticks."""
     app = Starlette(
-        routes=[*health.routes, *feeds.routes, *twilio.routes, *unsubscribe.routes],
+        routes=[
+            *health.routes,
+            health.metrics_endpoint(hearth),
+            *feeds.routes,
+            *twilio.routes,
+            *unsubscribe.routes,
+        ],
         middleware=[Middleware(AccessLog)],
     )
     app.state.hearth = hearth
     app.state.feed_cache = feeds.FeedCache()
+    app.state.runs_dispatcher = runs_dispatcher
     return app

@@ -1,21 +1,113 @@
-"""Liveness: ``/healthz`` answers 200 while the database answers, 503 otherwise."""
+"""Health and metrics: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``.
+
+``/healthz`` answers while the process and its database answer. ``/readyz`` also wants the
+schema at the newest migration and, where a dispatcher runs in this process or another, a
+dispatcher pass within the last two minutes (read from the metric the loop sets).
+"""
 
 from __future__ import annotations
 
+import time
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service import migrate
+from service.app import Hearth
 from service.exceptions import DatabaseUnavailable
+from service.metrics import DISPATCH_TICK, REGISTRY
+from service.models import Reminder, ReminderState
+
+TICK_STALE_SECONDS = 120
 
 
 async def healthz(request: Request) -> Response:
-    hearth = request.app.state.hearth
+    hearth: Hearth = request.app.state.hearth
     try:
-        hearth.db.check()
+        await run_in_threadpool(hearth.db.check)
     except DatabaseUnavailable:
         return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET", "HEAD"])]
+def _readiness(hearth: Hearth, expect_dispatcher: bool) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        hearth.db.check()
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if migrate.is_current(hearth.db) else "behind"
+    except DatabaseUnavailable:
+        checks["database"] = "unreachable"
+        return checks
+    if expect_dispatcher:
+        last = DISPATCH_TICK._value.get()  # set by the loop in this process
+        checks["dispatcher"] = "ok" if time.time() - last < TICK_STALE_SECONDS else "stalled"
+    return checks
+
+
+async def readyz(request: Request) -> Response:
+    hearth: Hearth = request.app.state.hearth
+    checks = await run_in_threadpool(_readiness, hearth, request.app.state.runs_dispatcher)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ready else "error", **checks},
+                        status_code=200 if ready else 503)  # fmt: skip
+
+
+class OutboxCollector(Collector):
+    """Outbox depth by state and the age of the oldest due-but-unsent reminder, read from
+    the database at scrape time (so every process reports the shared queue)."""
+
+    def __init__(self, hearth: Hearth) -> None:
+        self.hearth = hearth
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        depth = GaugeMetricFamily("hearth_outbox_depth", "Reminders by state", labels=["state"])
+        oldest = GaugeMetricFamily(
+            "hearth_outbox_oldest_due_seconds", "Age of the oldest due, unsent reminder"
+        )
+        now = self.hearth.clock.now()
+        try:
+            with self.hearth.db.engine.connect() as conn:
+                counts = dict(
+                    conn.execute(
+                        sa.select(Reminder.state, sa.func.count()).group_by(Reminder.state)
+                    ).all()
+                )
+                first = conn.scalar(
+                    sa.select(sa.func.min(Reminder.next_attempt_at)).where(
+                        Reminder.state.in_([ReminderState.SCHEDULED, ReminderState.SENDING]),
+                        Reminder.next_attempt_at <= now,
+                    )
+                )
+        except Exception:
+            return
+        for state in ReminderState:
+            depth.add_metric([state.value], counts.get(state, 0))
+        yield depth
+        oldest.add_metric([], (now - first).total_seconds() if first else 0.0)
+        yield oldest
+
+
+def metrics_endpoint(hearth: Hearth) -> Route:
+    from prometheus_client import CollectorRegistry
+
+    local = CollectorRegistry(auto_describe=False)
+    local.register(OutboxCollector(hearth))
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(local))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, methods=["GET"])
+
+
+routes: list[BaseRoute] = [
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/readyz", readyz, methods=["GET", "HEAD"]),
+]

@@ -1,7 +1,133 @@
-"""Routes: twilio (being built; see the open issue)."""
+"""Twilio webhooks: ``POST /twilio/inbound`` (replies) and ``POST /twilio/status`` (receipts).
+
+Both verify ``X-Twilio-Signature`` with the twilio library's ``RequestValidator`` against the
+configured public base URL, so they work behind a reverse proxy that rewrites host or scheme:
+a missing or wrong signature gets 403 and nothing is recorded.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from typing import Any
+from xml.sax.saxutils import escape
 
-routes: list[BaseRoute] = []
+import sqlalchemy as sa
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from twilio.request_validator import RequestValidator
+
+from service import inbound
+from service.app import Hearth
+from service.metrics import WEBHOOKS
+from service.models import FINAL_STATES, Reminder, ReminderState
+
+log = structlog.get_logger("hearth.twilio")
+TWIML = "application/xml"
+STATUS_MAP = {
+    "delivered": ReminderState.DELIVERED,
+    "undelivered": ReminderState.UNDELIVERED,
+    "failed": ReminderState.FAILED,
+    "sent": ReminderState.SENT,
+}
+_RANK = {ReminderState.SENDING: 0, ReminderState.SENT: 1}  # finals rank above both
+
+
+def twiml(text: str | None) -> Response:
+    inner = f"<Message>{escape(text)}</Message>" if text else ""
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>',
+                    media_type=TWIML)  # fmt: skip
+
+
+async def _verified_form(request: Request, endpoint: str) -> dict[str, str] | Response:
+    hearth: Hearth = request.app.state.hearth
+    if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+        WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
+        return PlainTextResponse("expected a form-encoded body\n", status_code=400)
+    try:
+        form = await request.form()
+    except Exception:
+        WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
+        return PlainTextResponse("malformed form body\n", status_code=400)
+    params = {k: str(v) for k, v in form.multi_items()}
+    token = hearth.settings.twilio.auth_token.get_secret_value()
+    url = hearth.settings.web.public_base_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("x-twilio-signature", "")
+    if not token or not signature or not RequestValidator(token).validate(url, params, signature):
+        WEBHOOKS.labels(endpoint=endpoint, outcome="forbidden").inc()
+        log.warning("webhook_signature_rejected", endpoint=endpoint)
+        return PlainTextResponse("invalid signature\n", status_code=403)
+    return params
+
+
+async def inbound_sms(request: Request) -> Response:
+    params = await _verified_form(request, "inbound")
+    if isinstance(params, Response):
+        return params
+    sender, body, sid = params.get("From"), params.get("Body"), params.get("MessageSid")
+    if not sender or body is None or not sid:
+        WEBHOOKS.labels(endpoint="inbound", outcome="bad_request").inc()
+        return PlainTextResponse("From, Body and MessageSid are required\n", status_code=400)
+    hearth: Hearth = request.app.state.hearth
+    answer, known = await run_in_threadpool(_handle_inbound, hearth, sender, body, sid)
+    WEBHOOKS.labels(endpoint="inbound", outcome="ok" if known else "unknown_sender").inc()
+    return twiml(answer)
+
+
+def _handle_inbound(hearth: Hearth, sender: str, body: str, sid: str) -> tuple[str | None, bool]:
+    with hearth.db.session(immediate=True) as s:
+        partner = inbound.find_partner(s, sender)
+        if partner is None:
+            log.info("reply_from_unknown_number", sender=sender)
+            return None, False
+        return inbound.handle(hearth, s, hearth.clock.now(), partner, body, sid), True
+
+
+async def status_callback(request: Request) -> Response:
+    params = await _verified_form(request, "status")
+    if isinstance(params, Response):
+        return params
+    sid, status = params.get("MessageSid"), (params.get("MessageStatus") or "").lower()
+    if not sid or not status:
+        WEBHOOKS.labels(endpoint="status", outcome="bad_request").inc()
+        return PlainTextResponse("MessageSid and MessageStatus are required\n", status_code=400)
+    hearth: Hearth = request.app.state.hearth
+    outcome = await run_in_threadpool(_apply_status, hearth, sid, status, params.get("ErrorCode"))
+    WEBHOOKS.labels(endpoint="status", outcome=outcome).inc()
+    return Response(status_code=204)
+
+
+def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> str:
+    """Idempotent and order-proof: a final state is never left, a duplicate changes nothing."""
+    new = STATUS_MAP.get(status)
+    if new is None:
+        return "ignored"  # queued, sending, accepted...: nothing the outbox records
+    now = hearth.clock.now()
+    with hearth.db.session(immediate=True) as s:
+        r = s.scalar(sa.select(Reminder).where(Reminder.provider_message_id == sid))
+        if r is None:
+            return "unknown_message"
+        if r.state in FINAL_STATES or r.state == new:
+            return "duplicate"
+        if new is ReminderState.SENT and _RANK.get(r.state, 2) >= 1:
+            return "duplicate"
+        values: dict[str, Any] = {"state": new, "updated_at": now}
+        if new in FINAL_STATES:
+            values["final_at"] = now
+        if error:
+            values["last_error"] = f"twilio {error}"
+        s.execute(
+            sa.update(Reminder)
+            .where(Reminder.id == r.id, Reminder.state.not_in(FINAL_STATES))
+            .values(**values)
+        )
+        return "ok"
+
+
+routes: list[BaseRoute] = [
+    Route("/twilio/inbound", inbound_sms, methods=["POST"]),
+    Route("/twilio/status", status_callback, methods=["POST"]),
+]

@@ -1,7 +1,63 @@
-"""Routes: unsubscribe (being built; see the open issue)."""
+"""Email one-click unsubscribe (RFC 8058): ``POST`` with ``List-Unsubscribe=One-Click``
+opts the partner out of email; ``GET`` shows a small page with a confirm button (mail
+scanners follow GET links, so GET alone never unsubscribes anyone)."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import html
 
-routes: list[BaseRoute] = []
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from service import partners
+from service.app import Hearth
+from service.models import Channel, ConsentState, Partner
+
+NOT_FOUND = PlainTextResponse("Not Found\n", status_code=404)
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hearth emails</title></head>
+<body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
+
+
+def _partner(hearth: Hearth, token: str) -> tuple[int, str, bool] | None:
+    with hearth.db.session() as s:
+        p = s.scalar(sa.select(Partner).where(Partner.unsubscribe_token == token))
+        if p is None or len(token) < 20:
+            return None
+        return p.id, p.name, p.email_opted_out_at is not None
+
+
+def _opt_out(hearth: Hearth, partner_id: int) -> None:
+    with hearth.db.session(immediate=True) as s:
+        p = s.get(Partner, partner_id)
+        if p is not None and p.email_opted_out_at is None:
+            partners.set_consent(
+                s, hearth.clock.now(), p, ConsentState.OPTED_OUT, "email unsubscribe",
+                channel=Channel.EMAIL,
+            )  # fmt: skip
+
+
+async def unsubscribe(request: Request) -> Response:
+    hearth: Hearth = request.app.state.hearth
+    found = await run_in_threadpool(_partner, hearth, request.path_params["token"])
+    if found is None:
+        return NOT_FOUND
+    partner_id, name, already = found
+    if request.method == "POST":
+        await run_in_threadpool(_opt_out, hearth, partner_id)
+        return HTMLResponse(PAGE.format(body="<p>You will get no more emails from Hearth.</p>"))
+    if already:
+        return HTMLResponse(PAGE.format(body="<p>You are already unsubscribed.</p>"))
+    body = (
+        f"<p>Stop Hearth's reminder emails for {html.escape(name)}?</p>"
+        '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form>'
+    )
+    return HTMLResponse(PAGE.format(body=body))
+
+
+routes: list[BaseRoute] = [
+    Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+]
