@@ -1,0 +1,239 @@
+"""Replies and the repair flow, through the service (the webhook tests cover HTTP)."""
+
+from __future__ import annotations
+
+import io
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from service import couples, inbound, planner, repair
+from service.app import Hearth
+from service.channels.console import ConsoleTransport
+from service.clock import FakeClock
+from service.db import Database
+from service.dispatcher import Dispatcher
+from service.events import EventType
+from service.handlers import react
+from service.models import (
+    Channel,
+    CheckIn,
+    ConsentRecord,
+    ConsentState,
+    Event,
+    OccurrenceException,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    RepairRequest,
+    RepairState,
+    Reply,
+    Ritual,
+)
+from tests.factories import add_ritual, couple_with_partners
+
+TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sent(hearth: Hearth, db: Database, clock: FakeClock) -> Dispatcher:
+    """Alice and Sam with a nightly check-in whose 21:00 nudge has just gone out."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    d = Dispatcher(
+        hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel}, rng=random.Random(1)
+    )
+    clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == 3
+    return d
+
+
+def reply(hearth: Hearth, body: str, sid: str | None = None, name: str = "Alice") -> str | None:
+    with hearth.db.session(immediate=True) as s:
+        p = s.scalars(sa.select(Partner).where(Partner.name == name)).one()
+        return inbound.handle(hearth, s, hearth.clock.now(), p, body, sid)
+
+
+def _replies(db: Database) -> list[tuple[str | None, str]]:
+    with db.session() as s:
+        return [(r.keyword, r.action) for r in s.scalars(sa.select(Reply).order_by(Reply.id))]
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [("stop", "STOP"), ("  Stop. ", "STOP"), ("UNSUBSCRIBE", "UNSUBSCRIBE"), ("quit!", "QUIT"),
+     ("snooze 45", "SNOOZE"), ("Done!", "DONE"), ("help?", "HELP"), ("stop by later", None),
+     ("I'm done with this", None), ("", None)],
+)  # fmt: skip
+def test_parse(body: str, keyword: str | None) -> None:
+    assert inbound.parse(body).keyword == keyword
+
+
+def test_stop_cancels_pending_sms_first_and_start_restores(
+    hearth: Hearth, db: Database, sent: Dispatcher
+) -> None:
+    answer = reply(hearth, "STOP", "SM1")
+    assert answer == inbound.STOPPED_TEXT
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
+        assert alice.sms_consent is ConsentState.OPTED_OUT
+        pending_sms = s.scalars(
+            sa.select(Reminder).where(
+                Reminder.partner_id == alice.id,
+                Reminder.channel == Channel.SMS,
+                Reminder.state == ReminderState.SCHEDULED,
+            )
+        ).all()
+        assert pending_sms == []
+        rec = s.scalars(sa.select(ConsentRecord).order_by(ConsentRecord.id.desc())).first()
+        assert rec is not None and (rec.state, rec.source) == (ConsentState.OPTED_OUT, "sms STOP")
+        # Email goes on: Alice's email reminder for tomorrow is still planned.
+        assert s.scalar(
+            sa.select(sa.func.count()).where(
+                Reminder.partner_id == alice.id,
+                Reminder.channel == Channel.EMAIL,
+                Reminder.state == ReminderState.SCHEDULED,
+            )
+        )
+    assert reply(hearth, "STOP", "SM1") is None  # Twilio retried the webhook: no second act
+    assert reply(hearth, "what now", "SM2") is None  # opted out: stored, never answered
+    assert reply(hearth, "START", "SM3") == inbound.STARTED_TEXT
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
+        assert alice.sms_consent is ConsentState.CONSENTED
+    assert [k for k, _ in _replies(db)] == ["STOP", None, "START"]
+
+
+def test_done_marks_the_latest_occurrence(hearth: Hearth, db: Database, sent: Dispatcher) -> None:
+    assert "marked done" in (reply(hearth, "done") or "")
+    reply(hearth, "DONE")  # twice is still one check-in
+    with db.session() as s:
+        rows = s.execute(sa.select(CheckIn.occurrence_start, CheckIn.source)).all()
+    assert rows == [(TONIGHT, "sms")]
+
+
+def test_skip_skips_the_next_occurrence_for_both(
+    hearth: Hearth, db: Database, sent: Dispatcher, clock: FakeClock
+) -> None:
+    answer = reply(hearth, "skip")
+    assert answer is not None and "skipped" in answer
+    with db.session() as s:
+        [exc] = s.scalars(sa.select(OccurrenceException)).all()
+        assert exc.original_start == TONIGHT + timedelta(days=1)  # tonight's has started
+        assert exc.source == "sms"
+        cid = exc.ritual.couple_id
+    with db.write_engine.begin() as conn:
+        planner.replan(conn, clock.now(), cid, timedelta(hours=48), 30)
+    with db.session() as s:
+        tomorrow = s.scalars(
+            sa.select(Reminder.state).where(Reminder.occurrence_start == exc.original_start)
+        ).all()
+    assert set(tomorrow) == {ReminderState.CANCELLED}
+
+
+def test_snooze_resends_later_and_never_past_expiry(
+    hearth: Hearth, db: Database, sent: Dispatcher, clock: FakeClock
+) -> None:
+    assert "21:21" in (reply(hearth, "snooze 20") or "")
+    assert "21:29" in (reply(hearth, "SNOOZE 120") or "")  # clamped: stale from 21:30
+    clock.advance(timedelta(minutes=20))
+    assert sent.run_once().sent == 1  # the first snooze; the second waits until 21:29
+    with db.session() as s:
+        snoozes = s.scalars(
+            sa.select(Reminder).where(Reminder.purpose == ReminderPurpose.SNOOZE)
+        ).all()
+    assert sorted(r.state.value for r in snoozes) == ["scheduled", "sent"]
+
+
+def test_unknown_words_get_one_gentle_answer_a_day(
+    hearth: Hearth, db: Database, sent: Dispatcher, clock: FakeClock
+) -> None:
+    assert reply(hearth, "love you") == inbound.GENTLE_TEXT
+    assert reply(hearth, "really") is None
+    clock.advance(timedelta(days=1, minutes=1))
+    assert reply(hearth, "hello?") == inbound.GENTLE_TEXT
+    assert reply(hearth, "HELP") == inbound.HELP_TEXT
+
+
+def _react_all(hearth: Hearth, since: int = 0) -> None:
+    with hearth.db.session() as s:
+        evs = s.scalars(sa.select(Event).where(Event.id > since).order_by(Event.id)).all()
+    for ev in evs:
+        react(hearth, ev)
+
+
+def test_repair_finds_a_calm_slot_for_both(hearth: Hearth, db: Database, clock: FakeClock) -> None:
+    clock.set(datetime(2026, 1, 5, 19, 10, tzinfo=UTC))  # 20:10 in Berlin
+    now = clock.now()
+    cid = couple_with_partners(db, now, sam_tz="America/New_York")
+    add_ritual(db, now, cid, "five-minute-check-in")  # 21:00-21:05 Berlin is taken
+    with db.session(immediate=True) as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
+        alice.quiet_start, alice.quiet_end = (
+            datetime(1, 1, 1, 22).time(),
+            datetime(1, 1, 1, 7).time(),
+        )
+        c = alice.couple
+        repair.request(s, now, c, alice, "sms")
+    _react_all(hearth)
+    with db.session() as s:
+        req = s.scalars(sa.select(RepairRequest)).one()
+        assert req.state is RepairState.SCHEDULED and req.slot_start is not None
+        # Cool-off ends 22:10 Berlin; Alice's quiet hours run 22:00-07:00 and Sam's (default)
+        # 22:00-08:00 New York = 04:00-14:00 Berlin: the first calm 45 minutes are 14:00.
+        assert req.slot_start == datetime(2026, 1, 6, 13, 0, tzinfo=UTC)
+        ritual = s.get(Ritual, req.ritual_id)
+        assert ritual is not None and ritual.kind.value == "repair" and ritual.rrule is None
+        assert "I feel" in ritual.description
+        msgs = s.scalars(sa.select(Reminder).where(Reminder.ritual_id == ritual.id)).all()
+        purposes = sorted((r.purpose.value, r.channel.value) for r in msgs)
+    assert purposes == [
+        ("followup", "email"), ("followup", "email"), ("followup", "sms"),
+        ("invite", "email"), ("invite", "email"), ("invite", "sms"),
+    ]  # fmt: skip
+    _react_all(hearth)  # seeing the events again changes nothing
+    with db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(RepairRequest)) == 1
+
+
+def test_repair_without_a_slot_tells_both(hearth: Hearth, db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    with db.session(immediate=True) as s:
+        for p in s.scalars(sa.select(Partner)):
+            p.quiet_start, p.quiet_end = (
+                datetime(1, 1, 1, 0).time(),
+                datetime(1, 1, 1, 23, 50).time(),
+            )
+        c = couples.resolve(s, cid)
+        repair.request(s, now, c, None, "admin")
+    _react_all(hearth)
+    with db.session() as s:
+        req = s.scalars(sa.select(RepairRequest)).one()
+        notices = s.scalars(
+            sa.select(Reminder).where(Reminder.purpose == ReminderPurpose.NOTICE)
+        ).all()
+        types = s.scalars(sa.select(Event.type).order_by(Event.id)).all()
+    assert req.state is RepairState.NO_SLOT
+    assert len(notices) == 3 and all("calm time" in (n.body or "") for n in notices)
+    assert EventType.REPAIR_NO_SLOT.value in types
+
+
+def test_invitations_are_discreet_on_sms(hearth: Hearth, db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    with db.session(immediate=True) as s:
+        repair.request(s, now, couples.resolve(s, cid), None, "admin", at=now + timedelta(hours=3))
+    _react_all(hearth)
+    out = io.StringIO()
+    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+    assert d.run_once().sent == 3
+    sms = out.getvalue().split("--- ")[1:]
+    text = next(m for m in sms if m.startswith("sms"))
+    assert "repair" not in text.lower() and "conflict" not in text.lower()
+    assert "Your planned conversation" in text
