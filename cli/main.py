@@ -7,7 +7,19 @@ from typing import Any
 
 import click
 
-from cli import couple, daemon, db, deliveries, demo, feed, partner, ritual, templates
+from cli import (
+    couple,
+    daemon,
+    db,
+    deliveries,
+    demo,
+    feed,
+    partner,
+    prompts,
+    repair,
+    ritual,
+    templates,
+)
 from cli.common import CliState
 from service import __version__
 from service.exceptions import HearthError
@@ -43,7 +55,9 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
         ctx.obj.config_path = config_path
 
 
-for module in (db, couple, partner, ritual, templates, feed, deliveries, demo, daemon):
+for module in (
+    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon
+):  # fmt: skip
     module.register(cli)
 
 

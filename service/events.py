@@ -49,6 +49,7 @@ class EventType(StrEnum):
     REPAIR_CANCELLED = "repair.cancelled"
     PROMPT_ADDED = "prompt.added"
     PROMPT_DISABLED = "prompt.disabled"
+    PROMPT_ENABLED = "prompt.enabled"
 
 
 # Events after which the couple's reminders must be replanned.

@@ -17,9 +17,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.events import EventType, record
+from service.exceptions import Conflict, InvalidInput, NotFound
 from service.models import Prompt, PromptRotation, Ritual, RitualKind
 
 POOL_DIR = Path(__file__).parent / "prompts"
+MAX_LENGTH = 140  # leaves room in two SMS segments for the title, time and reply hints
 
 
 @cache
@@ -85,3 +88,37 @@ def next_prompt(
     rot.last_prompt_id = chosen
     rot.updated_at = now
     return session.get(Prompt, chosen)
+
+
+def list_(session: Session, kind: RitualKind | None = None) -> list[Prompt]:
+    stmt = sa.select(Prompt).order_by(Prompt.kind, Prompt.id)
+    if kind is not None:
+        stmt = stmt.where(Prompt.kind == kind)
+    return list(session.scalars(stmt))
+
+
+def add(session: Session, now: datetime, kind: RitualKind, text: str) -> Prompt:
+    text = " ".join(text.split())
+    if not 3 <= len(text) <= MAX_LENGTH:
+        raise InvalidInput("prompt", f"must be 3 to {MAX_LENGTH} characters (SMS space)")
+    if session.scalar(sa.select(Prompt).where(Prompt.kind == kind, Prompt.text == text)):
+        raise Conflict(f"prompt: the {kind.value} pool already has that prompt")
+    prompt = Prompt(kind=kind, text=text, builtin=False, enabled=True, created_at=now)
+    session.add(prompt)
+    session.flush()
+    record(session, EventType.PROMPT_ADDED, now, None, prompt_id=prompt.id, kind=kind.value)
+    return prompt
+
+
+def set_enabled(session: Session, now: datetime, prompt_id: int, enabled: bool) -> Prompt:
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None:
+        raise NotFound("prompt", prompt_id)
+    if prompt.enabled == enabled:
+        raise Conflict(f"prompt {prompt_id} is already {'enabled' if enabled else 'disabled'}")
+    if not enabled and len(enabled_ids(session, prompt.kind)) <= 1:
+        raise Conflict(f"prompt {prompt_id} is the last enabled {prompt.kind.value} prompt")
+    prompt.enabled = enabled
+    kind = EventType.PROMPT_ENABLED if enabled else EventType.PROMPT_DISABLED
+    record(session, kind, now, None, prompt_id=prompt.id)
+    return prompt
