@@ -6,9 +6,11 @@ import io
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from cli.common import print_json, unit_of_work
-from service import feed_tokens, partners
+from service import couples, feed_tokens, feeds, partners
+from service.models import Ritual
 
 
 @click.group("feed")
@@ -64,11 +66,6 @@ def _issue(partner: str, qr: bool, as_json: bool) -> None:
 @click.option("--alarms", is_flag=True, help="Include VALARMs for the reminder offsets.")
 def export_cmd(couple: str, output: str | None, alarms: bool) -> None:
     """Write COUPLE's feed as an .ics file."""
-    import sqlalchemy as sa
-
-    from service import couples, feeds
-    from service.models import Ritual
-
     with unit_of_work() as (hearth, session, now):
         c = couples.resolve(session, couple)
         rituals = list(
@@ -81,7 +78,7 @@ def export_cmd(couple: str, output: str | None, alarms: bool) -> None:
         Path(output).write_bytes(body)
         click.echo(f"wrote {output} ({len(body)} bytes)")
     else:
-        click.get_binary_stream("stdout").write(body)
+        click.echo(body, nl=False)
 
 
 def register(cli: click.Group) -> None:

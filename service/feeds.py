@@ -1,0 +1,253 @@
+"""A couple's rituals as one iCalendar feed (RFC 5545, with RFC 7986 refresh hints).
+
+Deterministic: the bytes depend only on the data (DTSTAMP is the ritual's last change), so the
+ETag changes exactly when the content does. Traps this module avoids, each covered by a test:
+RRULE UNTIL is written in UTC (icalendar would drop a zone, and parsers disagree on the
+count); REFRESH-INTERVAL carries VALUE=DURATION and X-PUBLISHED-TTL a real duration (PT6H);
+EXDATE and RECURRENCE-ID use DTSTART's value type and TZID, and name the rule's own local wall
+time (for a time in a DST gap that is the nominal time the rule generates, not the shifted
+instant).
+
+Times a DST change skips or repeats are pinned: each such occurrence also gets an override
+VEVENT whose DTSTART names the instant Hearth reminds at without ambiguity. Clients disagree
+there (RFC 5545 and Python read a skipped 02:30 with the offset before the gap and a
+repeated 01:45 as the first one; ical.js uses the offset after the change for both), so
+without the pin a calendar could show the ritual an hour away from its SMS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from icalendar import Alarm, Calendar, Event, vDuration, vRecur
+
+from service.models import Couple, ExceptionKind, Ritual
+from service.recurrence import Schedule, _local_starts, occurrences, series_until, split_until
+from service.rituals import schedule_of
+from service.timeutil import UTC, localize
+from service.vtimezone import transitions, vtimezone
+
+PRODID = "-//Hearth//Rituals//EN"
+PAUSE_LOOKAHEAD = timedelta(days=400)  # how far an open-ended pause is shown as skipped
+VTIMEZONE_YEARS = 15  # transitions listed past the latest DTSTART
+
+
+def etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def nominal_local(s: Schedule, instant: datetime) -> datetime:
+    """The rule's local wall time that lands on ``instant`` (aware, in the ritual's zone).
+
+    Differs from ``instant.astimezone(tz)`` only for a time in a spring-forward gap: the rule
+    says 02:30, the timeline has 03:30; RFC 5545 identifies the instance by the former.
+    """
+    tz = ZoneInfo(s.timezone)
+    local = instant.astimezone(tz).replace(tzinfo=None)
+    for candidate in _local_starts(s, local - timedelta(hours=3), local + timedelta(hours=3)):
+        if localize(candidate.date(), candidate.time(), tz) == instant:
+            return candidate.replace(tzinfo=tz)
+    return local.replace(tzinfo=tz)
+
+
+def _value(s: Schedule, instant: datetime) -> datetime | date:
+    local = nominal_local(s, instant)
+    return local.date() if s.all_day else local
+
+
+def _first_start(s: Schedule) -> datetime:
+    """DTSTART: the rule's first instance. RFC 5545 counts DTSTART as an occurrence even when
+    it does not match the rule; dateutil does not; starting at the first match agrees both."""
+    tz = ZoneInfo(s.timezone)
+    wall = s.start_time or time(0)
+    start = datetime.combine(s.dtstart_date, wall)
+    first = next(iter(_local_starts(s, start, start + timedelta(days=800))), start)
+    return first.replace(tzinfo=tz)
+
+
+@lru_cache(maxsize=256)
+def _unclear_walls(tzid: str, first: date, last: date) -> tuple[tuple[datetime, datetime], ...]:
+    """Naive local windows [lo, hi) whose wall times a transition skips or repeats."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    out = []
+    for t in transitions(tzid, start, end):
+        onset = (t.at + t.before).replace(tzinfo=None)
+        jump = t.after - t.before
+        out.append((onset, onset + jump) if jump > timedelta(0) else (onset + jump, onset))
+    return tuple(out)
+
+
+def _pinned(s: Schedule, first: date, last: date) -> list[datetime]:
+    """The instants of the occurrences whose wall time a transition skips or repeats."""
+    tz = ZoneInfo(s.timezone)
+    limit = series_until(s)
+    out = []
+    for lo, hi in _unclear_walls(s.timezone, first, last):
+        for local in _local_starts(s, lo, hi):
+            if local == hi:
+                continue  # between() is inclusive; hi itself is a plain wall time
+            instant = localize(local.date(), local.time(), tz)
+            if limit is None or instant <= limit:
+                out.append(instant)
+    return out
+
+
+def _unambiguous(instant: datetime, tz: ZoneInfo) -> datetime:
+    """``instant`` as a TZID local time when that wall time names only it, else in UTC."""
+    local = instant.astimezone(tz)
+    naive = local.replace(tzinfo=None)
+    if localize(naive.date(), naive.time(), tz) == instant and (
+        naive.replace(tzinfo=tz, fold=1).utcoffset() == naive.replace(tzinfo=tz).utcoffset()
+    ):
+        return local
+    return instant.astimezone(UTC)
+
+
+def _paused_spans(couple: Couple, ritual: Ritual, now: datetime) -> list[tuple[datetime, datetime]]:
+    spans = []
+    for owner in (couple, ritual):
+        if owner.paused_at is not None:
+            spans.append((owner.paused_at, owner.paused_until or now + PAUSE_LOOKAHEAD))
+    return spans
+
+
+def _exdates(s: Schedule, spans: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
+    out = set(s.skips)
+    for lo, hi in spans:
+        plain = Schedule(s.dtstart_date, s.start_time, s.duration, s.timezone, s.rrule,
+                         ends_at=s.ends_at)  # fmt: skip
+        out.update(o.original_start for o in occurrences(plain, lo, hi))
+    return sorted(out)
+
+
+def _common(ev: Event, ritual: Ritual) -> None:
+    ev.add("uid", ritual.uid)
+    ev.add("dtstamp", ritual.updated_at.astimezone(UTC))
+    ev.add("sequence", ritual.version)
+    ev.add("summary", ritual.title)
+    if ritual.description:
+        ev.add("description", ritual.description)
+    ev.add("categories", [ritual.kind.value])
+    ev.add("transp", "TRANSPARENT")
+
+
+def _alarms(ev: Event, ritual: Ritual) -> None:
+    for minutes in ritual.offsets:
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        alarm.add("trigger", timedelta(minutes=-minutes))
+        alarm.add("description", ritual.title)
+        ev.add_component(alarm)
+
+
+def _duration(s: Schedule) -> timedelta:
+    if s.all_day:
+        return timedelta(days=max(1, s.duration // timedelta(days=1)))
+    return s.duration
+
+
+def _override(
+    ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool
+) -> Event:
+    ev = Event()
+    _common(ev, ritual)
+    ev.add("recurrence-id", _value(s, original))
+    tz = ZoneInfo(s.timezone)
+    ev.add("dtstart", start.astimezone(tz).date() if s.all_day else _unambiguous(start, tz))
+    ev.add("duration", _duration(s))
+    if alarms:
+        _alarms(ev, ritual)
+    return ev
+
+
+def ritual_events(
+    couple: Couple, ritual: Ritual, now: datetime, alarms: bool, span: tuple[date, date]
+) -> list[Event]:
+    s = schedule_of(ritual)
+    first = _first_start(s)
+    ev = Event()
+    _common(ev, ritual)
+    ev.add("created", ritual.created_at.astimezone(UTC))
+    ev.add("last-modified", ritual.updated_at.astimezone(UTC))
+    ev.add("dtstart", first.date() if s.all_day else first)
+    ev.add("duration", _duration(s))
+    excluded = _exdates(s, _paused_spans(couple, ritual, now))
+    if s.rrule:
+        rule, _ = split_until(s.rrule)
+        recur = vRecur.from_ical(rule)
+        until = series_until(s)
+        if until is not None:
+            # UNTIL in UTC for timed events (RFC 5545 3.3.10); a DATE for all-day ones.
+            recur["UNTIL"] = (
+                [until.astimezone(ZoneInfo(s.timezone)).date()]
+                if s.all_day
+                else [until.astimezone(UTC).replace(microsecond=0)]
+            )
+        ev.add("rrule", recur)
+        if excluded:
+            ev.add("exdate", [_value(s, x) for x in excluded])
+    elif excluded or (s.ends_at is not None and s.ends_at <= first):
+        ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
+    if alarms:
+        _alarms(ev, ritual)
+    events = [ev]
+    if not s.rrule:
+        return events
+    moved = {
+        exc.original_start: exc.new_start
+        for exc in ritual.exceptions
+        if exc.kind is ExceptionKind.MOVE and exc.new_start is not None
+    }
+    if not s.all_day:
+        for instant in _pinned(s, *span):
+            if instant not in excluded and instant not in moved:
+                events.append(_override(ritual, s, instant, instant, alarms))
+    for original, new in sorted(moved.items()):
+        if original not in excluded:
+            events.append(_override(ritual, s, original, new, alarms))
+    return events
+
+
+def build_calendar(
+    couple: Couple,
+    rituals: list[Ritual],
+    *,
+    now: datetime,
+    alarms: bool = False,
+    refresh_hours: int = 6,
+) -> bytes:
+    """One VCALENDAR for the couple. ``now`` only decides how far an open-ended pause is
+    shown (to the day); everything else comes from the data."""
+    now = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    name = f"{couple.name} — rituals"
+    cal.add("name", name)
+    cal.add("x-wr-calname", name)
+    cal.add("x-wr-timezone", couple.timezone)
+    refresh = timedelta(hours=refresh_hours)
+    cal.add("refresh-interval", vDuration(refresh), parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", vDuration(refresh))
+    ordered = sorted(rituals, key=lambda r: r.id)
+    # UTC needs no VTIMEZONE: its times are written with a Z.
+    timed = [r for r in ordered if r.start_time is not None]
+    zones = sorted({r.timezone for r in timed} - {"UTC", "Etc/UTC"})
+    span = (date(2000, 1, 1), date(2000, 1, 1))
+    if timed:
+        # The range depends on the data only (never on today), so the bytes stay stable.
+        first = date(min(r.dtstart_date for r in timed).year - 1, 1, 1)
+        span = (first, date(max(r.dtstart_date for r in timed).year + VTIMEZONE_YEARS, 12, 31))
+    for tzid in zones:
+        cal.add_component(vtimezone(tzid, *span))
+    for ritual in ordered:
+        for ev in ritual_events(couple, ritual, now, alarms, span):
+            cal.add_component(ev)
+    return cal.to_ical()

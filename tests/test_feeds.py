@@ -1,0 +1,269 @@
+"""The iCalendar feed: content to the letter of RFC 5545, served over real HTTP, and expanded
+by two independent parsers (recurring-ical-events and Mozilla's ical.js) to exactly the
+instants ``service.recurrence`` plans reminders for."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import recurring_ical_events
+import sqlalchemy as sa
+from icalendar import Calendar
+
+from service import couples, feed_tokens, feeds, partners, rituals
+from service.app import Hearth
+from service.clock import FakeClock
+from service.db import Database
+from service.models import Couple, Ritual
+from service.recurrence import occurrences
+from tests.conftest import IN_CI
+from tests.factories import add_ritual, couple_with_partners
+from tests.web import serve
+
+JS = Path(__file__).parent / "js"
+START, END = datetime(2026, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC)
+ZONES = (
+    "Europe/Berlin",
+    "America/New_York",
+    "America/St_Johns",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+)
+
+
+def _feed(db: Database, couple_id: int, now: datetime, alarms: bool = False) -> bytes:
+    with db.session() as s:
+        c = s.get(Couple, couple_id)
+        assert c is not None
+        rs = list(s.scalars(sa.select(Ritual).where(Ritual.couple_id == c.id)))
+        return feeds.build_calendar(c, rs, now=now, alarms=alarms)
+
+
+def test_calendar_properties_and_rfc5545_form(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    add_ritual(db, now, cid, "anniversary", on="2019-06-14")
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.skip(s, now, r, datetime(2026, 1, 7, 20, tzinfo=UTC))
+        rituals.move(s, now, r, datetime(2026, 1, 8, 20, tzinfo=UTC), datetime(2026, 1, 8, 22, 15))
+    body = _feed(db, cid, now, alarms=True)
+    lines = body.split(b"\r\n")
+    assert body.endswith(b"\r\n") and b"\n" not in body.replace(b"\r\n", b"")
+    assert max(len(line) for line in lines) <= 75
+    text = body.decode()
+    assert "REFRESH-INTERVAL;VALUE=DURATION:PT6H\r\n" in text
+    assert "X-PUBLISHED-TTL:PT6H\r\n" in text
+    assert "EXDATE;TZID=Europe/Berlin:20260107T210000\r\n" in text
+    assert "RECURRENCE-ID;TZID=Europe/Berlin:20260108T210000\r\n" in text
+    assert "DTSTART;TZID=Europe/Berlin:20260108T221500\r\n" in text
+    assert "DTSTART;VALUE=DATE:20190614\r\n" in text  # the anniversary is all-day
+
+    cal = Calendar.from_ical(body)
+    assert str(cal["X-WR-CALNAME"]) == "Alice & Sam — rituals" == str(cal["NAME"])
+    assert str(cal["METHOD"]) == "PUBLISH" and str(cal["PRODID"]) == feeds.PRODID
+    assert [str(tz["TZID"]) for tz in cal.walk("VTIMEZONE")] == ["Europe/Berlin"]
+    master = next(e for e in cal.walk("VEVENT") if "RRULE" in e and "RECURRENCE-ID" not in e)
+    assert int(master["SEQUENCE"]) == 3  # created, skipped, moved
+    assert str(master["CATEGORIES"].cats[0]) == "check_in"
+    assert master["DURATION"].dt == timedelta(minutes=5)
+    assert [str(a["TRIGGER"].to_ical().decode()) for a in master.walk("VALARM")] == ["P0D"]
+
+
+def test_the_feed_is_deterministic_and_until_is_utc(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    first = _feed(db, cid, now)
+    assert _feed(db, cid, now + timedelta(hours=5)) == first  # DTSTAMP comes from the data
+    clock.advance(timedelta(days=3))
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.remove(s, clock.now(), r)
+    text = _feed(db, cid, clock.now()).decode()
+    assert re.search(r"RRULE:FREQ=DAILY;UNTIL=20260108T120000Z\r\n", text), text
+    cal = Calendar.from_ical(text)
+    starts = [e.start for e in recurring_ical_events.of(cal).between(START, END)]
+    assert len(starts) == 3  # 5, 6 and 7 January stay in partners' calendars
+
+
+def test_pauses_show_as_skipped(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        c = s.get(Couple, cid)
+        assert c is not None
+        couples.pause(s, now, c, now + timedelta(days=2))
+    cal = Calendar.from_ical(_feed(db, cid, now))
+    days = {
+        e.start.date() for e in recurring_ical_events.of(cal).between(now, now + timedelta(days=4))
+    }
+    assert days == {date(2026, 1, 7), date(2026, 1, 8)}
+
+
+def _interop_couple(db: Database, clock: FakeClock, tz: str) -> tuple[int, list[int]]:
+    now = clock.now()
+    cid = couple_with_partners(db, now, name=f"Interop {tz}", tz=tz)
+    ids = [
+        add_ritual(db, now, cid, kind="custom", title=f"At {at}", at=at, every="daily")
+        for at in ("02:30", "21:00", "01:45")
+    ]
+    ids.append(
+        add_ritual(db, now, cid, kind="custom", title="Weekly", at="19:15", every="weekly:SU")
+    )
+    with db.session() as s:
+        for rid in ids:
+            r = s.get(Ritual, rid)
+            assert r is not None
+            first, second = rituals.upcoming(r, datetime(2026, 6, 1, tzinfo=UTC), 2)
+            rituals.skip(s, now, r, first.original_start)
+            later = second.start.astimezone(ZoneInfo(tz)).replace(tzinfo=None) + timedelta(hours=1)
+            rituals.move(s, now, r, second.original_start, later)
+    return cid, ids
+
+
+def _expected(db: Database, ids: list[int]) -> dict[str, list[datetime]]:
+    out = {}
+    with db.session() as s:
+        for rid in ids:
+            r = s.get(Ritual, rid)
+            assert r is not None
+            out[r.uid] = [o.start for o in occurrences(rituals.schedule_of(r), START, END)]
+    return out
+
+
+@pytest.mark.parametrize("tz", ZONES)
+def test_recurring_ical_events_expands_exactly_what_hearth_plans(
+    sqlite_db: Database, clock: FakeClock, tz: str
+) -> None:
+    cid, ids = _interop_couple(sqlite_db, clock, tz)
+    expected = _expected(sqlite_db, ids)
+    cal = Calendar.from_ical(_feed(sqlite_db, cid, clock.now()))
+    got: dict[str, list[datetime]] = {uid: [] for uid in expected}
+    for ev in recurring_ical_events.of(cal).between(START, END):
+        got[str(ev["UID"])].append(ev.start.astimezone(UTC))
+    for uid, want in expected.items():
+        assert sorted(got[uid]) == want, uid
+    assert sum(map(len, expected.values())) > 2000
+
+
+@pytest.fixture(scope="session")
+def icaljs() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if IN_CI:
+            pytest.fail("CI=true requires node and npm for the ical.js interop test")
+        pytest.skip("node/npm not on PATH: ical.js interop not checked")
+    if not (JS / "node_modules" / "ical.js").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS, check=True,
+            env={**os.environ, "npm_config_update_notifier": "false"},
+        )  # fmt: skip
+    return JS / "expand.mjs"
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("tz", ZONES)
+def test_icaljs_expands_exactly_what_hearth_plans(
+    sqlite_db: Database, clock: FakeClock, tz: str, icaljs: Path, tmp_path: Path
+) -> None:
+    cid, ids = _interop_couple(sqlite_db, clock, tz)
+    expected = _expected(sqlite_db, ids)
+    ics = tmp_path / "feed.ics"
+    ics.write_bytes(_feed(sqlite_db, cid, clock.now()))
+    out = subprocess.run(
+        ["node", str(icaljs), str(ics), START.isoformat(), END.isoformat()],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    got = {
+        uid: sorted(datetime.fromisoformat(t) for t in ts)
+        for uid, ts in json.loads(out.stdout).items()
+    }
+    # No deviation left to pin: ical.js reads a skipped or repeated wall time differently
+    # from RFC 5545 (see test_unclear_wall_times_are_pinned), and the feed pins those.
+    assert got == expected
+
+
+def test_unclear_wall_times_are_pinned(db: Database, clock: FakeClock) -> None:
+    """A 02:30 ritual in Berlin: on 29 March 2026 02:30 does not exist (Hearth reminds at
+    03:30 CEST), on 25 October it happens twice (Hearth takes the first, 00:30 UTC). The
+    feed pins both with an override, so a client's own reading of the rule cannot move them."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, kind="custom", title="Late", at="02:30", every="daily")
+    text = _feed(db, cid, now).decode()
+    overrides = {
+        re.search(r"RECURRENCE-ID;(\S+)", block)[1]: re.search(r"\r\nDTSTART(\S+)", block)[1]  # type: ignore[index]
+        for block in text.split("BEGIN:VEVENT")
+        if "RECURRENCE-ID" in block
+    }
+    assert overrides["TZID=Europe/Berlin:20260329T023000"] == ";TZID=Europe/Berlin:20260329T033000"
+    assert overrides["TZID=Europe/Berlin:20261025T023000"] == ":20261025T003000Z"
+    assert len(overrides) == 2 * 16  # both changes of 2026..2041, nothing else
+    cal = Calendar.from_ical(text)
+    vtz = next(iter(cal.walk("VTIMEZONE")))
+    # The onset of summer time is 02:00 in the offset before it (RFC 5545 3.6.5).
+    onsets = {(str(o["TZNAME"]), o["DTSTART"].dt): o["TZOFFSETFROM"].td for o in vtz.subcomponents}
+    assert onsets[("CEST", datetime(2026, 3, 29, 2, 0))] == timedelta(hours=1)
+    assert onsets[("CET", datetime(2026, 10, 25, 3, 0))] == timedelta(hours=2)
+
+
+def test_served_feed_etag_304_head_and_404(db: Database, clock: FakeClock, hearth: Hearth) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        other = feed_tokens.issue(s, now, partners.resolve(s, "Sam"))
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        r = http.get(f"/feeds/{token}.ics")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/calendar; charset=utf-8"
+        assert r.headers["cache-control"].startswith("private, max-age=")
+        etag = r.headers["etag"]
+        assert etag.startswith('"') and r.content and "last-modified" in r.headers
+        assert http.get(f"/feeds/{other}.ics").content == r.content  # the couple's one feed
+        head = http.head(f"/feeds/{token}.ics")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(r.content))
+        assert http.get(f"/feeds/{token}.ics", headers={"If-None-Match": etag}).status_code == 304
+        since = {"If-Modified-Since": r.headers["last-modified"]}
+        assert http.get(f"/feeds/{token}.ics", headers=since).status_code == 304
+        with db.session() as s:
+            rituals.add(s, clock.now(), couples.resolve(s, cid), rituals.RitualSpec(), "date-night")
+        changed = http.get(f"/feeds/{token}.ics", headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag
+        # Rotation: the old URL stops working at once; the other partner's keeps working.
+        with db.session() as s:
+            feed_tokens.issue(s, clock.now(), partners.resolve(s, "Alice"))
+        gone = http.get(f"/feeds/{token}.ics")
+        never = http.get("/feeds/" + "A" * 43 + ".ics")
+        junk = http.get("/feeds/not-a-token.ics")
+        assert gone.status_code == never.status_code == junk.status_code == 404
+        assert gone.content == never.content == junk.content
+        assert http.get(f"/feeds/{other}.ics").status_code == 200
+
+
+def test_tokens_are_stored_only_as_hashes(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    couple_with_partners(db, now)
+    with db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+    assert len(token) == 43  # 256 bits, URL-safe base64
+    with db.engine.connect() as conn:
+        dump = " ".join(str(v) for table in ("partner", "event") for row in
+                        conn.execute(sa.text(f"SELECT * FROM {table}")) for v in row)  # fmt: skip
+    assert token not in dump and feed_tokens.digest(token) in dump

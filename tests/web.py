@@ -1,0 +1,40 @@
+"""The Starlette app served by a real uvicorn on an ephemeral loopback port, in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from service.app import Hearth
+from service.web import create_app
+
+
+@contextmanager
+def serve(hearth: Hearth, *, runs_dispatcher: bool = False) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:PORT``) while the server runs."""
+    config = uvicorn.Config(
+        create_app(hearth, runs_dispatcher=runs_dispatcher),
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)  # waiting for a server thread to bind, not for time to pass
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
