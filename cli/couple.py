@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
-from service import couples, partners, rituals
+from service import couples, partners, rituals, stats
 from service.models import Couple
 from service.validation import until_datetime
 
@@ -106,6 +106,51 @@ def show_cmd(couple: str, as_json: bool) -> None:
         print_json(data)
     else:
         print_fields(fields)
+
+
+@couple_group.command("stats")
+@click.argument("couple")
+@json_option
+def stats_cmd(couple: str, as_json: bool) -> None:
+    """Per ritual: completion over 4 and 12 weeks, current and best streak.
+
+    An occurrence is kept when both partners replied DONE before the next one began."""
+    with unit_of_work() as (_, session, now):
+        rows = stats.couple_stats(session, couples.resolve(session, couple), now)
+    if as_json:
+        print_json([_stats_dict(r) for r in rows])
+        return
+    print_table(
+        ["ritual", "title", "4 weeks", "12 weeks", "streak", "best"],
+        [
+            (
+                r.ritual_id,
+                r.title,
+                *(_rate_cell(r.rates[w]) for w in stats.WINDOWS),
+                r.current_streak,
+                r.best_streak,
+            )
+            for r in rows
+        ],
+    )
+
+
+def _rate_cell(rate: stats.Rate) -> str:
+    return "-" if rate.percent is None else f"{rate.percent:g}% ({rate.done}/{rate.counted})"
+
+
+def _stats_dict(r: stats.RitualStats) -> dict[str, Any]:
+    rates = {
+        f"last_{weeks}_weeks": {"done": x.done, "counted": x.counted, "percent": x.percent}
+        for weeks, x in r.rates.items()
+    }
+    return {
+        "ritual_id": r.ritual_id,
+        "title": r.title,
+        **rates,
+        "current_streak": r.current_streak,
+        "best_streak": r.best_streak,
+    }
 
 
 @couple_group.command("edit")

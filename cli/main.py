@@ -10,6 +10,7 @@ import click
 from cli import (
     couple,
     daemon,
+    data,
     db,
     deliveries,
     demo,
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 for module in (
-    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon
+    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data
 ):  # fmt: skip
     module.register(cli)
 

@@ -7,12 +7,15 @@ reminder row goes (by pruning or by erasing a couple) it is counted into ``deliv
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from service.app import Hearth
+from service.exceptions import InvalidInput
 from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply
 
 _R: sa.Table = Reminder.__table__  # type: ignore[assignment]
@@ -49,3 +52,30 @@ def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
         replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
         evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
     return {"reminders": reminders, "replies": replies, "events": evs}
+
+
+def backup_sqlite(hearth: Hearth, dest: Path) -> int:
+    """Copy a live SQLite database with the online backup API (consistent while the daemon
+    writes). Returns the copy's size in bytes. PostgreSQL is backed up with pg_dump."""
+    url = sa.engine.make_url(hearth.db.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        raise InvalidInput(
+            "backup", "only a SQLite file database can be backed up by Hearth",
+            "for PostgreSQL use pg_dump, see docs/operations.md",
+        )  # fmt: skip
+    if dest.exists():
+        raise InvalidInput("destination", f"{dest} already exists", "choose a new file name")
+    if not dest.parent.is_dir():
+        raise InvalidInput("destination", f"directory {dest.parent} does not exist")
+    partial = dest.with_name(dest.name + ".partial")
+    src = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
+    try:
+        out = sqlite3.connect(partial)
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
+    partial.rename(dest)  # a half-written copy never carries the final name
+    return dest.stat().st_size

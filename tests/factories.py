@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import io
+import random
+from datetime import UTC, datetime, timedelta
 
-from service import couples, partners, rituals
+from service import couples, partners, planner, rituals
+from service.app import Hearth
+from service.channels.console import ConsoleTransport
+from service.clock import FakeClock
 from service.db import Database
-from service.models import Couple, Ritual
+from service.dispatcher import Dispatcher
+from service.models import Channel, Couple, Ritual
+
+TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin, the check-in
 
 
 def couple_with_partners(
@@ -56,3 +64,19 @@ def add_ritual(
         assert c is not None
         r: Ritual = rituals.add(s, now, c, rituals.RitualSpec(**spec), template=template)
         return r.id
+
+
+def check_in_sent(hearth: Hearth) -> Dispatcher:
+    """Alice and Sam with a nightly check-in whose 21:00 nudges (Alice: SMS and email, Sam:
+    email) have just gone out through console transports; the clock is a minute past."""
+    now = hearth.clock.now()
+    cid = couple_with_partners(hearth.db, now)
+    add_ritual(hearth.db, now, cid, "five-minute-check-in")
+    planner.plan(hearth.db.write_engine, now, timedelta(hours=48), 30)
+    d = Dispatcher(
+        hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel}, rng=random.Random(1)
+    )
+    assert isinstance(hearth.clock, FakeClock)
+    hearth.clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == 3
+    return d

@@ -1,0 +1,69 @@
+"""``hearth export``, ``hearth prune``, ``hearth backup``: data care."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cli.common import hearth_from, json_option, print_json, unit_of_work
+from service import couples, retention
+from service.export import export_couple
+
+
+@click.command("export")
+@click.argument("couple")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON to this file instead of standard output.",
+)  # fmt: skip
+def export_cmd(couple: str, output: Path | None) -> None:
+    """Everything stored about COUPLE, as JSON (secrets such as token hashes left out)."""
+    with unit_of_work() as (_, session, now):
+        data = export_couple(session, couples.resolve(session, couple), now)
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
+@click.command("prune")
+@click.option(
+    "--days", type=click.IntRange(1, 36500),
+    help="Keep this many days (default: the retention.days setting).",
+)  # fmt: skip
+@json_option
+@click.pass_context
+def prune_cmd(ctx: click.Context, days: int | None, as_json: bool) -> None:
+    """Delete finished reminders, replies and events older than the retention period.
+
+    Reminders are first counted into the anonymous daily delivery counts."""
+    hearth = hearth_from(ctx)
+    hearth.db.check()
+    removed = retention.prune(hearth, days)
+    if as_json:
+        print_json(removed)
+    else:
+        click.echo(", ".join(f"{n} {what}" for what, n in removed.items()) + " deleted")
+
+
+@click.command("backup")
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def backup_cmd(ctx: click.Context, destination: Path) -> None:
+    """Copy the SQLite database to DESTINATION while Hearth keeps running.
+
+    PostgreSQL: use pg_dump (docs/operations.md)."""
+    hearth = hearth_from(ctx)
+    hearth.db.check()
+    size = retention.backup_sqlite(hearth, destination)
+    click.echo(f"backed up to {destination} ({size} bytes)")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(export_cmd)
+    cli.add_command(prune_cmd)
+    cli.add_command(backup_cmd)

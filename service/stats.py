@@ -1,0 +1,102 @@
+"""Streaks and completion rates: how reliably a couple keeps each ritual.
+
+An occurrence counts as done for the couple when every partner reported DONE for it before
+its grace period ended: the start of the next occurrence (a one-off has a day). Occurrences
+whose grace period is still running and not yet done are left out (neither kept nor
+missed), so a ritual due tonight does not break a streak this afternoon. Skipped
+occurrences are not occurrences; while a ritual or its couple is paused, nothing is counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.models import CheckIn, Couple, Partner, Ritual
+from service.recurrence import occurrences
+from service.rituals import schedule_of
+
+WINDOWS = (4, 12)  # weeks
+ONE_OFF_GRACE = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    done: int
+    counted: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100 * self.done / self.counted, 1) if self.counted else None
+
+
+@dataclass(frozen=True, slots=True)
+class RitualStats:
+    ritual_id: int
+    title: str
+    rates: dict[int, Rate]  # weeks -> rate
+    current_streak: int
+    best_streak: int
+
+
+def _outcomes(ritual: Ritual, partner_ids: list[int], done: dict[datetime, dict[int, datetime]],
+              couple: Couple, now: datetime) -> list[tuple[datetime, bool]]:  # fmt: skip
+    """(original start, done) for each occurrence whose outcome is known, oldest first."""
+    s = schedule_of(ritual)
+    since = ritual.created_at
+    # One past ``now`` so the latest occurrence knows when its grace period ends.
+    occ = occurrences(s, since, now + timedelta(days=400))
+    pauses = [
+        (owner.paused_at, owner.paused_until or now)
+        for owner in (couple, ritual)
+        if owner.paused_at is not None
+    ]
+    out = []
+    for i, o in enumerate(occ):
+        if o.start > now:
+            break
+        grace_end = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
+        if any(lo <= o.start < hi for lo, hi in pauses):
+            continue
+        reports = done.get(o.original_start, {})
+        kept = all(p in reports and reports[p] < grace_end for p in partner_ids)
+        if kept or grace_end <= now:
+            out.append((o.original_start, kept))
+    return out
+
+
+def _streaks(outcomes: list[tuple[datetime, bool]]) -> tuple[int, int]:
+    best = run = 0
+    for _, kept in outcomes:
+        run = run + 1 if kept else 0
+        best = max(best, run)
+    return run, best
+
+
+def couple_stats(session: Session, couple: Couple, now: datetime) -> list[RitualStats]:
+    rituals = session.scalars(
+        sa.select(Ritual)
+        .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
+        .order_by(Ritual.id)
+    ).all()
+    partner_ids = list(session.scalars(sa.select(Partner.id).where(Partner.couple_id == couple.id)))
+    reports: dict[int, dict[datetime, dict[int, datetime]]] = defaultdict(lambda: defaultdict(dict))
+    for c in session.scalars(
+        sa.select(CheckIn).where(CheckIn.ritual_id.in_([r.id for r in rituals]))
+    ):
+        reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
+    out = []
+    for r in rituals:
+        outcomes = _outcomes(r, partner_ids, reports[r.id], couple, now)
+        rates = {}
+        for weeks in WINDOWS:
+            since = now - timedelta(weeks=weeks)
+            window = [kept for start, kept in outcomes if start >= since]
+            rates[weeks] = Rate(sum(window), len(window))
+        current, best = _streaks(outcomes)
+        out.append(RitualStats(r.id, r.title, rates, current, best))
+    return out

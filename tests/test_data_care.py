@@ -1,0 +1,122 @@
+"""Export, erasure, retention and backup: what Hearth keeps, hands over and forgets."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from service import feed_tokens, partners
+from service.app import Hearth
+from service.clock import FakeClock
+from service.db import Database
+from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply
+from tests.conftest import Cli, snapshot
+from tests.factories import check_in_sent
+from tests.test_replies import reply
+
+PERSONAL = ("+4915123456789", "alice@example.org", "sam@example.org", "Alice", "Sam")
+
+
+def _dump(db: Database) -> str:
+    return json.dumps(snapshot(db), default=str)
+
+
+def test_export_holds_everything_but_secrets(hearth: Hearth, db: Database, run: Cli) -> None:
+    check_in_sent(hearth)
+    reply(hearth, "done")
+    with db.session() as s:
+        token = feed_tokens.issue(s, hearth.clock.now(), partners.resolve(s, "Alice"))
+    out = json.loads(run.ok("export", "Alice & Sam").output)
+    assert out["format"] == "hearth-export/1"
+    assert out["couple"]["name"] == "Alice & Sam"
+    alice = next(p for p in out["partners"] if p["name"] == "Alice")
+    assert alice["phone"] == "+4915123456789" and alice["email"] == "alice@example.org"
+    assert [c["source"] for c in out["consent_records"]] == ["signup form"]
+    assert [r["title"] for r in out["rituals"]] == ["Five-minute check-in"]
+    assert len(out["reminders"]) >= 3 and {r["state"] for r in out["reminders"]} >= {"sent"}
+    assert [r["body"] for r in out["replies"]] == ["done"]
+    assert len(out["check_ins"]) == 1
+    assert "couple.added" in [e["type"] for e in out["events"]]
+    text = json.dumps(out)
+    assert token not in text and feed_tokens.digest(token) not in text
+    assert "feed_token_hash" not in alice and "unsubscribe_token" not in alice
+
+
+def test_export_to_a_file_and_refusals(
+    sqlite_hearth: Hearth, run_sqlite: Cli, tmp_path: Path
+) -> None:
+    check_in_sent(sqlite_hearth)
+    target = tmp_path / "alice-sam.json"
+    run_sqlite.ok("export", "Alice & Sam", "-o", str(target))
+    assert json.loads(target.read_text())["couple"]["name"] == "Alice & Sam"
+    missing = run_sqlite("export", "Nobody")
+    assert missing.exit_code == 2 and "'Nobody' not found" in missing.output
+
+
+def test_remove_erases_personal_data_and_keeps_counts(
+    hearth: Hearth, db: Database, run: Cli
+) -> None:
+    check_in_sent(hearth)
+    reply(hearth, "hello there")
+    assert any(value in _dump(db) for value in PERSONAL)
+    run.ok("couple", "remove", "Alice & Sam", "--yes")
+    dump = _dump(db)
+    for value in PERSONAL:
+        assert value not in dump, value
+    with db.session() as s:
+        counts = {(d.channel, d.state): d.count for d in s.scalars(sa.select(DeliveryStat))}
+        assert s.scalar(sa.select(sa.func.count()).select_from(Reminder)) == 0
+    assert counts[("sms", "sent")] == 1 and counts[("email", "sent")] == 2
+
+
+def test_prune_keeps_recent_rows_and_counts_what_goes(
+    hearth: Hearth, db: Database, clock: FakeClock, run: Cli
+) -> None:
+    check_in_sent(hearth)  # three nudges sent on 5 January
+    reply(hearth, "hello")
+    clock.advance(timedelta(days=40))
+    reply(hearth, "still here")  # a recent reply stays
+    with db.session() as s:
+        pending = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(Reminder)
+            .where(Reminder.state == ReminderState.SCHEDULED)
+        )
+    out = json.loads(run.ok("prune", "--days", "30", "--json").output)
+    assert out["reminders"] == 3 and out["replies"] == 1 and out["events"] > 0
+    with db.session() as s:
+        assert [r.body for r in s.scalars(sa.select(Reply))] == ["still here"]
+        states = [r.state for r in s.scalars(sa.select(Reminder))]
+        assert states.count(ReminderState.SCHEDULED) == pending  # unsent rows are never pruned
+        assert ReminderState.SENT not in states
+        assert sum(d.count for d in s.scalars(sa.select(DeliveryStat))) == 3
+        assert s.scalar(sa.select(sa.func.min(Event.created_at))) >= clock.now() - timedelta(
+            days=30
+        )
+    again = json.loads(run.ok("prune", "--days", "30", "--json").output)
+    assert again == {"reminders": 0, "replies": 0, "events": 0}
+    assert run("prune", "--days", "0").exit_code == 2
+
+
+def test_backup_copies_a_live_sqlite_database(
+    hearth: Hearth, db: Database, run: Cli, tmp_path: Path
+) -> None:
+    check_in_sent(hearth)
+    target = tmp_path / "backup.db"
+    result = run("backup", str(target))
+    if db.url.startswith("postgresql"):
+        assert result.exit_code == 2 and "pg_dump" in result.output
+        assert not target.exists()
+        return
+    assert result.exit_code == 0 and f"backed up to {target}" in result.output
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("SELECT name FROM couple").fetchall() == [("Alice & Sam",)]
+        assert copy.execute("SELECT count(*) FROM reminder WHERE state='sent'").fetchone() == (3,)
+    again = run("backup", str(target))
+    assert again.exit_code == 2 and "already exists" in again.output
+    nowhere = run("backup", str(tmp_path / "no" / "such" / "dir.db"))
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.output

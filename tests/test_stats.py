@@ -1,0 +1,68 @@
+"""Streaks and completion rates on a known history, through ``hearth couple stats``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from service import partners, rituals
+from service.clock import FakeClock
+from service.db import Database
+from service.models import CheckIn, Ritual
+from tests.conftest import Cli
+from tests.factories import add_ritual, couple_with_partners
+
+
+def _day(d: int) -> datetime:
+    return datetime(2026, 1, d, 20, tzinfo=UTC)  # 21:00 in Berlin
+
+
+def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")  # daily 21:00 Europe/Berlin
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.skip(s, now, r, _day(12))
+        alice, sam = partners.resolve(s, "Alice"), partners.resolve(s, "Sam")
+        late = _day(11) + timedelta(minutes=5)  # after the next occurrence began
+        history = {
+            5: (alice, sam), 6: (alice, sam), 7: (alice, sam), 8: (alice, sam),  # kept x4
+            9: (alice,),  # only one partner: missed
+            10: (alice, sam),  # but Sam's DONE came late: missed
+            11: (alice, sam), 13: (alice, sam),  # kept (12 was skipped)
+        }  # fmt: skip
+        for day, who in history.items():
+            for p in who:
+                at = late if (day, p) == (10, sam) else _day(day) + timedelta(minutes=30)
+                s.add(CheckIn(ritual_id=rid, occurrence_start=_day(day), partner_id=p.id, at=at))
+    clock.set(datetime(2026, 1, 15, 12, tzinfo=UTC))  # the 14th is still open: not counted
+
+    out = json.loads(run.ok("couple", "stats", "Alice & Sam", "--json").output)
+    assert out == [
+        {
+            "ritual_id": rid,
+            "title": "Five-minute check-in",
+            "last_4_weeks": {"done": 6, "counted": 8, "percent": 75.0},
+            "last_12_weeks": {"done": 6, "counted": 8, "percent": 75.0},
+            "current_streak": 2,
+            "best_streak": 4,
+        }
+    ]
+    table = run.ok("couple", "stats", "Alice & Sam").output
+    assert "75% (6/8)" in table and "Five-minute check-in" in table
+
+    # A missed 14th ends the streak once its grace period is over; four weeks later only
+    # the recent misses count in the 4-week rate.
+    clock.set(datetime(2026, 2, 20, 12, tzinfo=UTC))
+    (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
+    assert row["current_streak"] == 0 and row["best_streak"] == 4
+    # 23 Jan .. 18 Feb; the 19th is open until the 20th 21:00
+    assert row["last_4_weeks"] == {"done": 0, "counted": 27, "percent": 0.0}
+    assert row["last_12_weeks"]["done"] == 6
+
+
+def test_stats_refuses_an_unknown_couple(run: Cli) -> None:
+    result = run("couple", "stats", "Nobody")
+    assert result.exit_code == 2 and "Nobody" in result.output
