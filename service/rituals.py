@@ -362,6 +362,7 @@ def _changed(
     original: datetime,
     **extra: str,
 ) -> None:
+    ritual.version += 1  # the calendar entry changed: SEQUENCE moves on
     ritual.updated_at = now
     session.flush()
     touch(ritual.couple, now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
-from service import couples, partners, rituals
+from service import couples, feed_tokens, partners, rituals
 from service.db import Database
 from service.models import Couple, Reminder, ReminderState, RitualKind
 from tests.conftest import PgSchema
@@ -219,3 +222,64 @@ def test_two_workers_on_postgres_send_each_reminder_once(
     assert len(numbers) == n and len(set(numbers)) == n
     both: dict[str, Any] = {d.out.name: d.output().count("reminder_sent") for d in daemons}
     assert all(v > 0 for v in both.values()), both  # the work really was shared
+
+
+def _metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.postgres
+def test_serve_on_postgres_reports_a_burst_in_metrics(
+    pg_schema: PgSchema,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
+) -> None:
+    db = migrated(pg_schema.url)
+    n = 30
+    _burst(db, n, due_in_seconds=2)
+    twilio_standin.fail_to("+14155550007", status=400, code=21211)  # one permanent failure
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    d = DaemonProcess(
+        db.url, tmp_path, twilio_standin,
+        HEARTH_DAEMON_RUN_WEB="true", HEARTH_WEB_PORT=str(port),
+        HEARTH_WEB_PUBLIC_BASE_URL="https://hearth.example.org",
+    )  # fmt: skip
+    daemons.append(d.start("serve"))
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _states(db) == {"sent": n - 1, "failed": 1}, 30, "the burst")
+    with db.session() as s:
+        token = feed_tokens.issue(s, datetime.now(UTC), partners.resolve(s, "Burst 0/Alex"))
+    first = httpx.get(f"{base}/feeds/{token}.ics", timeout=5)
+    again = httpx.get(
+        f"{base}/feeds/{token}.ics", headers={"If-None-Match": first.headers["etag"]}, timeout=5
+    )
+    assert (first.status_code, again.status_code) == (200, 304)
+    unsigned = httpx.post(f"{base}/twilio/inbound", data={"From": "+1", "Body": "x"}, timeout=5)
+    assert unsigned.status_code == 403
+    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+
+    m = _metrics(base)
+    sms = (("channel", "sms"),)
+    assert m[("hearth_reminders_total", (("channel", "sms"), ("state", "sent")))] == n - 1
+    assert m[("hearth_reminders_total", (("channel", "sms"), ("state", "failed")))] == 1
+    assert m[("hearth_send_lateness_seconds_count", sms)] == n - 1
+    assert 0 < m[("hearth_send_latency_seconds_count", sms)] <= n
+    assert m[("hearth_outbox_depth", (("state", "sent"),))] == n - 1
+    assert m[("hearth_outbox_depth", (("state", "failed"),))] == 1
+    assert m[("hearth_outbox_oldest_due_seconds", ())] == 0
+    assert m[("hearth_planner_duration_seconds_count", ())] >= 1
+    assert m[("hearth_feed_requests_total", (("status", "200"),))] == 1
+    assert m[("hearth_feed_requests_total", (("status", "304"),))] == 1
+    forbidden = (("endpoint", "inbound"), ("outcome", "forbidden"))
+    assert m[("hearth_webhook_requests_total", forbidden)] == 1
+    assert m[("hearth_dispatcher_last_tick_timestamp_seconds", ())] > time.time() - 30
+    assert d.signal(signal.SIGTERM) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,24 +32,12 @@ from service.models import (
     Reply,
     Ritual,
 )
-from tests.factories import add_ritual, couple_with_partners
-
-TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)
+from tests.factories import TONIGHT, add_ritual, check_in_sent, couple_with_partners
 
 
 @pytest.fixture
-def sent(hearth: Hearth, db: Database, clock: FakeClock) -> Dispatcher:
-    """Alice and Sam with a nightly check-in whose 21:00 nudge has just gone out."""
-    now = clock.now()
-    cid = couple_with_partners(db, now)
-    add_ritual(db, now, cid, "five-minute-check-in")
-    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
-    d = Dispatcher(
-        hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel}, rng=random.Random(1)
-    )
-    clock.set(TONIGHT + timedelta(minutes=1))
-    assert d.run_once().sent == 3
-    return d
+def sent(hearth: Hearth) -> Dispatcher:
+    return check_in_sent(hearth)
 
 
 def reply(hearth: Hearth, body: str, sid: str | None = None, name: str = "Alice") -> str | None:

@@ -2,11 +2,13 @@
 
 Both verify ``X-Twilio-Signature`` with the twilio library's ``RequestValidator`` against the
 configured public base URL, so they work behind a reverse proxy that rewrites host or scheme:
-a missing or wrong signature gets 403 and nothing is recorded.
+a missing or wrong signature gets 403 and nothing is recorded. A body that is not a strict
+UTF-8 form (or holds NUL) gets 400, one larger than 64 KiB 413, before any database access.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -32,6 +34,8 @@ STATUS_MAP = {
     "sent": ReminderState.SENT,
 }
 _RANK = {ReminderState.SENDING: 0, ReminderState.SENT: 1}  # finals rank above both
+MAX_BODY = 64 * 1024  # Twilio's webhooks are a few kB (an SMS body is at most 1600 chars)
+MAX_SID = 120  # the width of the provider_message_id columns; Twilio's SIDs are 34
 
 
 def twiml(text: str | None) -> Response:
@@ -40,17 +44,51 @@ def twiml(text: str | None) -> Response:
                     media_type=TWIML)  # fmt: skip
 
 
+async def _body(request: Request) -> bytes | None:
+    """The request body, or None when it is larger than any webhook Twilio sends: read in
+    chunks and capped, so an unauthenticated client cannot make us buffer gigabytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_form(body: bytes) -> dict[str, str] | None:
+    """Strict ``application/x-www-form-urlencoded``: ASCII on the wire, UTF-8 once decoded, no
+    NUL (PostgreSQL cannot store it). None when the body is not that."""
+    try:
+        pairs = urllib.parse.parse_qsl(
+            body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=200
+        )
+    except ValueError:  # UnicodeDecodeError included; also too many fields
+        return None
+    params = dict(pairs)
+    if any("\x00" in k or "\x00" in v for k, v in params.items()):
+        return None
+    return params
+
+
 async def _verified_form(request: Request, endpoint: str) -> dict[str, str] | Response:
     hearth: Hearth = request.app.state.hearth
-    if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
         WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
         return PlainTextResponse("expected a form-encoded body\n", status_code=400)
-    try:
-        form = await request.form()
-    except Exception:
+    body = await _body(request)
+    if body is None:
+        WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
+        return PlainTextResponse("body too large\n", status_code=413)
+    params = _parse_form(body)
+    if params is None:
         WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
         return PlainTextResponse("malformed form body\n", status_code=400)
-    params = {k: str(v) for k, v in form.multi_items()}
     token = hearth.settings.twilio.auth_token.get_secret_value()
     url = hearth.settings.web.public_base_url + request.url.path
     if request.url.query:
@@ -68,7 +106,7 @@ async def inbound_sms(request: Request) -> Response:
     if isinstance(params, Response):
         return params
     sender, body, sid = params.get("From"), params.get("Body"), params.get("MessageSid")
-    if not sender or body is None or not sid:
+    if not sender or body is None or not sid or len(sid) > MAX_SID:
         WEBHOOKS.labels(endpoint="inbound", outcome="bad_request").inc()
         return PlainTextResponse("From, Body and MessageSid are required\n", status_code=400)
     hearth: Hearth = request.app.state.hearth
@@ -118,7 +156,7 @@ def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> s
         if new in FINAL_STATES:
             values["final_at"] = now
         if error:
-            values["last_error"] = f"twilio {error}"
+            values["last_error"] = f"twilio {error}"[:300]  # the column's width
         s.execute(
             sa.update(Reminder)
             .where(Reminder.id == r.id, Reminder.state.not_in(FINAL_STATES))
