@@ -14,12 +14,16 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/hearth db upgrade
-	$(BIN)/hearth demo --if-empty
-	$(BIN)/hearth ritual preview --couple Demo --count 3
+	$(BIN)/hearth demo
+	exec $(BIN)/hearth serve
 
-test: $(STAMP)
+test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check service cli tests bench
 	$(BIN)/pytest
+
+# ical.js for the feed interop tests, pinned by the lockfile.
+tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 
 lint: $(STAMP)
 	$(BIN)/ruff check service cli tests bench
@@ -29,4 +33,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm
+	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm

@@ -21,21 +21,27 @@ This file is generated from the commands' help (`python -m cli.docgen > docs/cli
 """
 
 
-def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    out = [(path, cmd)]
+def _walk(cmd: click.Command, ctx: click.Context) -> list[click.Context]:
+    # Each context has its parent so inherited settings (``-h``) apply as in a real run; click
+    # caches a command's help option, so a parentless context would make the output depend on
+    # what ran earlier in the process.
+    out = [ctx]
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):
-            out.extend(_walk(cmd.commands[name], [*path, name]))
+            sub = cmd.commands[name]
+            out.extend(_walk(sub, click.Context(sub, info_name=name, parent=ctx)))
     return out
 
 
 def render() -> str:
     parts = [HEADER]
-    for path, cmd in _walk(cli, ["hearth"]):
-        ctx = click.Context(
-            cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100
+    root = click.Context(
+        cli, info_name="hearth", terminal_width=100, max_content_width=100, **cli.context_settings
+    )
+    for ctx in _walk(cli, root):
+        parts.append(
+            f"\n## `{ctx.command_path}`\n\n```\n{ctx.command.get_help(ctx).rstrip()}\n```\n"
         )
-        parts.append(f"\n## `{' '.join(path)}`\n\n```\n{cmd.get_help(ctx).rstrip()}\n```\n")
     return "".join(parts)
 
 
