@@ -26,7 +26,14 @@ from zoneinfo import ZoneInfo
 from icalendar import Alarm, Calendar, Event, vDuration, vRecur
 
 from service.models import Couple, ExceptionKind, Ritual
-from service.recurrence import Schedule, _local_starts, occurrences, series_until, split_until
+from service.recurrence import (
+    Schedule,
+    _local_starts,
+    first_local_start,
+    occurrences,
+    series_until,
+    split_until,
+)
 from service.rituals import schedule_of
 from service.timeutil import UTC, localize
 from service.vtimezone import transitions, vtimezone
@@ -48,8 +55,12 @@ def nominal_local(s: Schedule, instant: datetime) -> datetime:
     """
     tz = ZoneInfo(s.timezone)
     local = instant.astimezone(tz).replace(tzinfo=None)
-    for candidate in _local_starts(s, local - timedelta(hours=3), local + timedelta(hours=3)):
-        if localize(candidate.date(), candidate.time(), tz) == instant:
+    # Every instance sits at the ritual's wall time (the rule may not carry BYHOUR/BYMINUTE),
+    # so the candidates are that wall time on the neighbouring days; no need to walk the rule.
+    wall = s.start_time or time(0)
+    for day in (local.date() - timedelta(days=1), local.date(), local.date() + timedelta(days=1)):
+        candidate = datetime.combine(day, wall)
+        if localize(day, wall, tz) == instant:
             return candidate.replace(tzinfo=tz)
     return local.replace(tzinfo=tz)
 
@@ -65,7 +76,7 @@ def _first_start(s: Schedule) -> datetime:
     tz = ZoneInfo(s.timezone)
     wall = s.start_time or time(0)
     start = datetime.combine(s.dtstart_date, wall)
-    first = next(iter(_local_starts(s, start, start + timedelta(days=800))), start)
+    first = first_local_start(s) or start
     return first.replace(tzinfo=tz)
 
 
@@ -85,12 +96,24 @@ def _unclear_walls(tzid: str, first: date, last: date) -> tuple[tuple[datetime, 
 def _pinned(s: Schedule, first: date, last: date) -> list[datetime]:
     """The instants of the occurrences whose wall time a transition skips or repeats."""
     tz = ZoneInfo(s.timezone)
+    wall = s.start_time or time(0)
+    # Only the ritual's wall time on a transition day can fall in a window; checking those few
+    # candidates against one walk of the rule keeps this linear in the span, where asking the
+    # rule about each window would walk it from DTSTART again every time.
+    candidates = set()
+    for lo, hi in _unclear_walls(s.timezone, first, last):
+        day = lo.date()
+        while day <= hi.date():
+            local = datetime.combine(day, wall)
+            if lo <= local < hi:
+                candidates.add(local)
+            day += timedelta(days=1)
+    if not candidates:
+        return []
     limit = series_until(s)
     out = []
-    for lo, hi in _unclear_walls(s.timezone, first, last):
-        for local in _local_starts(s, lo, hi):
-            if local == hi:
-                continue  # between() is inclusive; hi itself is a plain wall time
+    for local in _local_starts(s, min(candidates), max(candidates)):
+        if local in candidates:
             instant = localize(local.date(), local.time(), tz)
             if limit is None or instant <= limit:
                 out.append(instant)

@@ -93,6 +93,17 @@ def _local_starts(s: Schedule, lo_local: datetime, hi_local: datetime) -> Iterab
     yield from _rule(rule, dtstart).between(lo_local, hi_local, inc=True)
 
 
+def first_local_start(s: Schedule) -> datetime | None:
+    """The rule's first instance as a naive local time (None if the rule yields nothing)."""
+    wall = s.start_time or time(0)
+    dtstart = datetime.combine(s.dtstart_date, wall)
+    if not s.rrule:
+        return dtstart
+    rule, _ = split_until(s.rrule)
+    first: datetime | None = _rule(rule, dtstart).after(dtstart, inc=True)
+    return first
+
+
 def series_until(s: Schedule) -> datetime | None:
     """The last instant an occurrence may start: the earlier of the rule's UNTIL and the end."""
     limits = [s.ends_at] if s.ends_at else []
