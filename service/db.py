@@ -72,9 +72,19 @@ class Database:
     def session(self, *, immediate: bool = False) -> Iterator[Session]:
         """A unit of work: commits when the block ends, rolls back if it raises."""
         factory = self._immediate if immediate and self.is_sqlite else self._sessions
+        with self._translated(), factory() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A Core connection for a hot read path that needs no ORM objects."""
+        with self._translated(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         try:
-            with factory() as session, session.begin():
-                yield session
+            yield
         except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
             if _is_connect_failure(exc):
                 raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from service.config import WebSettings
 from service.events import EventType, record
-from service.models import Partner
+from service.models import Couple, Partner
 
 TOKEN_BYTES = 32
 _SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
@@ -55,6 +56,22 @@ def issue(session: Session, now: datetime, partner: Partner) -> str:
         partner_id=partner.id,
     )
     return token
+
+
+# Built once: every calendar poll runs it, and building a statement costs more than running it.
+_STAMP = (
+    sa.select(Partner.couple_id, Couple.change_stamp)
+    .join(Couple, Couple.id == Partner.couple_id)
+    .where(Partner.feed_token_hash == sa.bindparam("digest"))
+)
+
+
+def couple_stamp(conn: Connection, token: str) -> tuple[int, int] | None:
+    """(couple id, change stamp) for the couple whose partner holds ``token``, in one query."""
+    if not _SHAPE.match(token):
+        return None
+    row = conn.execute(_STAMP, {"digest": digest(token)}).first()
+    return None if row is None else (row[0], row[1])
 
 
 def lookup(session: Session, token: str) -> Partner | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -66,5 +67,6 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     )
     app.state.hearth = hearth
     app.state.feed_cache = feeds.FeedCache()
+    app.state.feed_threads = anyio.CapacityLimiter(feeds.FEED_THREADS)
     app.state.runs_dispatcher = runs_dispatcher
     return app

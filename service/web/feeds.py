@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
+import anyio
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +25,9 @@ from service.app import Hearth
 from service.metrics import FEED_REQUESTS
 from service.models import Couple, Ritual
 
+# A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
+# polls spread over many threads spends more time switching than answering (bench/feeds.py).
+FEED_THREADS = 4
 NOT_FOUND = PlainTextResponse("Not Found\n", status_code=404)
 
 
@@ -52,21 +56,26 @@ class FeedCache:
             self._items[item.key[0]] = item
 
 
-def _lookup(
-    hearth: Hearth, token: str, alarms: bool, cache: FeedCache
-) -> tuple[_Built | None, tuple[int, int, bool, date] | None]:
+def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> _Built | None:
     now = hearth.clock.now()
+    # Most requests are a calendar app polling an unchanged couple: one indexed Core query
+    # decides that, and only a miss opens a session and builds.
+    with hearth.db.read() as conn:
+        found = feed_tokens.couple_stamp(conn, token)
+    if found is None:
+        return None
+    # The body depends on "now" only through open-ended pauses, at day granularity.
+    key = (*found, alarms, now.date())
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     with hearth.db.session() as s:
-        partner = feed_tokens.lookup(s, token)
-        if partner is None:
-            return None, None
-        couple = partner.couple
-        # The body depends on "now" only through open-ended pauses, at day granularity.
+        couple = s.get(Couple, found[0])
+        if couple is None:  # removed since the first query
+            return None
+        # Key the build by the stamp it was built from, which may be newer than the first read.
         key = (couple.id, couple.change_stamp, alarms, now.date())
-        cached = cache.get(key)
-        if cached is not None:
-            return cached, key
-        return _build(s, couple, key, now, alarms, hearth), key
+        return _build(s, couple, key, now, alarms, hearth)
 
 
 def _build(
@@ -115,7 +124,9 @@ async def feed(request: Request) -> Response:
     cache: FeedCache = request.app.state.feed_cache
     token = request.path_params["token"]
     alarms = request.query_params.get("alarms") in ("1", "true", "yes")
-    item, _ = await run_in_threadpool(_lookup, hearth, token, alarms, cache)
+    item = await anyio.to_thread.run_sync(
+        _lookup, hearth, token, alarms, cache, limiter=request.app.state.feed_threads
+    )
     if item is None:
         FEED_REQUESTS.labels(status="404").inc()
         return NOT_FOUND
