@@ -77,6 +77,7 @@ def parse(body: str) -> Parsed:
 
 
 def _latest_sent(session: Session, partner: Partner, *purposes: ReminderPurpose) -> Reminder | None:
+    """The latest nudge sent to ``partner``; of several sent together, the text they answer."""
     return session.scalar(
         sa.select(Reminder)
         .where(
@@ -84,7 +85,11 @@ def _latest_sent(session: Session, partner: Partner, *purposes: ReminderPurpose)
             Reminder.purpose.in_(purposes),
             Reminder.state.in_([ReminderState.SENT, ReminderState.DELIVERED]),
         )
-        .order_by(Reminder.sent_at.desc(), Reminder.id.desc())
+        .order_by(
+            Reminder.sent_at.desc(),
+            sa.case((Reminder.channel == Channel.SMS, 0), else_=1),
+            Reminder.id.desc(),
+        )
         .limit(1)
     )
 
@@ -149,10 +154,11 @@ def _act(
     if word in START_WORDS:
         partners.set_consent(session, now, partner, ConsentState.CONSENTED, f"sms {word}")
         return STARTED_TEXT, "opted in to sms", None
+    if word in HELP_WORDS:
+        # Answered even after STOP: carriers require HELP to work for every number.
+        return HELP_TEXT, "help sent", None
     if partner.sms_consent is ConsentState.OPTED_OUT:
         return None, "ignored: partner opted out", None
-    if word in HELP_WORDS:
-        return HELP_TEXT, "help sent", None
     if word == "DONE":
         return _done(session, now, partner)
     if word == "SKIP":

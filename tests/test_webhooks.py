@@ -403,6 +403,17 @@ def test_help_words_answer_with_the_help_text(
     assert _partner(db).sms_consent is ConsentState.CONSENTED
 
 
+def test_help_is_answered_after_stop_and_nothing_else_is(
+    db: Database, nudged: Dispatcher, http: httpx.Client
+) -> None:
+    assert text(http, "stop") == [STOPPED]
+    assert text(http, "help") == [HELP]
+    assert text(http, "done") == []
+    assert _partner(db).sms_consent is ConsentState.OPTED_OUT
+    with db.session() as s:
+        assert s.scalars(sa.select(CheckIn)).all() == []
+
+
 def test_done_marks_tonight_done(db: Database, nudged: Dispatcher, http: httpx.Client) -> None:
     assert text(http, "done") == ["Hearth: lovely, Five-minute check-in marked done."]
     with db.session() as s:
@@ -440,7 +451,12 @@ def test_snooze_resends_the_nudge_later(
         snooze = s.scalars(
             sa.select(Reminder).where(Reminder.purpose == ReminderPurpose.SNOOZE)
         ).one()
-        assert (snooze.state, snooze.due_at) == (ReminderState.SCHEDULED, due)
+        # Alice got tonight's nudge by text and by email; she texted, so a text comes back.
+        assert (snooze.state, snooze.due_at, snooze.channel) == (
+            ReminderState.SCHEDULED,
+            due,
+            Channel.SMS,
+        )
     clock.set(due)
     assert nudged.run_once().sent == 1
 
