@@ -208,9 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_GET
 
-    def read_body(self) -> bytes:
+    def read_body(self) -> bytes | None:
+        """The body, or None when the client went away before sending all of it (a killed
+        sender): like the real API, such a request is dropped, never half-processed."""
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            self.close_connection = True
+            return None
+        return body
 
     def send_json(
         self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
@@ -451,6 +457,8 @@ class TwilioStandIn:
     def _handle_post(self, handler: _Handler) -> None:
         received_at = time.monotonic()
         raw = handler.read_body()
+        if raw is None:
+            return
         path = urllib.parse.urlsplit(handler.path).path
         match = _MESSAGES_PATH.match(path)
         if match is None:
