@@ -44,11 +44,12 @@ def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run only the web service: feeds, Twilio webhooks, unsubscribe, health, metrics."""
     import uvicorn
 
+    from service import migrate
     from service.web import create_app
 
     hearth = hearth_from(ctx)
     configure(hearth.settings.log)
-    hearth.db.check()
+    migrate.require_current(hearth.db)
     w = hearth.settings.web
     uvicorn.run(
         create_app(hearth),

@@ -27,7 +27,6 @@ from service import events, handlers, migrate, planner, prompts, repair, retenti
 from service.app import Hearth
 from service.channels import Transport, build
 from service.dispatcher import Dispatcher
-from service.exceptions import HearthError
 from service.metrics import PLANNER_DURATION
 from service.models import Channel
 
@@ -35,16 +34,6 @@ log = structlog.get_logger("hearth.daemon")
 # Modules whose reactions the event loop runs (importing them registers the reactions).
 REACTING_MODULES = (repair,)
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
-
-
-class SchemaBehind(HearthError):
-    exit_code = 1
-
-    def __init__(self, current: str | None, head: str) -> None:
-        super().__init__(
-            f"database schema is at {current or 'nothing'}, this Hearth needs {head}: "
-            "run `hearth db upgrade`"
-        )
 
 
 class Daemon:
@@ -125,9 +114,7 @@ class Daemon:
 
     def start(self) -> None:
         db = self.hearth.db
-        db.check()
-        if not migrate.is_current(db):
-            raise SchemaBehind(migrate.current(db), migrate.head())
+        migrate.require_current(db)
         with db.session(immediate=True) as s:
             prompts.sync_builtin(s, self.hearth.clock.now())
             # Reactions are idempotent, but there is no need to replay history at start.

@@ -76,3 +76,13 @@ class SchemaMissing(HearthError):
 
     def __init__(self, url: str) -> None:
         super().__init__(f"database {url} has no Hearth schema yet: run `hearth db upgrade`")
+
+
+class SchemaBehind(HearthError):
+    exit_code = 1
+
+    def __init__(self, current: str | None, head: str) -> None:
+        super().__init__(
+            f"database schema is at {current or 'nothing'}, this Hearth needs {head}: "
+            "run `hearth db upgrade`"
+        )

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from service.db import Database
+from service.exceptions import SchemaBehind
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -47,3 +48,10 @@ def current(db: Database) -> str | None:
 
 def is_current(db: Database) -> bool:
     return current(db) == head()
+
+
+def require_current(db: Database) -> None:
+    """Refuse to run against a database the code's migrations have not reached (or passed)."""
+    db.check()
+    if not is_current(db):
+        raise SchemaBehind(current(db), head())

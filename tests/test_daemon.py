@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,9 @@ from service.db import Database
 from service.models import Couple, Reminder, ReminderState, RitualKind
 from tests.conftest import PgSchema
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
+from tests.processes import free_port, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)  # polling an outside process, not waiting for time to pass
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class DaemonProcess:
@@ -245,9 +236,7 @@ def test_serve_on_postgres_reports_a_burst_in_metrics(
     n = 30
     _burst(db, n, due_in_seconds=2)
     twilio_standin.fail_to("+14155550007", status=400, code=21211)  # one permanent failure
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     d = DaemonProcess(
         db.url, tmp_path, twilio_standin,
         HEARTH_DAEMON_RUN_WEB="true", HEARTH_WEB_PORT=str(port),
@@ -283,3 +272,27 @@ def test_serve_on_postgres_reports_a_burst_in_metrics(
     assert m[("hearth_webhook_requests_total", forbidden)] == 1
     assert m[("hearth_dispatcher_last_tick_timestamp_seconds", ())] > time.time() - 30
     assert d.signal(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "web"])
+def test_every_process_refuses_a_schema_behind_the_code(
+    tmp_path: Path, migrated: Callable[[str], Database], command: str
+) -> None:
+    from service import migrate
+
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    migrate.downgrade(db, "0001")  # as if the code was upgraded and `hearth db upgrade` forgotten
+    before = migrate.current(db)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", command],
+        env=DaemonProcess(db.url, tmp_path, None).env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: database schema is at 0001, this Hearth needs {migrate.head()}: "
+        "run `hearth db upgrade`"
+    )
+    assert migrate.current(db) == before  # nothing was upgraded behind the operator's back

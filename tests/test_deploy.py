@@ -17,14 +17,11 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from service.config import Settings, load_settings
+from tests.processes import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -203,21 +201,6 @@ def env_file_lines(path: Path) -> dict[str, str]:
         if sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
             out[key] = value
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)  # polling an outside process, not waiting for time to pass
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def require(tool: str) -> str:
