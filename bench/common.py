@@ -136,8 +136,19 @@ def _rituals(
             }  # fmt: skip
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: ``clear_refs`` 5 resets VmHWM), so a figure
+    belongs to what ran since, not to an earlier, larger phase of the same process."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size since the last :func:`reset_peak_rss` (or the process start)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

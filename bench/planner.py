@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from bench.common import database, peak_rss_mb, rate, seed
+from bench.common import database, peak_rss_mb, rate, reset_peak_rss, seed
 from service import planner
 from service.models import Reminder
 
@@ -29,6 +29,7 @@ def run(backend: str, couples: int) -> dict[str, float]:
         seed(db, couples, NOW)
         print(f"[{backend}] seeded {couples:,} couples in {time.perf_counter() - t0:.1f}s")
 
+        reset_peak_rss()  # the planner's own peak, not the seeding's or the other backend's
         t0 = time.perf_counter()
         planner.plan(db.write_engine, NOW, HORIZON, 30)
         plan_s = time.perf_counter() - t0

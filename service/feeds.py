@@ -221,10 +221,13 @@ def ritual_events(
     events = [ev]
     if not s.rrule:
         return events
+    limit = series_until(s)
     moved = {
         exc.original_start: exc.new_start
         for exc in ritual.exceptions
-        if exc.kind is ExceptionKind.MOVE and exc.new_start is not None
+        if exc.kind is ExceptionKind.MOVE
+        and exc.new_start is not None
+        and (limit is None or max(exc.original_start, exc.new_start) <= limit)
     }
     if not s.all_day:
         for instant in _pinned(s, *span):

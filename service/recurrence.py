@@ -125,7 +125,13 @@ def original_starts(s: Schedule, start: datetime, end: datetime) -> list[datetim
     out = []
     for local in _local_starts(s, lo_local, hi_local):
         instant = localize(local.date(), local.time(), tz)
-        if start <= instant < end and (limit is None or instant <= limit):
+        # A transition that skips a whole day (Pacific/Apia, 2011-12-30) moves that day's
+        # instance onto the next day's: one instant, one occurrence.
+        if (
+            start <= instant < end
+            and (limit is None or instant <= limit)
+            and instant not in out[-1:]
+        ):
             out.append(instant)
     return out
 
@@ -140,7 +146,10 @@ def occurrences(s: Schedule, start: datetime, end: datetime) -> list[Occurrence]
         if original in s.skips or original in s.moves:
             continue
         result.append(Occurrence(original, _end(s, original, tz), original))
+    limit = series_until(s)
     for original, new in s.moves.items():
+        if limit is not None and max(original, new) > limit:
+            continue  # the series ended (ritual removed) before this moved one
         if start <= new < end and original not in s.skips:
             result.append(Occurrence(new, _end(s, new, tz), original))
     result.sort()
