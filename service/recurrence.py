@@ -122,7 +122,7 @@ def original_starts(s: Schedule, start: datetime, end: datetime) -> list[datetim
     lo_local = start.astimezone(tz).replace(tzinfo=None) - pad
     hi_local = end.astimezone(tz).replace(tzinfo=None) + pad
     limit = series_until(s)
-    out = []
+    out: list[datetime] = []
     for local in _local_starts(s, lo_local, hi_local):
         instant = localize(local.date(), local.time(), tz)
         # A transition that skips a whole day (Pacific/Apia, 2011-12-30) moves that day's
