@@ -64,6 +64,29 @@ def test_rebase_url_rewrites_twilio_hosts_only() -> None:
     assert rebase_url(url, "") == url
 
 
+def test_concurrent_sends_keep_their_connections(twilio_standin: TwilioStandIn) -> None:
+    """Sixty threads sending at once, twice: the pool holds all sixty connections, so the second
+    round opens none (a pool smaller than the concurrency would reconnect for each send)."""
+    threads = 60
+    c = make_client(
+        twilio_standin.account_sid, twilio_standin.auth_token, twilio_standin.base_url, 5.0,
+        pool_size=threads,
+    )  # fmt: skip
+    twilio_standin.latency = 0.2  # long enough that all sixty overlap
+
+    def send(i: int) -> None:
+        c.messages.create(to=f"+1415555{i:04d}", from_="+15005550006", body="hi")
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in range(2):
+                list(pool.map(send, range(threads)))
+    finally:
+        close_client(c)
+    assert len(twilio_standin.sent) == 2 * threads
+    assert twilio_standin.connections_accepted <= threads
+
+
 def test_make_client_without_base_url_keeps_twilio_default() -> None:
     c = make_client("AC" + "1" * 32, "token", "", timeout=3.0)
     try:

@@ -138,7 +138,7 @@ def make_client(
     ``client.http_client`` is a :class:`RebasedTwilioHttpClient`; call :func:`close_client`
     when done with the client.
     """
-    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout)
+    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout, pool_size=pool_size)
     return Client(account_sid, auth_token, http_client=http_client)
 
 

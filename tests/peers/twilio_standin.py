@@ -163,11 +163,13 @@ class _Server(ThreadingHTTPServer):
         self.standin = standin
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.accepted = 0  # TCP connections accepted so far (keep-alive reuse shows here)
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
+            self.accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -301,6 +303,15 @@ class TwilioStandIn:
         if self._server is None:
             raise RuntimeError("TwilioStandIn is not running")
         return int(self._server.server_address[1])
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since start: a client that keeps its connections alive
+        opens each one once."""
+        if self._server is None:
+            raise RuntimeError("TwilioStandIn is not running")
+        with self._server._connections_lock:
+            return self._server.accepted
 
     @property
     def base_url(self) -> str:
