@@ -19,6 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check service cli tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # ical.js for the feed interop tests, pinned by the lockfile.

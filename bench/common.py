@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from service import migrate
 from service.db import Database
-from service.models import Couple, Partner, Ritual
+from service.models import Base, Couple, Partner, Ritual
 from service.templates import TEMPLATES
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -66,7 +66,7 @@ def seed(
 ) -> None:
     """``couples`` couples in Europe/Berlin, each with ``partners`` partners reachable on
     ``channel`` and either the given templates or one one-off ritual at ``one_off_at``."""
-    c_t, p_t, r_t = (m.__table__ for m in (Couple, Partner, Ritual))
+    c_t, p_t, r_t = (_table(m) for m in (Couple, Partner, Ritual))
     start = now.date()
     with db.engine.begin() as conn:
         for lo in range(0, couples, chunk):
@@ -105,6 +105,13 @@ def seed(
         if db.engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT setval('couple_id_seq', (SELECT max(id) FROM couple))"))
             conn.execute(sa.text("ANALYZE"))
+
+
+def _table(model: type[Base]) -> sa.Table:
+    """A model's table; ``__table__`` is typed as any ``FromClause``, which has no ``insert``."""
+    table = model.__table__
+    assert isinstance(table, sa.Table), table
+    return table
 
 
 def _rituals(

@@ -48,7 +48,7 @@ def run(backend: str, couples: int) -> dict[str, float]:
         for lo in range(0, len(rows), per_chunk):
             with db.write_engine.begin() as conn:
                 batch = planner.adapt_rows(conn, rows[lo : lo + per_chunk])
-                conn.exec_driver_sql(planner.insert_sql(conn, on_conflict=False), batch)  # type: ignore[arg-type]
+                conn.exec_driver_sql(planner.insert_sql(conn, on_conflict=False), batch)
         raw_s = time.perf_counter() - t0
 
     n = len(rows)

@@ -13,7 +13,7 @@ from service import feed_tokens, partners
 from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
-from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply
+from service.models import Channel, DeliveryStat, Event, Reminder, ReminderState, Reply
 from tests.conftest import Cli, snapshot
 from tests.factories import check_in_sent
 from tests.test_replies import reply
@@ -70,7 +70,8 @@ def test_remove_erases_personal_data_and_keeps_counts(
     with db.session() as s:
         counts = {(d.channel, d.state): d.count for d in s.scalars(sa.select(DeliveryStat))}
         assert s.scalar(sa.select(sa.func.count()).select_from(Reminder)) == 0
-    assert counts[("sms", "sent")] == 1 and counts[("email", "sent")] == 2
+    sent = ReminderState.SENT
+    assert counts[(Channel.SMS, sent)] == 1 and counts[(Channel.EMAIL, sent)] == 2
 
 
 def test_prune_keeps_recent_rows_and_counts_what_goes(
@@ -94,9 +95,8 @@ def test_prune_keeps_recent_rows_and_counts_what_goes(
         assert states.count(ReminderState.SCHEDULED) == pending  # unsent rows are never pruned
         assert ReminderState.SENT not in states
         assert sum(d.count for d in s.scalars(sa.select(DeliveryStat))) == 3
-        assert s.scalar(sa.select(sa.func.min(Event.created_at))) >= clock.now() - timedelta(
-            days=30
-        )
+        oldest = s.scalar(sa.select(sa.func.min(Event.created_at)))
+        assert oldest is not None and oldest >= clock.now() - timedelta(days=30)
     again = json.loads(run.ok("prune", "--days", "30", "--json").output)
     assert again == {"reminders": 0, "replies": 0, "events": 0}
     assert run("prune", "--days", "0").exit_code == 2

@@ -99,6 +99,7 @@ def test_sends_each_due_reminder_once_through_real_peers(
     [sms] = twilio_standin.sent
     assert sms.to == "+4915123456789" and sms.from_ == "+15005550006"
     assert sms.status_callback == "https://hearth.example.org/twilio/status"
+    assert sms.body is not None
     assert "Five-minute check-in at 21:00" in sms.body and "STOP" in sms.body
     mails = smtp_sink.messages
     assert sorted(m.rcpt_tos[0] for m in mails) == ["alice@example.org", "sam@example.org"]

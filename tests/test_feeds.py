@@ -11,13 +11,14 @@ import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import recurring_ical_events
 import sqlalchemy as sa
-from icalendar import Calendar
+from icalendar import Calendar, Component, vCategory, vDDDTypes, vInt, vUTCOffset
 
 from service import couples, feed_tokens, feeds, partners, rituals
 from service.app import Hearth
@@ -39,6 +40,15 @@ ZONES = (
     "Australia/Lord_Howe",
     "Pacific/Chatham",
 )
+
+V = TypeVar("V")
+
+
+def _prop(component: Component, name: str, kind: type[V]) -> V:
+    """``component[name]``, checked to be of the icalendar value type ``kind``."""
+    value = component[name]
+    assert isinstance(value, kind), f"{name} is a {type(value).__name__}, not a {kind.__name__}"
+    return value
 
 
 def _feed(db: Database, couple_id: int, now: datetime, alarms: bool = False) -> bytes:
@@ -76,10 +86,11 @@ def test_calendar_properties_and_rfc5545_form(db: Database, clock: FakeClock) ->
     assert str(cal["METHOD"]) == "PUBLISH" and str(cal["PRODID"]) == feeds.PRODID
     assert [str(tz["TZID"]) for tz in cal.walk("VTIMEZONE")] == ["Europe/Berlin"]
     master = next(e for e in cal.walk("VEVENT") if "RRULE" in e and "RECURRENCE-ID" not in e)
-    assert int(master["SEQUENCE"]) == 3  # created, skipped, moved
-    assert str(master["CATEGORIES"].cats[0]) == "check_in"
-    assert master["DURATION"].dt == timedelta(minutes=5)
-    assert [str(a["TRIGGER"].to_ical().decode()) for a in master.walk("VALARM")] == ["P0D"]
+    assert int(_prop(master, "SEQUENCE", vInt)) == 3  # created, skipped, moved
+    assert str(_prop(master, "CATEGORIES", vCategory).cats[0]) == "check_in"
+    assert _prop(master, "DURATION", vDDDTypes).dt == timedelta(minutes=5)
+    triggers = [_prop(a, "TRIGGER", vDDDTypes).to_ical().decode() for a in master.walk("VALARM")]
+    assert triggers == ["P0D"]
 
 
 def test_the_feed_is_deterministic_and_until_is_utc(db: Database, clock: FakeClock) -> None:
@@ -216,7 +227,10 @@ def test_unclear_wall_times_are_pinned(db: Database, clock: FakeClock) -> None:
     cal = Calendar.from_ical(text)
     vtz = next(iter(cal.walk("VTIMEZONE")))
     # The onset of summer time is 02:00 in the offset before it (RFC 5545 3.6.5).
-    onsets = {(str(o["TZNAME"]), o["DTSTART"].dt): o["TZOFFSETFROM"].td for o in vtz.subcomponents}
+    onsets = {}
+    for o in vtz.subcomponents:
+        onset = (str(o["TZNAME"]), _prop(o, "DTSTART", vDDDTypes).dt)
+        onsets[onset] = _prop(o, "TZOFFSETFROM", vUTCOffset).td
     assert onsets[("CEST", datetime(2026, 3, 29, 2, 0))] == timedelta(hours=1)
     assert onsets[("CET", datetime(2026, 10, 25, 3, 0))] == timedelta(hours=2)
 
