@@ -19,11 +19,13 @@ this one, as the daemon does.
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -36,7 +38,7 @@ from bench.common import database, seed
 from service import planner
 from service.app import Hearth
 from service.channels import build
-from service.channels.twilio_http import make_client
+from service.channels.twilio_http import close_client, make_client
 from service.clock import SystemClock
 from service.config import LogSettings, Settings
 from service.dispatcher import Dispatcher
@@ -178,6 +180,25 @@ def hearth_burst(
     )
 
 
+def client_ceiling(count: int, latency: float, threads: int) -> float:
+    """Sends/s of the bare twilio client from ``threads`` threads in this process, with no
+    Hearth at all: the most any dispatcher built on it can reach here (CPU and GIL bound)."""
+    with RemoteStandIn(latency) as standin:
+        client = make_client(
+            DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10, pool_size=threads
+        )
+
+        def send(i: int) -> None:
+            client.messages.create(to=f"+1415{i:07d}", from_="+15005550006", body="Ritual time")
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(send, range(count)))
+        seconds = time.perf_counter() - t0
+        close_client(client)
+    return count / seconds
+
+
 # -- the naive alternative -----------------------------------------------------------------
 
 _naive: dict[str, Any] = {}
@@ -194,6 +215,9 @@ def naive_burst(count: int, latency: float, misfire_grace_time: Any, label: str)
     from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    # One warning per missed job would bury the figures; the listener below counts them.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
     with tempfile.TemporaryDirectory() as tmp, RemoteStandIn(latency) as standin:
         _naive.update(
@@ -263,6 +287,13 @@ def main() -> None:
     r200 = hearth_burst(n, lat, 200)
     print(r200.line(bound=200 / lat), flush=True)
     print(f"scaling 50 -> 200: {r200.rate / r50.rate:.2f}x (4x would be linear)", flush=True)
+    for threads, r in ((50, r50), (200, r200)):
+        ceiling = client_ceiling(min(n, 4000), lat, threads)
+        print(
+            f"bare twilio client, {threads} threads, no Hearth: {ceiling:.1f}/s "
+            f"(hearth at {threads} reaches {r.rate / ceiling:.0%} of it)",
+            flush=True,
+        )
     paced = hearth_burst(
         args.pace_count, lat, 50, pace=100, label="hearth, paced at 100 segments/s"
     )
