@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session, joinedload
 
-from service import messages, partners, prompts
+from service import messages, partners, prompts, receipts
 from service.app import Hearth
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.metrics import DISPATCH_TICK, observe_send
@@ -37,11 +37,12 @@ from service.models import (
     ReminderPurpose,
     ReminderState,
     RitualKind,
+    table,
 )
 from service.timeutil import in_quiet_hours, quiet_hours_end, zone
 
 log = structlog.get_logger("hearth.dispatch")
-_T: sa.Table = Reminder.__table__  # type: ignore[assignment]
+_T = table(Reminder)
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,12 @@ class Dispatcher:
                     .values(**o.fields)
                 )
                 updated.append(conn.execute(stmt).rowcount)
+            sids = [
+                str(o.fields["provider_message_id"])
+                for o, n in zip(batch, updated, strict=True)
+                if n == 1 and o.fields.get("provider_message_id")
+            ]
+            receipts.apply_parked(conn, sids, self.clock.now())
         for o, n in zip(batch, updated, strict=True):
             job = o.job
             if n != 1:

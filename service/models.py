@@ -118,6 +118,13 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}  # noqa: RUF012
 
 
+def table(model: type[Base]) -> sa.Table:
+    """``model.__table__`` typed as the Table it is (for Core statements on hot paths)."""
+    t = model.__table__
+    assert isinstance(t, sa.Table)
+    return t
+
+
 class Couple(Base):
     __tablename__ = "couple"
 
@@ -345,6 +352,17 @@ class Reply(Base):
     keyword: Mapped[str | None] = mapped_column(sa.String(20))
     action: Mapped[str] = mapped_column(sa.String(200))
     ritual_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ritual.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class EarlyReceipt(Base):
+    """A delivery receipt that arrived before its send was recorded (see service.receipts)."""
+
+    __tablename__ = "early_receipt"
+
+    sid: Mapped[str] = mapped_column(sa.String(120), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(24))
+    error: Mapped[str | None] = mapped_column(sa.String(300))
     received_at: Mapped[datetime] = mapped_column(index=True)
 
 

@@ -31,13 +31,14 @@ from service.models import (
     ReminderPurpose,
     ReminderState,
     Ritual,
+    table,
 )
 from service.recurrence import Schedule, nudge_anchor, occurrences
 
 CHUNK_COUPLES = 2000
 _NUDGE = ReminderPurpose.NUDGE.value
 _SCHEDULED = ReminderState.SCHEDULED.value
-_T: sa.Table = Reminder.__table__  # type: ignore[assignment]
+_T = table(Reminder)
 
 # Column order of the bulk insert; the statement text is built once per dialect.
 COLUMNS = (

@@ -14,11 +14,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from service import receipts
 from service.app import Hearth
 from service.exceptions import InvalidInput
-from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply
+from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply, table
 
-_R: sa.Table = Reminder.__table__  # type: ignore[assignment]
+_R = table(Reminder)
 _FINISHED = [s for s in ReminderState if s not in (ReminderState.SCHEDULED, ReminderState.SENDING)]
 
 
@@ -51,6 +52,7 @@ def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
         reminders = conn.execute(_R.delete().where(old)).rowcount
         replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
         evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
+        receipts.prune(conn, hearth.clock.now())
     return {"reminders": reminders, "replies": replies, "events": evs}
 
 

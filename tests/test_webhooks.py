@@ -30,7 +30,7 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from service import planner
+from service import planner, retention
 from service.app import Hearth
 from service.channels import build_one
 from service.channels.base import Message, Receipt, Transport
@@ -43,6 +43,7 @@ from service.models import (
     Channel,
     CheckIn,
     ConsentState,
+    EarlyReceipt,
     OccurrenceException,
     Partner,
     Reminder,
@@ -614,7 +615,7 @@ def test_an_unknown_or_unsigned_receipt_changes_nothing(
 ) -> None:
     http, sid = texted
     before = snapshot(db)
-    _report(http, "SM" + "f" * 32, "delivered")  # not a text Hearth sent: fine, ignored
+    _report(http, "SM" + "f" * 32, "sent")  # not a text Hearth sent: fine, ignored
     params = _receipt(sid, "failed", "30003")
     assert post(http, STATUS, params, signature="").status_code == 403
     assert post(http, STATUS, params, signature=sign(STATUS, params, token="x")).status_code == 403
@@ -629,6 +630,48 @@ def test_an_unknown_or_unsigned_receipt_changes_nothing(
         assert post(http, STATUS, params).status_code == 400
     assert snapshot(db) == before
     assert _sms_state(db, sid)[0] is ReminderState.SENT
+
+
+class _Fixed(Transport):
+    """Texts accepted with a known Message SID (as Twilio returns one), to race its receipt."""
+
+    channel = Channel.SMS
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+
+    def send(self, message: Message) -> Receipt:
+        return Receipt(provider_id=self.sid)
+
+
+def test_a_receipt_that_beats_the_send_record_is_applied_when_it_is_recorded(
+    db: Database, hearth: Hearth, clock: FakeClock, couple: None, http: httpx.Client
+) -> None:
+    sid = "SM" + "e" * 32
+    # Twilio accepted the text and reported it undelivered before the worker wrote the SID.
+    _report(http, sid, "undelivered", "30003")
+    _report(http, sid, "delivered")  # a later, contradicting report: the first final stands
+    assert [r.state for r in _early(db)] == ["undelivered"]
+    d = _dispatcher(hearth, {Channel.SMS: _Fixed(sid), Channel.EMAIL: Outbox(Channel.EMAIL)})
+    clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == 3
+    assert _sms_state(db, sid) == (ReminderState.UNDELIVERED, clock.now(), "twilio 30003")
+    assert _early(db) == []
+
+
+def test_a_parked_receipt_that_matches_no_send_is_pruned(
+    db: Database, hearth: Hearth, clock: FakeClock, couple: None, http: httpx.Client
+) -> None:
+    _report(http, "SM" + "d" * 32, "delivered")  # another system's text on the same account
+    assert len(_early(db)) == 1
+    clock.advance(timedelta(days=2, minutes=1))
+    retention.prune(hearth)
+    assert _early(db) == []
+
+
+def _early(db: Database) -> list[EarlyReceipt]:
+    with db.session() as s:
+        return list(s.scalars(sa.select(EarlyReceipt)))
 
 
 def test_an_overlong_error_code_is_recorded_without_failing(

@@ -9,10 +9,8 @@ UTF-8 form (or holds NUL) gets 400, one larger than 64 KiB 413, before any datab
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
 from xml.sax.saxutils import escape
 
-import sqlalchemy as sa
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,20 +18,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
-from service import inbound
+from service import inbound, receipts
 from service.app import Hearth
 from service.metrics import WEBHOOKS
-from service.models import FINAL_STATES, Reminder, ReminderState
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"
-STATUS_MAP = {
-    "delivered": ReminderState.DELIVERED,
-    "undelivered": ReminderState.UNDELIVERED,
-    "failed": ReminderState.FAILED,
-    "sent": ReminderState.SENT,
-}
-_RANK = {ReminderState.SENDING: 0, ReminderState.SENT: 1}  # finals rank above both
 MAX_BODY = 64 * 1024  # Twilio's webhooks are a few kB (an SMS body is at most 1600 chars)
 MAX_SID = 120  # the width of the provider_message_id columns; Twilio's SIDs are 34
 
@@ -139,30 +129,8 @@ async def status_callback(request: Request) -> Response:
 
 
 def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> str:
-    """Idempotent and order-proof: a final state is never left, a duplicate changes nothing."""
-    new = STATUS_MAP.get(status)
-    if new is None:
-        return "ignored"  # queued, sending, accepted...: nothing the outbox records
-    now = hearth.clock.now()
     with hearth.db.session(immediate=True) as s:
-        r = s.scalar(sa.select(Reminder).where(Reminder.provider_message_id == sid))
-        if r is None:
-            return "unknown_message"
-        if r.state in FINAL_STATES or r.state == new:
-            return "duplicate"
-        if new is ReminderState.SENT and _RANK.get(r.state, 2) >= 1:
-            return "duplicate"
-        values: dict[str, Any] = {"state": new, "updated_at": now}
-        if new in FINAL_STATES:
-            values["final_at"] = now
-        if error:
-            values["last_error"] = f"twilio {error}"[:300]  # the column's width
-        s.execute(
-            sa.update(Reminder)
-            .where(Reminder.id == r.id, Reminder.state.not_in(FINAL_STATES))
-            .values(**values)
-        )
-        return "ok"
+        return receipts.apply(s.connection(), sid, status, error, hearth.clock.now())
 
 
 routes: list[BaseRoute] = [

@@ -1,0 +1,100 @@
+"""Delivery receipts (Twilio status callbacks) applied to the outbox, idempotent and in any
+order: a final state is never left, a duplicate changes nothing.
+
+A receipt can arrive before the worker has recorded the send: the Message SID is written in
+the batched outcome write, after the provider answered. Such an early receipt is parked in
+``early_receipt`` and applied in the same transaction that records the SID, so no delivery
+report is lost to that race.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.models import FINAL_STATES, EarlyReceipt, Reminder, ReminderState, table
+
+STATUS_MAP = {
+    "delivered": ReminderState.DELIVERED,
+    "undelivered": ReminderState.UNDELIVERED,
+    "failed": ReminderState.FAILED,
+    "sent": ReminderState.SENT,
+}
+_RANK = {ReminderState.SENDING: 0, ReminderState.SENT: 1}  # finals rank above both
+PARK_DAYS = 2  # Twilio reports within minutes; older parked receipts match nothing we sent
+_R = table(Reminder)
+_E = table(EarlyReceipt)
+
+
+def apply(conn: Connection, sid: str, status: str, error: str | None, now: datetime) -> str:
+    """Apply one status callback; returns the outcome for the webhook metric."""
+    new = STATUS_MAP.get(status)
+    if new is None:
+        return "ignored"  # queued, sending, accepted...: nothing the outbox records
+    row = conn.execute(
+        sa.select(_R.c.id, _R.c.state).where(_R.c.provider_message_id == sid)
+    ).first()
+    if row is None:
+        if new not in FINAL_STATES:
+            return "unknown_message"  # a parked 'sent' would change nothing
+        return "parked" if _park(conn, sid, new, error, now) else "duplicate"
+    return _update(conn, row.id, ReminderState(row.state), new, error, now)
+
+
+def apply_parked(conn: Connection, sids: list[str], now: datetime) -> int:
+    """Apply the receipts that arrived before these SIDs were recorded; returns how many."""
+    if not sids:
+        return 0
+    parked = conn.execute(sa.select(_E).where(_E.c.sid.in_(sids))).all()
+    for p in parked:
+        apply(conn, p.sid, p.state, p.error, now)
+    if parked:
+        conn.execute(_E.delete().where(_E.c.sid.in_([p.sid for p in parked])))
+    return len(parked)
+
+
+def prune(conn: Connection, now: datetime) -> int:
+    """Forget parked receipts that never matched a send (another system's messages)."""
+    old = _E.c.received_at < now - timedelta(days=PARK_DAYS)
+    return int(conn.execute(_E.delete().where(old)).rowcount)
+
+
+def _park(conn: Connection, sid: str, new: ReminderState, error: str | None, now: datetime) -> bool:
+    if conn.execute(sa.select(_E.c.sid).where(_E.c.sid == sid)).first() is not None:
+        return False  # the first final report stands, as on a recorded reminder
+    try:
+        with conn.begin_nested():
+            conn.execute(_E.insert().values(sid=sid, state=new.value, error=error and error[:300],
+                                            received_at=now))  # fmt: skip
+    except sa.exc.IntegrityError:
+        return False  # a concurrent duplicate parked it first
+    return True
+
+
+def _update(
+    conn: Connection,
+    rid: int,
+    state: ReminderState,
+    new: ReminderState,
+    error: str | None,
+    now: datetime,
+) -> str:
+    if state in FINAL_STATES or state == new:
+        return "duplicate"
+    if new is ReminderState.SENT and _RANK.get(state, 2) >= 1:
+        return "duplicate"
+    values: dict[str, object] = {"state": new, "updated_at": now}
+    if new in FINAL_STATES:
+        values["final_at"] = now
+    if error:
+        values["last_error"] = _error(error)
+    conn.execute(
+        _R.update().where(_R.c.id == rid, _R.c.state.not_in(FINAL_STATES)).values(**values)
+    )
+    return "ok"
+
+
+def _error(error: str | None) -> str | None:
+    return f"twilio {error}"[:300] if error else None  # the column's width
