@@ -23,7 +23,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from service import events, handlers, migrate, planner, prompts, repair, retention
+from service import events, handlers, migrate, planner, prompts, receipts, repair, retention
 from service.app import Hearth
 from service.channels import Transport, build
 from service.dispatcher import Dispatcher
@@ -110,6 +110,12 @@ class Daemon:
         removed = retention.prune(self.hearth)
         log.info("pruned", **removed)
 
+    def sweep_receipts(self) -> None:
+        with self.hearth.db.write_engine.begin() as conn:
+            applied = receipts.sweep(conn, self.hearth.clock.now())
+        if applied:
+            log.info("parked_receipts_applied", count=applied)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -126,6 +132,7 @@ class Daemon:
             self.handle_events, "interval", seconds=cfg.event_poll_seconds, id="events"
         )
         self.scheduler.add_job(self.prune, "interval", hours=24, id="prune")
+        self.scheduler.add_job(self.sweep_receipts, "interval", seconds=30, id="receipts")
         self.scheduler.start()
         self._spawn("dispatch", self.dispatcher.loop)
         if not db.is_sqlite:

@@ -387,7 +387,12 @@ class Dispatcher:
                 for o, n in zip(batch, updated, strict=True)
                 if n == 1 and o.fields.get("provider_message_id")
             ]
-            receipts.apply_parked(conn, sids, self.clock.now())
+            try:
+                with conn.begin_nested():
+                    receipts.apply_parked(conn, sids, self.clock.now())
+            except Exception:
+                # Never at the cost of the outcomes: the daemon's sweep applies them later.
+                log.exception("parked_receipts_not_applied", count=len(sids))
         for o, n in zip(batch, updated, strict=True):
             job = o.job
             if n != 1:

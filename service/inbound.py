@@ -76,22 +76,18 @@ def parse(body: str) -> Parsed:
     return Parsed(first, rest or None)
 
 
-def _latest_sent(session: Session, partner: Partner, *purposes: ReminderPurpose) -> Reminder | None:
-    """The latest nudge sent to ``partner``; of several sent together, the text they answer."""
-    return session.scalar(
-        sa.select(Reminder)
-        .where(
-            Reminder.partner_id == partner.id,
-            Reminder.purpose.in_(purposes),
-            Reminder.state.in_([ReminderState.SENT, ReminderState.DELIVERED]),
-        )
-        .order_by(
-            Reminder.sent_at.desc(),
-            sa.case((Reminder.channel == Channel.SMS, 0), else_=1),
-            Reminder.id.desc(),
-        )
-        .limit(1)
+def _latest_sent(
+    session: Session, partner: Partner, *purposes: ReminderPurpose, channel: Channel | None = None
+) -> Reminder | None:
+    """The latest reminder of these purposes sent to ``partner`` (on ``channel`` if given)."""
+    stmt = sa.select(Reminder).where(
+        Reminder.partner_id == partner.id,
+        Reminder.purpose.in_(purposes),
+        Reminder.state.in_([ReminderState.SENT, ReminderState.DELIVERED]),
     )
+    if channel is not None:
+        stmt = stmt.where(Reminder.channel == channel)
+    return session.scalar(stmt.order_by(Reminder.sent_at.desc(), Reminder.id.desc()).limit(1))
 
 
 def handle(
@@ -228,7 +224,12 @@ def _snooze(
     except ValueError:
         return f"Hearth: SNOOZE takes minutes, e.g. SNOOZE {SNOOZE_DEFAULT}.", "snooze: bad", None
     minutes = max(5, min(SNOOZE_MAX, minutes))
-    last = _latest_sent(session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    # The partner texted: snooze the text they got (an email sent alongside finishes a few
+    # milliseconds apart and is not what they answer); email only if no text went out.
+    nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    last = _latest_sent(session, partner, *nudges, channel=Channel.SMS) or _latest_sent(
+        session, partner, *nudges
+    )
     if last is None or last.ritual_id is None:
         return "Hearth: there is nothing to snooze.", "snooze: nothing", None
     due = now + timedelta(minutes=minutes)

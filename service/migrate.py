@@ -50,8 +50,20 @@ def is_current(db: Database) -> bool:
     return current(db) == head()
 
 
+def is_behind(db: Database) -> bool:
+    """True when the database lacks migrations this code needs. A revision this code does not
+    know is a newer release's: migrations are additive within a minor version, so an older
+    process keeps running during a rolling upgrade."""
+    rev = current(db)
+    if rev is None:
+        return True
+    script = ScriptDirectory.from_config(_config())
+    known = {r.revision for r in script.walk_revisions()}
+    return rev in known and rev != head()
+
+
 def require_current(db: Database) -> None:
-    """Refuse to run against a database the code's migrations have not reached (or passed)."""
+    """Refuse to run against a database the code's migrations have not reached."""
     db.check()
-    if not is_current(db):
+    if is_behind(db):
         raise SchemaBehind(current(db), head())

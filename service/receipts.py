@@ -3,8 +3,9 @@ order: a final state is never left, a duplicate changes nothing.
 
 A receipt can arrive before the worker has recorded the send: the Message SID is written in
 the batched outcome write, after the provider answered. Such an early receipt is parked in
-``early_receipt`` and applied in the same transaction that records the SID, so no delivery
-report is lost to that race.
+``early_receipt``. The outcome write applies the parked receipts for the SIDs it records, and
+since on PostgreSQL the two transactions can pass each other unseen, the daemon's periodic
+:func:`sweep` applies any parked receipt whose SID has been recorded since.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def apply_parked(conn: Connection, sids: list[str], now: datetime) -> int:
     if parked:
         conn.execute(_E.delete().where(_E.c.sid.in_([p.sid for p in parked])))
     return len(parked)
+
+
+def sweep(conn: Connection, now: datetime) -> int:
+    """Apply every parked receipt whose send has been recorded since it was parked."""
+    sids = list(
+        conn.scalars(sa.select(_E.c.sid).join(_R, _R.c.provider_message_id == _E.c.sid).limit(1000))
+    )
+    return apply_parked(conn, sids, now)
 
 
 def prune(conn: Connection, now: datetime) -> int:

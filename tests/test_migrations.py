@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 
 from service import migrate
 from service.db import Database
+from service.exceptions import SchemaBehind
 from service.models import Base
 from tests.conftest import PgSchema
 
@@ -57,8 +58,26 @@ def test_every_migration_goes_down_and_up_again(fresh: Database) -> None:
     assert _diff(fresh) == []
 
 
+def test_a_database_behind_the_code_is_refused(fresh: Database) -> None:
+    migrate.upgrade(fresh, "0001")
+    assert migrate.is_behind(fresh)
+    with pytest.raises(SchemaBehind, match="run `hearth db upgrade`"):
+        migrate.require_current(fresh)
+
+
 def test_upgrading_twice_changes_nothing(fresh: Database) -> None:
     migrate.upgrade(fresh)
     head = migrate.current(fresh)
     migrate.upgrade(fresh)
     assert migrate.current(fresh) == head == migrate.head()
+
+
+def test_a_database_ahead_of_the_code_is_not_behind(fresh: Database) -> None:
+    """During a rolling upgrade an old process meets a newer release's revision: it keeps
+    running (migrations are additive) instead of asking for an upgrade it cannot do."""
+    migrate.upgrade(fresh)
+    assert not migrate.is_behind(fresh)
+    with fresh.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    assert not migrate.is_behind(fresh)
+    migrate.require_current(fresh)  # no SchemaBehind

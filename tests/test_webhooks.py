@@ -30,7 +30,7 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from service import planner, retention
+from service import planner, receipts, retention
 from service.app import Hearth
 from service.channels import build_one
 from service.channels.base import Message, Receipt, Transport
@@ -447,6 +447,12 @@ def test_snooze_resends_the_nudge_later(
     local: str,
     due: datetime,
 ) -> None:
+    with db.session() as s:  # as in production, the email finished a few ms after the text
+        s.execute(
+            sa.update(Reminder)
+            .where(Reminder.channel == Channel.EMAIL)
+            .values(sent_at=TONIGHT + timedelta(minutes=1, milliseconds=7))
+        )
     assert text(http, body) == [f"Hearth: snoozed, we'll remind you at {local}."]
     with db.session() as s:
         snooze = s.scalars(
@@ -657,6 +663,35 @@ def test_a_receipt_that_beats_the_send_record_is_applied_when_it_is_recorded(
     assert d.run_once().sent == 3
     assert _sms_state(db, sid) == (ReminderState.UNDELIVERED, clock.now(), "twilio 30003")
     assert _early(db) == []
+
+
+def test_the_sweep_applies_a_receipt_parked_while_its_send_was_being_recorded(
+    db: Database, hearth: Hearth, clock: FakeClock, nudged: Dispatcher, http: httpx.Client
+) -> None:
+    """On PostgreSQL the webhook's and the worker's transactions can pass each other: the
+    worker records the SID without seeing the receipt the webhook is parking. The sweep
+    (a daemon job) closes that gap."""
+    sid = _sms_sid(db)
+    with db.session() as s:  # the receipt landed as if the SID were not recorded yet
+        s.add(EarlyReceipt(sid=sid, state="delivered", error=None, received_at=clock.now()))
+    assert _sms_state(db, sid)[0] is ReminderState.SENT
+    with db.write_engine.begin() as conn:
+        assert receipts.sweep(conn, clock.now()) == 1
+    assert _sms_state(db, sid) == (ReminderState.DELIVERED, clock.now(), None)
+    assert _early(db) == []
+    with db.write_engine.begin() as conn:
+        assert receipts.sweep(conn, clock.now()) == 0
+
+
+def _sms_sid(db: Database) -> str:
+    with db.session() as s:
+        sid = s.scalar(
+            sa.select(Reminder.provider_message_id).where(
+                Reminder.channel == Channel.SMS, Reminder.state == ReminderState.SENT
+            )
+        )
+    assert sid is not None
+    return sid
 
 
 def test_a_parked_receipt_that_matches_no_send_is_pruned(

@@ -41,7 +41,7 @@ def _readiness(hearth: Hearth, expect_dispatcher: bool) -> dict[str, str]:
     try:
         hearth.db.check()
         checks["database"] = "ok"
-        checks["migrations"] = "ok" if migrate.is_current(hearth.db) else "behind"
+        checks["migrations"] = "behind" if migrate.is_behind(hearth.db) else "ok"
     except DatabaseUnavailable:
         checks["database"] = "unreachable"
         return checks

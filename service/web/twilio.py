@@ -119,9 +119,12 @@ async def status_callback(request: Request) -> Response:
     if isinstance(params, Response):
         return params
     sid, status = params.get("MessageSid"), (params.get("MessageStatus") or "").lower()
-    if not sid or not status:
+    if not sid or not status or len(sid) > MAX_SID:
         WEBHOOKS.labels(endpoint="status", outcome="bad_request").inc()
-        return PlainTextResponse("MessageSid and MessageStatus are required\n", status_code=400)
+        return PlainTextResponse(
+            f"MessageSid (at most {MAX_SID} characters) and MessageStatus are required\n",
+            status_code=400,
+        )
     hearth: Hearth = request.app.state.hearth
     outcome = await run_in_threadpool(_apply_status, hearth, sid, status, params.get("ErrorCode"))
     WEBHOOKS.labels(endpoint="status", outcome=outcome).inc()
