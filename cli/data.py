@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from cli.common import hearth_from, json_option, print_json, unit_of_work
-from service import couples, retention
+from service import couples, migrate, retention
+from service.exceptions import InvalidInput
 from service.export import export_couple
 
 
@@ -26,7 +27,10 @@ def export_cmd(couple: str, output: Path | None) -> None:
     if output is None:
         click.echo(text)
     else:
-        output.write_text(text + "\n", encoding="utf-8")
+        try:
+            output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput("--output", f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"wrote {output}", err=True)
 
 
@@ -42,7 +46,7 @@ def prune_cmd(ctx: click.Context, days: int | None, as_json: bool) -> None:
 
     Reminders are first counted into the anonymous daily delivery counts."""
     hearth = hearth_from(ctx)
-    hearth.db.check()
+    migrate.require_current(hearth.db)
     removed = retention.prune(hearth, days)
     if as_json:
         print_json(removed)
@@ -58,7 +62,6 @@ def backup_cmd(ctx: click.Context, destination: Path) -> None:
 
     PostgreSQL: use pg_dump (docs/operations.md)."""
     hearth = hearth_from(ctx)
-    hearth.db.check()
     size = retention.backup_sqlite(hearth, destination)
     click.echo(f"backed up to {destination} ({size} bytes)")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.request import pathname2url
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from service import receipts
+from service import migrate, receipts
 from service.app import Hearth
 from service.exceptions import InvalidInput
 from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply, table
@@ -65,19 +66,26 @@ def backup_sqlite(hearth: Hearth, dest: Path) -> int:
             "backup", "only a SQLite file database can be backed up by Hearth",
             "for PostgreSQL use pg_dump, see docs/operations.md",
         )  # fmt: skip
+    if not Path(url.database).is_file():
+        # Checked first: opening a missing SQLite file would create an empty one to copy.
+        raise InvalidInput("database", f"{url.database} does not exist", "check database.url")
+    migrate.require_current(hearth.db)  # a file without Hearth's schema is not worth a copy
     if dest.exists():
         raise InvalidInput("destination", f"{dest} already exists", "choose a new file name")
     if not dest.parent.is_dir():
         raise InvalidInput("destination", f"directory {dest.parent} does not exist")
     partial = dest.with_name(dest.name + ".partial")
-    src = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
+    src = sqlite3.connect(f"file:{pathname2url(url.database)}?mode=ro", uri=True)
     try:
         out = sqlite3.connect(partial)
         try:
             src.backup(out)
         finally:
             out.close()
+        partial.rename(dest)  # a half-written copy never carries the final name
+    except (sqlite3.Error, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise InvalidInput("destination", f"cannot write {dest}: {exc}") from None
     finally:
         src.close()
-    partial.rename(dest)  # a half-written copy never carries the final name
     return dest.stat().st_size

@@ -14,7 +14,7 @@ from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
 from service.models import Channel, DeliveryStat, Event, Reminder, ReminderState, Reply
-from tests.conftest import Cli, snapshot
+from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import check_in_sent
 from tests.test_replies import reply
 
@@ -120,3 +120,43 @@ def test_backup_copies_a_live_sqlite_database(
     assert again.exit_code == 2 and "already exists" in again.output
     nowhere = run("backup", str(tmp_path / "no" / "such" / "dir.db"))
     assert nowhere.exit_code == 2 and "does not exist" in nowhere.output
+
+
+def test_export_to_an_unwritable_place_is_one_line(run_sqlite: Cli, tmp_path: Path) -> None:
+    run_sqlite.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    result = run_sqlite("export", "Alice & Sam", "-o", str(tmp_path / "no" / "dir" / "x.json"))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --output: cannot write {tmp_path / 'no' / 'dir' / 'x.json'}: "
+        "No such file or directory"
+    ]
+
+
+def _bare(tmp_path: Path, clock: FakeClock, name: str) -> Cli:
+    """The CLI on a SQLite path with no Hearth schema (a typo, or `db upgrade` forgotten)."""
+    db = Database(f"sqlite:///{tmp_path / name}")
+    return Cli(Hearth(settings=make_settings(db), db=db, clock=clock))
+
+
+def test_backup_and_prune_refuse_a_database_without_hearth(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    missing = _bare(tmp_path, clock, "typo.db")("backup", str(tmp_path / "copy.db"))
+    assert missing.exit_code == 2
+    assert f"{tmp_path / 'typo.db'} does not exist" in missing.output
+    assert not (tmp_path / "typo.db").exists() and not (tmp_path / "copy.db").exists()
+    sqlite3.connect(tmp_path / "empty.db").close()
+    empty = _bare(tmp_path, clock, "empty.db")
+    for args in (("backup", str(tmp_path / "copy.db")), ("prune",)):
+        result = empty(*args)
+        assert result.exit_code == 1, result.output
+        assert "run `hearth db upgrade`" in result.output
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_backup_into_an_unwritable_directory_is_one_line(run_sqlite: Cli) -> None:
+    # /proc refuses new files even to root, where a chmod'ed directory would not.
+    result = run_sqlite("backup", "/proc/hearth-backup.db")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: destination: cannot write /proc/hearth-backup.db")
+    assert len(result.output.strip().splitlines()) == 1
