@@ -78,7 +78,9 @@ def export_couple(session: Session, couple: Couple, now: datetime) -> dict[str, 
             sa.select(CheckIn).where(CheckIn.ritual_id.in_(rids)).order_by(CheckIn.id)
         ),
         "prompt_rotations": rows(
-            sa.select(PromptRotation).where(PromptRotation.ritual_id.in_(rids))
+            sa.select(PromptRotation)
+            .where(PromptRotation.ritual_id.in_(rids))
+            .order_by(PromptRotation.ritual_id)
         ),
         "reminders": rows(
             sa.select(Reminder).where(Reminder.couple_id == couple.id).order_by(Reminder.id)

@@ -72,10 +72,3 @@ def couple_stamp(conn: Connection, token: str) -> tuple[int, int] | None:
         return None
     row = conn.execute(_STAMP, {"digest": digest(token)}).first()
     return None if row is None else (row[0], row[1])
-
-
-def lookup(session: Session, token: str) -> Partner | None:
-    """The partner holding ``token``, or None (malformed, unknown or rotated away)."""
-    if not _SHAPE.match(token):
-        return None
-    return session.scalar(sa.select(Partner).where(Partner.feed_token_hash == digest(token)))

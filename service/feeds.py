@@ -30,6 +30,7 @@ from service.recurrence import (
     Schedule,
     _local_starts,
     first_local_start,
+    moved_within,
     occurrences,
     series_until,
     split_until,
@@ -197,7 +198,11 @@ def ritual_events(
     _common(ev, ritual)
     ev.add("created", ritual.created_at.astimezone(UTC))
     ev.add("last-modified", ritual.updated_at.astimezone(UTC))
-    ev.add("dtstart", first.date() if s.all_day else first)
+    start = first
+    if not s.rrule and first in s.moves:
+        # A moved one-off (a rescheduled repair talk) is simply at its new time.
+        start = _unambiguous(s.moves[first], ZoneInfo(s.timezone))
+    ev.add("dtstart", start.date() if s.all_day else start)
     ev.add("duration", _duration(s))
     excluded = _exdates(s, _paused_spans(couple, ritual, now))
     if s.rrule:
@@ -214,20 +219,19 @@ def ritual_events(
         ev.add("rrule", recur)
         if excluded:
             ev.add("exdate", [_value(s, x) for x in excluded])
-    elif excluded or (s.ends_at is not None and s.ends_at <= first):
+    elif excluded or (s.ends_at is not None and s.ends_at <= start):
         ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
     if alarms:
         _alarms(ev, ritual)
     events = [ev]
     if not s.rrule:
         return events
-    limit = series_until(s)
     moved = {
         exc.original_start: exc.new_start
         for exc in ritual.exceptions
         if exc.kind is ExceptionKind.MOVE
         and exc.new_start is not None
-        and (limit is None or max(exc.original_start, exc.new_start) <= limit)
+        and moved_within(s, exc.original_start, exc.new_start)
     }
     if not s.all_day:
         for instant in _pinned(s, *span):

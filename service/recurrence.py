@@ -146,14 +146,21 @@ def occurrences(s: Schedule, start: datetime, end: datetime) -> list[Occurrence]
         if original in s.skips or original in s.moves:
             continue
         result.append(Occurrence(original, _end(s, original, tz), original))
-    limit = series_until(s)
     for original, new in s.moves.items():
-        if limit is not None and max(original, new) > limit:
-            continue  # the series ended (ritual removed) before this moved one
+        if not moved_within(s, original, new):
+            continue
         if start <= new < end and original not in s.skips:
             result.append(Occurrence(new, _end(s, new, tz), original))
     result.sort()
     return result
+
+
+def moved_within(s: Schedule, original: datetime, new: datetime) -> bool:
+    """Whether a move still yields an occurrence: its original must be one of the series'
+    instances (up to UNTIL), and it must not start after the ritual was removed. An override
+    may start after UNTIL (RFC 5545), so moving the last instance later keeps it."""
+    limit = series_until(s)
+    return (limit is None or original <= limit) and (s.ends_at is None or new <= s.ends_at)
 
 
 def is_occurrence(s: Schedule, instant: datetime) -> bool:

@@ -24,7 +24,7 @@ from service import couples, feed_tokens, feeds, partners, rituals
 from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
-from service.models import Couple, Ritual
+from service.models import Couple, Ritual, RitualKind
 from service.recurrence import occurrences
 from tests.conftest import IN_CI
 from tests.factories import add_ritual, couple_with_partners
@@ -281,3 +281,39 @@ def test_tokens_are_stored_only_as_hashes(db: Database, clock: FakeClock) -> Non
         dump = " ".join(str(v) for table in ("partner", "event") for row in
                         conn.execute(sa.text(f"SELECT * FROM {table}")) for v in row)  # fmt: skip
     assert token not in dump and feed_tokens.digest(token) in dump
+
+
+def test_moved_one_off_and_a_last_instance_moved_past_until_show_where_nudges_go(
+    sqlite_db: Database, clock: FakeClock
+) -> None:
+    """Both parsers and the planner agree on the moves the review found drifting: a
+    rescheduled repair talk (a one-off), and the last instance of an UNTIL-bounded series
+    moved later than UNTIL (RFC 5545 allows an override to start after it)."""
+    db, now = sqlite_db, clock.now()  # the couple and its local times are Berlin's
+    cid = couple_with_partners(db, now)
+    series = add_ritual(db, now, cid, kind="custom", title="Five evenings", at="21:00",
+                        rrule="FREQ=DAILY;UNTIL=20260206T200000Z", on="2026-02-02")  # fmt: skip
+    with db.session() as s:
+        couple = s.get(Couple, cid)
+        assert couple is not None
+        talk = rituals.add_one_off(
+            s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
+            start=datetime(2026, 2, 7, 18, 0, tzinfo=UTC), duration_minutes=45, offsets=[0],
+        )  # fmt: skip
+        rituals.move(s, now, talk, datetime(2026, 2, 7, 18, 0, tzinfo=UTC),
+                     datetime(2026, 2, 8, 20, 30))  # fmt: skip
+        r = s.get(Ritual, series)
+        assert r is not None
+        last = rituals.upcoming(r, now, 10)[-1].original_start
+        assert last == datetime(2026, 2, 6, 20, 0, tzinfo=UTC)
+        rituals.move(s, now, r, last, datetime(2026, 2, 7, 22, 0))
+        talk_uid, series_uid = talk.uid, r.uid
+    expected = _expected(db, [series, talk.id])
+    assert expected[talk_uid] == [datetime(2026, 2, 8, 19, 30, tzinfo=UTC)]
+    assert expected[series_uid][-1] == datetime(2026, 2, 7, 21, 0, tzinfo=UTC)
+    cal = Calendar.from_ical(_feed(db, cid, now))
+    got: dict[str, list[datetime]] = {uid: [] for uid in expected}
+    for ev in recurring_ical_events.of(cal).between(START, END):
+        if str(ev["UID"]) in got:
+            got[str(ev["UID"])].append(ev.start.astimezone(UTC))
+    assert {uid: sorted(v) for uid, v in got.items()} == expected
