@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -141,11 +142,20 @@ def _paused_spans(couple: Couple, ritual: Ritual, now: datetime) -> list[tuple[d
 
 
 def _exdates(s: Schedule, spans: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
+    """Originals to exclude: skips, and occurrences whose actual (possibly moved) start falls
+    in a pause, as the planner decides who gets a reminder."""
     out = set(s.skips)
+    spans = list(spans)
+
+    def paused(at: datetime) -> bool:
+        return any(lo <= at < hi for lo, hi in spans)
+
+    plain = replace(s, skips=frozenset(), moves={})
     for lo, hi in spans:
-        plain = Schedule(s.dtstart_date, s.start_time, s.duration, s.timezone, s.rrule,
-                         ends_at=s.ends_at)  # fmt: skip
-        out.update(o.original_start for o in occurrences(plain, lo, hi))
+        for o in occurrences(plain, lo, hi):
+            if paused(s.moves.get(o.original_start, o.original_start)):
+                out.add(o.original_start)
+    out.update(original for original, new in s.moves.items() if paused(new))
     return sorted(out)
 
 

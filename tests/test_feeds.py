@@ -20,11 +20,11 @@ import recurring_ical_events
 import sqlalchemy as sa
 from icalendar import Calendar, Component, vCategory, vDDDTypes, vInt, vUTCOffset
 
-from service import couples, feed_tokens, feeds, partners, rituals
+from service import couples, feed_tokens, feeds, partners, planner, rituals
 from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
-from service.models import Couple, Ritual, RitualKind
+from service.models import Couple, Reminder, Ritual, RitualKind
 from service.recurrence import occurrences
 from tests.conftest import IN_CI
 from tests.factories import add_ritual, couple_with_partners
@@ -317,3 +317,39 @@ def test_moved_one_off_and_a_last_instance_moved_past_until_show_where_nudges_go
         if str(ev["UID"]) in got:
             got[str(ev["UID"])].append(ev.start.astimezone(UTC))
     assert {uid: sorted(v) for uid, v in got.items()} == expected
+
+
+def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
+    db: Database, clock: FakeClock
+) -> None:
+    """The actual (moved) start decides whether an occurrence is paused, in the feed as in
+    the planner: moved out of a pause, it shows; moved into one, it does not."""
+    now = clock.now()  # Mon 2026-01-05 12:00 UTC; the check-in is daily at 21:00 Berlin
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        c, r = s.get(Couple, cid), s.get(Ritual, rid)
+        assert c is not None and r is not None
+        couples.pause(s, now, c, datetime(2026, 1, 7, 12, 0, tzinfo=UTC))
+        rituals.move(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC),
+                     datetime(2026, 1, 7, 14, 0))  # out of the pause  # fmt: skip
+        rituals.move(s, now, r, datetime(2026, 1, 8, 20, 0, tzinfo=UTC),
+                     datetime(2026, 1, 7, 10, 0))  # into it  # fmt: skip
+    window = (now, datetime(2026, 1, 9, 12, 0, tzinfo=UTC))
+    want = [datetime(2026, 1, 7, 13, 0, tzinfo=UTC), datetime(2026, 1, 7, 20, 0, tzinfo=UTC)]
+    cal = Calendar.from_ical(_feed(db, cid, now))
+    assert (
+        sorted(e.start.astimezone(UTC) for e in recurring_ical_events.of(cal).between(*window))
+        == want
+    )
+    planner.plan(db.write_engine, now, timedelta(hours=96), 30)
+    with db.session() as s:
+        planned = {
+            due + timedelta(minutes=offset)
+            for due, offset in s.execute(
+                sa.select(Reminder.due_at, Reminder.offset_minutes).where(
+                    Reminder.ritual_id == rid, Reminder.due_at < window[1]
+                )
+            )
+        }
+    assert sorted(planned) == want
