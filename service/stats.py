@@ -1,7 +1,9 @@
 """Streaks and completion rates: how reliably a couple keeps each ritual.
 
-An occurrence counts as done for the couple when every partner reported DONE for it before
-its grace period ended: the start of the next occurrence (a one-off has a day). Occurrences
+An occurrence counts as done for the couple when every partner who could report it did so
+before its grace period ended (the start of the next occurrence; a one-off has a day). DONE
+comes by text, so a partner who could report is one with a phone and SMS consent, who was
+already a partner at the occurrence; with no such partner, an occurrence is not counted. Occurrences
 whose grace period is still running and not yet done are left out (neither kept nor
 missed), so a ritual due tonight does not break a streak this afternoon. Skipped
 occurrences are not occurrences; while a ritual or its couple is paused, nothing is counted.
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import CheckIn, Couple, Partner, Ritual
+from service.models import CheckIn, ConsentState, Couple, Partner, Ritual
 from service.recurrence import occurrences
 from service.rituals import schedule_of
 
@@ -43,7 +45,8 @@ class RitualStats:
     best_streak: int
 
 
-def _outcomes(ritual: Ritual, partner_ids: list[int], done: dict[datetime, dict[int, datetime]],
+def _outcomes(ritual: Ritual, reporters: list[tuple[int, datetime]],
+              done: dict[datetime, dict[int, datetime]],
               couple: Couple, now: datetime) -> list[tuple[datetime, bool]]:  # fmt: skip
     """(original start, done) for each occurrence whose outcome is known, oldest first."""
     s = schedule_of(ritual)
@@ -62,8 +65,11 @@ def _outcomes(ritual: Ritual, partner_ids: list[int], done: dict[datetime, dict[
         grace_end = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
         if any(lo <= o.start < hi for lo, hi in pauses):
             continue
+        needed = [p for p, joined in reporters if joined <= o.start]
+        if not needed:
+            continue
         reports = done.get(o.original_start, {})
-        kept = all(p in reports and reports[p] < grace_end for p in partner_ids)
+        kept = all(p in reports and reports[p] < grace_end for p in needed)
         if kept or grace_end <= now:
             out.append((o.original_start, kept))
     return out
@@ -83,7 +89,11 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
         .order_by(Ritual.id)
     ).all()
-    partner_ids = list(session.scalars(sa.select(Partner.id).where(Partner.couple_id == couple.id)))
+    reporters = [
+        (p.id, p.created_at)
+        for p in session.scalars(sa.select(Partner).where(Partner.couple_id == couple.id))
+        if p.phone and p.sms_consent is ConsentState.CONSENTED
+    ]
     reports: dict[int, dict[datetime, dict[int, datetime]]] = defaultdict(lambda: defaultdict(dict))
     for c in session.scalars(
         sa.select(CheckIn).where(CheckIn.ritual_id.in_([r.id for r in rituals]))
@@ -91,7 +101,7 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
     out = []
     for r in rituals:
-        outcomes = _outcomes(r, partner_ids, reports[r.id], couple, now)
+        outcomes = _outcomes(r, reporters, reports[r.id], couple, now)
         rates = {}
         for weeks in WINDOWS:
             since = now - timedelta(weeks=weeks)

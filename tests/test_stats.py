@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from service import partners, rituals
 from service.clock import FakeClock
 from service.db import Database
-from service.models import CheckIn, Ritual
+from service.models import CheckIn, ConsentState, Ritual
 from tests.conftest import Cli
 from tests.factories import add_ritual, couple_with_partners
 
@@ -26,6 +26,9 @@ def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> N
         assert r is not None
         rituals.skip(s, now, r, _day(12))
         alice, sam = partners.resolve(s, "Alice"), partners.resolve(s, "Sam")
+        # DONE comes by text: Sam (email-only in the factory) gets a phone to report with.
+        sam.phone = "+12125550123"
+        partners.set_consent(s, now, sam, ConsentState.CONSENTED, "test")
         late = _day(11) + timedelta(minutes=5)  # after the next occurrence began
         history = {
             5: (alice, sam), 6: (alice, sam), 7: (alice, sam), 8: (alice, sam),  # kept x4
@@ -66,3 +69,21 @@ def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> N
 def test_stats_refuses_an_unknown_couple(run: Cli) -> None:
     result = run("couple", "stats", "Nobody")
     assert result.exit_code == 2 and "Nobody" in result.output
+
+
+def test_a_partner_who_cannot_text_does_not_hold_the_couple_back(
+    db: Database, clock: FakeClock, run: Cli
+) -> None:
+    """Sam has email only, so he can never text DONE: Alice's reports alone decide."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        alice = partners.resolve(s, "Alice")
+        for d in (5, 6):
+            at = _day(d) + timedelta(minutes=10)
+            s.add(CheckIn(ritual_id=rid, occurrence_start=_day(d), partner_id=alice.id, at=at))
+    clock.set(datetime(2026, 1, 9, 12, tzinfo=UTC))  # the 7th was missed; the 8th is open
+    (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
+    assert row["last_4_weeks"] == {"done": 2, "counted": 3, "percent": 66.7}
+    assert (row["current_streak"], row["best_streak"]) == (0, 2)
