@@ -269,7 +269,8 @@ def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | Non
     ritual.version += 1
     ritual.updated_at = now
     touch(ritual.couple, now)
-    record(session, EventType.RITUAL_PAUSED, now, ritual.couple_id, ritual_id=ritual.id)
+    record(session, EventType.RITUAL_PAUSED, now, ritual.couple_id, ritual_id=ritual.id,
+           until=until.isoformat() if until else None)  # fmt: skip
     return ritual
 
 

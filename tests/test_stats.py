@@ -87,3 +87,25 @@ def test_a_partner_who_cannot_text_does_not_hold_the_couple_back(
     (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
     assert row["last_4_weeks"] == {"done": 2, "counted": 3, "percent": 66.7}
     assert (row["current_streak"], row["best_streak"]) == (0, 2)
+
+
+def test_a_pause_that_ended_still_excuses_its_occurrences(
+    db: Database, clock: FakeClock, run: Cli
+) -> None:
+    """Occurrences inside a past pause are neither kept nor missed after the resume."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        alice = partners.resolve(s, "Alice")
+        for d in (5, 6, 10):
+            at = _day(d) + timedelta(minutes=10)
+            s.add(CheckIn(ritual_id=rid, occurrence_start=_day(d), partner_id=alice.id, at=at))
+    clock.set(datetime(2026, 1, 6, 22, tzinfo=UTC))
+    run.ok("ritual", "pause", str(rid))
+    clock.set(datetime(2026, 1, 9, 12, tzinfo=UTC))  # the 7th and 8th fell in the pause
+    run.ok("ritual", "resume", str(rid))
+    clock.set(datetime(2026, 1, 11, 12, tzinfo=UTC))  # the 9th was missed, the 10th kept
+    (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
+    assert row["last_4_weeks"] == {"done": 3, "counted": 4, "percent": 75.0}
+    assert (row["current_streak"], row["best_streak"]) == (1, 2)
