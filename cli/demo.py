@@ -24,7 +24,7 @@ DEMO = "Demo: Alex & Sam"
     help="Minutes until the demo nudge goes out.",
 )
 def demo_cmd(nudge_in: int) -> None:
-    """Create the demo couple (once), schedule a nudge due in a minute, print a feed URL."""
+    """Create the demo couple (once), schedule a nudge due in a minute, print a new feed URL."""
     with unit_of_work() as (hearth, session, now):
         try:
             couple = couples.resolve(session, DEMO)
@@ -52,8 +52,10 @@ def demo_cmd(nudge_in: int) -> None:
         name, hello_id = couple.name, hello.id
     click.echo(f"{'created' if created else 'using'} demo couple {name!r}")
     click.echo(f"demo nudge (ritual {hello_id}) goes out at {when}, printed by the console channel")
-    click.echo(f"Alex's calendar feed: {urls.https}")
-    click.echo(f"                      {urls.webcal}")
+    # Only the token's hash is stored, so a link cannot be shown twice: each run issues a new one.
+    note = "" if created else " (new link; the one printed by the last run no longer works)"
+    click.echo(f"Alex's calendar feed{note}: {urls.https}")
+    click.echo(f"    {urls.webcal}")
 
 
 def _create(session: Session, now: datetime, tz: str) -> Couple:
@@ -77,7 +79,8 @@ def _create(session: Session, now: datetime, tz: str) -> Couple:
         name="Sam",
         phone=None,
         email="sam@example.org",
-        timezone=None,
+        # Partners in two zones, so the console shows each nudge at its reader's local time.
+        timezone="Europe/London" if tz == "America/New_York" else "America/New_York",
         channels="email",
         quiet_hours=None,
         sms_consent=None,

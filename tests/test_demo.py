@@ -1,0 +1,67 @@
+"""``hearth demo``, the middle step of ``make run``: a demo couple a new user can watch work."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from service import planner
+from service.app import Hearth
+from service.channels.console import ConsoleTransport
+from service.clock import FakeClock
+from service.dispatcher import Dispatcher
+from service.models import Channel, Couple, Partner, Ritual
+from tests.conftest import Cli
+from tests.web import serve
+
+URL = re.compile(r"(http://\S+/feeds/(\S+)\.ics)")
+
+
+def _feed_url(output: str) -> str:
+    match = URL.search(output)
+    assert match, output
+    return match.group(1)
+
+
+def test_demo_creates_a_couple_once_and_its_nudge_arrives_in_the_console(
+    hearth: Hearth, clock: FakeClock, run: Cli
+) -> None:
+    first = run.ok("demo").output
+    assert "created demo couple 'Demo: Alex & Sam'" in first
+    assert "goes out at Mon 2026-01-05 12:01 UTC" in first  # default zone: UTC
+    with hearth.db.session() as s:
+        (couple,) = s.scalars(sa.select(Couple)).all()
+        zones = {p.name: p.timezone or couple.timezone for p in couple.partners}
+        titles = sorted(r.title for r in s.scalars(sa.select(Ritual)))
+    assert len(set(zones.values())) == 2, zones  # two partners in two zones
+    assert titles == ["Date night", "Five-minute check-in", "Hello from Hearth", "Three gratitudes"]
+
+    # The daemon's two halves with the console channel: the hello nudge prints on time.
+    planner.plan(hearth.db.write_engine, clock.now(), timedelta(hours=48), 30)
+    out = io.StringIO()
+    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+    clock.advance(timedelta(seconds=59))
+    assert d.run_once().sent == 0
+    clock.advance(timedelta(seconds=1))
+    assert d.run_once().sent == 2  # Alex by SMS, Sam by email
+    printed = out.getvalue()
+    assert "--- sms to +14155550123" in printed and "--- email to sam@example.org" in printed
+    # Each partner reads the start in their own zone: UTC for Alex, New York for Sam.
+    assert "Hello from Hearth at 12:02" in printed and "Hello from Hearth at 07:02" in printed
+
+    # A second run keeps the couple, adds a fresh nudge and a new feed link; the old one is dead.
+    second = run.ok("demo").output
+    assert "using demo couple" in second and "no longer works" in second
+    old, new = _feed_url(first), _feed_url(second)
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        assert http.get(old.split("8080", 1)[1]).status_code == 404
+        feed = http.get(new.split("8080", 1)[1])
+    assert feed.status_code == 200
+    assert feed.text.count("SUMMARY:Hello from Hearth") == 2
+    with hearth.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Couple)) == 1
+        assert s.scalar(sa.select(sa.func.count()).select_from(Partner)) == 2
