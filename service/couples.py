@@ -83,6 +83,8 @@ def edit(
 def pause(session: Session, now: datetime, couple: Couple, until: datetime | None) -> Couple:
     if until is not None and until <= now:
         raise InvalidInput("until", "is in the past", "give a future date")
+    if couple.paused_at is not None:  # a pause that ran out: keep it before it is replaced
+        _settle(session, couple, couple.paused_until or now, now)
     couple.paused_at = now
     couple.paused_until = until
     touch(couple, now)
@@ -99,11 +101,23 @@ def pause(session: Session, now: datetime, couple: Couple, until: datetime | Non
 def resume(session: Session, now: datetime, couple: Couple) -> Couple:
     if not couple.is_paused(now):
         raise Conflict(f"couple {couple.name!r} is not paused")
+    _settle(session, couple, now, now)
     couple.paused_at = None
     couple.paused_until = None
     touch(couple, now)
     record(session, EventType.COUPLE_RESUMED, now, couple.id)
     return couple
+
+
+def _settle(session: Session, couple: Couple, end: datetime, now: datetime) -> None:
+    """The couple's finished pause becomes skips of each ritual (see rituals.settle_pause)."""
+    from service import rituals  # rituals imports this module (touch)
+
+    assert couple.paused_at is not None
+    for ritual in rituals.list_for(session, couple):
+        if rituals.settle_pause(ritual, couple.paused_at, end, now):
+            ritual.version += 1  # calendars see the EXDATEs as a change of the series
+            ritual.updated_at = now
 
 
 def remove(session: Session, now: datetime, couple: Couple) -> None:

@@ -265,6 +265,8 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
 def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | None) -> Ritual:
     if until is not None and until <= now:
         raise InvalidInput("until", "is in the past", "give a future date")
+    if ritual.paused_at is not None:  # a pause that ran out: keep it before it is replaced
+        settle_pause(ritual, ritual.paused_at, ritual.paused_until or now, now)
     ritual.paused_at, ritual.paused_until = now, until
     ritual.version += 1
     ritual.updated_at = now
@@ -277,12 +279,38 @@ def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | Non
 def resume(session: Session, now: datetime, ritual: Ritual) -> Ritual:
     if not ritual.is_paused(now):
         raise Conflict(f"ritual {ritual.id} is not paused")
+    assert ritual.paused_at is not None
+    settle_pause(ritual, ritual.paused_at, now, now)
     ritual.paused_at = ritual.paused_until = None
     ritual.version += 1
     ritual.updated_at = now
     touch(ritual.couple, now)
     record(session, EventType.RITUAL_RESUMED, now, ritual.couple_id, ritual_id=ritual.id)
     return ritual
+
+
+def settle_pause(ritual: Ritual, start: datetime, end: datetime, now: datetime) -> int:
+    """Turn the occurrences a finished pause covered into skips; returns how many.
+
+    A pause lives in two columns that a resume or the next pause clears, but what it covered
+    must stay true: the feed keeps those occurrences out of partners' calendars and the stats
+    neither count them kept nor missed. As skips, every reader already honours them. An
+    occurrence is judged by its actual start, as the planner decided who got a reminder.
+    """
+    end = min(end, now)
+    settled = 0
+    for o in occurrences(schedule_of(ritual), start, end):
+        if not start <= o.start < end:
+            continue
+        exc = _existing(ritual, o.original_start)
+        if exc is None:
+            exc = OccurrenceException(
+                ritual_id=ritual.id, original_start=o.original_start, created_at=now
+            )
+            ritual.exceptions.append(exc)
+        exc.kind, exc.new_start, exc.source = ExceptionKind.SKIP, None, "pause"
+        settled += 1
+    return settled
 
 
 def remove(session: Session, now: datetime, ritual: Ritual) -> None:

@@ -6,8 +6,8 @@ comes by text, so a partner who could report is one with a phone and SMS consent
 already a partner at the occurrence; with no such partner, an occurrence is not counted. Occurrences
 whose grace period is still running and not yet done are left out (neither kept nor
 missed), so a ritual due tonight does not break a streak this afternoon. Skipped
-occurrences are not occurrences; while a ritual or its couple was paused, nothing is counted
-(the pause history comes from the paused/resumed events, so it survives a resume).
+occurrences are not occurrences; while a ritual or its couple is paused, nothing is counted
+(a finished pause has become skips of the occurrences it covered).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.events import EventType
-from service.models import CheckIn, ConsentState, Couple, Event, Partner, Ritual
+from service.models import CheckIn, ConsentState, Couple, Partner, Ritual
 from service.recurrence import occurrences
 from service.rituals import schedule_of
 
@@ -50,27 +49,13 @@ class RitualStats:
 Span = tuple[datetime, datetime]
 
 
-def _pauses(session: Session, couple: Couple, now: datetime) -> dict[int | None, list[Span]]:
-    """Pause spans by owner (None: the couple, else a ritual id), from the event history."""
-    kinds = (EventType.COUPLE_PAUSED, EventType.COUPLE_RESUMED,
-             EventType.RITUAL_PAUSED, EventType.RITUAL_RESUMED)  # fmt: skip
-    spans: dict[int | None, list[Span]] = defaultdict(list)
-    open_: dict[int | None, tuple[datetime, datetime | None]] = {}
-    for ev in session.scalars(
-        sa.select(Event)
-        .where(Event.couple_id == couple.id, Event.type.in_([str(k) for k in kinds]))
-        .order_by(Event.id)
-    ):
-        owner = ev.payload.get("ritual_id") if ev.type.startswith("ritual.") else None
-        if ev.type.endswith(".paused"):
-            until = ev.payload.get("until")
-            open_[owner] = (ev.created_at, datetime.fromisoformat(until) if until else None)
-        elif owner in open_:
-            start, until = open_.pop(owner)
-            spans[owner].append((start, min(until, ev.created_at) if until else ev.created_at))
-    for owner, (start, until) in open_.items():
-        spans[owner].append((start, until or now))
-    return spans
+def _pauses(couple: Couple, ritual: Ritual, now: datetime) -> list[Span]:
+    """The pause in force; finished pauses are skips already (rituals.settle_pause)."""
+    return [
+        (owner.paused_at, owner.paused_until or now)
+        for owner in (couple, ritual)
+        if owner.paused_at is not None
+    ]
 
 
 def _outcomes(ritual: Ritual, reporters: list[tuple[int, datetime]],
@@ -122,10 +107,9 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         sa.select(CheckIn).where(CheckIn.ritual_id.in_([r.id for r in rituals]))
     ):
         reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
-    pauses = _pauses(session, couple, now)
     out = []
     for r in rituals:
-        outcomes = _outcomes(r, reporters, reports[r.id], pauses[None] + pauses[r.id], now)
+        outcomes = _outcomes(r, reporters, reports[r.id], _pauses(couple, r, now), now)
         rates = {}
         for weeks in WINDOWS:
             since = now - timedelta(weeks=weeks)

@@ -126,6 +126,32 @@ def test_pauses_show_as_skipped(db: Database, clock: FakeClock) -> None:
     assert days == {date(2026, 1, 7), date(2026, 1, 8)}
 
 
+@pytest.mark.parametrize("level", ["couple", "ritual"])
+def test_a_pause_that_ended_stays_skipped(db: Database, clock: FakeClock, level: str) -> None:
+    """Resuming (or pausing again) must not bring back what the pause kept out."""
+    now = clock.now()  # Monday 5 Jan, 12:00 UTC; the check-in is at 21:00 Berlin
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+
+    def toggle(at: datetime, on: bool, until: datetime | None = None) -> None:
+        with db.session() as s:
+            c, r = s.get(Couple, cid), s.get(Ritual, rid)
+            assert c is not None and r is not None
+            if level == "couple":
+                couples.pause(s, at, c, until) if on else couples.resume(s, at, c)
+            else:
+                rituals.pause(s, at, r, until) if on else rituals.resume(s, at, r)
+
+    toggle(now, True)
+    toggle(now + timedelta(days=3), False)  # 5, 6, 7 Jan were paused
+    toggle(now + timedelta(days=4), True, until=now + timedelta(days=5))  # 9 Jan
+    toggle(now + timedelta(days=7), True)  # that pause ran out; from 12 Jan paused again
+    later = now + timedelta(days=8)
+    cal = Calendar.from_ical(_feed(db, cid, later))
+    days = {e.start.day for e in recurring_ical_events.of(cal).between(now, later)}
+    assert days == {8, 10, 11}
+
+
 def _interop_couple(db: Database, clock: FakeClock, tz: str) -> tuple[int, list[int]]:
     now = clock.now()
     cid = couple_with_partners(db, now, name=f"Interop {tz}", tz=tz)
