@@ -23,9 +23,11 @@ Endpoints, all in the same run, against the same server:
 
 Plus, in this process, the cold build split into its database load and ``build_calendar``.
 
-Goals (issue): full feed >= 50 % and 304 path >= 90 % of the trivial endpoint's requests/s;
-p99 <= 50 ms on the feed paths. The issue names ``/healthz`` as the reference; it takes a
-threadpool hop and a query, so the verdicts are printed against ``/ping`` as well.
+Goals (issue): full feed >= 50 % and 304 path >= 90 % of the requests/s of "a trivial
+endpoint of the same app", which is ``/ping``: the verdicts that count are against it.
+``/healthz`` (a threadpool hop and a query, as every feed request needs) is printed as a
+second reference, to show how much of the gap is the database round trip itself. p99 <= 50 ms
+on the feed paths.
 
     python -m bench.feeds [--seconds 5] [--concurrency 16] [--warmup 1]
 """
@@ -38,7 +40,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -153,7 +155,7 @@ def seed_couple(db: Database, now: datetime) -> str:
 class NeverCache(web_feeds.FeedCache):
     """A FeedCache that never hits: every request loads and builds."""
 
-    def get(self, key: tuple[int, int, bool, date]) -> None:
+    def get(self, key: web_feeds.Key) -> None:
         return None
 
     def put(self, item: Any) -> None:
@@ -179,7 +181,6 @@ def serve(url: str, conn: Connection) -> None:
     cold = Starlette(routes=web_feeds.routes)
     cold.state.hearth = hearth
     cold.state.feed_cache = NeverCache()
-    cold.state.feed_threads = app.state.feed_threads
     app.router.routes.append(Route("/ping", ping, methods=["GET"]))
     app.router.routes.append(Mount("/cold", app=cold))
     server = uvicorn.Server(
@@ -405,20 +406,25 @@ async def _measure(
 
 def report(phases: list[Phase]) -> None:
     by = {p.label: p for p in phases}
-    refs = {"/healthz": by["healthz"].rate, "/ping": by["ping (trivial)"].rate}
+    # The issue's reference first: a trivial endpoint of the same app.
+    refs = {"/ping": by["ping (trivial)"].rate, "/healthz": by["healthz"].rate}
+    notes = {
+        "/ping": " (the issue's reference: a trivial endpoint of the same app)",
+        "/healthz": " (second reference: threadpool hop + SELECT 1)",
+    }
     print(
         f"\n{phases[0].seconds:.1f}s per endpoint after warm-up, hot endpoints interleaved; "
         f"server: 1 uvicorn process (h11, asyncio); client: this process"
     )
     print(
-        f"{'endpoint':<21} {'conns':>5} {'requests':>8} {'req/s':>8} {'vs healthz':>10} "
-        f"{'vs ping':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'srv CPU':>7} "
+        f"{'endpoint':<21} {'conns':>5} {'requests':>8} {'req/s':>8} {'vs ping':>8} "
+        f"{'vs healthz':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'srv CPU':>7} "
         f"{'cli CPU':>7}"
     )
     for p in phases:
         print(
             f"{p.label:<21} {p.concurrency:>5} {len(p.latencies):>8,} {p.rate:8,.1f} "
-            f"{p.rate / refs['/healthz']:10.0%} {p.rate / refs['/ping']:8.0%} "
+            f"{p.rate / refs['/ping']:8.0%} {p.rate / refs['/healthz']:10.0%} "
             f"{p.pct(0.5):8.1f} {p.pct(0.99):8.1f} {p.errors:6d} {p.server_cpu:7.0%} "
             f"{p.client_cpu:7.0%}"
         )
@@ -428,9 +434,8 @@ def report(phases: list[Phase]) -> None:
         for name, ref in refs.items():
             ratio = p.rate / ref
             hit = ratio >= goal
-            note = " (the issue's reference)" if name == "/healthz" else ""
             print(
-                f"{'PASS' if hit else 'MISS'}  {label}: {ratio:4.0%} of {name}{note}, "
+                f"{'PASS' if hit else 'MISS'}  {label}: {ratio:6.1%} of {name}{notes[name]}, "
                 f"goal >= {goal:.0%}"
             )
         hit = p.pct(0.99) <= P99_GOAL_MS

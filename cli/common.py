@@ -48,6 +48,16 @@ def unit_of_work(ctx: click.Context | None = None) -> Iterator[tuple[Hearth, Ses
         yield hearth, session, hearth.clock.now()
 
 
+@contextmanager
+def read_only(ctx: click.Context | None = None) -> Iterator[tuple[Hearth, Session, datetime]]:
+    """A transaction for commands that only read: on SQLite a plain (deferred) BEGIN, so it
+    never takes the write lock the daemon and other commands need. Also the step before a
+    confirmation prompt: nothing may be held open while a person decides."""
+    hearth = hearth_from(ctx or click.get_current_context())
+    with hearth.db.session() as session:
+        yield hearth, session, hearth.clock.now()
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 

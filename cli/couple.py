@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from cli.common import (
+    fmt_local,
+    json_option,
+    print_fields,
+    print_json,
+    print_table,
+    read_only,
+    unit_of_work,
+)
 from service import couples, partners, rituals, stats
 from service.models import Couple
 from service.validation import until_datetime
@@ -49,7 +57,7 @@ def add_cmd(name: str, timezone: str, as_json: bool) -> None:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """List couples."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         found = couples.list_all(session)
         data = [couple_dict(c) for c in found]
         rows = [
@@ -74,7 +82,7 @@ def list_cmd(as_json: bool) -> None:
 @json_option
 def show_cmd(couple: str, as_json: bool) -> None:
     """Show COUPLE (id or name) with partners and rituals."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         c = couples.resolve(session, couple)
         data = couple_dict(c)
         state = "active"
@@ -115,7 +123,7 @@ def stats_cmd(couple: str, as_json: bool) -> None:
     """Per ritual: completion over 4 and 12 weeks, current and best streak.
 
     An occurrence is kept when both partners replied DONE before the next one began."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         rows = stats.couple_stats(session, couples.resolve(session, couple), now)
     if as_json:
         print_json([_stats_dict(r) for r in rows])
@@ -195,12 +203,16 @@ def resume_cmd(couple: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def remove_cmd(couple: str, yes: bool) -> None:
     """Remove COUPLE and erase its partners' personal data."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, _now):
         c = couples.resolve(session, couple)
-        if not yes:
-            click.confirm(
-                f"Remove couple {c.name!r} and erase its partners' personal data?", abort=True
-            )
+        couple_id, name = c.id, c.name
+    # Asked with no transaction open: an admin pondering the question must not hold the
+    # write lock the daemon and every other command wait for.
+    if not yes:
+        click.confirm(f"Remove couple {name!r} and erase its partners' personal data?", abort=True)
+    with unit_of_work() as (_, session, now):
+        # By id: the couple the admin confirmed, even if it was renamed meanwhile.
+        c = couples.resolve(session, couple_id)
         label = f"{c.id}: {c.name}"
         couples.remove(session, now, c)
     click.echo(f"removed couple {label}")

@@ -32,6 +32,9 @@ def _run(ctx: click.Context, web: bool | None) -> int:
     if daemon.web_enabled:
         w = hearth.settings.web
         click.echo(f"hearth: web service on http://{w.host}:{w.port} (public {w.public_base_url})")
+    elif hearth.settings.daemon.metrics_port:
+        d = hearth.settings.daemon
+        click.echo(f"hearth: metrics on http://{d.metrics_host}:{d.metrics_port}/metrics")
     click.echo("hearth: running; Ctrl-C or SIGTERM stops after in-flight sends finish")
     return daemon.run()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import hearth_from, json_option, print_json, unit_of_work
+from cli.common import hearth_from, json_option, print_json, read_only
 from service import couples, migrate, retention
 from service.exceptions import InvalidInput
 from service.export import export_couple
@@ -21,7 +21,7 @@ from service.export import export_couple
 )  # fmt: skip
 def export_cmd(couple: str, output: Path | None) -> None:
     """Everything stored about COUPLE, as JSON (secrets such as token hashes left out)."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         data = export_couple(session, couples.resolve(session, couple), now)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if output is None:

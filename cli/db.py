@@ -40,7 +40,10 @@ def init_cmd(path: str, force: bool) -> None:
     target = Path(path)
     if target.exists() and not force:
         raise InvalidInput("path", f"{path} already exists", "use --force to overwrite")
-    target.write_text(STARTER, encoding="utf-8")
+    try:
+        target.write_text(STARTER, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput("path", f"cannot write {path}: {exc.strerror}") from None
     click.echo(f"wrote {path}; next: hearth db upgrade")
 
 

@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from cli.common import fmt_local, json_option, print_json, print_table, unit_of_work
+from cli.common import (
+    fmt_local,
+    json_option,
+    print_json,
+    print_table,
+    read_only,
+    unit_of_work,
+)
 from service import couples, deliveries, partners, validation
 from service.exceptions import InvalidInput
 from service.models import Channel, Reminder, ReminderState
@@ -52,7 +59,7 @@ def list_cmd(
     """List reminders, newest due first."""
     if not 1 <= limit <= 100_000:
         raise InvalidInput("limit", f"{limit} is out of range", "1 to 100000")
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         c = couples.resolve(session, couple) if couple else None
         start = validation.since(since, now) if since else None
         found = deliveries.list_(
@@ -99,10 +106,11 @@ def retry_cmd(reminder_id: int) -> None:
 )
 def send_test_cmd(partner: str, channel: str) -> None:
     """Send PARTNER one real test message through the configured channel."""
-    with unit_of_work() as (hearth, session, _now):
+    with read_only() as (hearth, session, _now):
         p = partners.resolve(session, partner)
         name = p.name
-        receipt = deliveries.send_test(hearth, p, Channel(channel))
+    # Sent with no transaction open: a slow provider must not hold up the database.
+    receipt = deliveries.send_test(hearth, p, Channel(channel))
     click.echo(f"sent a test {channel} to {name} (provider id {receipt.provider_id})")
 
 

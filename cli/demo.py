@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import click
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cli.common import fmt_local, unit_of_work
@@ -13,6 +14,7 @@ from service.exceptions import NotFound
 from service.models import Couple, RitualKind
 
 DEMO = "Demo: Alex & Sam"
+NOT_ADDED = "demo not added: this database already has couples (it goes only into an empty one)"
 
 
 @click.command("demo")
@@ -24,12 +26,19 @@ DEMO = "Demo: Alex & Sam"
     help="Minutes until the demo nudge goes out.",
 )
 def demo_cmd(nudge_in: int) -> None:
-    """Create the demo couple (once), schedule a nudge due in a minute, print a new feed URL."""
+    """Demo couple: nudge due in a minute, new feed URL; created only in an empty database.
+
+    A database with couples of its own, none of them the demo, is left alone."""
     with unit_of_work() as (hearth, session, now):
         try:
             couple = couples.resolve(session, DEMO)
             created = False
         except NotFound:
+            if session.scalar(sa.select(sa.func.count()).select_from(Couple)):
+                # `make run` calls this on whatever database is configured: a real one must
+                # not gain made-up partners with phone numbers and rituals.
+                click.echo(NOT_ADDED)
+                return
             couple = _create(session, now, hearth.settings.defaults.timezone)
             created = True
         # A one-off "hello" starting a minute after its nudge: every run shows a nudge soon.

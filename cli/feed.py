@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 
 from cli.common import print_json, unit_of_work
 from service import couples, feed_tokens, feeds, partners
+from service.exceptions import Conflict
 from service.models import Ritual
 
 
@@ -35,8 +37,10 @@ def _show(partner_name: str, urls: feed_tokens.FeedUrls, qr: bool) -> None:
 @click.option("--qr/--no-qr", default=True, help="Also print a QR code to scan with a phone.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def url_cmd(partner: str, qr: bool, as_json: bool) -> None:
-    """Issue PARTNER's feed URL (a new token: any earlier URL stops working)."""
-    _issue(partner, qr, as_json)
+    """Issue PARTNER's first feed URL. Only a hash of it is stored, so it is shown once: when
+    PARTNER already has one this refuses rather than cut off a live subscription (`rotate`
+    issues a new one)."""
+    _issue(partner, qr, as_json, rotate=False)
 
 
 @feed_group.command("rotate")
@@ -45,12 +49,19 @@ def url_cmd(partner: str, qr: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def rotate_cmd(partner: str, qr: bool, as_json: bool) -> None:
     """Revoke PARTNER's feed URL at once and issue a new one."""
-    _issue(partner, qr, as_json)
+    _issue(partner, qr, as_json, rotate=True)
 
 
-def _issue(partner: str, qr: bool, as_json: bool) -> None:
+def _issue(partner: str, qr: bool, as_json: bool, *, rotate: bool) -> None:
     with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner)
+        if not rotate and p.feed_token_hash is not None:
+            # The plain token was never stored, so "show the URL again" can only mean a new
+            # token, which would break the subscription the partner already has.
+            raise Conflict(
+                f"{p.name} already has a feed URL; it cannot be shown again (only its hash is"
+                f" stored): use `hearth feed rotate {shlex.quote(partner)}` to issue a new one"
+            )
         token = feed_tokens.issue(session, now, p)
         urls = feed_tokens.urls(hearth.settings.web, token)
         name = p.name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -27,7 +27,24 @@ from service.exceptions import HearthError
 
 
 class HearthGroup(click.Group):
-    """Turns expected failures into one line on stderr and the error's exit status."""
+    """Turns expected failures into one line on stderr and the error's exit status.
+
+    Click's own usage errors (a missing argument, an unknown option, a value of the wrong
+    type) too: its Usage/Try/Error block would break the promise that bad input gets one
+    line naming what is wrong, with exit status 2."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # The root's own options are parsed here, before invoke.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            _fail(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,9 +52,24 @@ class HearthGroup(click.Group):
         except HearthError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc)
 
 
-@click.group(cls=HearthGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(exc: click.ClickException) -> NoReturn:
+    """One line for a Click error (exit 2 for usage errors, as Click has it)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc  # a bare group prints its help: that is the answer, not an error
+    where = ""
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        where = f"{exc.ctx.command_path}: "
+    message = " ".join(exc.format_message().split())  # Click may wrap long messages
+    click.echo(f"error: {where}{message}", err=True)
+    raise click.exceptions.Exit(exc.exit_code)
+
+
+# Named, so usage lines and errors say `hearth` however it is invoked (tests, python -m cli).
+@click.group("hearth", cls=HearthGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

@@ -7,7 +7,15 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from cli.common import (
+    fmt_local,
+    json_option,
+    print_fields,
+    print_json,
+    print_table,
+    read_only,
+    unit_of_work,
+)
 from service import couples, partners
 from service.models import Partner
 
@@ -110,10 +118,15 @@ def edit_cmd(partner: str, **fields: Any) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def remove_cmd(partner: str, yes: bool) -> None:
     """Remove PARTNER and their personal data."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, _now):
         p = partners.resolve(session, partner)
-        if not yes:
-            click.confirm(f"Remove partner {p.name!r} of {p.couple.name!r}?", abort=True)
+        partner_id, question = p.id, f"Remove partner {p.name!r} of {p.couple.name!r}?"
+    # Asked with no transaction open: an admin pondering the question must not hold the
+    # write lock the daemon and every other command wait for.
+    if not yes:
+        click.confirm(question, abort=True)
+    with unit_of_work() as (_, session, now):
+        p = partners.resolve(session, partner_id)  # by id: the partner the admin confirmed
         label = f"{p.id}: {p.name}"
         partners.remove(session, now, p)
     click.echo(f"removed partner {label}")
@@ -124,7 +137,7 @@ def remove_cmd(partner: str, yes: bool) -> None:
 @json_option
 def list_cmd(couple: str | None, as_json: bool) -> None:
     """List partners."""
-    with unit_of_work() as (_, session, _now):
+    with read_only() as (_, session, _now):
         c = couples.resolve(session, couple) if couple else None
         data = [partner_dict(p) for p in partners.list_for(session, c)]
     if as_json:
@@ -150,7 +163,7 @@ def list_cmd(couple: str | None, as_json: bool) -> None:
 @json_option
 def show_cmd(partner: str, as_json: bool) -> None:
     """Show PARTNER with consent state and history."""
-    with unit_of_work() as (_, session, _now):
+    with read_only() as (_, session, _now):
         p = partners.resolve(session, partner)
         data = partner_dict(p)
         history: list[dict[str, Any]] = [

@@ -8,7 +8,15 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.orm import Session
 
-from cli.common import fmt_local, json_option, print_fields, print_json, print_table, unit_of_work
+from cli.common import (
+    fmt_local,
+    json_option,
+    print_fields,
+    print_json,
+    print_table,
+    read_only,
+    unit_of_work,
+)
 from service import couples, rituals, validation
 from service.exceptions import InvalidInput
 from service.models import Couple, ExceptionKind, Ritual
@@ -104,7 +112,7 @@ def add_cmd(couple: str, template: str | None, as_json: bool, **fields: Any) -> 
 @json_option
 def list_cmd(couple: str | None, include_removed: bool, as_json: bool) -> None:
     """List rituals."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         c = couples.resolve(session, couple) if couple else None
         found = rituals.list_for(session, c, include_removed)
         data = [ritual_dict(r) for r in found]
@@ -147,7 +155,7 @@ couple_option = click.option("--couple", help="Couple (id or name), to name RITU
 @json_option
 def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
     """Show RITUAL (id, or title with --couple)."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         r = _ritual(session, ritual, couple)
         data = ritual_dict(r)
         tz = r.timezone
@@ -216,10 +224,16 @@ def resume_cmd(ritual: str, couple: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def remove_cmd(ritual: str, couple: str | None, yes: bool) -> None:
     """End RITUAL now; past occurrences stay in partners' calendars."""
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, _now):
         r = _ritual(session, ritual, couple)
-        if not yes:
-            click.confirm(f"End ritual {r.title!r}?", abort=True)
+        rituals.ensure_active(r)  # refuse before asking, not after
+        ritual_id, title = r.id, r.title
+    # Asked with no transaction open: an admin pondering the question must not hold the
+    # write lock the daemon and every other command wait for.
+    if not yes:
+        click.confirm(f"End ritual {title!r}?", abort=True)
+    with unit_of_work() as (_, session, now):
+        r = rituals.resolve(session, ritual_id)  # by id: the ritual the admin confirmed
         rituals.remove(session, now, r)
         click.echo(f"removed ritual {r.id}: {r.title}")
 
@@ -262,10 +276,13 @@ def move_cmd(ritual: str, date: str, to: str, couple: str | None) -> None:
 @json_option
 def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: bool) -> None:
     """Next occurrences of RITUAL (or all of --couple's), in the couple's zone and in each
-    partner's own zone."""
+    partner's own zone.
+
+    Occurrences inside a pause (the ritual's or the couple's) are listed and marked paused:
+    nobody is nudged for them."""
     if not 1 <= count <= 500:
         raise InvalidInput("count", f"{count} is out of range", "1 to 500")
-    with unit_of_work() as (_, session, now):
+    with read_only() as (_, session, now):
         if ritual:
             chosen = [_ritual(session, ritual, couple)]
         elif couple:
@@ -274,9 +291,9 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             raise InvalidInput("preview", "name a RITUAL or give --couple")
         data: list[dict[str, Any]] = []
         for r in chosen:
-            zones = [("couple", r.couple.timezone)] + [
-                (p.name, p.timezone) for p in r.couple.partners
-            ]
+            # A list, not a dict by name: partners may share a name (or be called "couple").
+            zones: list[tuple[int | None, str, str]] = [(None, r.couple.name, r.couple.timezone)]
+            zones += [(p.id, p.name, p.timezone) for p in r.couple.partners]
             for occ in rituals.upcoming(r, now, count):
                 data.append(
                     {
@@ -284,7 +301,17 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                         "title": r.title,
                         "start": occ.start,
                         "moved": occ.moved,
-                        "local": {who: fmt_local(occ.start, tz) for who, tz in zones},
+                        # Still listed so the gap is visible, but nobody is nudged for it.
+                        "paused": rituals.paused_then(r, occ.start),
+                        "local": [
+                            {
+                                "partner_id": pid,
+                                "name": name,
+                                "timezone": tz,
+                                "time": fmt_local(occ.start, tz),
+                            }
+                            for pid, name, tz in zones
+                        ],
                     }
                 )
     if as_json:
@@ -293,12 +320,30 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
     if not data:
         click.echo("(no upcoming occurrences)")
         return
-    who = list(data[0]["local"])
     rows = [
-        (d["ritual_id"], d["title"] + (" (moved)" if d["moved"] else ""), *d["local"].values())
+        (
+            d["ritual_id"],
+            d["title"]
+            + (" (moved)" if d["moved"] else "")
+            + (" (paused: no nudge)" if d["paused"] else ""),
+            *(z["time"] for z in d["local"]),
+        )
         for d in data
     ]
-    print_table(("id", "ritual", *who), rows)
+    print_table(("id", "ritual", *_zone_headers(data[0]["local"])), rows)
+
+
+def _zone_headers(local: list[dict[str, Any]]) -> list[str]:
+    """'couple', then each partner's name; a name that would read as another column's gets
+    the partner's id, so every column is told apart."""
+    labels = ["couple" if z["partner_id"] is None else z["name"] for z in local]
+    folded = [label.casefold() for label in labels]
+    return [
+        label
+        if z["partner_id"] is None or folded.count(label.casefold()) == 1
+        else f"{label} #{z['partner_id']}"
+        for z, label in zip(local, labels, strict=True)
+    ]
 
 
 def register(cli: click.Group) -> None:

@@ -17,7 +17,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from service.exceptions import ConfigError
@@ -54,6 +62,19 @@ class DaemonSettings(_Section):
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(900.0, gt=0)
     run_web: bool = True
+    # /readyz (in any process) fails when no dispatcher passed within this many seconds.
+    tick_stale_seconds: float = Field(120.0, ge=30)
+    # A process without the web service (`hearth worker`) serves /metrics here; 0: off.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _window_holds_a_pass(self) -> DaemonSettings:
+        # An idle loop passes every dispatch_interval_seconds and records its heartbeat at
+        # most every 10 s: a shorter window would report a healthy dispatcher as stalled.
+        if self.tick_stale_seconds < 3 * self.dispatch_interval_seconds:
+            raise ValueError("tick_stale_seconds must be at least 3 x dispatch_interval_seconds")
+        return self
 
 
 class WebSettings(_Section):
@@ -167,6 +188,10 @@ class LogSettings(_Section):
         return v.lower()
 
 
+class RepliesSettings(_Section):
+    chase_hours: float = Field(3.0, ge=0, le=24)
+
+
 class RetentionSettings(_Section):
     days: int = Field(365, ge=1)
 
@@ -188,6 +213,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = TwilioSettings()
     smtp: SmtpSettings = SmtpSettings()
     repair: RepairSettings = RepairSettings()
+    replies: RepliesSettings = RepliesSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -224,14 +250,26 @@ def _check_env_keys(environ: dict[str, str]) -> None:
             raise ConfigError(name, f"unknown key {section}.{key}")
 
 
-def _format_validation(err: ValidationError, origin: str) -> ConfigError:
+def _format_validation(err: ValidationError, origin: str, environ: dict[str, str]) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     msg = msg.removeprefix("Value error, ")
-    return ConfigError(loc or origin, f"{msg} (from {origin})")
+    # The environment wins over the file key by key: when a variable set this key, it is the
+    # variable that is wrong, however the file reads.
+    source = _env_name(first["loc"], environ) or origin
+    return ConfigError(loc or origin, f"{msg} (from {source})")
+
+
+def _env_name(loc: tuple[int | str, ...], environ: dict[str, str]) -> str | None:
+    """The HEARTH_<SECTION>_<KEY> variable (as spelled in the environment) that supplied the
+    setting at ``loc``, if one did."""
+    if len(loc) < 2:
+        return None
+    wanted = f"HEARTH_{loc[0]}_{loc[1]}".upper()
+    return next((name for name in environ if name.upper() == wanted), None)
 
 
 def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
@@ -278,4 +316,4 @@ def load_settings(
             os.environ.clear()
             os.environ.update(saved)
     except ValidationError as err:
-        raise _format_validation(err, origin) from None
+        raise _format_validation(err, origin, env) from None

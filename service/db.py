@@ -7,6 +7,7 @@ must not interleave with another (the dispatcher's claim) asks for ``BEGIN IMMED
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.exceptions import DatabaseUnavailable, SchemaMissing
+from service.exceptions import DatabaseBusy, DatabaseUnavailable, SchemaMissing
 
 _IMMEDIATE = "hearth_sqlite_immediate"
 
@@ -26,7 +27,14 @@ def redact_url(url: str) -> str:
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    # Statement parameters are message bodies, numbers and addresses: keep them out of the
+    # text of every database error (which reaches logs through log.exception) and of echo.
+    kwargs: dict[str, Any] = {"hide_parameters": True, "future": True}
+    if echo:
+        # Not create_engine(echo=True): that adds a handler of SQLAlchemy's own that writes
+        # past the redaction in service.logs. The level alone sends the statements through
+        # the one logging pipeline.
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = sa.create_engine(url, **kwargs)
@@ -90,6 +98,10 @@ class Database:
                 raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None
             if _is_missing_schema(exc):
                 raise SchemaMissing(redact_url(self.url)) from None
+            if _is_lock_timeout(exc):
+                # Expected when another process keeps a write open past our wait: one line
+                # for a person (exit 1), not a driver traceback.
+                raise DatabaseBusy(redact_url(self.url), _reason(exc)) from None
             raise
 
     def check(self) -> None:
@@ -107,6 +119,13 @@ class Database:
 def _is_missing_schema(exc: sa.exc.DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _is_lock_timeout(exc: sa.exc.DBAPIError) -> bool:
+    # SQLite after busy_timeout: "database is locked" (or "... table is locked");
+    # PostgreSQL past lock_timeout or with NOWAIT: "lock timeout" / "could not obtain lock".
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("is locked", "lock timeout", "could not obtain lock"))
 
 
 def _is_connect_failure(exc: sa.exc.DBAPIError) -> bool:

@@ -92,6 +92,7 @@ def send_test(hearth: Hearth, partner: Partner, channel: Channel) -> Receipt:
         subject="Hearth test message",
     )
     try:
+        transport.pace(message)
         return transport.send(message)
     except TransportError as exc:
         raise SendFailed(channel, exc) from None

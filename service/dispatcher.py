@@ -16,29 +16,35 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
+from structlog.contextvars import bound_contextvars
 
-from service import messages, partners, prompts, receipts
+from service import daemon_state, messages, partners, prompts, receipts
 from service.app import Hearth
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.metrics import DISPATCH_TICK, observe_send
 from service.models import (
     Channel,
+    CheckIn,
     ConsentState,
     Partner,
     Reminder,
     ReminderPurpose,
     ReminderState,
+    Ritual,
     RitualKind,
     table,
 )
+from service.planner import in_pause
 from service.timeutil import in_quiet_hours, quiet_hours_end, zone
 
 log = structlog.get_logger("hearth.dispatch")
@@ -112,33 +118,49 @@ class Dispatcher:
         )
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight: set[Future[None]] = set()
+        self._in_flight: dict[Future[None], Job] = {}
+        self._closed = False  # after close(), a send records its own outcome (see _record)
         self.tally = Tally()
         self._wake = threading.Event()
         self._outcomes: queue.Queue[_Outcome] = queue.Queue()
         self._finisher: threading.Thread | None = None
         self._idle = threading.Condition()
+        self._beat_at: datetime | None = None  # when this loop last wrote its heartbeat
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self, limit: int) -> tuple[str, list[int]]:
-        """Mark up to ``limit`` due rows ``sending`` under a fresh claim token."""
+    def claim(self, limit: int, caps: Mapping[Channel, int] | None = None) -> tuple[str, list[int]]:
+        """Mark up to ``limit`` due rows ``sending`` under a fresh claim token, at most
+        ``caps[channel]`` of a paced channel (see :meth:`caps`)."""
         now = self.clock.now()
         token = uuid.uuid4().hex
+        capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
+        rest = [ch for ch in Channel if ch not in capped]
+        ids: list[int] = []
+        with self.db.write_engine.begin() as conn:
+            for ch, n in sorted(capped.items()):
+                if n > 0 and len(ids) < limit:
+                    stmt = self._claim_stmt(now, token, min(n, limit - len(ids)), [ch])
+                    ids.extend(conn.scalars(stmt))
+            if rest and len(ids) < limit:
+                stmt = self._claim_stmt(now, token, limit - len(ids), rest if capped else None)
+                ids.extend(conn.scalars(stmt))
+        return token, sorted(ids)
+
+    def _claim_stmt(
+        self, now: datetime, token: str, limit: int, channels: list[Channel] | None
+    ) -> sa.UpdateBase:
         due = sa.or_(
             sa.and_(_T.c.state == ReminderState.SCHEDULED, _T.c.next_attempt_at <= now),
             sa.and_(_T.c.state == ReminderState.SENDING, _T.c.lease_until < now),
         )
-        pick = (
-            sa.select(_T.c.id)
-            .where(due)
-            .order_by(_T.c.next_attempt_at, _T.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
+        pick = sa.select(_T.c.id).where(due)
+        if channels is not None:
+            pick = pick.where(_T.c.channel.in_(channels))
+        pick = pick.order_by(_T.c.next_attempt_at, _T.c.id).limit(limit)
+        return (
             _T.update()
-            .where(_T.c.id.in_(pick.scalar_subquery()))
+            .where(_T.c.id.in_(pick.with_for_update(skip_locked=True).scalar_subquery()))
             .values(
                 state=ReminderState.SENDING,
                 claim_token=token,
@@ -148,9 +170,21 @@ class Dispatcher:
             )
             .returning(_T.c.id)
         )
-        with self.db.write_engine.begin() as conn:
-            ids = sorted(conn.scalars(stmt))
-        return token, ids
+
+    def caps(self) -> dict[Channel, int]:
+        """For each paced channel, how many more of its rows a claim may take: what pacing
+        lets through in half a lease, less what is already queued for it. Rows claimed
+        beyond that would wait for pacing past their lease, and this worker or another one
+        would claim them again and send them twice."""
+        span = self.cfg.lease_seconds / 2
+        with self._lock:
+            queued = Counter(job.channel for job in self._in_flight.values())
+        caps: dict[Channel, int] = {}
+        for ch, transport in self.transports.items():
+            n = transport.capacity(span)
+            if n is not None:
+                caps[ch] = max(0, n - queued[ch])
+        return caps
 
     def next_due(self) -> datetime | None:
         with self.db.engine.connect() as conn:
@@ -194,14 +228,16 @@ class Dispatcher:
                 return _Verdict(ReminderState.SKIPPED, "paused")
         elif ritual is None:
             return _Verdict(ReminderState.CANCELLED, "ritual removed")
-        elif ritual.couple.is_paused(now) or ritual.is_paused(now):
+        elif _paused(r, ritual, now):
             return _Verdict(ReminderState.SKIPPED, "paused")
-        elif r.purpose is ReminderPurpose.NUDGE and (
+        elif (  # any message about an occurrence: nudge, snooze, invitation, follow-up
             r.occurrence_start
             in {e.original_start for e in ritual.exceptions if e.new_start is None}
             or (ritual.ended_at is not None and ritual.ended_at <= r.occurrence_start)
         ):
             return _Verdict(ReminderState.CANCELLED, "occurrence no longer planned")
+        elif r.purpose is ReminderPurpose.CHASE and ctx.answered(r):
+            return _Verdict(ReminderState.SKIPPED, "already done")
         if not _reachable(partner, r.channel):
             return _Verdict(ReminderState.SKIPPED, f"partner opted out of {r.channel.value}")
         if now >= r.expires_at:
@@ -265,9 +301,8 @@ class Dispatcher:
         unsubscribe = (
             f"{base}/unsubscribe/{partner.unsubscribe_token}" if partner.unsubscribe_token else None
         )
-        mctx = messages.Context(
-            ritual, partner, r.purpose, r.occurrence_start, prompt_text, unsubscribe
-        )
+        start = _actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
+        mctx = messages.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe)
         message = messages.render(mctx, r.channel, _address(partner, r.channel), r.id)
         r.body = message.text
         return self._as_job(r, message)
@@ -289,27 +324,101 @@ class Dispatcher:
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, job: Job) -> None:
-        """Send one job and record its outcome (runs in a worker thread)."""
-        if self.stopping.is_set():
-            self._release(job)
-            return
-        transport = self.transports[job.channel]
-        started = time.monotonic()
-        try:
-            receipt: Receipt | TransportError = transport.send(job.message)
-        except TransportError as exc:
-            receipt = exc
-        except Exception as exc:  # a bug or an unexpected library error: retry, loudly
-            log.exception("channel_crashed", reminder_id=job.id, channel=job.channel.value)
-            receipt = TransportError(f"unexpected {type(exc).__name__}")
-        latency = time.monotonic() - started
-        self.finish(job, receipt, latency)
+        """Send one job and record its outcome (runs in a worker thread). Every line logged
+        meanwhile, ours or a library's (the HTTP client's, say), carries the reminder's and
+        the couple's ids, so an operator can follow one send through the log."""
+        with bound_contextvars(reminder_id=job.id, couple_id=job.couple_id):
+            if self.stopping.is_set():
+                self._release(job)
+                return
+            transport = self.transports[job.channel]
+            # Pacing waits here, after the claim: a stop ends the wait and hands the row back.
+            transport.pace(job.message, self.stopping)
+            if self.stopping.is_set():
+                self._release(job)
+                return
+            try:
+                ours = self._still_ours(job)
+            except Exception:
+                # Unsure: not sent now. The lease runs out and the row is claimed again.
+                log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
+                ours = False
+            if not ours:
+                return
+            started = time.monotonic()
+            try:
+                receipt: Receipt | TransportError = transport.send(job.message)
+            except TransportError as exc:
+                receipt = exc
+            except Exception as exc:  # a bug or an unexpected library error: retry, loudly
+                log.exception(
+                    "channel_crashed",
+                    reminder_id=job.id,
+                    couple_id=job.couple_id,
+                    channel=job.channel.value,
+                )
+                receipt = TransportError(f"unexpected {type(exc).__name__}")
+            latency = time.monotonic() - started
+            self.finish(job, receipt, latency)
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
         """Queue the outcome for the finisher, which records outcomes in batches: one write
-        transaction for many sends, instead of many threads queueing for SQLite's one lock."""
-        self._outcomes.put(self._outcome(job, result, latency))
-        self._ensure_finisher()
+        transaction for many sends, instead of many threads queueing for SQLite's one lock
+        (after :meth:`close`, the outcome is written at once: see :meth:`_record`)."""
+        self._record(self._outcome(job, result, latency))
+
+    def _record(self, o: _Outcome) -> None:
+        with self._lock:
+            if not self._closed:
+                self._outcomes.put(o)
+                late = False
+            else:
+                late = True
+        if not late:
+            self._ensure_finisher()
+            return
+        # After close() the finisher (a daemon thread) may die with the process before it
+        # writes this, so the sending thread writes it. The interpreter waits for the pool's
+        # threads at exit: a send that outlasted the grace period is still recorded, not
+        # left 'sending' to be reclaimed and sent again.
+        try:
+            self._apply([o])
+        except Exception:
+            log.exception("outcomes_not_recorded", count=1)
+
+    def _still_ours(self, job: Job) -> bool:
+        """Right before the send: is the claim still ours, and the reminder still fresh? A
+        claim whose lease is more than half gone is renewed first (a write only then), so a
+        send never starts on a lease about to run out. A lost claim is left to whoever holds
+        it, unsent; a reminder that went stale while it waited is settled expired."""
+        now = self.clock.now()
+        mine = sa.and_(
+            _T.c.id == job.id,
+            _T.c.claim_token == job.token,
+            _T.c.state == ReminderState.SENDING,
+        )
+        with self.db.engine.connect() as conn:
+            row = conn.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(mine)).first()
+        if row is not None and now >= row.expires_at:
+            fields: dict[str, object] = {
+                "state": ReminderState.EXPIRED, "last_error": "stale", "final_at": now,
+                "claim_token": None, "lease_until": None, "updated_at": now,
+            }  # fmt: skip
+            self._record(_Outcome(job, fields, ReminderState.EXPIRED.value, now, 0.0, "stale"))
+            return False
+        lease = timedelta(seconds=self.cfg.lease_seconds)
+        if row is not None and (row.lease_until is None or row.lease_until - now < lease / 2):
+            # The token in the condition makes this safe even past the lease: a worker that
+            # reclaimed the row in between has changed it, and then nothing is updated.
+            with self.db.write_engine.begin() as conn:
+                renewed = conn.execute(_T.update().where(mine).values(lease_until=now + lease))
+            if renewed.rowcount != 1:
+                row = None
+        if row is None:
+            self._count("lost_claims")
+            log.warning("claim_lost_before_send", reminder_id=job.id, couple_id=job.couple_id)
+            return False
+        return True
 
     def _outcome(self, job: Job, result: Receipt | TransportError, latency: float) -> _Outcome:
         now = self.clock.now()
@@ -394,34 +503,40 @@ class Dispatcher:
                 # Never at the cost of the outcomes: the daemon's sweep applies them later.
                 log.exception("parked_receipts_not_applied", count=len(sids))
         for o, n in zip(batch, updated, strict=True):
-            job = o.job
-            if n != 1:
-                # Our lease ran out and another worker took the row: its outcome stands.
-                self._count("lost_claims")
-                log.warning("claim_lost", reminder_id=job.id, couple_id=job.couple_id)
-                continue
-            if o.opted_out:
-                self._record_opt_out(job, o.at)
-            lateness = (o.at - job.due_at).total_seconds()
-            self._count({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
-            if o.outcome != "retry":
-                sent = o.outcome == ReminderState.SENT.value
-                observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None)
-            log.info(
-                "reminder_" + o.outcome,
-                reminder_id=job.id,
-                couple_id=job.couple_id,
-                channel=job.channel.value,
-                attempt=job.attempts,
-                lateness_s=round(lateness, 3),
-                error=o.error,
-            )
+            # The finisher is its own thread: bind the ids here too, for the opt-out's lines.
+            with bound_contextvars(reminder_id=o.job.id, couple_id=o.job.couple_id):
+                self._recorded(o, n)
+
+    def _recorded(self, o: _Outcome, n: int) -> None:
+        """Count and log one outcome whose update ran (``n``: rows it changed)."""
+        job = o.job
+        if n != 1:
+            # Our lease ran out and another worker took the row: its outcome stands.
+            self._count("lost_claims")
+            log.warning("claim_lost", reminder_id=job.id, couple_id=job.couple_id)
+            return
+        if o.opted_out:
+            self._record_opt_out(job, o.at)
+        lateness = (o.at - job.due_at).total_seconds()
+        self._count({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
+        if o.outcome != "retry":
+            sent = o.outcome == ReminderState.SENT.value
+            observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None)
+        log.info(
+            "reminder_" + o.outcome,
+            reminder_id=job.id,
+            couple_id=job.couple_id,
+            channel=job.channel.value,
+            attempt=job.attempts,
+            lateness_s=round(lateness, 3),
+            error=o.error,
+        )
 
     def _record_opt_out(self, job: Job, now: datetime) -> None:
         with self.db.session(immediate=True) as s:
             partner = s.get(Partner, job.partner_id)
-            if partner is not None and partner.sms_consent is not ConsentState.OPTED_OUT:
-                partners.set_consent(s, now, partner, ConsentState.OPTED_OUT, "carrier 21610")
+            if partner is not None and partner.phone is not None:
+                partners.opt_out_sms(s, now, partner.phone, "carrier 21610")
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -430,15 +545,18 @@ class Dispatcher:
             setattr(self.tally, field, getattr(self.tally, field) + 1)
 
     def submit(self, jobs: list[Job]) -> None:
+        if self.stopping.is_set():
+            self._release_all(jobs)  # claimed as the stop came: back at once, unsent
+            return
         for job in jobs:
             fut = self.pool.submit(self.send, job)
             with self._lock:
-                self._in_flight.add(fut)
+                self._in_flight[fut] = job
             fut.add_done_callback(self._done)
 
     def _done(self, fut: Future[None]) -> None:
         with self._lock:
-            self._in_flight.discard(fut)
+            self._in_flight.pop(fut, None)
         self._wake.set()
         with self._idle:
             self._idle.notify_all()
@@ -453,7 +571,7 @@ class Dispatcher:
         """Claim what is due now, send it, wait for every outcome (tests, ``send-now``)."""
         before = Tally(**vars(self.tally))
         while True:
-            token, ids = self.claim(limit or self.cfg.batch_size)
+            token, ids = self.claim(limit or self.cfg.batch_size, self.caps())
             self._count_claimed(len(ids))
             jobs = self.prepare(token, ids)
             self.submit(jobs)
@@ -491,15 +609,20 @@ class Dispatcher:
         while not self.stopping.is_set():
             free = window - self.in_flight
             claimed = 0
+            passed = True
             if free > 0:
                 try:
-                    token, ids = self.claim(min(free, self.cfg.batch_size))
+                    token, ids = self.claim(min(free, self.cfg.batch_size), self.caps())
                     claimed = len(ids)
                     self._count_claimed(claimed)
                     self.submit(self.prepare(token, ids))
                 except Exception:
+                    passed = False
                     log.exception("dispatch_pass_failed")
-            DISPATCH_TICK.set(time.time())
+            if passed:
+                # Only a pass that worked is a tick: a loop that spins while every claim
+                # fails (database down, say) must look stalled to /readyz and the alerts.
+                self._ticked()
             if on_tick is not None:
                 on_tick()
             if claimed and self.in_flight < window:
@@ -512,6 +635,22 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
+    def _ticked(self) -> None:
+        """Record a successful pass: in this process's gauge each time, and in the shared
+        heartbeat row (what /readyz reads, in whichever process) at most every
+        HEARTBEAT_EVERY."""
+        DISPATCH_TICK.set(time.time())
+        now = self.clock.now()
+        if self._beat_at is not None and now - self._beat_at < daemon_state.HEARTBEAT_EVERY:
+            return
+        try:
+            with self.db.write_engine.begin() as conn:
+                daemon_state.beat(conn, daemon_state.DISPATCHER, now)
+        except Exception:
+            log.exception("heartbeat_not_recorded")  # the next pass tries again
+            return
+        self._beat_at = now
+
     def _safe_next_due(self) -> datetime | None:
         try:
             return self.next_due()
@@ -520,38 +659,67 @@ class Dispatcher:
             return None
 
     def stop(self, grace: float) -> int:
-        """Stop claiming; queued jobs hand their rows back unsent, running sends get ``grace``
-        seconds. Returns how many sends were still running (their rows stay ``sending`` and
-        are reclaimed once the lease runs out)."""
+        """Stop claiming; hand back at once the rows of jobs that have not started (those
+        waiting for pacing wake up and do the same); give running sends ``grace`` seconds,
+        recording each outcome as it comes. Returns how many were still running: each one
+        records its own outcome when it ends (see :meth:`_record`)."""
         self.stopping.set()
         self._wake.set()
+        with self._lock:
+            queued = list(self._in_flight.items())
+        self._release_all([job for fut, job in queued if fut.cancel()])
         self.wait_idle(grace)
         return self.in_flight
 
     def _release(self, job: Job) -> None:
+        self._release_all([job])
+
+    def _release_all(self, jobs: list[Job]) -> None:
+        """Hand claimed rows back unsent, in one transaction; each only if still ours."""
+        if not jobs:
+            return
         now = self.clock.now()
-        with self.db.write_engine.begin() as conn:
-            conn.execute(
-                _T.update()
-                .where(
-                    _T.c.id == job.id,
-                    _T.c.claim_token == job.token,
-                    _T.c.state == ReminderState.SENDING,
-                )
-                .values(
-                    state=ReminderState.SCHEDULED,
-                    claim_token=None,
-                    lease_until=None,
-                    attempts=_T.c.attempts - 1,
-                    updated_at=now,
-                )
-            )
-        self._count("released")
+        try:
+            with self.db.write_engine.begin() as conn:
+                for job in jobs:
+                    conn.execute(
+                        _T.update()
+                        .where(
+                            _T.c.id == job.id,
+                            _T.c.claim_token == job.token,
+                            _T.c.state == ReminderState.SENDING,
+                        )
+                        .values(
+                            state=ReminderState.SCHEDULED,
+                            claim_token=None,
+                            lease_until=None,
+                            attempts=_T.c.attempts - 1,
+                            updated_at=now,
+                        )
+                    )
+        except Exception:
+            # Left 'sending': the lease runs out and a worker claims them again.
+            log.exception("rows_not_released", count=len(jobs))
+            return
+        for _ in jobs:
+            self._count("released")
 
     def close(self) -> None:
+        """After :meth:`stop`. Outcomes still queued are written now; a send still running
+        writes its own. Transports are closed only when no send uses them any more."""
+        with self._lock:
+            self._closed = True  # from here on nothing is queued for the finisher
+            running = bool(self._in_flight)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for t in self.transports.values():
-            t.close()
+        # The finisher is a daemon thread: let it write what it holds before the process
+        # ends (bounded, should the database hang).
+        deadline = time.monotonic() + 10
+        with self._idle:
+            while self._outcomes.unfinished_tasks and time.monotonic() < deadline:
+                self._idle.wait(0.1)
+        if not running:
+            for t in self.transports.values():
+                t.close()
 
 
 @dataclass(frozen=True)
@@ -565,8 +733,6 @@ class _Context:
     """What a batch needs besides the reminder rows, loaded once."""
 
     def __init__(self, s: Session, rows: list[Reminder], now: datetime) -> None:
-        from service.models import Ritual
-
         self.s = s
         ritual_ids = {r.ritual_id for r in rows if r.ritual_id is not None}
         partner_ids = {r.partner_id for r in rows}
@@ -584,16 +750,21 @@ class _Context:
         self.now = now
         self._pools: dict[RitualKind, list[int]] = {}
         self._keep: list[prompts.Prompt] = []
-        self._rotations = {
-            r.ritual_id: r
-            for r in s.scalars(
-                sa.select(prompts.PromptRotation).where(
-                    prompts.PromptRotation.ritual_id.in_(ritual_ids)
-                )
-            )
-        }
+        # Rituals whose rows may take a new prompt from the rotation.
+        rotating = sorted(
+            {
+                r.ritual_id
+                for r in rows
+                if r.ritual_id is not None
+                and r.prompt_id is None
+                and r.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+            }
+        )
+        self._rotations = {rot.ritual_id: rot for rot in _lock_rotations(s, rotating, now)}
         self._shared: dict[tuple[int | None, datetime], int] = {}
         if rows:
+            # Read after the rotation locks: a worker that prepared the other partner's row
+            # of the occurrence has committed its prompt by the time we get the lock.
             # Both partners of a couple get the same prompt for the same occurrence.
             for rid, start, pid in s.execute(
                 sa.select(Reminder.ritual_id, Reminder.occurrence_start, Reminder.prompt_id).where(
@@ -641,6 +812,74 @@ class _Context:
 
     def remember_prompt(self, r: Reminder, prompt_id: int) -> None:
         self._shared[(r.ritual_id, r.occurrence_start)] = prompt_id
+
+    def answered(self, r: Reminder) -> bool:
+        """Whether the reminder's partner has reported its occurrence DONE."""
+        found = self.s.scalar(
+            sa.select(CheckIn.id).where(
+                CheckIn.ritual_id == r.ritual_id,
+                CheckIn.occurrence_start == r.occurrence_start,
+                CheckIn.partner_id == r.partner_id,
+            )
+        )
+        return found is not None
+
+
+def _lock_rotations(
+    s: Session, ritual_ids: list[int], now: datetime
+) -> list[prompts.PromptRotation]:
+    """The rituals' rotation rows, made where missing and locked until the batch commits.
+
+    On PostgreSQL two workers may prepare the two partners' rows of one occurrence at once;
+    unlocked, each would find no prompt chosen yet, each would take the next one (two
+    different prompts for one evening), and the later commit would overwrite the other's
+    rotation. With the lock the second waits for the first to commit, then reads its prompt
+    and its rotation. Inserting first (ON CONFLICT DO NOTHING) gives a ritual's very first
+    prompt a row to lock; ids in order keep two workers from deadlocking. SQLite: prepare
+    runs under the one write lock already, and the same statements serve."""
+    if not ritual_ids:
+        return []
+    t = table(prompts.PromptRotation)
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    s.execute(
+        insert(t)
+        .values(
+            [
+                {"ritual_id": rid, "remaining": [], "last_prompt_id": None, "updated_at": now}
+                for rid in ritual_ids
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=[t.c.ritual_id])
+    )
+    return list(
+        s.scalars(
+            sa.select(prompts.PromptRotation)
+            .where(prompts.PromptRotation.ritual_id.in_(ritual_ids))
+            .order_by(prompts.PromptRotation.ritual_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _actual_start(ritual: Ritual, original: datetime) -> datetime:
+    """When an occurrence really starts: a move's new time, else its original start."""
+    for e in ritual.exceptions:
+        if e.original_start == original and e.new_start is not None:
+            return e.new_start
+    return original
+
+
+def _paused(r: Reminder, ritual: Ritual, now: datetime) -> bool:
+    """The planner's rule: a message leading up to an occurrence (nudge, snooze, invitation)
+    is paused when the occurrence, at its actual start, falls in the ritual's or the couple's
+    pause; not when the pause merely lasts until shortly before it. A follow-up, sent after
+    the occurrence, is held back by a pause that is on when it goes out."""
+    at = now if r.purpose is ReminderPurpose.FOLLOWUP else _actual_start(ritual, r.occurrence_start)
+    c = ritual.couple
+    return in_pause(at, c.paused_at, c.paused_until) or in_pause(
+        at, ritual.paused_at, ritual.paused_until
+    )
 
 
 def _reachable(p: Partner, channel: Channel) -> bool:

@@ -64,6 +64,16 @@ class DatabaseUnavailable(HearthError):
         super().__init__(f"database unreachable at {url}: {reason}")
 
 
+class DatabaseBusy(DatabaseUnavailable):
+    """Another process held a lock longer than we wait (SQLite's busy timeout, PostgreSQL's
+    lock_timeout). A kind of unavailability, so callers that handle that handle this too."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        HearthError.__init__(
+            self, f"database {url} is busy: {reason} (another process holds a lock; try again)"
+        )
+
+
 class ChannelNotConfigured(HearthError):
     exit_code = 2
 

@@ -6,7 +6,11 @@ RRULE UNTIL is written in UTC (icalendar would drop a zone, and parsers disagree
 count); REFRESH-INTERVAL carries VALUE=DURATION and X-PUBLISHED-TTL a real duration (PT6H);
 EXDATE and RECURRENCE-ID use DTSTART's value type and TZID, and name the rule's own local wall
 time (for a time in a DST gap that is the nominal time the rule generates, not the shifted
-instant).
+instant); an RRULE never carries both UNTIL and COUNT (RFC 5545 3.3.10), only the limit that
+ends the series first; a series removed before its first instance is CANCELLED rather than
+given an UNTIL before its DTSTART; NAME and X-WR-CALNAME are escaped TEXT (icalendar does not
+know them and would write them raw). "Today" enters only at day granularity: how far an
+open-ended pause is shown, and how far the VTIMEZONEs reach (see :func:`date_floor`).
 
 Times a DST change skips or repeats are pinned: each such occurrence also gets an override
 VEVENT whose DTSTART names the instant Hearth reminds at without ambiguity. Clients disagree
@@ -24,7 +28,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from icalendar import Alarm, Calendar, Event, vDuration, vRecur
+from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
 
 from service.models import Couple, ExceptionKind, Ritual
 from service.recurrence import (
@@ -42,7 +46,8 @@ from service.vtimezone import transitions, vtimezone
 
 PRODID = "-//Hearth//Rituals//EN"
 PAUSE_LOOKAHEAD = timedelta(days=400)  # how far an open-ended pause is shown as skipped
-VTIMEZONE_YEARS = 15  # transitions listed past the latest DTSTART
+VTIMEZONE_YEARS = 15  # transitions listed past the newest DTSTART or this year, the later
+_NO_VTIMEZONE = frozenset({"UTC", "Etc/UTC"})  # times in UTC are written with a Z
 
 
 def etag(body: bytes) -> str:
@@ -179,6 +184,17 @@ def _alarms(ev: Event, ritual: Ritual) -> None:
         ev.add_component(alarm)
 
 
+def _count_end(s: Schedule, rule: str) -> datetime | None:
+    """The instant of the last instance of a COUNT-bounded rule; None without COUNT."""
+    if "COUNT" not in vRecur.from_ical(rule):
+        return None
+    tz = ZoneInfo(s.timezone)
+    first = datetime.combine(s.dtstart_date, s.start_time or time(0))
+    # COUNT makes the rule finite, so walking it to the end terminates.
+    starts = list(_local_starts(replace(s, rrule=rule), first, datetime.max))
+    return localize(starts[-1].date(), starts[-1].time(), tz) if starts else None
+
+
 def _duration(s: Schedule) -> timedelta:
     if s.all_day:
         return timedelta(days=max(1, s.duration // timedelta(days=1)))
@@ -214,12 +230,25 @@ def ritual_events(
         start = _unambiguous(s.moves[first], ZoneInfo(s.timezone))
     ev.add("dtstart", start.date() if s.all_day else start)
     ev.add("duration", _duration(s))
+    until = series_until(s) if s.rrule else None
+    if s.rrule and until is not None and until < first:
+        # Removed (or bounded) before its first instance: the series has none. An UNTIL before
+        # DTSTART says so only to parsers that apply it to DTSTART too (RFC 5545 counts DTSTART
+        # as an instance), so the event is cancelled outright, as a removed one-off is.
+        ev.add("status", "CANCELLED")
+        if alarms:
+            _alarms(ev, ritual)
+        return [ev]
     excluded = _exdates(s, _paused_spans(couple, ritual, now))
     if s.rrule:
         rule, _ = split_until(s.rrule)
         recur = vRecur.from_ical(rule)
-        until = series_until(s)
+        count_end = _count_end(s, rule) if until is not None else None
+        if until is not None and count_end is not None and count_end <= until:
+            until = None  # COUNT ends the series first (or with it): COUNT alone says it all
         if until is not None:
+            # UNTIL and COUNT must not both appear (RFC 5545 3.3.10); UNTIL ends it first.
+            recur.pop("COUNT", None)
             # UNTIL in UTC for timed events (RFC 5545 3.3.10); a DATE for all-day ones.
             recur["UNTIL"] = (
                 [until.astimezone(ZoneInfo(s.timezone)).date()]
@@ -253,6 +282,35 @@ def ritual_events(
     return events
 
 
+def _span(timed: list[Ritual], today: date) -> tuple[date, date]:
+    """The days the VTIMEZONEs and the DST pins cover. Past a VTIMEZONE's last observance a
+    client keeps that observance's offset, so the end follows today as well as the newest
+    DTSTART: a ritual started in 2005 would otherwise be an hour off every summer after 2020.
+    It moves once a year, and the build is keyed by day, so the bytes stay stable per day."""
+    if not timed:
+        return date(2000, 1, 1), date(2000, 1, 1)
+    first = date(min(r.dtstart_date for r in timed).year - 1, 1, 1)
+    newest = max(max(r.dtstart_date for r in timed).year, today.year)
+    return first, date(newest + VTIMEZONE_YEARS, 12, 31)
+
+
+def date_floor(couple: Couple, rituals: list[Ritual], now: datetime) -> datetime | None:
+    """Since when the calendar built for ``now`` has had its form for a reason other than a
+    change of data, or None when it depends on the data only. Today's start when an
+    open-ended pause is shown (its end moves daily); the start of the year when the VTIMEZONE
+    range is counted from today (:func:`_span`). A Last-Modified earlier than this would tell
+    an If-Modified-Since client that a body it has not seen is unchanged."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    open_ended = couple.paused_at is not None and couple.paused_until is None
+    if open_ended or any(r.paused_at is not None and r.paused_until is None for r in rituals):
+        return day
+    timed = [r for r in rituals if r.start_time is not None]
+    zoned = any(r.timezone not in _NO_VTIMEZONE for r in timed)
+    if zoned and day.year > max(r.dtstart_date for r in timed).year:
+        return day.replace(month=1, day=1)
+    return None
+
+
 def build_calendar(
     couple: Couple,
     rituals: list[Ritual],
@@ -261,15 +319,16 @@ def build_calendar(
     alarms: bool = False,
     refresh_hours: int = 6,
 ) -> bytes:
-    """One VCALENDAR for the couple. ``now`` only decides how far an open-ended pause is
-    shown (to the day); everything else comes from the data."""
-    now = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    """One VCALENDAR for the couple. ``now`` only decides, to the day, how far an open-ended
+    pause is shown and how far the VTIMEZONEs reach; everything else comes from the data."""
+    now = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
-    name = f"{couple.name} — rituals"
+    # icalendar has no type for these two and would write them unescaped; both are TEXT.
+    name = vText(f"{couple.name} — rituals")
     cal.add("name", name)
     cal.add("x-wr-calname", name)
     cal.add("x-wr-timezone", couple.timezone)
@@ -277,14 +336,9 @@ def build_calendar(
     cal.add("refresh-interval", vDuration(refresh), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(refresh))
     ordered = sorted(rituals, key=lambda r: r.id)
-    # UTC needs no VTIMEZONE: its times are written with a Z.
     timed = [r for r in ordered if r.start_time is not None]
-    zones = sorted({r.timezone for r in timed} - {"UTC", "Etc/UTC"})
-    span = (date(2000, 1, 1), date(2000, 1, 1))
-    if timed:
-        # The range depends on the data only (never on today), so the bytes stay stable.
-        first = date(min(r.dtstart_date for r in timed).year - 1, 1, 1)
-        span = (first, date(max(r.dtstart_date for r in timed).year + VTIMEZONE_YEARS, 12, 31))
+    zones = sorted({r.timezone for r in timed} - _NO_VTIMEZONE)
+    span = _span(timed, now.date())
     for tzid in zones:
         cal.add_component(vtimezone(tzid, *span))
     for ritual in ordered:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from service import partners, repair, rituals
+from service import partners, repair, rituals, stats
 from service.app import Hearth
 from service.events import EventType, record
 from service.exceptions import Conflict, InvalidInput
@@ -32,6 +30,7 @@ from service.models import (
     ReminderState,
     Reply,
     Ritual,
+    RitualKind,
 )
 from service.timeutil import in_quiet_hours, zone
 
@@ -51,7 +50,10 @@ HELP_TEXT = (
 STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
 STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
 GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
+CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
 _WORD = re.compile(r"[A-Z]+")
+# "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
+_SNOOZE_ARG = re.compile(r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|H|HR|HRS|HOURS?)?")
 
 
 @dataclass(frozen=True)
@@ -134,18 +136,8 @@ def _act(
     body: str,
 ) -> tuple[str | None, str, int | None]:
     if word in STOP_WORDS:
-        result = session.execute(
-            sa.update(Reminder)
-            .where(
-                Reminder.partner_id == partner.id,
-                Reminder.channel == Channel.SMS,
-                Reminder.state == ReminderState.SCHEDULED,
-            )
-            .values(state=ReminderState.CANCELLED, last_error="opted out", final_at=now)
-        )
-        cancelled = cast("CursorResult[Any]", result).rowcount
-        if partner.sms_consent is not ConsentState.OPTED_OUT:
-            partners.set_consent(session, now, partner, ConsentState.OPTED_OUT, f"sms {word}")
+        assert partner.phone is not None  # found by the number that texted
+        cancelled = partners.opt_out_sms(session, now, partner.phone, f"sms {word}")
         return STOPPED_TEXT, f"opted out of sms; {cancelled} pending cancelled", None
     if word in START_WORDS:
         partners.set_consent(session, now, partner, ConsentState.CONSENTED, f"sms {word}")
@@ -156,7 +148,7 @@ def _act(
     if partner.sms_consent is ConsentState.OPTED_OUT:
         return None, "ignored: partner opted out", None
     if word == "DONE":
-        return _done(session, now, partner)
+        return _done(hearth, session, now, partner)
     if word == "SKIP":
         return _skip(session, now, partner)
     if word == "SNOOZE":
@@ -177,7 +169,9 @@ def _act(
     return _gentle(session, now, partner)
 
 
-def _done(session: Session, now: datetime, partner: Partner) -> tuple[str | None, str, int | None]:
+def _done(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner
+) -> tuple[str | None, str, int | None]:
     last = _latest_sent(session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
     if last is None or last.ritual_id is None:
         return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
@@ -195,12 +189,66 @@ def _done(session: Session, now: datetime, partner: Partner) -> tuple[str | None
         record(session, EventType.OCCURRENCE_DONE, now, partner.couple_id, partner_id=partner.id,
                ritual_id=last.ritual_id, occurrence=last.occurrence_start.isoformat())  # fmt: skip
     ritual = session.get(Ritual, last.ritual_id)
+    if exists is None and ritual is not None:
+        _chase(hearth, session, now, partner, ritual, last.occurrence_start)
     title = ritual.title if ritual and (partner.full_text or ritual.kind != "repair") else "it"
     return f"Hearth: lovely, {title} marked done.", "done", last.ritual_id
 
 
+def _chase(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
+    occurrence: datetime,
+) -> None:  # fmt: skip
+    """One gentle text to each other partner who has not said DONE, ``chase_hours`` before
+    the grace period ends; the dispatcher drops it if they answer first."""
+    hours = hearth.settings.replies.chase_hours
+    if not hours or ritual.kind is RitualKind.REPAIR:
+        return
+    end = stats.grace_end(ritual, occurrence)
+    due = max(now, end - timedelta(hours=hours))
+    if due >= end:
+        return
+    answered = set(
+        session.scalars(
+            sa.select(CheckIn.partner_id).where(
+                CheckIn.ritual_id == ritual.id, CheckIn.occurrence_start == occurrence
+            )
+        )
+    )
+    for other in partner.couple.partners:
+        if (
+            other.id in answered
+            or not other.phone
+            or other.sms_consent is not ConsentState.CONSENTED
+            or Channel.SMS not in other.channel_list
+        ):
+            continue
+        session.add(
+            Reminder(
+                couple_id=other.couple_id, ritual_id=ritual.id, partner_id=other.id,
+                channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CHASE,
+                occurrence_start=occurrence, due_at=due, expires_at=end,
+                state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        try:
+            with session.begin_nested():
+                session.flush()
+        except sa.exc.IntegrityError:
+            pass  # chased already (one per partner and occurrence)
+
+
 def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None, str, int | None]:
-    last = _latest_sent(session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    last = _latest_sent(session, partner, *nudges, ReminderPurpose.INVITE)
+    if last is not None and last.purpose is ReminderPurpose.INVITE:
+        # The invitation says "Reply SKIP to call it off".
+        req = repair.for_invitation(session, last.ritual_id, now)
+        if req is not None:
+            repair.cancel(session, now, req, by=partner)
+            return CALLED_OFF_TEXT, "repair called off", last.ritual_id
+        last = _latest_sent(session, partner, *nudges)
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if ritual is None or ritual.ended_at is not None:
         return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
@@ -219,10 +267,12 @@ def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None
 def _snooze(
     hearth: Hearth, session: Session, now: datetime, partner: Partner, arg: str | None
 ) -> tuple[str | None, str, int | None]:
-    try:
-        minutes = int(arg) if arg else SNOOZE_DEFAULT
-    except ValueError:
+    match = _SNOOZE_ARG.fullmatch(arg or "")
+    if arg and match is None:
         return f"Hearth: SNOOZE takes minutes, e.g. SNOOZE {SNOOZE_DEFAULT}.", "snooze: bad", None
+    minutes = SNOOZE_DEFAULT
+    if match is not None and match["n"]:
+        minutes = int(match["n"]) * (60 if (match["unit"] or "").startswith("H") else 1)
     minutes = max(5, min(SNOOZE_MAX, minutes))
     # The partner texted: snooze the text they got (an email sent alongside finishes a few
     # milliseconds apart and is not what they answer); email only if no text went out.

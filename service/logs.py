@@ -26,7 +26,9 @@ SENSITIVE_KEYS = frozenset(
 _PATTERNS = (
     re.compile(r"\+\d[\d\s-]{6,16}\d|\b\d{10,15}\b"),  # phone numbers (E.164, bare digits)
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # email addresses
-    re.compile(r"(/(?:feeds|unsubscribe)/)[^/\s?\"']+"),  # tokens in URLs
+    # Tokens in URLs: everything after the prefix up to a quote or query, spaces and
+    # newlines included, since a malformed request (%20, %0A) splits a token in the path.
+    re.compile(r"(/(?:feeds|unsubscribe)/)[^?\"']+"),
     re.compile(r"\b[A-Za-z0-9_-]{32,}\b"),  # long secrets (tokens, SIDs, signatures)
 )
 
@@ -84,5 +86,7 @@ def configure(settings: LogSettings, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "uvicorn.access", "alembic"):
+    # twilio.http_client logs every request and response at INFO: URLs and headers, one
+    # line each, nothing an operator needs (our own lines say what was sent and how it went).
+    for noisy in ("apscheduler", "uvicorn.access", "alembic", "twilio.http_client"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -9,6 +9,7 @@ one-click unsubscribe headers (RFC 8058).
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,11 +50,51 @@ def fit(text: str, max_segments: int = MAX_SEGMENTS) -> str:
     return " ".join(words) + "..."
 
 
+def _shorter(title: str) -> Iterator[str]:
+    """Ever shorter forms of ``title``: whole words first, then (one long word left) its
+    characters, each with an ellipsis; then the same without characters outside GSM-7, whose
+    presence alone halves what a segment holds."""
+    for text in (title, "".join(ch for ch in title if ch in _GSM or ch in _GSM_EXT)):
+        words = text.split()
+        for n in range(len(words) - 1, 0, -1):
+            yield " ".join(words[:n]).rstrip(",.;:-") + "..."
+        first = words[0] if words else ""
+        for k in range(len(first) - 1, 0, -1):
+            if _joins(first[k - 1], first[k]):
+                continue  # never half of a joined emoji (👩‍❤️‍👨) or a modified one
+            yield first[:k] + "..."
+
+
+def _joins(before: str, after: str) -> bool:
+    """Whether a cut between these two characters would split one visible symbol."""
+    return (
+        before == "\u200d"  # zero-width joiner
+        or after in "\u200d\ufe0f\ufe0e"  # joiner, emoji/text presentation selectors
+        or "\U0001f3fb" <= after <= "\U0001f3ff"  # skin tone modifiers
+        or "\u0300" <= after <= "\u036f"  # combining accents
+    )
+
+
+def fit_title(build: Callable[[str], str], title: str, max_segments: int = MAX_SEGMENTS) -> str:
+    """``build(title)``, the title shortened until the text fits: what the template puts
+    around it (the time, the reply hints, STOP) is never cut."""
+    text = build(title)
+    if segments(text) <= max_segments:
+        return text
+    for shorter in _shorter(title):
+        text = build(shorter)
+        if segments(text) <= max_segments:
+            return text
+    return fit(build(""), max_segments)  # only when the template alone is too long
+
+
 @dataclass(frozen=True)
 class Context:
     ritual: Ritual
     partner: Partner
     purpose: ReminderPurpose
+    # When the occurrence really starts: a moved occurrence's new time, not its original
+    # start (which only keys the reminder row).
     occurrence_start: datetime
     prompt: str | None
     unsubscribe_url: str | None = None
@@ -76,16 +117,27 @@ def _when(ctx: Context) -> str:
     )
 
 
+def _day(ctx: Context) -> str:
+    """The weekday of the talk on the partner's calendar (a follow-up may be deferred past
+    "tomorrow" by quiet hours, so never "yesterday")."""
+    return f"{ctx.occurrence_start.astimezone(zone(ctx.partner.timezone)):%A}"
+
+
 def sms_text(ctx: Context) -> str:
     discreet = not ctx.partner.full_text
     title = _title(ctx, discreet)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
         return fit(
-            "Hearth: about yesterday's talk. Did the steps you agreed on happen? "
+            f"Hearth: about your talk on {_day(ctx)}. Did the steps you agreed on happen? "
             "Reply YES, NO or a few words."
         )
+    if ctx.purpose is ReminderPurpose.CHASE:
+        return fit(
+            f"Hearth: your partner marked {_day(ctx)}'s {title} done. "
+            "Did it happen for you too? Reply DONE. STOP to opt out."
+        )
+    when = _when(ctx)
     if ctx.purpose is ReminderPurpose.INVITE:
-        lead = f"Hearth: {title} is set for {_when(ctx)}."
         if discreet:
             guide = "Take turns, listen fully, agree on one small step. Details in your calendar."
         else:
@@ -93,32 +145,34 @@ def sms_text(ctx: Context) -> str:
                 'Each speaks without interruption ("I feel... when... because..."), the other '
                 "mirrors back; validate before solving; agree on one or two steps."
             )
-        return fit(f"{lead} {guide} Reply SKIP to call it off.")
+        return fit_title(
+            lambda t: f"Hearth: {t} is set for {when}. {guide} Reply SKIP to call it off.", title
+        )
     prompt = (
         ctx.prompt
         if ctx.prompt and (not discreet or ctx.ritual.kind is not RitualKind.REPAIR)
         else None
     )
-    head = f"Hearth: {title} {_when(ctx)}."
+    head = f"Hearth: {title} {when}."
     tail = SMS_HINTS
     if prompt:
         # The prompt is what gets shortened, never the hints (STOP must always be there).
-        budget = f"{head} {{}} {tail}"
         words = prompt.split(" ")
-        while words and segments(budget.format(" ".join(words))) > MAX_SEGMENTS:
+        while words and segments(f"{head} {' '.join(words)} {tail}") > MAX_SEGMENTS:
             words = words[:-1]
             if words:
                 words[-1] = words[-1].rstrip(",.;:") + "..."
         if words:
-            return budget.format(" ".join(words))
-    return fit(f"{head} {tail}")
+            return f"{head} {' '.join(words)} {tail}"
+    # No room for the prompt: a title too long for the rest is what gets shortened.
+    return fit_title(lambda t: f"Hearth: {t} {when}. {tail}", title)
 
 
 def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     title = _title(ctx, discreet=False)  # email is not a lock screen
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
-        subject = "About yesterday's conversation"
+        subject = f"About your conversation on {_day(ctx)}"
         lines = [
             "Did the steps you agreed on happen? Reply by SMS with YES, NO or a few words.",
             "",

@@ -27,7 +27,8 @@ LATENESS = Histogram(
     "hearth_send_lateness_seconds",
     "Seconds between a reminder's due time and its send",
     ["channel"],
-    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+    # Up to 1800 s: a reminder may go out until daemon.stale_after_minutes (30) is over.
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800),
     registry=REGISTRY,
 )
 PLANNER_DURATION = Histogram(
@@ -48,9 +49,14 @@ FEED_REQUESTS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+FEED_BUILDS = Counter(
+    "hearth_feed_builds_total",
+    "Feed calendars built (requests the feed cache could not answer)",
+    registry=REGISTRY,
+)
 DISPATCH_TICK = Gauge(
     "hearth_dispatcher_last_tick_timestamp_seconds",
-    "When the dispatcher loop last completed a pass (Unix time)",
+    "When the dispatcher loop last completed a pass without error (Unix time)",
     registry=REGISTRY,
 )
 
@@ -61,3 +67,16 @@ def observe_send(channel: str, state: str, latency: float | None, lateness: floa
         SEND_LATENCY.labels(channel=channel).observe(latency)
     if lateness is not None:
         LATENESS.labels(channel=channel).observe(max(0.0, lateness))
+
+
+# Twilio statuses that finalise a sent text (service.receipts maps them to reminder states).
+RECEIPT_STATES = frozenset({"delivered", "undelivered", "failed"})
+
+
+def observe_receipt(status: str, outcome: str) -> None:
+    """A delivery receipt that moved a sent text to a final state counts, labelled with the
+    receipt's status (what Twilio reported). A duplicate, late, parked or unknown receipt,
+    or one that sends the text again, changed no final state and counts nothing here (the
+    webhook metric has those)."""
+    if outcome == "ok" and status in RECEIPT_STATES:
+        REMINDERS.labels(channel="sms", state=status).inc()

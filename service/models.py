@@ -421,3 +421,18 @@ class DeliveryStat(Base):
     channel: Mapped[Channel] = mapped_column(_enum(Channel))
     state: Mapped[ReminderState] = mapped_column(_enum(ReminderState))
     count: Mapped[int] = mapped_column(default=0)
+
+
+class DaemonState(Base):
+    """One instant per name that the daemon processes share through the database: the
+    dispatcher's heartbeat (``/readyz`` in any process reads it) and the daily prune's claim
+    (so that of several workers only one prunes). See service/daemon_state.py. The event
+    watermark is a number, in ``value`` (service/event_cursor.py)."""
+
+    __tablename__ = "daemon_state"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    at: Mapped[datetime]
+    # A number where the fact is one: the event id every daemon has handled up to
+    # (``events``, see service/event_cursor.py); None for the instants above.
+    value: Mapped[int | None]

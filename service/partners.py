@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, time
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from service import validation
 from service.couples import touch
 from service.events import EventType, record
 from service.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
-from service.models import Channel, ConsentRecord, ConsentState, Couple, Partner
+from service.models import (
+    Channel,
+    ConsentRecord,
+    ConsentState,
+    Couple,
+    Partner,
+    Reminder,
+    ReminderState,
+)
 
 UNSET = object()
 
@@ -68,11 +78,10 @@ def set_consent(
         ConsentRecord(partner_id=partner.id, channel=channel, state=state, source=source, at=now)
     )
     session.flush()
-    kind = (
-        EventType.PARTNER_OPTED_OUT
-        if state is ConsentState.OPTED_OUT
-        else EventType.PARTNER_OPTED_IN
-    )
+    kind = {
+        ConsentState.OPTED_OUT: EventType.PARTNER_OPTED_OUT,
+        ConsentState.CONSENTED: EventType.PARTNER_OPTED_IN,
+    }.get(state, EventType.PARTNER_CHANGED)
     record(
         session,
         kind,
@@ -82,6 +91,27 @@ def set_consent(
         channel=str(channel),
         source=source,
     )
+
+
+def opt_out_sms(session: Session, now: datetime, phone: str, source: str) -> int:
+    """Opt the number out of SMS: every partner texting from it, every pending text to them
+    cancelled in this transaction (before any confirmation goes out). Returns how many
+    pending texts were cancelled. Consent belongs to the number, as carriers see it."""
+    cancelled = 0
+    for partner in session.scalars(sa.select(Partner).where(Partner.phone == phone)):
+        result = session.execute(
+            sa.update(Reminder)
+            .where(
+                Reminder.partner_id == partner.id,
+                Reminder.channel == Channel.SMS,
+                Reminder.state == ReminderState.SCHEDULED,
+            )
+            .values(state=ReminderState.CANCELLED, last_error="opted out", final_at=now)
+        )
+        cancelled += cast("CursorResult[Any]", result).rowcount
+        if partner.sms_consent is not ConsentState.OPTED_OUT:
+            set_consent(session, now, partner, ConsentState.OPTED_OUT, source)
+    return cancelled
 
 
 def add(
@@ -130,6 +160,12 @@ def add(
     if sms_consent is not None:
         if not partner.phone:
             raise InvalidInput("sms consent", "recorded without a phone number", "add --phone")
+        if partner.sms_consent is ConsentState.OPTED_OUT:
+            # Only the person can undo their STOP (by texting START), not an admin's note.
+            raise Conflict(
+                f"sms consent: {partner.name} opted out by text; "
+                "only START from their phone opts them back in"
+            )
         set_consent(session, now, partner, ConsentState.CONSENTED, _source(sms_consent))
     touch(couple, now)
     record(session, EventType.PARTNER_ADDED, now, couple.id, partner_id=partner.id)
@@ -169,10 +205,11 @@ def edit(
         changed.append("name")
     if phone is not None:
         new_phone = validation.phone(phone, region) if phone else None
-        if new_phone != partner.phone:
-            # Consent belongs to a number: a new number starts without it.
-            partner.sms_consent = ConsentState.UNKNOWN
+        renumbered = new_phone != partner.phone
         partner.phone = new_phone
+        if renumbered and partner.sms_consent is not ConsentState.UNKNOWN:
+            # Consent belongs to a number: a new number starts without it.
+            set_consent(session, now, partner, ConsentState.UNKNOWN, "phone changed")
         changed.append("phone")
     if email is not None:
         partner.email = validation.email(email) if email else None
@@ -198,6 +235,12 @@ def edit(
     if sms_consent is not None:
         if not partner.phone:
             raise InvalidInput("sms consent", "recorded without a phone number", "add --phone")
+        if partner.sms_consent is ConsentState.OPTED_OUT:
+            # Only the person can undo their STOP (by texting START), not an admin's note.
+            raise Conflict(
+                f"sms consent: {partner.name} opted out by text; "
+                "only START from their phone opts them back in"
+            )
         set_consent(session, now, partner, ConsentState.CONSENTED, _source(sms_consent))
     touch(partner.couple, now)
     record(

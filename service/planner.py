@@ -88,7 +88,9 @@ def stale_after(duration_minutes: int, stale_minutes: float) -> timedelta:
     return timedelta(minutes=max(duration_minutes / 2, stale_minutes))
 
 
-def _paused(at: datetime, paused_at: datetime | None, until: datetime | None) -> bool:
+def in_pause(at: datetime, paused_at: datetime | None, until: datetime | None) -> bool:
+    """Whether an occurrence starting ``at`` falls in a pause: the planner's rule, which the
+    dispatcher's send-time check applies too."""
     return paused_at is not None and paused_at <= at and (until is None or at < until)
 
 
@@ -140,7 +142,7 @@ def wanted_rows(
         slots = []  # (offset, original, due, expires) for this ritual
         for start, original in _expand(r.schedule, lo, hi, memo):
             anchor = nudge_anchor(r.schedule, start)
-            if _paused(start, r.paused_at, r.paused_until) or _paused(start, cp_at, cp_until):
+            if in_pause(start, r.paused_at, r.paused_until) or in_pause(start, cp_at, cp_until):
                 continue
             for offset in r.offsets:
                 due = anchor - timedelta(minutes=offset)

@@ -10,11 +10,13 @@ since on PostgreSQL the two transactions can pass each other unseen, the daemon'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from service.channels.sms_twilio import PERMANENT, TRANSIENT
 from service.models import FINAL_STATES, EarlyReceipt, Reminder, ReminderState, table
 
 STATUS_MAP = {
@@ -29,19 +31,62 @@ _R = table(Reminder)
 _E = table(EarlyReceipt)
 
 
-def apply(conn: Connection, sid: str, status: str, error: str | None, now: datetime) -> str:
-    """Apply one status callback; returns the outcome for the webhook metric."""
+def apply(
+    conn: Connection,
+    sid: str,
+    status: str,
+    error: str | None,
+    now: datetime,
+    retry_in: Callable[[int], timedelta] | None = None,
+) -> str:
+    """Apply one status callback; returns the outcome for the webhook metric.
+
+    Twilio reports some failures only here, after it accepted the message: a permanent
+    code (unknown handset, landline) makes the reminder ``failed``; a transient one (handset
+    unreachable) sends it again after ``retry_in(attempts)`` if that is before its expiry.
+    """
     new = STATUS_MAP.get(status)
     if new is None:
         return "ignored"  # queued, sending, accepted...: nothing the outbox records
     row = conn.execute(
-        sa.select(_R.c.id, _R.c.state).where(_R.c.provider_message_id == sid)
+        sa.select(_R.c.id, _R.c.state, _R.c.attempts, _R.c.expires_at).where(
+            _R.c.provider_message_id == sid
+        )
     ).first()
     if row is None:
         if new not in FINAL_STATES:
             return "unknown_message"  # a parked 'sent' would change nothing
         return "parked" if _park(conn, sid, new, error, now) else "duplicate"
-    return _update(conn, row.id, ReminderState(row.state), new, error, now)
+    state = ReminderState(row.state)
+    code = error_code(error)
+    if new in (ReminderState.UNDELIVERED, ReminderState.FAILED) and code is not None:
+        if code in PERMANENT:
+            new = ReminderState.FAILED
+        elif code in TRANSIENT and retry_in is not None and state not in FINAL_STATES:
+            at = now + retry_in(row.attempts)
+            if at < row.expires_at:
+                return _retry(conn, row.id, state, at, error, now)
+    return _update(conn, row.id, state, new, error, now)
+
+
+def error_code(error: str | None) -> int | None:
+    try:
+        return int(error) if error else None
+    except ValueError:
+        return None
+
+
+def _retry(
+    conn: Connection, rid: int, state: ReminderState, at: datetime, error: str | None,
+    now: datetime,
+) -> str:  # fmt: skip
+    conn.execute(
+        _R.update()
+        .where(_R.c.id == rid, _R.c.state == state)
+        .values(state=ReminderState.SCHEDULED, next_attempt_at=at, provider_message_id=None,
+                claim_token=None, lease_until=None, last_error=_error(error), updated_at=now)
+    )  # fmt: skip
+    return "retried"
 
 
 def apply_parked(conn: Connection, sids: list[str], now: datetime) -> int:

@@ -13,6 +13,7 @@ couples therapist is the right next step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -39,7 +40,7 @@ from service.models import (
     RitualKind,
 )
 from service.recurrence import occurrences
-from service.timeutil import in_quiet_hours, zone
+from service.timeutil import in_quiet_hours, localize, quiet_hours_end, zone
 
 log = structlog.get_logger("hearth.repair")
 
@@ -156,18 +157,21 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
     couple = session.get(Couple, req.couple_id)
     assert couple is not None
     length = timedelta(minutes=cfg.duration_minutes)
-    if req.slot_start is not None:
-        slot: datetime | None = req.slot_start
-    else:
-        after = req.requested_at + timedelta(hours=cfg.cooldown_hours)
-        until = req.requested_at + timedelta(hours=cfg.window_hours)
+    slot = req.slot_start if req.slot_start is not None and req.slot_start > now else None
+    if slot is None:
+        # Handled late (no daemon ran), the search still leaves time for the invitation to
+        # arrive before the talk, and keeps its window's length.
+        cooled = req.requested_at + timedelta(hours=cfg.cooldown_hours)
+        after = max(cooled, now + timedelta(minutes=cfg.remind_minutes_before))
+        until = after + timedelta(hours=cfg.window_hours) - (cooled - req.requested_at)
         slot = find_slot(couple, _busy(session, couple, after, until), after, until, length)
     req.updated_at = now
     if slot is None:
         req.state = RepairState.NO_SLOT
-        _notify(session, now, couple, None, None, ReminderPurpose.NOTICE, now,
-                no_slot_text(cfg.window_hours), expires=now + timedelta(hours=12))  # fmt: skip
+        _tell(session, now, couple, no_slot_text(cfg.window_hours))
         record(session, EventType.REPAIR_NO_SLOT, now, couple.id, repair_id=req.id)
+        log.warning("repair_no_slot", repair_id=req.id, couple_id=couple.id,
+                    hint="hearth repair request COUPLE --at 'YYYY-MM-DD HH:MM'")  # fmt: skip
         return req
     ritual = rituals.add_one_off(
         session,
@@ -181,13 +185,30 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         offsets=[cfg.remind_minutes_before],
     )
     req.state, req.slot_start, req.ritual_id = RepairState.SCHEDULED, slot, ritual.id
-    _notify(session, now, couple, ritual, slot, ReminderPurpose.INVITE, now, None, expires=slot)
-    follow = slot + length + timedelta(hours=cfg.followup_hours)
-    _notify(session, now, couple, ritual, slot, ReminderPurpose.FOLLOWUP, follow, None,
-            expires=follow + timedelta(hours=12))  # fmt: skip
+    _notify(session, now, couple, ritual, slot, ReminderPurpose.INVITE, None,
+            lambda p: _calm_from(p, now, slot))  # fmt: skip
+    _notify(session, now, couple, ritual, slot, ReminderPurpose.FOLLOWUP, None,
+            lambda p: _followup_at(p, slot + length, cfg.followup_hours))  # fmt: skip
     record(session, EventType.REPAIR_SCHEDULED, now, couple.id, repair_id=req.id,
            slot=slot.isoformat(), ritual_id=ritual.id)  # fmt: skip
     return req
+
+
+def _calm_from(p: Partner, due: datetime, expires: datetime) -> tuple[datetime, datetime]:
+    """``due``, or the end of the partner's quiet hours (theirs, else the default night) if
+    that comes before ``expires``: nobody gets a text about a hard talk in the night."""
+    calm = quiet_hours_end(due, zone(p.timezone), *_quiet(p))
+    return (calm if calm < expires else due), expires
+
+
+def _followup_at(p: Partner, ended: datetime, hours: float) -> tuple[datetime, datetime]:
+    """The talk's end plus ``hours`` on the partner's own wall clock (a DST change in between
+    does not shift it), out of their quiet hours."""
+    tz = zone(p.timezone)
+    wall = ended.astimezone(tz).replace(tzinfo=None) + timedelta(hours=hours)
+    at = localize(wall.date(), wall.time(), tz)
+    due = quiet_hours_end(at, tz, *_quiet(p))
+    return due, due + timedelta(hours=12)
 
 
 def no_slot_text(window_hours: float) -> str:
@@ -197,6 +218,9 @@ def no_slot_text(window_hours: float) -> str:
     )
 
 
+CANCELLED_TEXT = "Hearth: your planned conversation is called off. Reply REPAIR to find a new time."
+
+
 def _notify(
     session: Session,
     now: datetime,
@@ -204,12 +228,16 @@ def _notify(
     ritual: Ritual | None,
     slot: datetime | None,
     purpose: ReminderPurpose,
-    due: datetime,
     body: str | None,
-    expires: datetime,
+    when: Callable[[Partner], tuple[datetime, datetime]],
+    skip: Partner | None = None,
 ) -> None:
-    """Queue one message per partner and channel (the dispatcher sends it)."""
+    """Queue one message per partner and channel (the dispatcher sends it); ``when`` gives
+    each partner's (due, expires)."""
     for p in couple.partners:
+        if p is skip:
+            continue
+        due, expires = when(p)
         for ch in p.channel_list:
             if ch is Channel.SMS and p.sms_consent is not ConsentState.CONSENTED:
                 continue
@@ -218,7 +246,8 @@ def _notify(
             session.add(
                 Reminder(
                     couple_id=couple.id, ritual_id=ritual.id if ritual else None, partner_id=p.id,
-                    channel=ch, offset_minutes=0, purpose=purpose, occurrence_start=slot or due,
+                    channel=ch, offset_minutes=0, purpose=purpose,
+                    occurrence_start=slot or due,
                     due_at=due, expires_at=expires,
                     state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due, body=body,
                     created_at=now, updated_at=now,
@@ -227,9 +256,23 @@ def _notify(
     session.flush()
 
 
-def cancel(session: Session, now: datetime, req: RepairRequest) -> RepairRequest:
+def _tell(
+    session: Session, now: datetime, couple: Couple, text: str, skip: Partner | None = None
+) -> None:
+    """A notice to the couple (but ``skip``), each out of their quiet hours, fresh for 12 h."""
+    _notify(
+        session, now, couple, None, None, ReminderPurpose.NOTICE, text,
+        lambda p: _calm_from(p, now, now + timedelta(hours=12)), skip=skip,
+    )  # fmt: skip
+
+
+def cancel(
+    session: Session, now: datetime, req: RepairRequest, by: Partner | None = None
+) -> RepairRequest:
+    """Call the conversation off; partners who were invited (except ``by``) are told."""
     if req.state not in (RepairState.REQUESTED, RepairState.SCHEDULED):
         raise Conflict(f"repair {req.id} is {req.state.value}")
+    invited = req.state is RepairState.SCHEDULED and (req.slot_start or now) > now
     req.state, req.updated_at = RepairState.CANCELLED, now
     if req.ritual_id is not None:
         ritual = session.get(Ritual, req.ritual_id)
@@ -240,8 +283,25 @@ def cancel(session: Session, now: datetime, req: RepairRequest) -> RepairRequest
             .where(Reminder.ritual_id == req.ritual_id, Reminder.state == ReminderState.SCHEDULED)
             .values(state=ReminderState.CANCELLED, last_error="repair cancelled", final_at=now)
         )
+    if invited:
+        couple = session.get(Couple, req.couple_id)
+        assert couple is not None
+        _tell(session, now, couple, CANCELLED_TEXT, skip=by)
     record(session, EventType.REPAIR_CANCELLED, now, req.couple_id, repair_id=req.id)
     return req
+
+
+def for_invitation(session: Session, ritual_id: int | None, now: datetime) -> RepairRequest | None:
+    """The scheduled, still upcoming conversation an invitation was about."""
+    if ritual_id is None:
+        return None
+    return session.scalar(
+        sa.select(RepairRequest).where(
+            RepairRequest.ritual_id == ritual_id,
+            RepairRequest.state == RepairState.SCHEDULED,
+            RepairRequest.slot_start > now,
+        )
+    )
 
 
 def get(session: Session, repair_id: int) -> RepairRequest:
@@ -251,12 +311,37 @@ def get(session: Session, repair_id: int) -> RepairRequest:
     return req
 
 
+def schedule_pending(hearth: Hearth, repair_id: int | None = None) -> int:
+    """Schedule requested conversations (one, or all); returns how many were handled.
+
+    Runs on the ``repair.requested`` event and from the daemon's periodic sweep, so a request
+    made while no daemon ran, or whose first attempt failed, is not left waiting. Each request
+    is claimed under a row lock (PostgreSQL) or the single writer (SQLite): two workers never
+    schedule one request twice.
+    """
+    with hearth.db.session() as s:
+        stmt = sa.select(RepairRequest.id).where(RepairRequest.state == RepairState.REQUESTED)
+        if repair_id is not None:
+            stmt = stmt.where(RepairRequest.id == repair_id)
+        ids = list(s.scalars(stmt.order_by(RepairRequest.id)))
+    handled = 0
+    for rid in ids:
+        try:
+            with hearth.db.session(immediate=True) as s:
+                req = s.get(RepairRequest, rid, with_for_update=True)
+                if req is None or req.state is not RepairState.REQUESTED:
+                    continue  # another worker got there first
+                schedule(hearth, s, req, hearth.clock.now())
+                log.info("repair_planned", repair_id=rid, couple_id=req.couple_id,
+                         state=req.state.value)  # fmt: skip
+                handled += 1
+        except Exception:
+            # One request that cannot be planned must not hold up the others; the sweep
+            # tries it again.
+            log.exception("repair_planning_failed", repair_id=rid)
+    return handled
+
+
 @on(EventType.REPAIR_REQUESTED)
 def _on_requested(hearth: Hearth, event: Event) -> None:
-    repair_id = event.payload.get("repair_id")
-    with hearth.db.session(immediate=True) as s:
-        req = s.get(RepairRequest, repair_id)
-        if req is None or req.state is not RepairState.REQUESTED:
-            return  # already handled (reactions may see an event twice)
-        schedule(hearth, s, req, hearth.clock.now())
-        log.info("repair_planned", repair_id=req.id, couple_id=req.couple_id, state=req.state.value)
+    schedule_pending(hearth, event.payload.get("repair_id"))

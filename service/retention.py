@@ -3,6 +3,11 @@
 Sent reminders, replies and events older than ``retention.days`` are deleted; before a
 reminder row goes (by pruning or by erasing a couple) it is counted into ``delivery_stat``
 (day, channel, final state), which holds no personal data.
+
+Each reminder is counted once even when prunes and erasures run at the same time (the
+daemon's, ``hearth prune``, ``hearth couple remove``, several workers): counting and deleting
+happen in one transaction under a lock (PostgreSQL: a transaction-scoped advisory lock; SQLite:
+the one writer), so a second transaction counts only what the first left behind.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 from urllib.request import pathname2url
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from service import migrate, receipts
@@ -22,38 +28,53 @@ from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply, 
 
 _R = table(Reminder)
 _FINISHED = [s for s in ReminderState if s not in (ReminderState.SCHEDULED, ReminderState.SENDING)]
+# pg_advisory_xact_lock key of "count reminders, then delete them" (any 64-bit number that
+# nothing else in the database uses).
+STATS_LOCK = 0x6865_6172_7468_0001
 
 
 def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
-    """Add the finished reminders matching ``where`` to the anonymous daily counts."""
+    """Add the finished reminders matching ``where`` to the anonymous daily counts. The
+    caller deletes those rows before it commits."""
+    if conn.dialect.name == "postgresql":
+        # Held to commit: a concurrent prune or erasure waits here, and its count (a new
+        # snapshot under READ COMMITTED) no longer sees the rows this transaction deletes.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STATS_LOCK)))
     day = sa.func.date(_R.c.due_at)
     rows = conn.execute(
         sa.select(day, _R.c.channel, _R.c.state, sa.func.count())
         .where(where, _R.c.state.in_(_FINISHED))
         .group_by(day, _R.c.channel, _R.c.state)
     ).all()
-    stats: sa.Table = DeliveryStat.__table__  # type: ignore[assignment]
+    stats = table(DeliveryStat)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     for d, channel, state, n in rows:
         d = d if not isinstance(d, str) else datetime.strptime(d, "%Y-%m-%d").date()
-        updated = conn.execute(
-            stats.update()
-            .where(stats.c.day == d, stats.c.channel == channel, stats.c.state == state)
-            .values(count=stats.c.count + n)
-        ).rowcount
-        if not updated:
-            conn.execute(stats.insert().values(day=d, channel=channel, state=state, count=n))
+        # One statement: two first counts of the same day cannot both insert.
+        stmt = insert(stats).values(day=d, channel=channel, state=state, count=n)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[stats.c.day, stats.c.channel, stats.c.state],
+                set_={"count": stats.c.count + stmt.excluded.count},
+            )
+        )
 
 
 def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
     keep = days if days is not None else hearth.settings.retention.days
-    cutoff = hearth.clock.now() - timedelta(days=keep)
-    old = sa.and_(_R.c.due_at < cutoff, _R.c.state.in_(_FINISHED))
     with hearth.db.write_engine.begin() as conn:
-        count_into_stats(conn, old)
-        reminders = conn.execute(_R.delete().where(old)).rowcount
-        replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
-        evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
-        receipts.prune(conn, hearth.clock.now())
+        return prune_in(conn, hearth.clock.now(), keep)
+
+
+def prune_in(conn: Connection, now: datetime, days: int) -> dict[str, int]:
+    """Prune in the caller's transaction (the daemon claims the day's run in the same one)."""
+    cutoff = now - timedelta(days=days)
+    old = sa.and_(_R.c.due_at < cutoff, _R.c.state.in_(_FINISHED))
+    count_into_stats(conn, old)
+    reminders = conn.execute(_R.delete().where(old)).rowcount
+    replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
+    evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
+    receipts.prune(conn, now)
     return {"reminders": reminders, "replies": replies, "events": evs}
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service import validation
 from service.couples import touch
 from service.events import EventType, record
-from service.exceptions import Conflict, InvalidInput, NotFound
+from service.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.recurrence import Occurrence, Schedule, is_occurrence, occurrences
 from service.templates import TEMPLATES
@@ -44,13 +44,21 @@ def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> R
     if text.isdigit():
         ritual = session.get(Ritual, int(text))
     elif couple is not None:
-        ritual = session.scalar(
-            sa.select(Ritual).where(
-                Ritual.couple_id == couple.id,
-                sa.func.lower(Ritual.title) == text.lower(),
-                Ritual.ended_at.is_(None),
+        found = list(
+            session.scalars(
+                sa.select(Ritual)
+                .where(
+                    Ritual.couple_id == couple.id,
+                    sa.func.lower(Ritual.title) == text.lower(),
+                    Ritual.ended_at.is_(None),
+                )
+                .order_by(Ritual.id)
             )
         )
+        # Titles need not be unique: picking one would act on a ritual nobody chose.
+        if len(found) > 1:
+            raise Ambiguous("ritual", ref, [f"{r.id}:{r.title}" for r in found])
+        ritual = found[0] if found else None
     else:
         raise InvalidInput(
             "ritual", f"{ref!r} is not an id", "use the id from `hearth ritual list`"
@@ -313,10 +321,15 @@ def settle_pause(ritual: Ritual, start: datetime, end: datetime, now: datetime) 
     return settled
 
 
-def remove(session: Session, now: datetime, ritual: Ritual) -> None:
-    """End the series now: past occurrences stay in partners' calendars (UNTIL)."""
+def ensure_active(ritual: Ritual) -> None:
+    """Refuse a ritual that was already removed."""
     if ritual.ended_at is not None:
         raise Conflict(f"ritual {ritual.id} was already removed")
+
+
+def remove(session: Session, now: datetime, ritual: Ritual) -> None:
+    """End the series now: past occurrences stay in partners' calendars (UNTIL)."""
+    ensure_active(ritual)
     ritual.ended_at = now
     ritual.version += 1
     ritual.updated_at = now
@@ -374,6 +387,18 @@ def move(
     new_start = localize(new_local.date(), new_local.time(), zone(ritual.timezone))
     if new_start <= now:
         raise InvalidInput("to", "the new time is in the past")
+    clash = [
+        o
+        for o in occurrences(schedule_of(ritual), new_start, new_start + timedelta(seconds=1))
+        if o.start == new_start and o.original_start != original
+    ]
+    if clash:
+        # Two occurrences at one instant: partners would get both nudges at once.
+        raise InvalidInput(
+            "to",
+            f"another occurrence of ritual {ritual.id} already starts then",
+            "skip or move that one first, or pick another time",
+        )
     exc = _existing(ritual, original)
     if exc is None:
         exc = OccurrenceException(ritual_id=ritual.id, original_start=original, created_at=now)
@@ -415,6 +440,18 @@ def list_for(
     if not include_removed:
         stmt = stmt.where(Ritual.ended_at.is_(None))
     return list(session.scalars(stmt))
+
+
+def paused_then(ritual: Ritual, instant: datetime) -> bool:
+    """Whether a pause of the ritual or of its couple covers an occurrence starting at
+    ``instant``. The planner's rule: what this reports paused gets no nudge."""
+    return any(
+        start is not None and start <= instant and (until is None or instant < until)
+        for start, until in (
+            (ritual.paused_at, ritual.paused_until),
+            (ritual.couple.paused_at, ritual.couple.paused_until),
+        )
+    )
 
 
 def upcoming(ritual: Ritual, now: datetime, count: int) -> list[Occurrence]:

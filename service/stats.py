@@ -2,8 +2,8 @@
 
 An occurrence counts as done for the couple when every partner who could report it did so
 before its grace period ended (the start of the next occurrence; a one-off has a day). DONE
-comes by text, so a partner who could report is one with a phone and SMS consent, who was
-already a partner at the occurrence; with no such partner, an occurrence is not counted. Occurrences
+comes by text, so a partner who could report is one with a phone who had SMS consent at
+the occurrence (from the consent history); with no such partner, it is not counted. Occurrences
 whose grace period is still running and not yet done are left out (neither kept nor
 missed), so a ritual due tonight does not break a streak this afternoon. Skipped
 occurrences are not occurrences; while a ritual or its couple is paused, nothing is counted
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import CheckIn, ConsentState, Couple, Partner, Ritual
+from service.models import Channel, CheckIn, ConsentRecord, ConsentState, Couple, Partner, Ritual
 from service.recurrence import occurrences
 from service.rituals import schedule_of
 
@@ -58,7 +58,37 @@ def _pauses(couple: Couple, ritual: Ritual, now: datetime) -> list[Span]:
     ]
 
 
-def _outcomes(ritual: Ritual, reporters: list[tuple[int, datetime]],
+def grace_end(ritual: Ritual, original_start: datetime) -> datetime:
+    """When the occurrence's grace period for DONE ends: the next occurrence's start."""
+    s = schedule_of(ritual)
+    start = s.moves.get(original_start, original_start)
+    later = occurrences(s, start + timedelta(seconds=1), start + timedelta(days=400))
+    return later[0].start if later else start + ONE_OFF_GRACE
+
+
+def _reporters(session: Session, couple: Couple, now: datetime) -> dict[int, list[Span]]:
+    """For each partner with a phone, the spans in which they had SMS consent, from the
+    consent history: a STOP today does not rewrite who could report last month."""
+    partners = session.scalars(
+        sa.select(Partner).where(Partner.couple_id == couple.id, Partner.phone.is_not(None))
+    ).all()
+    spans: dict[int, list[Span]] = {p.id: [] for p in partners}
+    opened: dict[int, datetime] = {}
+    for rec in session.scalars(
+        sa.select(ConsentRecord)
+        .where(ConsentRecord.partner_id.in_(spans), ConsentRecord.channel == Channel.SMS)
+        .order_by(ConsentRecord.at, ConsentRecord.id)
+    ):
+        if rec.state is ConsentState.CONSENTED:
+            opened.setdefault(rec.partner_id, rec.at)
+        elif rec.partner_id in opened:
+            spans[rec.partner_id].append((opened.pop(rec.partner_id), rec.at))
+    for pid, since in opened.items():
+        spans[pid].append((since, now + timedelta(days=400)))
+    return spans
+
+
+def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
               done: dict[datetime, dict[int, datetime]],
               pauses: list[Span], now: datetime) -> list[tuple[datetime, bool]]:  # fmt: skip
     """(original start, done) for each occurrence whose outcome is known, oldest first."""
@@ -73,7 +103,9 @@ def _outcomes(ritual: Ritual, reporters: list[tuple[int, datetime]],
         grace_end = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
         if any(lo <= o.start < hi for lo, hi in pauses):
             continue
-        needed = [p for p, joined in reporters if joined <= o.start]
+        needed = [
+            p for p, spans in reporters.items() if any(lo <= o.start < hi for lo, hi in spans)
+        ]
         if not needed:
             continue
         reports = done.get(o.original_start, {})
@@ -97,11 +129,7 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
         .order_by(Ritual.id)
     ).all()
-    reporters = [
-        (p.id, p.created_at)
-        for p in session.scalars(sa.select(Partner).where(Partner.couple_id == couple.id))
-        if p.phone and p.sms_consent is ConsentState.CONSENTED
-    ]
+    reporters = _reporters(session, couple, now)
     reports: dict[int, dict[datetime, dict[int, datetime]]] = defaultdict(lambda: defaultdict(dict))
     for c in session.scalars(
         sa.select(CheckIn).where(CheckIn.ritual_id.in_([r.id for r in rituals]))

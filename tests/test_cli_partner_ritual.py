@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,17 @@ def test_skip_move_pause_remove(run: Cli, clock: FakeClock) -> None:
     assert "removed" in run.ok("ritual", "list", "--all").output
 
 
+def _local(entry: dict[str, Any], who: str) -> str:
+    """'HH:MM ZONE' of one column of a preview entry ("couple" or a partner's name)."""
+    (column,) = [
+        z
+        for z in entry["local"]
+        if (z["partner_id"] is None if who == "couple" else z["name"] == who)
+    ]
+    time_and_zone: str = column["time"].split(" ", 2)[2]
+    return time_and_zone
+
+
 def test_preview_across_dst_in_each_partners_zone(run_sqlite: Cli, clock: FakeClock) -> None:
     run = run_sqlite
     clock.set(datetime(2026, 3, 26, 12, 0, tzinfo=UTC))
@@ -194,12 +206,216 @@ def test_preview_across_dst_in_each_partners_zone(run_sqlite: Cli, clock: FakeCl
         "2026-03-28T20:00:00+00:00",
         "2026-03-29T19:00:00+00:00",
     ]
-    assert [d["local"]["Alice"].split(" ", 2)[2] for d in data] == ["21:00 CET"] * 3 + [
-        "21:00 CEST"
-    ]
-    assert [d["local"]["Sam"].split(" ", 2)[2] for d in data] == ["16:00 EDT"] * 3 + ["15:00 EDT"]
+    assert [_local(d, "Alice") for d in data] == ["21:00 CET"] * 3 + ["21:00 CEST"]
+    assert [_local(d, "couple") for d in data] == ["21:00 CET"] * 3 + ["21:00 CEST"]
+    assert [_local(d, "Sam") for d in data] == ["16:00 EDT"] * 3 + ["15:00 EDT"]
     table = run.ok("ritual", "preview", "--couple", "1", "--count", "2").output
     assert "Alice" in table and "Sam" in table and "couple" in table
+
+
+def test_preview_across_the_autumn_changes_in_each_partners_zone(
+    run_sqlite: Cli, clock: FakeClock
+) -> None:
+    run = run_sqlite
+    clock.set(datetime(2026, 10, 23, 12, 0, tzinfo=UTC))
+    _couple(run)
+    run.ok("partner", "add", "1", "Alice")
+    run.ok("partner", "add", "1", "Sam", "-z", "America/New_York")
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")
+    data = json.loads(run.ok("ritual", "preview", "1", "--count", "10", "--json").output)
+    # Berlin leaves summer time on 25 October, New York a week later on 1 November: for that
+    # week the partners are 5 hours apart instead of 6. 21:00 in Berlin stays 21:00; Sam's
+    # evening check-in moves from 15:00 to 16:00 and back to 15:00.
+    assert [d["start"][:16] for d in data] == (
+        ["2026-10-23T19:00", "2026-10-24T19:00"]
+        + [f"2026-10-{day}T20:00" for day in range(25, 32)]
+        + ["2026-11-01T20:00"]
+    )
+    assert [_local(d, "Alice") for d in data] == ["21:00 CEST"] * 2 + ["21:00 CET"] * 8
+    assert [_local(d, "couple") for d in data] == ["21:00 CEST"] * 2 + ["21:00 CET"] * 8
+    assert [_local(d, "Sam") for d in data] == (
+        ["15:00 EDT"] * 2 + ["16:00 EDT"] * 7 + ["15:00 EST"]
+    )
+    # Each column is that zone's own calendar date too.
+    assert [z["time"][:14] for z in data[-1]["local"]] == ["Sun 2026-11-01"] * 3
+
+
+def test_preview_marks_paused_occurrences(run: Cli) -> None:
+    _couple(run)
+    run.ok("partner", "add", "1", "Alice")
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")  # 21:00 daily, Berlin
+
+    def paused() -> list[tuple[str, bool]]:
+        data = json.loads(run.ok("ritual", "preview", "1", "--count", "4", "--json").output)
+        return [(d["start"][:10], d["paused"]) for d in data]
+
+    assert paused() == [("2026-01-05", False), ("2026-01-06", False),
+                        ("2026-01-07", False), ("2026-01-08", False)]  # fmt: skip
+    # The ritual's own pause: through Wednesday, so Thursday is nudged again.
+    run.ok("ritual", "pause", "1", "--until", "2026-01-07")
+    assert paused() == [("2026-01-05", True), ("2026-01-06", True),
+                        ("2026-01-07", True), ("2026-01-08", False)]  # fmt: skip
+    table = run.ok("ritual", "preview", "1", "--count", "4").output.splitlines()
+    assert ["(paused: no nudge)" in line for line in table[2:]] == [True, True, True, False]
+    run.ok("ritual", "resume", "1")
+    # The couple's pause covers every ritual of theirs.
+    run.ok("couple", "pause", "1", "--until", "2026-01-06")
+    assert paused() == [("2026-01-05", True), ("2026-01-06", True),
+                        ("2026-01-07", False), ("2026-01-08", False)]  # fmt: skip
+    run.ok("couple", "resume", "1")
+    assert not any(p for _, p in paused())
+
+
+def test_preview_keeps_partners_apart_whatever_their_names(run: Cli) -> None:
+    _couple(run)
+    run.ok("partner", "add", "1", "couple", "-z", "Asia/Tokyo")
+    run.ok("partner", "add", "1", "Sam", "-z", "America/New_York")
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")
+    (entry,) = json.loads(run.ok("ritual", "preview", "1", "--count", "1", "--json").output)
+    assert [(z["partner_id"], z["name"], z["timezone"], z["time"]) for z in entry["local"]] == [
+        (None, "Alice & Sam", "Europe/Berlin", "Mon 2026-01-05 21:00 CET"),
+        (1, "couple", "Asia/Tokyo", "Tue 2026-01-06 05:00 JST"),
+        (2, "Sam", "America/New_York", "Mon 2026-01-05 15:00 EST"),
+    ]
+    header = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[0]
+    assert [h.strip() for h in header.split("┃")] == ["id", "ritual", "couple", "couple #1", "Sam"]
+    row = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[-1]
+    assert "CET" in row and "JST" in row and "EST" in row
+
+
+def test_ritual_titles_shared_are_ambiguous(run: Cli, db: Database) -> None:
+    _couple(run)
+    run.ok("ritual", "add", "1", "-t", "date-night")
+    run.ok("ritual", "add", "1", "-t", "date-night", "--at", "20:00")
+    before = snapshot(db)
+    for args in (
+        ("ritual", "show", "date night"),
+        ("ritual", "skip", "Date night", "2026-01-09"),
+        ("ritual", "remove", "Date night", "--yes"),
+    ):
+        result = run(*args, "--couple", "1")
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line == (
+            f"error: ritual {args[2]!r} is ambiguous: matches 1:Date night, 2:Date night; "
+            "use the id"
+        )
+    assert snapshot(db) == before
+    run.ok("ritual", "remove", "1", "--yes")
+    # Removed rituals do not count: the title names one again.
+    assert (
+        json.loads(run.ok("ritual", "show", "Date night", "--couple", "1", "--json").output)["id"]
+        == 2
+    )
+
+
+def test_moving_onto_another_occurrence_is_refused(run: Cli, db: Database) -> None:
+    _couple(run)
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")  # 21:00 daily, Berlin
+    before = snapshot(db)
+    result = run("ritual", "move", "1", "2026-01-08", "--to", "2026-01-09 21:00")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: to: another occurrence of ritual 1 already starts then")
+    assert snapshot(db) == before
+    # Not onto one moved there either; a skipped slot is free, and a minute apart is fine.
+    run.ok("ritual", "move", "1", "2026-01-10", "--to", "2026-01-10 22:00")
+    assert run("ritual", "move", "1", "2026-01-08", "--to", "2026-01-10 22:00").exit_code == 2
+    run.ok("ritual", "skip", "1", "2026-01-09")
+    run.ok("ritual", "move", "1", "2026-01-08", "--to", "2026-01-09 21:00")
+    run.ok("ritual", "move", "1", "2026-01-11", "--to", "2026-01-12 21:01")
+
+
+@pytest.mark.parametrize(
+    ("rrule", "message"),
+    [
+        ("FREQ=MONTHLY;BYMONTHDAY=0", "rrule: BYMONTHDAY=0 is out of range"),
+        ("FREQ=MONTHLY;BYMONTHDAY=32", "rrule: BYMONTHDAY=32 is out of range"),
+        ("FREQ=MONTHLY;BYMONTHDAY=-32", "rrule: BYMONTHDAY=-32 is out of range"),
+        ("FREQ=YEARLY;BYMONTH=13", "rrule: BYMONTH=13 is out of range"),
+        ("FREQ=YEARLY;BYMONTH=0", "rrule: BYMONTH=0 is out of range"),
+        ("FREQ=YEARLY;BYMONTH=-1", "rrule: BYMONTH=-1 is out of range"),
+        ("FREQ=YEARLY;BYYEARDAY=367", "rrule: BYYEARDAY=367 is out of range"),
+        ("FREQ=YEARLY;BYWEEKNO=54", "rrule: BYWEEKNO=54 is out of range"),
+        ("FREQ=MONTHLY;BYDAY=MO;BYSETPOS=0", "rrule: BYSETPOS=0 is out of range"),
+        ("FREQ=MONTHLY;BYDAY=MO;BYSETPOS=367", "rrule: BYSETPOS=367 is out of range"),
+        ("FREQ=MONTHLY;BYSETPOS=1", "rrule: BYSETPOS does not go with FREQ=MONTHLY"),
+        ("FREQ=WEEKLY;BYDAY=XX", "rrule: BYDAY=XX is not a weekday"),
+        ("FREQ=WEEKLY;BYDAY=MO,", "rrule: BYDAY=MO, has an empty item"),
+        ("FREQ=MONTHLY;BYDAY=0MO", "rrule: BYDAY=0MO is out of range"),
+        ("FREQ=MONTHLY;BYDAY=6MO", "rrule: BYDAY=6MO is out of range"),
+        ("FREQ=MONTHLY;BYDAY=-MO", "rrule: BYDAY=-MO has a sign without a number"),
+        ("FREQ=WEEKLY;BYDAY=1MO", "rrule: BYDAY=1MO: a numbered weekday needs FREQ=MONTHLY"),
+        ("FREQ=WEEKLY;BYMONTHDAY=1", "rrule: BYMONTHDAY does not go with FREQ=WEEKLY"),
+        ("FREQ=MONTHLY;BYWEEKNO=1", "rrule: BYWEEKNO does not go with FREQ=MONTHLY"),
+        ("FREQ=DAILY;BYYEARDAY=1", "rrule: BYYEARDAY does not go with FREQ=DAILY"),
+        ("FREQ=DAILY;COUNT=3;UNTIL=20270101", "rrule: COUNT and UNTIL cannot both be given"),
+        ("FREQ=DAILY;;", "rrule: 'FREQ=DAILY;;' has an empty part"),
+        ("FREQ=DAILY;", "rrule: 'FREQ=DAILY;' has an empty part"),
+        ("FREQ=DAILY;;COUNT=3", "rrule: 'FREQ=DAILY;;COUNT=3' has an empty part"),
+        ("FREQ=DAILY;COUNT", "rrule: 'COUNT' is not NAME=VALUE"),
+        ("FREQ=DAILY;COUNT=0", "rrule: COUNT=0 is out of range"),
+        ("FREQ=DAILY;INTERVAL=0", "rrule: INTERVAL=0 is out of range"),
+        ("FREQ=DAILY;INTERVAL=x", "rrule: INTERVAL=X is out of range"),
+        ("FREQ=DAILY;UNTIL=tomorrow", "rrule: UNTIL=TOMORROW is not a date"),
+        ("FREQ=DAILY;UNTIL=99991231", "rrule: UNTIL=99991231 is too far ahead"),
+        ("FREQ=DAILY;INTERVAL=" + "9" * 5000, "rrule: INTERVAL=999"),
+        ("FREQ=DAILY;FREQ=WEEKLY", "rrule: FREQ is given twice"),
+        ("FREQ=FORTNIGHTLY", "rrule: FREQ=FORTNIGHTLY is not a frequency"),
+        ("FREQ=MINUTELY", "rrule: a ritual happens at most daily"),
+        ("FREQ=DAILY;BYMINUTE=5", "rrule: BYMINUTE is not allowed"),
+        ("FREQ=DAILY;WKST=XY", "rrule: WKST=XY is not a weekday"),
+        ("FREQ=DAILY;COLOR=RED", "rrule: unknown part COLOR"),
+        ("BYDAY=MO", "rrule: 'BYDAY=MO' has no FREQ"),
+    ],
+)
+def test_invalid_rrules_are_refused(run: Cli, db: Database, rrule: str, message: str) -> None:
+    _couple(run)
+    run.ok("ritual", "add", "1", "-t", "date-night")
+    before = snapshot(db)
+    for args in (
+        ("ritual", "add", "1", "--kind", "custom", "--title", "X", "--at", "9:00"),
+        ("ritual", "edit", "1"),
+    ):
+        result = run(*args, "--rrule", rrule)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(f"error: {message}"), line
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("rrule", "stored"),
+    [
+        ("rrule:freq=weekly;byday=fr", "FREQ=WEEKLY;BYDAY=FR"),
+        ("BYDAY=+1SA;FREQ=MONTHLY", "FREQ=MONTHLY;BYDAY=1SA"),
+        ("FREQ=MONTHLY;BYMONTHDAY=07,-1,7", "FREQ=MONTHLY;BYMONTHDAY=7,-1"),
+        (" FREQ=DAILY ; INTERVAL=02 ; COUNT=30 ", "FREQ=DAILY;INTERVAL=2;COUNT=30"),
+        ("FREQ=YEARLY;BYMONTH=+6;BYDAY=-1SU", "FREQ=YEARLY;BYMONTH=6;BYDAY=-1SU"),
+        (
+            "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+            "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+        ),
+        ("FREQ=WEEKLY;UNTIL=20261231;WKST=SU", "FREQ=WEEKLY;UNTIL=20261231;WKST=SU"),
+    ],
+)
+def test_valid_rrules_are_stored_normalised(run: Cli, rrule: str, stored: str) -> None:
+    _couple(run)
+    data = json.loads(
+        run.ok(
+            "ritual", "add", "1", "--kind", "custom", "--title", "X", "--at", "9:00",
+            "--rrule", rrule, "--json",
+        ).output
+    )  # fmt: skip
+    assert data["rrule"] == stored
+
+
+def test_a_monthly_rule_expands_monthly(run: Cli) -> None:
+    _couple(run)
+    run.ok("ritual", "add", "1", "--kind", "custom", "--title", "X", "--at", "9:00",
+           "--rrule", "FREQ=MONTHLY;BYMONTHDAY=-1")  # fmt: skip
+    data = json.loads(run.ok("ritual", "preview", "1", "--count", "3", "--json").output)
+    assert [d["start"][:10] for d in data] == ["2026-01-31", "2026-02-28", "2026-03-31"]
 
 
 def test_every_write_records_an_event(run: Cli, db: Database) -> None:

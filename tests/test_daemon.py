@@ -20,11 +20,13 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import couples, feed_tokens, partners, rituals
+from service.app import Hearth
 from service.db import Database
 from service.models import Couple, Reminder, ReminderState, RitualKind
-from tests.conftest import PgSchema
+from tests.conftest import PgSchema, make_settings
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
 from tests.processes import free_port, wait_for
+from tests.web import serve
 
 pytestmark = pytest.mark.slow
 
@@ -161,13 +163,22 @@ def test_serve_sends_replans_on_edits_and_stops_cleanly(
     assert "daemon_stopped" in d.output()
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_sigkill_mid_burst_loses_nothing(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     daemons: list[DaemonProcess],
     twilio_standin: TwilioStandIn,
     migrated: Callable[[str], Database],
+    backend: str,
 ) -> None:
-    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    if backend == "postgres":
+        schema: PgSchema = request.getfixturevalue("pg_schema")
+        db = migrated(schema.url)
+    else:
+        db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
     n = 300
     _burst(db, n, due_in_seconds=1)
     twilio_standin.latency = 0.1
@@ -188,6 +199,67 @@ def test_sigkill_mid_burst_loses_nothing(
     assert set(numbers) == {f"+1415555{i:04d}" for i in range(n)}  # nothing lost
     assert duplicates <= (in_flight or 0)  # at most the sends in flight at the kill
     assert at_kill < len(numbers)
+
+
+def test_slow_pacing_and_a_short_lease_send_each_reminder_once(
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
+) -> None:
+    """40 texts due at once, 4 segments a second from one sender: about 10 s of sending
+    against a 5 s lease. Claimed all at once, the last ones would wait for pacing past their
+    lease and the worker would claim and send them again."""
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    n = 40
+    _burst(db, n, due_in_seconds=1)
+    d = DaemonProcess(
+        db.url, tmp_path, twilio_standin,
+        HEARTH_DAEMON_CONCURRENCY="20",  # room for all 40 in the claim window
+        HEARTH_TWILIO_SENDER_RATE_PER_SECOND="4",
+    )  # fmt: skip
+    daemons.append(d.start("worker"))
+    wait_for(lambda: _states(db).get("sent") == n, 60, "the whole burst")
+    assert d.signal(signal.SIGTERM) == 0
+    numbers = sorted(r.to or "" for r in twilio_standin.requests)
+    assert numbers == sorted({f"+1415555{i:04d}" for i in range(n)})  # each once
+    assert "claim_lost" not in d.output()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_hands_queued_rows_back_and_records_sends_that_end_after_the_grace(
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
+    sig: int,
+) -> None:
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    n = 8
+    _burst(db, n, due_in_seconds=1)
+    twilio_standin.latency = 1.5  # each send outlasts the grace period
+    d = DaemonProcess(
+        db.url, tmp_path, twilio_standin,
+        HEARTH_DAEMON_CONCURRENCY="2",  # two sending, two more claimed and queued
+        HEARTH_DAEMON_SHUTDOWN_GRACE_SECONDS="0.2",
+    )  # fmt: skip
+    daemons.append(d.start("worker"))
+    wait_for(lambda: twilio_standin.in_progress == 2, 20, "two sends at the provider")
+    assert _states(db).get("sending") == 4
+    assert d.signal(sig) == 0
+    sent = twilio_standin.sent
+    assert len(sent) == 2 and len(twilio_standin.requests) == 2  # nothing started after
+    # The two sends in flight ended after the grace period and are recorded all the same;
+    # the two queued rows went back to the outbox untried, with the four never claimed.
+    assert _states(db) == {"sent": 2, "scheduled": n - 2}
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(Reminder.state, Reminder.attempts,
+                                      Reminder.provider_message_id)).all()  # fmt: skip
+    assert {r.provider_message_id for r in rows if r.state == ReminderState.SENT} == {
+        s.sid for s in sent
+    }
+    assert {r.attempts for r in rows if r.state == ReminderState.SCHEDULED} == {0}
+    assert "daemon_stopped" in d.output()
 
 
 @pytest.mark.postgres
@@ -296,3 +368,35 @@ def test_every_process_refuses_a_schema_behind_the_code(
         "run `hearth db upgrade`"
     )
     assert migrate.current(db) == before  # nothing was upgraded behind the operator's back
+
+
+def test_a_worker_serves_its_metrics_and_a_separate_web_sees_it_tick(
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    twilio_standin: TwilioStandIn,
+    migrated: Callable[[str], Database],
+) -> None:
+    """The split deployment: `hearth worker` with daemon.metrics_port, `hearth web` (here in
+    the test's process, on the real clock) with no dispatcher of its own."""
+    db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    n = 3
+    _burst(db, n, due_in_seconds=1)
+    web = Hearth(settings=make_settings(db), db=db)
+    with serve(web) as base:
+        alone = httpx.get(f"{base}/readyz", timeout=5)
+        assert alone.status_code == 503 and alone.json()["dispatcher"] == "none"
+        port = free_port()
+        d = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_DAEMON_METRICS_PORT=str(port))
+        daemons.append(d.start("worker"))
+        wait_for(lambda: _states(db).get("sent") == n, 30, "the burst")
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        m = _metrics(f"http://127.0.0.1:{port}")
+        assert m[("hearth_reminders_total", (("channel", "sms"), ("state", "sent")))] == n
+        assert m[("hearth_send_lateness_seconds_count", (("channel", "sms"),))] == n
+        assert m[("hearth_dispatcher_last_tick_timestamp_seconds", ())] > time.time() - 30
+        assert m[("hearth_planner_duration_seconds_count", ())] >= 1
+        assert not any(name == "hearth_outbox_depth" for name, _ in m)  # the web's to report
+        assert d.signal(signal.SIGTERM) == 0
+    assert "metrics_listening" in d.output()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)

@@ -9,13 +9,15 @@ from datetime import timedelta
 import httpx
 import sqlalchemy as sa
 
+from cli.demo import NOT_ADDED
 from service import planner
 from service.app import Hearth
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
+from service.db import Database
 from service.dispatcher import Dispatcher
 from service.models import Channel, Couple, Partner, Ritual
-from tests.conftest import Cli
+from tests.conftest import Cli, snapshot
 from tests.web import serve
 
 URL = re.compile(r"(http://\S+/feeds/(\S+)\.ics)")
@@ -27,7 +29,7 @@ def _feed_url(output: str) -> str:
     return match.group(1)
 
 
-def test_demo_creates_a_couple_once_and_its_nudge_arrives_in_the_console(
+def test_demo_creates_a_couple_in_an_empty_database_and_its_nudge_arrives_in_the_console(
     hearth: Hearth, clock: FakeClock, run: Cli
 ) -> None:
     first = run.ok("demo").output
@@ -65,3 +67,22 @@ def test_demo_creates_a_couple_once_and_its_nudge_arrives_in_the_console(
     with hearth.db.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Couple)) == 1
         assert s.scalar(sa.select(sa.func.count()).select_from(Partner)) == 2
+
+
+def test_demo_is_not_added_to_a_database_with_couples(run: Cli, db: Database) -> None:
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    before = snapshot(db)
+    result = run.ok("demo")
+    (line,) = result.output.strip().splitlines()
+    assert line == NOT_ADDED
+    assert snapshot(db) == before
+
+
+def test_an_existing_demo_keeps_working_beside_other_couples(run: Cli, hearth: Hearth) -> None:
+    run.ok("demo")
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    again = run.ok("demo").output
+    assert "using demo couple 'Demo: Alex & Sam'" in again and "no longer works" in again
+    with hearth.db.session() as s:
+        hellos = s.scalars(sa.select(Ritual).where(Ritual.title == "Hello from Hearth")).all()
+    assert len(hellos) == 2

@@ -613,3 +613,34 @@ def test_nginx_conf_validates(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- watching the workers ------------------------------------------------------------------
+
+
+def test_env_example_logs_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=env_file_lines(DEPLOY / "hearth.env.example"))
+    assert settings.log.format.value == "json"
+
+
+def test_every_worker_instance_serves_metrics_on_its_own_port() -> None:
+    [assignment] = [
+        v for v in values(read_unit("hearth-worker@.service"), "Service", "Environment")
+        if v.startswith("HEARTH_DAEMON_METRICS_PORT=")
+    ]  # fmt: skip
+    ports = set()
+    for instance in range(1, 10):
+        key, _, value = assignment.replace("%i", str(instance)).partition("=")
+        settings = load_settings(environ={key: value})
+        assert settings.daemon.metrics_host == "127.0.0.1"  # not beyond the host
+        ports.add(settings.daemon.metrics_port)
+    assert len(ports) == 9 and min(ports) > 1024  # the unit may not bind privileged ports
+    assert Settings().web.port not in ports
+
+
+def test_compose_workers_serve_metrics_inside_the_network() -> None:
+    worker = compose()["services"]["worker"]
+    port = worker["environment"]["HEARTH_DAEMON_METRICS_PORT"]
+    assert worker["environment"]["HEARTH_DAEMON_METRICS_HOST"] == "0.0.0.0"
+    assert worker["expose"] == [port] and "ports" not in worker  # not published on the host

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,27 +14,38 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
-from service import couples, partners, planner
+from service import couples, partners, planner, prompts, rituals
 from service.app import Hearth
 from service.channels import build
-from service.channels.base import Transport
+from service.channels.base import Message, Receipt, Transport
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
 from service.db import Database
-from service.dispatcher import Dispatcher
+from service.dispatcher import Dispatcher, backoff
+from service.messages import SMS_HINTS
 from service.models import (
     Channel,
     ConsentRecord,
     ConsentState,
     Couple,
     Partner,
+    Prompt,
+    PromptRotation,
     Reminder,
     ReminderState,
+    Ritual,
 )
-from tests.conftest import make_settings
+from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink
-from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
+from tests.peers.twilio_standin import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    TwilioStandIn,
+    num_segments,
+)
+from tests.processes import free_port, wait_for
+from tests.test_messages import LONG_TITLE
 
 TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin
 
@@ -144,6 +156,7 @@ def test_the_console_channel_prints_each_message(db: Database, clock: FakeClock)
     ("status", "code", "state", "last_error"),
     [
         (400, 21211, "failed", "twilio 21211"),
+        (400, 21408, "failed", "twilio 21408: region not enabled"),
         (400, 21614, "failed", "twilio 21614"),
         (400, 21610, "skipped", "twilio 21610"),
     ],
@@ -273,7 +286,9 @@ def test_stale_and_quiet_past_expiry_expire(db: Database, clock: FakeClock) -> N
     assert d.run_once().expired == 3  # the daemon was down: never send a stale nudge
 
 
-def test_a_reclaimed_row_cannot_be_finished_twice(db: Database, clock: FakeClock) -> None:
+def test_a_claim_lost_while_waiting_is_neither_sent_nor_finished(
+    db: Database, clock: FakeClock
+) -> None:
     _setup(db, clock)
     hearth = _hearth(db, clock, daemon={"lease_seconds": 60})
     out = io.StringIO()
@@ -290,8 +305,33 @@ def test_a_reclaimed_row_cannot_be_finished_twice(db: Database, clock: FakeClock
         first.send(job)
     first.wait_idle()
     assert first.tally.lost_claims == 3 and first.tally.sent == 0
-    assert out.getvalue().count("--- ") == 6  # at least once: the stalled sends went out too
+    # The claim is checked right before the send: the stalled worker sends nothing.
+    assert out.getvalue().count("--- ") == 3
     assert _states_tonight(db) == {"sent"}
+
+
+def test_a_stalled_claim_nobody_took_is_renewed_and_sent_unless_stale(
+    db: Database, clock: FakeClock
+) -> None:
+    _setup(db, clock)
+    hearth = _hearth(db, clock, daemon={"lease_seconds": 60})
+    out = io.StringIO()
+    d = _dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+    clock.set(TONIGHT)
+    token, ids = d.claim(10)
+    jobs = d.prepare(token, ids)
+    clock.advance(timedelta(seconds=61))  # past the lease, but no worker reclaimed the rows
+    d.send(jobs[0])
+    d.wait_idle()
+    assert out.getvalue().count("--- ") == 1 and d.tally.sent == 1
+    clock.advance(timedelta(minutes=30))  # the others waited until they went stale
+    for job in jobs[1:]:
+        d.send(job)
+    d.wait_idle()
+    assert out.getvalue().count("--- ") == 1 and d.tally.expired == 2
+    with db.session() as s:
+        states = sorted(r.state.value for r in s.scalars(sa.select(Reminder)) if r.id in ids)
+    assert states == ["expired", "expired", "sent"]
 
 
 def test_stop_hands_back_queued_rows(db: Database, clock: FakeClock) -> None:
@@ -308,3 +348,320 @@ def test_stop_hands_back_queued_rows(db: Database, clock: FakeClock) -> None:
     assert _states_tonight(db) == {"scheduled"}
     with db.session() as s:
         assert {r.attempts for r in s.scalars(sa.select(Reminder))} == {0}
+
+
+def _couples_with_sms(db: Database, clock: FakeClock, n: int) -> None:
+    """``n`` couples whose check-in nudges (Alice: SMS and email, Sam: email) are due TONIGHT."""
+    now = clock.now()
+    for i in range(n):
+        cid = couple_with_partners(db, now, name=f"Couple {i}")
+        add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+
+
+class _HeldPacing(Transport):
+    """A real transport whose pacing holds every message until ``gate`` opens."""
+
+    def __init__(self, inner: Transport, gate: threading.Event) -> None:
+        self.inner, self.gate, self.channel = inner, gate, inner.channel
+
+    def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
+        self.gate.wait()
+        return 0.0
+
+    def capacity(self, seconds: float) -> int | None:
+        return self.inner.capacity(seconds)
+
+    def send(self, message: Message) -> Receipt:
+        return self.inner.send(message)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_claims_take_no_more_sms_than_pacing_sends_in_half_a_lease(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    _couples_with_sms(db, clock, 5)
+    peers = _peers(twilio_standin, smtp_sink)
+    peers["twilio"].update(sender_rate_per_second=0.5, account_rate_per_second=100)
+    hearth = _hearth(db, clock, daemon={"lease_seconds": 20}, **peers)
+    gate = threading.Event()
+    transports = build(hearth.settings)
+    transports[Channel.SMS] = _HeldPacing(transports[Channel.SMS], gate)
+    d = _dispatcher(hearth, transports)
+    # 0.5 segments a second for 10 s (half the lease), at two segments a text: 2 texts.
+    assert d.caps() == {Channel.SMS: 2}
+    clock.set(TONIGHT)
+    token, ids = d.claim(100, d.caps())
+    with db.session() as s:
+        claimed = [s.get(Reminder, i) for i in ids]
+    channels = sorted(r.channel.value for r in claimed if r is not None)
+    assert channels == ["email"] * 10 + ["sms"] * 2  # email is not paced
+    d.submit(d.prepare(token, ids))
+    assert d.caps() == {Channel.SMS: 0}  # two texts wait for pacing
+    assert d.claim(100, d.caps())[1] == []  # the other three stay in the outbox
+    gate.set()
+    d.wait_idle()
+    assert d.caps() == {Channel.SMS: 2}
+    assert d.run_once().sent == 3  # run_once claims within the cap too, pass after pass
+    assert len(twilio_standin.sent) == 5
+
+
+def _console(hearth: Hearth, out: io.StringIO) -> Dispatcher:
+    return _dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+
+
+def test_a_moved_occurrence_is_announced_at_its_new_time(db: Database, clock: FakeClock) -> None:
+    cid = _setup(db, clock)
+    with db.session() as s:
+        ritual = s.scalars(sa.select(Ritual)).one()
+        rituals.move(s, clock.now(), ritual, TONIGHT, datetime(2026, 1, 5, 22, 30))  # Berlin
+    with db.write_engine.begin() as conn:
+        planner.replan(conn, clock.now(), cid, timedelta(hours=48), 30)
+    out = io.StringIO()
+    d = _console(_hearth(db, clock), out)
+    clock.set(TONIGHT)
+    assert d.run_once().claimed == 0  # nothing at the old time
+    clock.set(TONIGHT + timedelta(minutes=90))
+    assert d.run_once().sent == 3
+    text = out.getvalue()
+    # The text, and each email's subject and first line.
+    assert text.count("Five-minute check-in at 22:30") == 5
+    assert "21:00" not in text
+
+
+def test_a_pause_ending_before_an_occurrence_lets_its_early_nudge_out(
+    db: Database, clock: FakeClock
+) -> None:
+    """The planner plans an occurrence after a pause; the send-time check must judge it the
+    same way (by the occurrence), not by whether the pause is still on at the nudge."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, kind="custom", title="Check-in", at="21:00", every="daily",
+               remind="0,30m")  # fmt: skip
+    with db.session() as s:
+        couple = s.get(Couple, cid)
+        assert couple is not None
+        couples.pause(s, now, couple, TONIGHT - timedelta(minutes=15))
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    out = io.StringIO()
+    d = _console(_hearth(db, clock), out)
+    clock.set(TONIGHT - timedelta(minutes=30))  # still paused; the occurrence is not
+    tally = d.run_once()
+    assert (tally.sent, tally.skipped) == (3, 0)
+    assert out.getvalue().count("Check-in at 21:00") == 5  # the text, each email twice
+
+
+def test_a_nudge_for_an_occurrence_inside_a_pause_is_skipped(
+    db: Database, clock: FakeClock
+) -> None:
+    """The other side of the same rule: planned before the pause, its occurrence in it."""
+    cid = _setup(db, clock)
+    with db.session() as s:
+        couple = s.get(Couple, cid)
+        assert couple is not None
+        couples.pause(s, clock.now(), couple, TONIGHT + timedelta(minutes=1))
+    d = _console(_hearth(db, clock), io.StringIO())
+    clock.set(TONIGHT)
+    tally = d.run_once()
+    assert (tally.sent, tally.skipped) == (0, 3)
+
+
+def test_smtp_login_refused_is_permanent(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn
+) -> None:
+    _setup(db, clock)
+    with SmtpSink("hearth", "right") as sink:
+        peers = _peers(twilio_standin, sink)
+        peers["smtp"].update(username="hearth", password="wrong")
+        d = _dispatcher(_hearth(db, clock, **peers))
+        clock.set(TONIGHT)
+        tally = d.run_once()
+        assert (tally.sent, tally.failed, tally.retried) == (1, 2, 0)  # the SMS went out
+        assert sink.messages == []
+    with db.session() as s:
+        emails = s.scalars(sa.select(Reminder).where(Reminder.channel == Channel.EMAIL)).all()
+        tonight = [r for r in emails if r.occurrence_start == TONIGHT]
+    assert {(r.state, r.last_error) for r in tonight} == {
+        (ReminderState.FAILED, "smtp 535: login refused")
+    }
+    clock.advance(timedelta(minutes=5))
+    assert d.run_once().claimed == 0  # never retried
+
+
+def test_smtp_login_with_the_right_password_sends(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn
+) -> None:
+    _setup(db, clock)
+    with SmtpSink("hearth", "right") as sink:
+        peers = _peers(twilio_standin, sink)
+        peers["smtp"].update(username="hearth", password="right")
+        d = _dispatcher(_hearth(db, clock, **peers))
+        clock.set(TONIGHT)
+        assert d.run_once().sent == 3
+        assert {m.login for m in sink.messages} == {"hearth"}
+
+
+def test_backoff_doubles_with_jitter_between_half_and_all_of_the_step() -> None:
+    rng = random.Random(3)
+    for attempts, step in [(1, 30), (2, 60), (3, 120), (5, 480), (6, 900), (12, 900)]:
+        delays = [backoff(attempts, 30, 900, rng) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert max(delays) - min(delays) > step / 4  # really spread: no thundering herd
+
+
+@pytest.mark.parametrize("trouble", ["429", "unreachable", "timeout"])
+def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
+    db: Database,
+    clock: FakeClock,
+    twilio_standin: TwilioStandIn,
+    smtp_sink: SmtpSink,
+    trouble: str,
+) -> None:
+    _setup(db, clock)
+    peers = _peers(twilio_standin, smtp_sink)
+    if trouble == "429":
+        twilio_standin.fail_to("+4915123456789", status=429, code=20429)
+        error = "twilio 20429: too many requests"
+    elif trouble == "unreachable":
+        peers["twilio"]["api_base_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+        error = "twilio unreachable: ConnectionError"
+    else:
+        twilio_standin.latency = 1.0  # answers long after the client gave up
+        peers["twilio"]["timeout_seconds"] = 0.2
+        error = "twilio unreachable: ReadTimeout"
+    base, cap = 120.0, 900.0
+    d = _dispatcher(
+        _hearth(db, clock, daemon={"retry_base_seconds": base, "retry_max_seconds": cap}, **peers)
+    )
+    clock.set(TONIGHT)
+    delays: list[float] = []
+    while True:
+        d.run_once()
+        with db.session() as s:
+            sms = _sms_tonight(s)
+        if sms.state is not ReminderState.SCHEDULED:
+            break
+        assert sms.last_error == error
+        step = min(cap, base * 2 ** (sms.attempts - 1))
+        delay = (sms.next_attempt_at - clock.now()).total_seconds()
+        assert step / 2 <= delay <= step  # exponential, with jitter in range
+        assert sms.next_attempt_at < sms.expires_at  # never scheduled past expiry
+        delays.append(delay)
+        clock.set(sms.next_attempt_at)
+    assert (sms.state, sms.last_error) == (ReminderState.EXPIRED, error)
+    assert len(delays) >= 3 and sms.attempts == len(delays) + 1
+    if trouble == "429":
+        assert len(twilio_standin.requests) == sms.attempts  # each attempt was one request
+
+
+def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, kind="custom", title=LONG_TITLE, at="21:00", every="daily")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    clock.set(TONIGHT)
+    assert d.run_once().sent == 3
+    [sms] = twilio_standin.sent
+    assert sms.body is not None and sms.params["To"] == "+4915123456789"
+    assert num_segments(sms.body) <= 2
+    assert sms.body.startswith("Hearth: " + LONG_TITLE[:30])
+    assert " at 21:00. " in sms.body and sms.body.endswith(SMS_HINTS)
+
+
+@pytest.fixture
+def pg_db(request: pytest.FixtureRequest, _migrated: dict[str, Database]) -> Database:
+    """The migrated PostgreSQL database alone: for races only it lets two workers run."""
+    return _database("postgres", request, _migrated)
+
+
+@pytest.mark.postgres
+def test_two_workers_give_both_partners_one_prompt_and_advance_the_rotation_once(
+    pg_db: Database, clock: FakeClock
+) -> None:
+    db = pg_db
+    _setup(db, clock)
+    hearth = _hearth(db, clock)
+    out = io.StringIO()
+    transports: dict[Channel, Transport] = {ch: ConsoleTransport(ch, out) for ch in Channel}
+    # Different seeds: left alone, the two would shuffle the pool differently.
+    first = Dispatcher(hearth, transports, rng=random.Random(1))
+    second = Dispatcher(hearth, transports, rng=random.Random(2))
+    clock.set(TONIGHT)
+    t1, ids1 = first.claim(1)  # Alice's text
+    t2, ids2 = second.claim(1)  # Alice's email
+    with db.session() as s:
+        prompts.sync_builtin(s, clock.now())  # as the daemon does at start
+        ritual = s.scalars(sa.select(Ritual)).one()
+        s.add(PromptRotation(ritual_id=ritual.id, remaining=[], updated_at=clock.now()))
+    # Hold the ritual's rotation row as a third worker in the middle of its batch would.
+    with db.engine.connect() as holder:
+        holder.execute(
+            sa.select(PromptRotation).where(PromptRotation.ritual_id == ritual.id).with_for_update()
+        )
+        pid = holder.scalar(sa.text("SELECT pg_backend_pid()"))
+        results: dict[str, list[Any]] = {}
+        threads = [
+            threading.Thread(target=lambda: results.update(a=first.prepare(t1, ids1))),
+            threading.Thread(target=lambda: results.update(b=second.prepare(t2, ids2))),
+        ]
+        for t in threads:
+            t.start()
+        # Both workers queue behind the held row (without the lock they would not wait).
+        wait_for(lambda: _blocked_by(db, pid) == 2, 10, "both workers waiting for the rotation")
+        holder.rollback()
+    for t in threads:
+        t.join()
+    assert len(results["a"]) == len(results["b"]) == 1
+    with db.session() as s:
+        rows = list(s.scalars(sa.select(Reminder).where(Reminder.id.in_(ids1 + ids2))))
+        rotation = s.get(PromptRotation, ritual.id)
+        pool = s.scalars(sa.select(sa.func.count()).select_from(Prompt)
+                         .where(Prompt.kind == ritual.kind, Prompt.enabled)).one()  # fmt: skip
+    [prompt_id] = {r.prompt_id for r in rows}  # one prompt for the evening
+    assert prompt_id is not None and rotation is not None
+    # Taken from the rotation once: the rest of the cycle is still to come.
+    assert rotation.last_prompt_id == prompt_id and len(rotation.remaining) == pool - 1
+    assert prompt_id not in rotation.remaining
+
+
+def _blocked_by(db: Database, pid: int) -> int:
+    """Backends waiting for ``pid``, directly or behind one that does (a row's second
+    waiter queues behind its first)."""
+    with db.engine.connect() as conn:
+        return int(
+            conn.scalar(
+                sa.text(
+                    "WITH w AS (SELECT pid, pg_blocking_pids(pid) AS b FROM pg_stat_activity) "
+                    "SELECT count(*) FROM w WHERE :pid = ANY(w.b) OR EXISTS "
+                    "(SELECT 1 FROM w AS v WHERE v.pid = ANY(w.b) AND :pid = ANY(v.b))"
+                ),
+                {"pid": pid},
+            )
+        )
+
+
+def test_a_stop_ends_waits_for_pacing_and_hands_those_rows_back(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    _couples_with_sms(db, clock, 3)
+    peers = _peers(twilio_standin, smtp_sink)
+    peers["twilio"].update(sender_rate_per_second=0.01)  # the next texts: minutes away
+    hearth = _hearth(db, clock, **peers)
+    transports = build(hearth.settings)
+    transports[Channel.SMS].pace(Message(to="+15550000000", text="x"))  # spends the one token
+    d = _dispatcher(hearth, transports)
+    clock.set(TONIGHT)
+    token, ids = d.claim(100)
+    d.submit([job for job in d.prepare(token, ids) if job.channel is Channel.SMS])
+    assert d.stop(30) == 0  # long before the pacer would have let them go
+    assert d.tally.released == 3 and twilio_standin.requests == []
+    with db.session() as s:
+        sms = s.scalars(sa.select(Reminder).where(Reminder.channel == Channel.SMS)).all()
+    assert {(r.state.value, r.attempts) for r in sms if r.occurrence_start == TONIGHT} == {
+        ("scheduled", 0)
+    }

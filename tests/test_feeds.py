@@ -19,6 +19,7 @@ import pytest
 import recurring_ical_events
 import sqlalchemy as sa
 from icalendar import Calendar, Component, vCategory, vDDDTypes, vInt, vUTCOffset
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import couples, feed_tokens, feeds, partners, planner, rituals
 from service.app import Hearth
@@ -98,7 +99,14 @@ def test_the_feed_is_deterministic_and_until_is_utc(db: Database, clock: FakeClo
     cid = couple_with_partners(db, now)
     rid = add_ritual(db, now, cid, "five-minute-check-in")
     first = _feed(db, cid, now)
-    assert _feed(db, cid, now + timedelta(hours=5)) == first  # DTSTAMP comes from the data
+    # Days apart, not hours: the build only sees the day, so hours apart would agree even if
+    # DTSTAMP were "now".
+    assert _feed(db, cid, now + timedelta(days=40)) == first
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        changed = r.updated_at.astimezone(UTC)
+    assert f"DTSTAMP:{changed:%Y%m%dT%H%M%S}Z\r\n".encode() in first  # the ritual's last change
     clock.advance(timedelta(days=3))
     with db.session() as s:
         r = s.get(Ritual, rid)
@@ -152,15 +160,30 @@ def test_a_pause_that_ended_stays_skipped(db: Database, clock: FakeClock, level:
     assert days == {8, 10, 11}
 
 
-def _interop_couple(db: Database, clock: FakeClock, tz: str) -> tuple[int, list[int]]:
+def _served(hearth: Hearth, query: str = "") -> bytes:
+    """The feed as a subscriber gets it: a token issued to Alice, fetched over real HTTP."""
+    with hearth.db.session() as s:
+        token = feed_tokens.issue(s, hearth.clock.now(), partners.resolve(s, "Alice"))
+    with serve(hearth) as base:
+        r = httpx.get(f"{base}/feeds/{token}.ics{query}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def _interop_couple(
+    db: Database, clock: FakeClock, tz: str, on: str | None = None
+) -> tuple[int, list[int]]:
     now = clock.now()
     cid = couple_with_partners(db, now, name=f"Interop {tz}", tz=tz)
+    since = {"on": on} if on else {}
     ids = [
-        add_ritual(db, now, cid, kind="custom", title=f"At {at}", at=at, every="daily")
+        add_ritual(db, now, cid, kind="custom", title=f"At {at}", at=at, every="daily", **since)
         for at in ("02:30", "21:00", "01:45")
     ]
     ids.append(
-        add_ritual(db, now, cid, kind="custom", title="Weekly", at="19:15", every="weekly:SU")
+        add_ritual(
+            db, now, cid, kind="custom", title="Weekly", at="19:15", every="weekly:SU", **since
+        )
     )
     with db.session() as s:
         for rid in ids:
@@ -185,11 +208,11 @@ def _expected(db: Database, ids: list[int]) -> dict[str, list[datetime]]:
 
 @pytest.mark.parametrize("tz", ZONES)
 def test_recurring_ical_events_expands_exactly_what_hearth_plans(
-    sqlite_db: Database, clock: FakeClock, tz: str
+    sqlite_hearth: Hearth, clock: FakeClock, tz: str
 ) -> None:
-    cid, ids = _interop_couple(sqlite_db, clock, tz)
-    expected = _expected(sqlite_db, ids)
-    cal = Calendar.from_ical(_feed(sqlite_db, cid, clock.now()))
+    _, ids = _interop_couple(sqlite_hearth.db, clock, tz)
+    expected = _expected(sqlite_hearth.db, ids)
+    cal = Calendar.from_ical(_served(sqlite_hearth))
     got: dict[str, list[datetime]] = {uid: [] for uid in expected}
     for ev in recurring_ical_events.of(cal).between(START, END):
         got[str(ev["UID"])].append(ev.start.astimezone(UTC))
@@ -212,26 +235,58 @@ def icaljs() -> Path:
     return JS / "expand.mjs"
 
 
-@pytest.mark.node
-@pytest.mark.parametrize("tz", ZONES)
-def test_icaljs_expands_exactly_what_hearth_plans(
-    sqlite_db: Database, clock: FakeClock, tz: str, icaljs: Path, tmp_path: Path
-) -> None:
-    cid, ids = _interop_couple(sqlite_db, clock, tz)
-    expected = _expected(sqlite_db, ids)
+def _icaljs(icaljs: Path, body: bytes, tmp_path: Path) -> dict[str, list[datetime]]:
     ics = tmp_path / "feed.ics"
-    ics.write_bytes(_feed(sqlite_db, cid, clock.now()))
+    ics.write_bytes(body)
     out = subprocess.run(
         ["node", str(icaljs), str(ics), START.isoformat(), END.isoformat()],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    got = {
+    return {
         uid: sorted(datetime.fromisoformat(t) for t in ts)
         for uid, ts in json.loads(out.stdout).items()
     }
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("tz", ZONES)
+def test_icaljs_expands_exactly_what_hearth_plans(
+    sqlite_hearth: Hearth, clock: FakeClock, tz: str, icaljs: Path, tmp_path: Path
+) -> None:
+    _, ids = _interop_couple(sqlite_hearth.db, clock, tz)
+    expected = _expected(sqlite_hearth.db, ids)
     # No deviation left to pin: ical.js reads a skipped or repeated wall time differently
     # from RFC 5545 (see test_unclear_wall_times_are_pinned), and the feed pins those.
-    assert got == expected
+    assert _icaljs(icaljs, _served(sqlite_hearth), tmp_path) == expected
+
+
+@pytest.mark.node
+def test_icaljs_places_a_series_started_long_ago_in_this_years_summer(
+    sqlite_hearth: Hearth, clock: FakeClock, icaljs: Path, tmp_path: Path
+) -> None:
+    """Rituals kept since 2005: the VTIMEZONEs must reach past today, not just 15 years past
+    the newest DTSTART (2020), or ical.js keeps the last listed offset and shows 2026's
+    summer-time occurrences an hour off. Two zones in one feed (New York's rules changed in
+    2007), with wall times a DST change skips or repeats, whose pins must reach as far."""
+    db, now = sqlite_hearth.db, clock.now()
+    cid = couple_with_partners(db, now)
+    walls = (("02:30", "Europe/Berlin"), ("21:00", "Europe/Berlin"), ("01:30", "America/New_York"))
+    ids = [
+        add_ritual(
+            db,
+            now,
+            cid,
+            kind="custom",
+            title=f"{at} {tz}",
+            at=at,
+            every="daily",
+            on="2005-03-01",
+            timezone=tz,
+        )
+        for at, tz in walls
+    ]
+    expected = _expected(db, ids)
+    assert _icaljs(icaljs, _served(sqlite_hearth), tmp_path) == expected
 
 
 def test_unclear_wall_times_are_pinned(db: Database, clock: FakeClock) -> None:
@@ -379,3 +434,236 @@ def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
             )
         }
     assert sorted(planned) == want
+
+
+def test_vtimezone_and_pins_reach_fifteen_years_past_today(db: Database, clock: FakeClock) -> None:
+    """An old series: the VTIMEZONE and the DST pins end 15 years after today, not after the
+    DTSTART (which would stop them in 2020)."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, kind="custom", title="Late", at="02:30", every="daily",
+               on="2005-03-01")  # fmt: skip
+    text = _feed(db, cid, now).decode()
+    onsets = re.findall(r"BEGIN:DAYLIGHT\r\nDTSTART:(\d{4})", text)
+    assert onsets[0] == "2004" and onsets[-1] == "2041", onsets  # a year before DTSTART on
+    pins = re.findall(r"RECURRENCE-ID;TZID=Europe/Berlin:(\d{4})", text)
+    assert pins[0] == "2005" and pins[-1] == "2041" and len(pins) == 2 * 37
+
+
+def test_if_modified_since_over_http(db: Database, clock: FakeClock, hearth: Hearth) -> None:
+    """RFC 9110: an HTTP-date in any of its forms counts, in UTC ("-0000" and asctime parse
+    without a zone); a value that is not one HTTP-date is ignored, never a 500."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+    later = now + timedelta(hours=1)
+    fresh = [
+        f"{later:%a, %d %b %Y %H:%M:%S} -0000",
+        f"{later:%a, %d %b %Y %H:%M:%S} GMT",
+        f"{later:%A, %d-%b-%y %H:%M:%S} GMT",
+        f"{later:%a %b} {later.day:2d} {later:%H:%M:%S %Y}",  # asctime
+    ]
+    stale = f"{later:%a, %d %b %Y %H:%M:%S} +0200"  # 11:00 UTC, before the 12:00 change
+    malformed = [
+        "yesterday",
+        "",
+        f"{later:%a, 32 %b %Y %H:%M:%S} GMT",
+        f"{later:%a, %d %b 99999 %H:%M:%S} GMT",
+        f"{later:%a, %d %b %Y %H:%M:%S} +9999",
+        f"{later:%a, %d %b %Y %H:%M:%S} GMT, {later:%a, %d %b %Y %H:%M:%S} GMT",  # a list
+    ]
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        url = f"/feeds/{token}.ics"
+        body = http.get(url).content
+        got = {
+            ims: http.get(url, headers={"If-Modified-Since": ims})
+            for ims in [*fresh, stale, *malformed]
+        }
+    assert [got[ims].status_code for ims in fresh] == [304] * len(fresh)
+    assert got[stale].status_code == 200
+    for ims in malformed:
+        assert (got[ims].status_code, got[ims].content) == (200, body), ims
+
+
+def test_a_removed_count_series_writes_only_the_limit_that_ends_first(
+    db: Database, clock: FakeClock
+) -> None:
+    """RFC 5545 forbids UNTIL with COUNT: removal cuts a COUNT=10 series short (UNTIL alone),
+    and leaves one whose three instances were over by then as it was (COUNT alone)."""
+    now = clock.now()  # Mon 5 Jan 12:00 UTC; both start that evening at 21:00 Berlin
+    cid = couple_with_partners(db, now)
+    ten = add_ritual(db, now, cid, kind="custom", title="Ten", at="21:00",
+                     rrule="FREQ=DAILY;COUNT=10")  # fmt: skip
+    three = add_ritual(db, now, cid, kind="custom", title="Three", at="21:00",
+                       rrule="FREQ=DAILY;COUNT=3")  # fmt: skip
+    removed = now + timedelta(days=3)  # 8 Jan 12:00 UTC
+    with db.session() as s:
+        for rid in (ten, three):
+            r = s.get(Ritual, rid)
+            assert r is not None
+            rituals.remove(s, removed, r)
+    text = _feed(db, cid, removed).decode()
+    rules = re.findall(r"SUMMARY:(\w+)\r\n.*?RRULE:(\S+)\r\n", text, re.S)
+    assert sorted(rules) == [("Ten", "FREQ=DAILY;UNTIL=20260108T120000Z"),
+                             ("Three", "FREQ=DAILY;COUNT=3")]  # fmt: skip
+    expected = _expected(db, [ten, three])
+    cal = Calendar.from_ical(text)
+    got: dict[str, list[datetime]] = {uid: [] for uid in expected}
+    for ev in recurring_ical_events.of(cal).between(START, END):
+        got[str(ev["UID"])].append(ev.start.astimezone(UTC))
+    assert got == expected
+    assert sorted(map(len, got.values())) == [3, 3]
+
+
+def test_a_series_removed_before_its_first_instance_is_cancelled(
+    db: Database, clock: FakeClock
+) -> None:
+    """Not an UNTIL before DTSTART (parsers differ on whether DTSTART then still counts)."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, kind="custom", title="Someday", at="21:00", every="daily",
+                     on="2026-02-01")  # fmt: skip
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.remove(s, now + timedelta(days=1), r)
+    text = _feed(db, cid, now).decode()
+    (ev,) = Calendar.from_ical(text).walk("VEVENT")
+    assert str(ev["STATUS"]) == "CANCELLED" and "RRULE" not in ev
+    start = _prop(ev, "DTSTART", vDDDTypes).dt
+    assert start == datetime(2026, 2, 1, 21, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert "UNTIL" not in text
+
+
+def test_calendar_name_is_escaped_text(db: Database, clock: FakeClock) -> None:
+    now = clock.now()
+    name = "Zoë, Ana; A\\B Ünal"  # a comma, a semicolon, a backslash and non-ASCII
+    cid = couple_with_partners(db, now, name=name)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    body = _feed(db, cid, now)
+    for prop in ("NAME", "X-WR-CALNAME"):
+        assert f"\r\n{prop}:Zoë\\, Ana\\; A\\\\B Ünal — rituals\r\n".encode() in body
+    cal = Calendar.from_ical(body)
+
+    def text(value: object) -> str:  # RFC 5545 3.3.11 TEXT, unescaped
+        return re.sub(r"\\([\\;,nN])", lambda m: {"n": "\n", "N": "\n"}.get(m[1], m[1]), str(value))
+
+    # icalendar knows neither property, so it hands back the raw value to unescape here.
+    assert text(cal["NAME"]) == text(cal["X-WR-CALNAME"]) == f"{name} — rituals"
+
+
+def test_token_shape_is_matched_in_full() -> None:
+    token = "q" * 20 + "Zx9_-" + "k" * 18
+    assert feed_tokens.well_formed(token)
+    for bad in (token + "\n", token[:-1], token + "k", token[:-1] + "=", " " + token[1:]):
+        assert not feed_tokens.well_formed(bad), repr(bad)
+
+
+def _builds(http: httpx.Client) -> float:
+    """hearth_feed_builds_total as /metrics shows it (a process-wide counter: use deltas)."""
+    text = http.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "hearth_feed_builds":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    raise AssertionError("hearth_feed_builds_total not on /metrics")
+
+
+def test_partners_with_and_without_alarms_both_get_304s_without_a_build(
+    db: Database, clock: FakeClock, hearth: Hearth
+) -> None:
+    """Alice subscribes with ?alarms=1, Sam without: their polls must not evict each other's
+    build, or every conditional request would build the calendar again."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        alice = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        sam = feed_tokens.issue(s, now, partners.resolve(s, "Sam"))
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        before = _builds(http)
+        with_alarms = http.get(f"/feeds/{alice}.ics?alarms=1")
+        without = http.get(f"/feeds/{sam}.ics")
+        assert b"BEGIN:VALARM" in with_alarms.content and b"VALARM" not in without.content
+        assert _builds(http) == before + 2
+        for _ in range(3):
+            for url, first in ((f"/feeds/{alice}.ics?alarms=1", with_alarms),
+                               (f"/feeds/{sam}.ics", without)):  # fmt: skip
+                again = http.get(url, headers={"If-None-Match": first.headers["etag"]})
+                assert again.status_code == 304
+        assert _builds(http) == before + 2
+
+
+def test_last_modified_moves_with_a_body_that_depends_on_the_date(
+    db: Database, clock: FakeClock, hearth: Hearth
+) -> None:
+    """An open-ended pause is shown a fixed span ahead of today, so the body changes daily
+    while the couple does not: Last-Modified must follow, or an If-Modified-Since client
+    keeps yesterday's copy. A couple whose body depends on the data only keeps its date."""
+    now = clock.now()
+    paused = couple_with_partners(db, now, name="Paused")
+    steady = couple_with_partners(db, now, name="Steady")
+    tokens = {}
+    with db.session() as s:
+        for cid in (paused, steady):
+            couple = couples.resolve(s, cid)
+            rituals.add(s, now, couple, rituals.RitualSpec(), "five-minute-check-in")
+            tokens[cid] = feed_tokens.issue(s, now, partners.resolve(s, f"{couple.name}/Alice"))
+        couples.pause(s, now, couples.resolve(s, paused), None)  # open-ended
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        first = {cid: http.get(f"/feeds/{tokens[cid]}.ics") for cid in (paused, steady)}
+        clock.advance(timedelta(days=1))
+        since = {cid: {"If-Modified-Since": first[cid].headers["last-modified"]} for cid in first}
+        moved = http.get(f"/feeds/{tokens[paused]}.ics", headers=since[paused])
+        assert moved.status_code == 200 and moved.content != first[paused].content
+        assert moved.headers["last-modified"] == "Tue, 06 Jan 2026 00:00:00 GMT"  # today
+        again = {"If-Modified-Since": moved.headers["last-modified"]}
+        assert http.get(f"/feeds/{tokens[paused]}.ics", headers=again).status_code == 304
+        kept = http.get(f"/feeds/{tokens[steady]}.ics", headers=since[steady])
+        assert kept.status_code == 304
+        assert kept.headers["last-modified"] == first[steady].headers["last-modified"]
+
+
+def test_every_404_is_the_same(db: Database, clock: FakeClock, hearth: Hearth) -> None:
+    """Bad token characters, over-long paths, route misses under /feeds and elsewhere, a
+    trailing slash (no redirect), HEAD: one status, one body, one set of headers."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        rotated = feed_tokens.issue(s, now, partners.resolve(s, "Sam"))
+        feed_tokens.issue(s, now, partners.resolve(s, "Sam"))
+    misses = [
+        f"/feeds/{rotated}.ics",
+        "/feeds/" + "A" * 43 + ".ics",
+        f"/feeds/{token[:-1]}!.ics",
+        f"/feeds/{token}%0A.ics",
+        f"/feeds/{token[:-2]}%C3%A9.ics",
+        f"/feeds/{token[:20]}%20{token[21:]}.ics",
+        "/feeds/..%2F..%2Fetc%2Fpasswd.ics",
+        "/feeds/" + "A" * 4000 + ".ics",
+        "/feeds/" + "a/" * 1000 + "b.ics",
+        f"/feeds/{token}",
+        f"/feeds/{token}.ICS",
+        f"/feeds/{token}.ics/",
+        f"/feeds/a/{token}.ics",
+        "/feeds/a/b.ics",
+        "/feeds/",
+        "/feeds",
+        "/nowhere",
+    ]
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        assert http.get(f"/feeds/{token}.ics").status_code == 200
+        answers = {path: http.get(path) for path in misses}
+        heads = {path: http.head(path) for path in misses}
+
+    def shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+        return r.status_code, r.content, {k: v for k, v in r.headers.items() if k != "date"}
+
+    want = (404, b"Not Found\n", {"content-type": "text/plain; charset=utf-8",
+                                  "content-length": "10", "server": "uvicorn"})  # fmt: skip
+    assert {path: shape(r) for path, r in answers.items()} == {path: want for path in misses}
+    want_head = (404, b"", want[2])  # HEAD: the same headers, no body
+    assert {path: shape(r) for path, r in heads.items()} == {path: want_head for path in misses}

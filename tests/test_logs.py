@@ -13,17 +13,20 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import structlog
 from twilio.request_validator import RequestValidator
 
 from service import feed_tokens, partners, planner
 from service.app import Hearth
-from service.channels import build
+from service.channels import build, build_one
+from service.channels.base import Message, Receipt, Transport
 from service.clock import FakeClock
 from service.config import LogFormat, LogSettings
 from service.db import Database
 from service.dispatcher import Dispatcher
 from service.logs import REDACTED, configure
+from service.models import Channel, Reminder
 from tests.conftest import make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
@@ -114,9 +117,123 @@ def test_web_paths_and_a_failed_send(
     with serve(hearth) as base, httpx.Client(base_url=base) as http:
         assert http.get(f"/feeds/{token}.ics").status_code == 200
         assert http.get(f"/unsubscribe/{token}").status_code == 404
+        for sep in ("%20", "%0A", "/"):  # malformed paths that split the token
+            assert http.get(f"/feeds/{token[:21]}{sep}{token[21:]}.ics").status_code == 404
         signed = {"X-Twilio-Signature": signature}
         assert http.post("/twilio/inbound", data=params, headers=signed).status_code == 200
     text = log_stream.getvalue()
-    _clean(text, PHONE, PHONE[1:], EMAIL, BODY, token)
+    _clean(text, PHONE, PHONE[1:], EMAIL, BODY, token, token[:21], token[21:])
     assert "reminder_failed" in text or "failed" in text
     assert "/feeds/" + REDACTED in text
+
+
+def test_database_errors_and_echo_never_show_statement_parameters(
+    log_stream: io.StringIO, db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed statement's text quotes its parameters (a body, a number) unless the engine
+    hides them; database.echo must go through the redacting pipeline, not around it."""
+    log = structlog.get_logger("hearth.test")
+    echoing = Database(db.url, echo=True)
+    engine_log = logging.getLogger("sqlalchemy.engine")
+    try:
+        with echoing.engine.connect() as conn:
+            conn.execute(sa.text("SELECT :body, :phone"), {"body": BODY, "phone": PHONE})
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(
+                    sa.text("SELECT * FROM no_such_table WHERE a = :body AND b = :phone"),
+                    {"body": BODY, "phone": PHONE},
+                )
+        except sa.exc.DBAPIError:
+            log.exception("query_failed")
+    finally:
+        engine_log.setLevel(logging.NOTSET)
+        echoing.dispose()
+    text = log_stream.getvalue()
+    for secret in (BODY, PHONE, PHONE[1:]):
+        assert secret not in text, f"{secret!r} leaked into the log:\n{text}"
+    assert "no_such_table" in text and "query_failed" in text  # the error itself is there
+    assert "SELECT" in text.replace("query_failed", "")  # echo's lines came through the log
+    out = capsys.readouterr()
+    assert BODY not in out.out + out.err and "SELECT" not in out.out  # nothing around it
+
+
+class _Unreachable(Transport):
+    """An email server that makes the client library raise something unexpected."""
+
+    channel = Channel.EMAIL
+
+    def send(self, message: Message) -> Receipt:
+        raise ConnectionResetError(f"mailbox {message.to} hung up")
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure(LogSettings(format=LogFormat.JSON, level="debug"), stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
+def test_every_line_logged_while_sending_names_the_reminder_and_couple(
+    json_lines: io.StringIO, db: Database, clock: FakeClock, twilio_standin: TwilioStandIn
+) -> None:
+    """Tonight's text goes out through the real twilio client (whose HTTP library logs too)
+    and both emails crash the channel: every line of that pass carries both ids, and no
+    number, address or message text."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    hearth = Hearth(
+        settings=make_settings(
+            db,
+            channels={"sms": "twilio", "email": "console"},
+            twilio={
+                "account_sid": DEFAULT_ACCOUNT_SID,
+                "auth_token": DEFAULT_AUTH_TOKEN,
+                "from_number": "+15005550006",
+                "api_base_url": twilio_standin.base_url,
+            },
+        ),
+        db=db,
+        clock=clock,
+    )
+    transports = {
+        Channel.SMS: build_one(hearth.settings, Channel.SMS),
+        Channel.EMAIL: _Unreachable(),
+    }
+    d = Dispatcher(hearth, transports, rng=random.Random(3))
+    clock.set(TONIGHT)
+    json_lines.seek(0)
+    json_lines.truncate()
+    try:
+        tally = d.run_once()
+    finally:
+        d.close()
+    assert (tally.sent, tally.retried) == (1, 2)
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    with db.session() as s:
+        sent = {
+            r.id: r.body for r in s.scalars(sa.select(Reminder).where(Reminder.body.is_not(None)))
+        }
+    assert {line["event"] for line in lines} >= {
+        "reminder_sent",
+        "channel_crashed",
+        "reminder_retry",
+    }
+    assert any(not line["logger"].startswith("hearth") for line in lines), lines  # a library's
+    for line in lines:
+        assert line.get("couple_id") == cid, line
+        assert line.get("reminder_id") in sent, line
+        assert not line["logger"].startswith("twilio"), line  # its per-request chatter is off
+    text = json_lines.getvalue()
+    bodies = [b for b in sent.values() if b] + [r.body for r in twilio_standin.requests if r.body]
+    for secret in (PHONE, PHONE[1:], EMAIL, "sam@example.org", *bodies):
+        assert secret not in text, f"{secret!r} leaked into the log:\n{text}"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from service import couples, inbound, planner, repair
+from service import couples, inbound, partners, planner, repair
 from service.app import Hearth
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
@@ -32,6 +32,7 @@ from service.models import (
     Reply,
     Ritual,
 )
+from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, check_in_sent, couple_with_partners
 
 
@@ -137,6 +138,45 @@ def test_snooze_resends_later_and_never_past_expiry(
     assert sorted(r.state.value for r in snoozes) == ["scheduled", "sent"]
 
 
+def test_a_snoozed_nudge_is_not_sent_once_its_occurrence_is_skipped(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """Nudged half an hour ahead, Alice snoozes, then skips tonight: the snooze is void."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in", remind="30m")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    out = io.StringIO()
+    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+    clock.set(TONIGHT - timedelta(minutes=30))
+    assert d.run_once().sent == 3
+    assert "20:50" in (reply(hearth, "snooze 20") or "")
+    assert "skipped" in (reply(hearth, "skip") or "")
+    clock.set(TONIGHT - timedelta(minutes=10))
+    tally = d.run_once()
+    assert (tally.sent, tally.cancelled) == (0, 1)
+
+
+def test_an_admin_cannot_undo_a_stop(hearth: Hearth, db: Database, sent: Dispatcher) -> None:
+    run = Cli(hearth)
+    reply(hearth, "STOP", "SM1")
+    before = snapshot(db)
+    result = run("partner", "edit", "Alice", "--sms-consent", "phone call")
+    assert result.exit_code == 2 and "only START from their phone" in result.output
+    assert snapshot(db) == before
+    # A new number is a new consent question: the history says why consent was reset.
+    run.ok("partner", "edit", "Alice", "--phone", "+4915198765432", "--sms-consent", "form")
+    with db.session() as s:
+        history = s.execute(
+            sa.select(ConsentRecord.state, ConsentRecord.source).order_by(ConsentRecord.id)
+        ).all()
+    assert history[-3:] == [
+        (ConsentState.OPTED_OUT, "sms STOP"),
+        (ConsentState.UNKNOWN, "phone changed"),
+        (ConsentState.CONSENTED, "form"),
+    ]
+
+
 def test_unknown_words_get_one_gentle_answer_a_day(
     hearth: Hearth, db: Database, sent: Dispatcher, clock: FakeClock
 ) -> None:
@@ -183,9 +223,9 @@ def test_repair_finds_a_calm_slot_for_both(hearth: Hearth, db: Database, clock: 
         ("followup", "email"), ("followup", "email"), ("followup", "sms"),
         ("invite", "email"), ("invite", "email"), ("invite", "sms"),
     ]  # fmt: skip
+    before = snapshot(db)
     _react_all(hearth)  # seeing the events again changes nothing
-    with db.session() as s:
-        assert s.scalar(sa.select(sa.func.count()).select_from(RepairRequest)) == 1
+    assert snapshot(db) == before
 
 
 def test_repair_without_a_slot_tells_both(hearth: Hearth, db: Database, clock: FakeClock) -> None:
@@ -224,3 +264,68 @@ def test_invitations_are_discreet_on_sms(hearth: Hearth, db: Database, clock: Fa
     text = next(m for m in sms if m.startswith("sms"))
     assert "repair" not in text.lower() and "conflict" not in text.lower()
     assert "Your planned conversation" in text
+
+
+def _both_text(hearth: Hearth, db: Database, clock: FakeClock) -> Dispatcher:
+    """Alice and Sam both get tonight's check-in by text (Sam in New York); sent at 21:00."""
+    now = clock.now()
+    cid = couple_with_partners(db, now, sam_tz="America/New_York")
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        partners.edit(s, now, sam, phone="+12125550123", channels="sms", sms_consent="form")
+    add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    out = io.StringIO()
+    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
+    clock.set(TONIGHT)
+    assert d.run_once().sent == 3
+    return d
+
+
+def _chases(db: Database) -> list[tuple[str, str, datetime]]:
+    with db.session() as s:
+        rows = s.execute(
+            sa.select(Partner.name, Reminder.state, Reminder.due_at)
+            .join(Partner, Partner.id == Reminder.partner_id)
+            .where(Reminder.purpose == ReminderPurpose.CHASE)
+        ).all()
+    return [(name, state.value, due) for name, state, due in rows]
+
+
+def test_one_gentle_text_goes_to_the_partner_who_has_not_answered(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    d = _both_text(hearth, db, clock)
+    clock.advance(timedelta(minutes=20))
+    assert "marked done" in (reply(hearth, "done", "SM1", name="Sam") or "")
+    assert "marked done" in (reply(hearth, "Done!", "SM2", name="Sam") or "")  # still one chase
+    # Three hours before the grace period ends (tomorrow's 21:00 Berlin): 18:00 Berlin.
+    due = TONIGHT + timedelta(days=1, hours=-3)
+    assert _chases(db) == [("Alice", "scheduled", due)]
+    out = io.StringIO()
+    d.transports = {ch: ConsoleTransport(ch, out) for ch in Channel}
+    clock.set(due)
+    assert d.run_once().sent == 1
+    text = out.getvalue()
+    assert "--- sms to +4915123456789" in text
+    assert "your partner marked Monday's Five-minute check-in done" in text
+    assert "STOP to opt out" in text
+
+
+def test_no_gentle_text_once_the_partner_has_answered(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    d = _both_text(hearth, db, clock)
+    reply(hearth, "done", "SM1", name="Sam")
+    reply(hearth, "done", "SM2", name="Alice")  # the chase for Alice is now moot
+    clock.set(TONIGHT + timedelta(days=1, hours=-3))
+    tally = d.run_once()
+    assert (tally.sent, tally.skipped) == (0, 1)
+    assert _chases(db) == [("Alice", "skipped", TONIGHT + timedelta(days=1, hours=-3))]
+
+
+def test_the_gentle_text_can_be_turned_off(db: Database, clock: FakeClock) -> None:
+    hearth = Hearth(settings=make_settings(db, replies={"chase_hours": 0}), db=db, clock=clock)
+    _both_text(hearth, db, clock)
+    reply(hearth, "done", "SM1", name="Sam")
+    assert _chases(db) == []

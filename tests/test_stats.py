@@ -109,3 +109,22 @@ def test_a_pause_that_ended_still_excuses_its_occurrences(
     (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
     assert row["last_4_weeks"] == {"done": 3, "counted": 4, "percent": 75.0}
     assert (row["current_streak"], row["best_streak"]) == (1, 2)
+
+
+def test_a_stop_today_does_not_rewrite_last_week(db: Database, clock: FakeClock, run: Cli) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        alice = partners.resolve(s, "Alice")
+        for d in (5, 6, 8):
+            at = _day(d) + timedelta(minutes=10)
+            s.add(CheckIn(ritual_id=rid, occurrence_start=_day(d), partner_id=alice.id, at=at))
+    clock.set(datetime(2026, 1, 10, 12, tzinfo=UTC))  # 5, 6, 8 kept; 7 missed; 9 still open
+    before = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
+    assert before[0]["last_4_weeks"] == {"done": 3, "counted": 4, "percent": 75.0}
+    with db.session() as s:
+        partners.set_consent(
+            s, clock.now(), partners.resolve(s, "Alice"), ConsentState.OPTED_OUT, "sms STOP"
+        )
+    assert json.loads(run.ok("couple", "stats", str(cid), "--json").output) == before

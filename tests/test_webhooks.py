@@ -28,9 +28,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
-from service import planner, receipts, retention
+from service import partners, planner, receipts, retention
 from service.app import Hearth
 from service.channels import build_one
 from service.channels.base import Message, Receipt, Transport
@@ -39,9 +40,11 @@ from service.clock import FakeClock
 from service.config import Settings
 from service.db import Database
 from service.dispatcher import Dispatcher
+from service.metrics import RECEIPT_STATES, REMINDERS
 from service.models import (
     Channel,
     CheckIn,
+    ConsentRecord,
     ConsentState,
     EarlyReceipt,
     OccurrenceException,
@@ -351,8 +354,11 @@ def test_a_text_from_an_unknown_number_gets_an_empty_answer(
 
 
 @pytest.mark.parametrize(
-    ("body", "keyword"), [(" stop!", "STOP"), ("Stop.", "STOP"), ("unsubscribe", "UNSUBSCRIBE")]
-)
+    ("body", "keyword"),
+    [(" stop!", "STOP"), ("Stop.", "STOP"), ("stopall", "STOPALL"), ("unsubscribe", "UNSUBSCRIBE"),
+     ("Cancel", "CANCEL"), ("END", "END"), ("quit", "QUIT"), ("OptOut", "OPTOUT"),
+     ("revoke.", "REVOKE")],
+)  # fmt: skip
 def test_stop_words_opt_out_and_cancel_pending_texts(
     db: Database, couple: None, http: httpx.Client, body: str, keyword: str
 ) -> None:
@@ -380,7 +386,7 @@ def test_a_sentence_starting_with_stop_is_not_an_opt_out(
     assert _pending(db, Channel.SMS) == 2
 
 
-@pytest.mark.parametrize("body", ["START", "yes"])
+@pytest.mark.parametrize("body", ["START", "yes", " unstop! "])
 def test_start_words_opt_back_in(db: Database, couple: None, http: httpx.Client, body: str) -> None:
     assert text(http, "STOP") == [STOPPED]
     assert text(http, body) == [STARTED]
@@ -415,6 +421,43 @@ def test_help_is_answered_after_stop_and_nothing_else_is(
         assert s.scalars(sa.select(CheckIn)).all() == []
 
 
+def test_anything_else_is_stored_with_one_gentle_answer_a_day(
+    db: Database, couple: None, http: httpx.Client, clock: FakeClock
+) -> None:
+    assert text(http, "love you") == [GENTLE]
+    assert text(http, "see you tonight") == []
+    clock.advance(timedelta(days=1, minutes=1))
+    assert text(http, "thanks!") == [GENTLE]
+    with db.session() as s:
+        assert s.scalars(sa.select(Reply.body).order_by(Reply.id)).all() == [
+            "love you", "see you tonight", "thanks!"
+        ]  # fmt: skip
+
+
+def test_an_unknown_number_leaves_only_a_redacted_log_line(
+    db: Database, couple: None, http: httpx.Client
+) -> None:
+    before = snapshot(db)
+    with capture_logs() as logs:
+        assert text(http, "hi it's Jo, call me", sender="+15551230000") == []
+    [line] = [e for e in logs if e.get("event") == "reply_from_unknown_number"]
+    assert line["sender_ends"] == "00"
+    assert "5551230000" not in repr(logs) and "call me" not in repr(logs)
+    assert snapshot(db) == before
+
+
+def test_stop_from_a_shared_number_opts_out_everyone_on_it(
+    db: Database, couple: None, http: httpx.Client, clock: FakeClock
+) -> None:
+    """Consent belongs to the number: a phone both partners gave stops for both."""
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        sam.phone, sam.channels, sam.updated_at = ALICE, "sms,email", clock.now()
+        partners.set_consent(s, clock.now(), sam, ConsentState.CONSENTED, "test")
+    assert text(http, "STOP") == [STOPPED]
+    assert {_partner(db, n).sms_consent for n in ("Alice", "Sam")} == {ConsentState.OPTED_OUT}
+
+
 def test_done_marks_tonight_done(db: Database, nudged: Dispatcher, http: httpx.Client) -> None:
     assert text(http, "done") == ["Hearth: lovely, Five-minute check-in marked done."]
     with db.session() as s:
@@ -436,7 +479,9 @@ def test_skip_calls_off_the_next_occurrence(
 @pytest.mark.parametrize(
     ("body", "local", "due"),
     [("snooze 45", "21:29", TONIGHT + timedelta(minutes=29)),  # never past the 21:30 expiry
-     (" SNOOZE, 10.", "21:11", TONIGHT + timedelta(minutes=11))],
+     (" SNOOZE, 10.", "21:11", TONIGHT + timedelta(minutes=11)),
+     ("snooze 15 min", "21:16", TONIGHT + timedelta(minutes=16)),
+     ("Snooze", "21:29", TONIGHT + timedelta(minutes=29))],  # default 30, clamped to expiry
 )  # fmt: skip
 def test_snooze_resends_the_nudge_later(
     db: Database,
@@ -589,7 +634,8 @@ def _report(http: httpx.Client, sid: str, status: str, error: str | None = None)
 @pytest.mark.parametrize(
     ("status", "error", "state", "last_error"),
     [("delivered", None, ReminderState.DELIVERED, None),
-     ("undelivered", "30003", ReminderState.UNDELIVERED, "twilio 30003"),
+     ("undelivered", "30007", ReminderState.UNDELIVERED, "twilio 30007"),
+     ("undelivered", "30005", ReminderState.FAILED, "twilio 30005"),  # permanent: unknown handset
      ("failed", "30008", ReminderState.FAILED, "twilio 30008")],
 )  # fmt: skip
 def test_a_receipt_finalises_the_text_once_and_for_all(
@@ -606,14 +652,59 @@ def test_a_receipt_finalises_the_text_once_and_for_all(
     _report(http, sid, "queued")
     _report(http, sid, "sent")
     assert _sms_state(db, sid) == (ReminderState.SENT, None, None)
+    counted = _receipt_counts()
     _report(http, sid, status, error)
     assert _sms_state(db, sid) == (state, now, last_error)
+    counted[status] += 1  # hearth_reminders_total counts the receipt that finalised the text
+    assert _receipt_counts() == counted
     final = snapshot(db)
     clock.advance(timedelta(minutes=1))
     _report(http, sid, status, error)  # Twilio's duplicate
     for late in ("sent", "queued", "sending", "accepted", "delivered", "undelivered", "failed"):
         _report(http, sid, late, "30005")  # arriving out of order, after the final state
     assert snapshot(db) == final
+    assert _receipt_counts() == counted  # ...and what changed nothing counts nothing
+
+
+def _receipt_counts() -> dict[str, float]:
+    return {s: REMINDERS.labels(channel="sms", state=s)._value.get() for s in RECEIPT_STATES}
+
+
+def test_an_unreachable_handset_is_texted_again_before_expiry(
+    db: Database,
+    clock: FakeClock,
+    twilio_hearth: Hearth,
+    twilio_standin: TwilioStandIn,
+    texted: tuple[httpx.Client, str],
+) -> None:
+    """30003 arrives only as a receipt; it is transient, so the text goes out once more."""
+    http, sid = texted
+    _report(http, sid, "undelivered", "30003")
+    with db.session() as s:
+        stmt = sa.select(Reminder).where(
+            Reminder.channel == Channel.SMS, Reminder.occurrence_start == TONIGHT
+        )
+        r = s.scalars(stmt).one()
+        assert r.state is ReminderState.SCHEDULED and r.provider_message_id is None
+        assert clock.now() < r.next_attempt_at < r.expires_at and r.last_error == "twilio 30003"
+        retry_at = r.next_attempt_at
+    _report(http, sid, "undelivered", "30003")  # Twilio's duplicate: still one resend
+    clock.set(retry_at)
+    assert _twilio_dispatcher(twilio_hearth).run_once().sent == 1
+    assert len(twilio_standin.sent) == 2 and twilio_standin.sent[1].to == ALICE
+
+
+def test_a_carrier_opt_out_in_a_receipt_opts_the_number_out(
+    db: Database, texted: tuple[httpx.Client, str]
+) -> None:
+    http, sid = texted
+    assert _pending(db, Channel.SMS) == 1  # tomorrow's text
+    _report(http, sid, "failed", "21610")
+    assert _partner(db).sms_consent is ConsentState.OPTED_OUT
+    assert _pending(db, Channel.SMS) == 0
+    with db.session() as s:
+        sources = s.scalars(sa.select(ConsentRecord.source).order_by(ConsentRecord.id)).all()
+    assert sources[-1] == "carrier 21610"
 
 
 def test_an_unknown_or_unsigned_receipt_changes_nothing(
@@ -765,6 +856,8 @@ def test_one_click_unsubscribe_stops_emails_only(
     assert '<form method="post">' in page.text and 'value="One-Click"' in page.text
     assert len(page.content) < 2000
     assert snapshot(db) == before  # GET alone never unsubscribes
+    assert http.post(url, content=b"").status_code == 400  # not an RFC 8058 one-click
+    assert snapshot(db) == before
 
     clock.advance(timedelta(minutes=3))
     resp = _one_click(http, url)

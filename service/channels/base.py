@@ -11,11 +11,17 @@ A :class:`Transport` sends one :class:`Message` to one recipient and returns a
   carries the provider's hint in seconds where it gave one.
 * ``opted_out=True`` (always permanent) means the recipient revoked consent at the provider
   (Twilio 21610): the partner is marked opted out and the reminder ``skipped``.
+* ``pace`` blocks until the channel's rate lets a message go; ``send`` itself never waits for
+  pacing. They are separate so that the dispatcher can check, after a wait and right before
+  the send, that the reminder is still its to send (a long wait can outlast the claim's
+  lease). ``capacity`` tells how many messages pacing lets through in a span of time, so the
+  dispatcher never claims more than it can send within a lease.
 * Messages and addresses never appear in log lines or error messages.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from service.models import Channel
@@ -58,6 +64,15 @@ class Transport:
 
     def send(self, message: Message) -> Receipt:
         raise NotImplementedError
+
+    def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
+        """Wait until pacing lets ``message`` go (returns the seconds waited); a set
+        ``interrupt`` ends the wait early. Unpaced channels return at once."""
+        return 0.0
+
+    def capacity(self, seconds: float) -> int | None:
+        """How many messages pacing lets through in ``seconds`` (None: not paced)."""
+        return None
 
     def close(self) -> None:
         """Release connections; called once at shutdown."""

@@ -68,7 +68,9 @@ class SmtpTransport(Transport):
             code = next(iter(exc.recipients.values()))[0]
             raise classify(code, "recipient refused") from None
         except smtplib.SMTPAuthenticationError as exc:
-            raise TransportError(f"smtp {exc.smtp_code}: login refused", permanent=False) from None
+            # 535 (credentials refused) will not change by retrying; 454 is the server's
+            # temporary trouble. The same rule as every other reply.
+            raise classify(exc.smtp_code, "login refused") from None
         except smtplib.SMTPResponseException as exc:
             raise classify(exc.smtp_code, "message refused") from None
         except (smtplib.SMTPException, OSError) as exc:

@@ -70,9 +70,12 @@ class Pacer:
         self._senders: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, sender: str, segments: int = 1) -> float:
+    def acquire(
+        self, sender: str, segments: int = 1, interrupt: threading.Event | None = None
+    ) -> float:
         """Reserve in both buckets at the same instant and wait for the later of the two:
-        waiting in one and then the other would waste the first one's slot."""
+        waiting in one and then the other would waste the first one's slot. A set
+        ``interrupt`` (the daemon stopping) ends the wait early; the reservation stays spent."""
         with self._lock:
             bucket = self._senders.get(sender)
             if bucket is None:
@@ -80,5 +83,12 @@ class Pacer:
                 self._senders[sender] = bucket
         wait = max(bucket.reserve(segments), self.account.reserve(segments))
         if wait > 0:
-            self._sleep(wait)
+            if interrupt is not None:
+                interrupt.wait(wait)
+            else:
+                self._sleep(wait)
         return wait
+
+    def rate(self) -> float:
+        """Segments a second one sender gets: its own rate, or the account's if lower."""
+        return min(self._sender_rate, self.account.rate)

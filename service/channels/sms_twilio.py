@@ -2,10 +2,13 @@
 
 Twilio error codes are mapped to our retry classes in :data:`PERMANENT`, :data:`OPTED_OUT` and
 :data:`TRANSIENT`; HTTP status decides for codes not listed (429 and 5xx retry, other 4xx do
-not). Every request has a timeout; sends are paced per sender and per account.
+not). Every request has a timeout; :meth:`TwilioTransport.pace` paces sends per sender and
+per account (the caller waits there before ``send``).
 """
 
 from __future__ import annotations
+
+import threading
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -15,7 +18,7 @@ from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.pacing import Pacer
 from service.channels.twilio_http import close_client, make_client, retry_after_seconds
 from service.config import TwilioSettings
-from service.messages import segments
+from service.messages import MAX_SEGMENTS, segments
 from service.models import Channel
 
 PERMANENT = {
@@ -75,8 +78,14 @@ class TwilioTransport(Transport):
             settings.sender_rate_per_second, settings.account_rate_per_second
         )
 
+    def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
+        return self.pacer.acquire(self.sender, segments(message.text), interrupt)
+
+    def capacity(self, seconds: float) -> int:
+        # Counted at the longest text we send: a claim sized by it never outlasts its lease.
+        return max(1, int(self.pacer.rate() * seconds / MAX_SEGMENTS))
+
     def send(self, message: Message) -> Receipt:
-        self.pacer.acquire(self.sender, segments(message.text))
         kwargs: dict[str, str] = {"to": message.to, "body": message.text}
         if self.settings.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.settings.messaging_service_sid

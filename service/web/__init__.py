@@ -1,17 +1,21 @@
 """The Starlette app: feeds, Twilio webhooks, unsubscribe, health and metrics.
 
 Each concern is one module exposing ``routes``; :func:`create_app` mounts them all. Handlers
-reach the service context through ``request.app.state.hearth``.
+reach the service context through ``request.app.state.hearth``. Every 404 is the same
+response (:func:`not_found`), whether no route matched or a handler raised
+``HTTPException(404)``: a feed or unsubscribe URL must not reveal, by a different body or
+header, whether its token was ever valid or which part of the path was wrong.
 """
 
 from __future__ import annotations
 
 import time
 
-import anyio
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import Hearth
@@ -52,9 +56,17 @@ class AccessLog:
             )
 
 
+NOT_FOUND_BODY = "Not Found\n"  # what service.web.unsubscribe answers for an unknown token
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """The app's one 404, for route misses and handlers alike (HEAD drops the body only)."""
+    return PlainTextResponse(NOT_FOUND_BODY, status_code=404)
+
+
 def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     """``runs_dispatcher``: this process also dispatches (``hearth serve``), so ``/readyz``
-    checks that the loop ticks."""
+    checks that its own loop ticks, besides the heartbeat any dispatcher writes."""
     app = Starlette(
         routes=[
             *health.routes,
@@ -64,9 +76,9 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
             *unsubscribe.routes,
         ],
         middleware=[Middleware(AccessLog)],
+        exception_handlers={404: not_found},
     )
     app.state.hearth = hearth
     app.state.feed_cache = feeds.FeedCache()
-    app.state.feed_threads = anyio.CapacityLimiter(feeds.FEED_THREADS)
     app.state.runs_dispatcher = runs_dispatcher
     return app

@@ -1,72 +1,82 @@
 """``GET``/``HEAD /feeds/{token}.ics``: a partner's subscription to the couple's rituals.
 
-Conditional requests are answered from a per-couple cache keyed by the couple's change stamp:
-an unchanged couple gets its 304 without building the calendar. Unknown, rotated and malformed
-tokens all get the same 404, so a response never tells whether a token ever existed.
+Conditional requests are answered from a cache keyed by couple and alarms flag and validated by
+the couple's change stamp: an unchanged couple gets its 304 without building the calendar.
+Unknown, rotated and malformed tokens, and every other path under ``/feeds``, all get the
+app's one 404 (``service.web``), so a response never tells whether a token ever existed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from dataclasses import dataclass
-from datetime import date, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import NamedTuple
 
-import anyio
-import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service import feed_tokens, feeds
 from service.app import Hearth
-from service.metrics import FEED_REQUESTS
+from service.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.models import Couple, Ritual
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
 # polls spread over many threads spends more time switching than answering (bench/feeds.py).
 FEED_THREADS = 4
-NOT_FOUND = PlainTextResponse("Not Found\n", status_code=404)
+# A plain executor rather than anyio's worker threads: its hand-off costs about half as much,
+# and on a 304 the hand-off is a large share of the work (docs/performance.md). One per
+# process, shared by every app instance.
+_POOL = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="hearth-feed")
 
 
-@dataclass(frozen=True)
-class _Built:
-    key: tuple[int, int, bool, date]
+class Key(NamedTuple):
+    couple_id: int
+    stamp: int  # the couple's change stamp the build was made from
+    alarms: bool
+    day: date  # the body depends on "now" only to the day (feeds.build_calendar)
+
+
+class Built(NamedTuple):
+    key: Key
     etag: str
     last_modified: datetime
     body: bytes
 
 
 class FeedCache:
-    """The last build per couple; small (one entry per couple), thread-safe."""
+    """The last build per (couple, alarms flag): partners of one couple may subscribe with and
+    without alarms, and one slot per couple would make them evict each other on every poll.
+    Small (at most two entries per couple) and thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[int, _Built] = {}
+        self._items: dict[tuple[int, bool], Built] = {}
 
-    def get(self, key: tuple[int, int, bool, date]) -> _Built | None:
+    def get(self, key: Key) -> Built | None:
         with self._lock:
-            item = self._items.get(key[0])
+            item = self._items.get((key.couple_id, key.alarms))
         return item if item is not None and item.key == key else None
 
-    def put(self, item: _Built) -> None:
+    def put(self, item: Built) -> None:
         with self._lock:
-            self._items[item.key[0]] = item
+            self._items[(item.key.couple_id, item.key.alarms)] = item
 
 
-def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> _Built | None:
+def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built | None:
     now = hearth.clock.now()
-    # Most requests are a calendar app polling an unchanged couple: one indexed Core query
-    # decides that, and only a miss opens a session and builds.
-    with hearth.db.read() as conn:
-        found = feed_tokens.couple_stamp(conn, token)
+    # Most requests are a calendar app polling an unchanged couple: one indexed query decides
+    # that, and only a miss opens a session and builds.
+    found = feed_tokens.couple_stamp(hearth.db.engine, token)
     if found is None:
         return None
-    # The body depends on "now" only through open-ended pauses, at day granularity.
-    key = (*found, alarms, now.date())
-    cached = cache.get(key)
+    cached = cache.get(Key(*found, alarms, now.date()))
     if cached is not None:
         return cached
     with hearth.db.session() as s:
@@ -74,18 +84,14 @@ def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> _Buil
         if couple is None:  # removed since the first query
             return None
         # Key the build by the stamp it was built from, which may be newer than the first read.
-        key = (couple.id, couple.change_stamp, alarms, now.date())
-        return _build(s, couple, key, now, alarms, hearth)
+        key = Key(couple.id, couple.change_stamp, alarms, now.date())
+        item = _build(s, couple, key, now, hearth)
+    cache.put(item)
+    return item
 
 
-def _build(
-    s: sa.orm.Session,
-    couple: Couple,
-    key: tuple[int, int, bool, date],
-    now: datetime,
-    alarms: bool,
-    hearth: Hearth,
-) -> _Built:
+def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: Hearth) -> Built:
+    FEED_BUILDS.inc()
     rituals = list(
         s.scalars(
             sa.select(Ritual)
@@ -98,25 +104,37 @@ def _build(
         couple,
         rituals,
         now=now,
-        alarms=alarms,
+        alarms=key.alarms,
         refresh_hours=hearth.settings.web.feed_refresh_hours,
     )
-    return _Built(key, feeds.etag(body), couple.updated_at, body)
+    # A body that depends on the date changes without the couple changing; Last-Modified
+    # must move with it, or an If-Modified-Since client keeps a stale copy.
+    modified = couple.updated_at
+    floor = feeds.date_floor(couple, rituals, now)
+    if floor is not None and floor > modified:
+        modified = floor
+    return Built(key, feeds.etag(body), modified, body)
 
 
-def _not_modified(request: Request, item: _Built) -> bool:
+def _not_modified(request: Request, item: Built) -> bool:
     inm = request.headers.get("if-none-match")
     if inm is not None:
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
         return item.etag in tags or "*" in tags
     ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        return item.last_modified.replace(microsecond=0) <= since
-    return False
+    # RFC 9110 13.1.3: ignore a value that is not one HTTP-date. Each of its three forms has
+    # at most one comma, so more means a list.
+    if not ims or ims.count(",") > 1:
+        return False
+    try:
+        since = parsedate_to_datetime(ims)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        # "-0000" (RFC 5322: UTC, source zone unknown) and asctime dates parse as naive;
+        # HTTP dates are all UTC.
+        since = since.replace(tzinfo=UTC)
+    return item.last_modified.replace(microsecond=0) <= since
 
 
 async def feed(request: Request) -> Response:
@@ -124,16 +142,14 @@ async def feed(request: Request) -> Response:
     cache: FeedCache = request.app.state.feed_cache
     token = request.path_params["token"]
     alarms = request.query_params.get("alarms") in ("1", "true", "yes")
-    item = await anyio.to_thread.run_sync(
-        _lookup, hearth, token, alarms, cache, limiter=request.app.state.feed_threads
-    )
+    loop = asyncio.get_running_loop()
+    item = await loop.run_in_executor(_POOL, _lookup, hearth, token, alarms, cache)
     if item is None:
         FEED_REQUESTS.labels(status="404").inc()
-        return NOT_FOUND
-    cache.put(item)
+        raise HTTPException(404)  # the app's one 404 (service.web)
     headers = {
         "ETag": item.etag,
-        "Last-Modified": format_datetime(item.last_modified, usegmt=True),
+        "Last-Modified": format_datetime(item.last_modified.astimezone(UTC), usegmt=True),
         "Cache-Control": f"private, max-age={hearth.settings.web.feed_max_age_seconds}",
     }
     if _not_modified(request, item):
@@ -144,4 +160,15 @@ async def feed(request: Request) -> Response:
     return Response(item.body, media_type="text/calendar; charset=utf-8", headers=headers)
 
 
-routes: list[BaseRoute] = [Route("/feeds/{token}.ics", feed, methods=["GET", "HEAD"])]
+async def no_feed(request: Request) -> Response:
+    """Any other path under /feeds (no ``.ics``, ``.ICS``, a trailing slash, more segments):
+    matched here so that the router neither redirects it (a 307 to the path without the
+    slash would say the rest of the URL is right) nor answers differently from a bad token."""
+    FEED_REQUESTS.labels(status="404").inc()
+    raise HTTPException(404)
+
+
+routes: list[BaseRoute] = [
+    Route("/feeds/{token}.ics", feed, methods=["GET", "HEAD"]),
+    Route("/feeds{rest:path}", no_feed, methods=["GET", "HEAD"]),
+]

@@ -1,13 +1,16 @@
 """Health and metrics: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``.
 
 ``/healthz`` answers while the process and its database answer. ``/readyz`` also wants the
-schema at the newest migration and, where a dispatcher runs in this process or another, a
-dispatcher pass within the last two minutes (read from the metric the loop sets).
+schema at the newest migration and a dispatcher pass within ``daemon.tick_stale_seconds``:
+read from the heartbeat every dispatcher writes to the database (service/daemon_state.py), so
+a ``hearth web`` sees the workers' loops too; where this process dispatches as well
+(``hearth serve``), its own loop must also be ticking.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,13 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service import migrate
+from service import daemon_state, migrate
 from service.app import Hearth
-from service.exceptions import DatabaseUnavailable
+from service.exceptions import DatabaseUnavailable, SchemaMissing
 from service.metrics import DISPATCH_TICK, REGISTRY
 from service.models import Reminder, ReminderState
-
-TICK_STALE_SECONDS = 120
 
 
 async def healthz(request: Request) -> Response:
@@ -45,10 +46,27 @@ def _readiness(hearth: Hearth, expect_dispatcher: bool) -> dict[str, str]:
     except DatabaseUnavailable:
         checks["database"] = "unreachable"
         return checks
-    if expect_dispatcher:
-        last = DISPATCH_TICK._value.get()  # set by the loop in this process
-        checks["dispatcher"] = "ok" if time.time() - last < TICK_STALE_SECONDS else "stalled"
+    if checks["migrations"] == "ok":  # the heartbeat's table may not exist yet otherwise
+        checks["dispatcher"] = _dispatcher(hearth, expect_dispatcher)
     return checks
+
+
+def _dispatcher(hearth: Hearth, local: bool) -> str:
+    """The dispatcher check: ok when some dispatcher (and, if ``local``, this process's own)
+    passed within the window; none before any dispatcher ever did."""
+    window = hearth.settings.daemon.tick_stale_seconds
+    try:
+        with hearth.db.read() as conn:
+            last = daemon_state.last(conn, daemon_state.DISPATCHER)
+    except (sa.exc.SQLAlchemyError, DatabaseUnavailable, SchemaMissing):
+        return "unknown"
+    if last is None:
+        return "none"
+    if hearth.clock.now() - last >= timedelta(seconds=window):
+        return "stalled"
+    if local and time.time() - DISPATCH_TICK._value.get() >= window:  # set by our loop
+        return "stalled"
+    return "ok"
 
 
 async def readyz(request: Request) -> Response:

@@ -8,9 +8,12 @@ UTF-8 form (or holds NUL) gets 400, one larger than 64 KiB 413, before any datab
 
 from __future__ import annotations
 
+import random
 import urllib.parse
+from datetime import timedelta
 from xml.sax.saxutils import escape
 
+import sqlalchemy as sa
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,14 +21,18 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
-from service import inbound, receipts
+from service import inbound, partners, receipts
 from service.app import Hearth
-from service.metrics import WEBHOOKS
+from service.channels.sms_twilio import OPTED_OUT
+from service.dispatcher import backoff
+from service.metrics import WEBHOOKS, observe_receipt
+from service.models import Partner, Reminder
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhooks are a few kB (an SMS body is at most 1600 chars)
 MAX_SID = 120  # the width of the provider_message_id columns; Twilio's SIDs are 34
+_RNG = random.Random()  # backoff jitter for receipts that ask for a resend
 
 
 def twiml(text: str | None) -> Response:
@@ -109,7 +116,8 @@ def _handle_inbound(hearth: Hearth, sender: str, body: str, sid: str) -> tuple[s
     with hearth.db.session(immediate=True) as s:
         partner = inbound.find_partner(s, sender)
         if partner is None:
-            log.info("reply_from_unknown_number", sender=sender)
+            # Two digits are enough to tell numbers apart in an incident, and identify nobody.
+            log.info("reply_from_unknown_number", sender_ends=sender[-2:])
             return None, False
         return inbound.handle(hearth, s, hearth.clock.now(), partner, body, sid), True
 
@@ -128,12 +136,31 @@ async def status_callback(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
     outcome = await run_in_threadpool(_apply_status, hearth, sid, status, params.get("ErrorCode"))
     WEBHOOKS.labels(endpoint="status", outcome=outcome).inc()
+    observe_receipt(status, outcome)  # a final receipt that changed the row: an outcome too
     return Response(status_code=204)
 
 
 def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> str:
+    cfg, now = hearth.settings.daemon, hearth.clock.now()
+
+    def retry_in(attempts: int) -> timedelta:
+        return timedelta(
+            seconds=backoff(attempts, cfg.retry_base_seconds, cfg.retry_max_seconds, _RNG)
+        )
+
     with hearth.db.session(immediate=True) as s:
-        return receipts.apply(s.connection(), sid, status, error, hearth.clock.now())
+        outcome = receipts.apply(s.connection(), sid, status, error, now, retry_in)
+        if receipts.error_code(error) in OPTED_OUT:
+            # The carrier refused because the number texted STOP (perhaps to another sender
+            # of this account): honour it as if it had come here.
+            phone = s.scalar(
+                sa.select(Partner.phone)
+                .join(Reminder, Reminder.partner_id == Partner.id)
+                .where(Reminder.provider_message_id == sid)
+            )
+            if phone is not None:
+                partners.opt_out_sms(s, now, phone, "carrier 21610")
+        return outcome
 
 
 routes: list[BaseRoute] = [

@@ -50,6 +50,11 @@ async def unsubscribe(request: Request) -> Response:
         return NOT_FOUND
     partner_id, name, already = found
     if request.method == "POST":
+        # RFC 8058: the one-click POST carries List-Unsubscribe=One-Click, form-encoded or
+        # multipart (so the raw body is checked rather than parsed as one encoding).
+        form = await request.body()
+        if len(form) > 4096 or b"List-Unsubscribe" not in form or b"One-Click" not in form:
+            return PlainTextResponse("expected List-Unsubscribe=One-Click\n", status_code=400)
         await run_in_threadpool(_opt_out, hearth, partner_id)
         return HTMLResponse(PAGE.format(body="<p>You will get no more emails from Hearth.</p>"))
     if already:

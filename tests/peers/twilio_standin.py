@@ -12,7 +12,8 @@ E.164), and a 201 Message resource with status ``queued``. Everything else is a 
 
 Fault injection is thread-safe and can change while clients are sending:
 
-* ``latency``: seconds slept in the handler thread before every response;
+* ``latency``: seconds slept in the handler thread before every response (requests in that
+  wait are counted in :attr:`TwilioStandIn.in_progress`);
 * ``fail_next(n, status, code, retry_after)``: the next ``n`` authenticated message requests
   fail, in order, with Twilio's error JSON (and ``Retry-After`` when given);
 * ``fail_to(number, status, code)``: every send to ``number`` fails until cleared.
@@ -256,6 +257,7 @@ class TwilioStandIn:
         self._faults: deque[Fault] = deque()
         self._fail_to: dict[str, Fault] = {}
         self._requests: list[RecordedRequest] = []
+        self._in_progress = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -391,6 +393,12 @@ class TwilioStandIn:
             return list(self._requests)
 
     @property
+    def in_progress(self) -> int:
+        """Message requests received and not answered yet (waiting out ``latency``)."""
+        with self._lock:
+            return self._in_progress
+
+    @property
     def sent(self) -> list[RecordedRequest]:
         """The requests that created a message (201)."""
         return [r for r in self.requests if r.ok]
@@ -484,12 +492,16 @@ class TwilioStandIn:
 
         with self._lock:
             latency = self._latency
-        if latency > 0:
-            time.sleep(latency)
-
-        status, payload, headers, sid = self._decide(
-            handler.headers.get("Authorization"), path_account, params
-        )
+            self._in_progress += 1
+        try:
+            if latency > 0:
+                time.sleep(latency)
+            status, payload, headers, sid = self._decide(
+                handler.headers.get("Authorization"), path_account, params
+            )
+        finally:
+            with self._lock:
+                self._in_progress -= 1
         record = RecordedRequest(
             to=params.get("To"),
             from_=params.get("From"),

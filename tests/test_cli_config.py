@@ -1,0 +1,193 @@
+"""Starting up through the real CLI: config lookup and refusals, ``hearth init``, a database
+that cannot be reached, and the SQLite settings every connection gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from cli.main import cli
+from service import migrate
+from service.app import Hearth
+from service.config import load_settings
+from service.models import Partner
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """./hearth.toml and relative SQLite paths resolve in a directory of the test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
+def hearth(*args: str, **env: str) -> Result:
+    """``hearth ARGS`` as from a shell: settings come from files and the environment."""
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def one_line(result: Result, exit_code: int) -> str:
+    assert result.exit_code == exit_code, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+def write(name: str, text: str) -> str:
+    Path(name).write_text(text, encoding="utf-8")
+    return name
+
+
+def _uses(url: str) -> str:
+    """What ``couple list`` says about an empty database: it names the URL it was given."""
+    return f"error: database {url} has no Hearth schema yet: run `hearth db upgrade`"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        (
+            "[daemon]\nbogus = 1\n",
+            {},
+            "error: config: daemon.bogus: unknown key (from c.toml)",
+        ),
+        (
+            '[daemon]\nconcurrency = "many"\n',
+            {},
+            "error: config: daemon.concurrency: Input should be a valid integer, unable to parse "
+            "string as an integer (from c.toml)",
+        ),
+        (
+            "[daemon]\nconcurrency = 0\n",
+            {},
+            "error: config: daemon.concurrency: Input should be greater than or equal to 1 "
+            "(from c.toml)",
+        ),
+        (
+            '[defaults]\ntimezone = "Mars/Olympus"\n',
+            {},
+            "error: config: defaults.timezone: must be an IANA timezone such as Europe/Berlin "
+            "(from c.toml)",
+        ),
+        ("[nonsense]\nx = 1\n", {}, "error: config: nonsense: unknown section (from c.toml)"),
+        ("daemon = 3\n", {}, "error: config: daemon: must be a table [daemon] (from c.toml)"),
+        ("[daemon\n", {}, "error: config: c.toml: not valid TOML: "),
+        (
+            "",
+            {"HEARTH_TWILIO_AUTHTOKEN": "x"},
+            "error: config: HEARTH_TWILIO_AUTHTOKEN: unknown key twilio.authtoken",
+        ),
+        (
+            "",
+            {"HEARTH_NOPE_X": "1"},
+            "error: config: HEARTH_NOPE_X: unknown setting; sections are database, daemon, ",
+        ),
+        # The file is fine; the variable that overrides it is what is wrong, and is named.
+        (
+            "[daemon]\nconcurrency = 5\n",
+            {"HEARTH_DAEMON_CONCURRENCY": "abc"},
+            "error: config: daemon.concurrency: Input should be a valid integer, unable to parse "
+            "string as an integer (from HEARTH_DAEMON_CONCURRENCY)",
+        ),
+        (
+            "",
+            {"HEARTH_WEB_PUBLIC_BASE_URL": "ftp://x"},
+            "error: config: web.public_base_url: must start with http:// or https:// "
+            "(from HEARTH_WEB_PUBLIC_BASE_URL)",
+        ),
+    ],
+)
+def test_config_refusals_are_one_line_and_exit_2(
+    toml: str, env: dict[str, str], message: str
+) -> None:
+    write("c.toml", toml)
+    line = one_line(hearth("--config", "c.toml", "couple", "list", **env), 2)
+    assert line.startswith(message), line
+    assert not list(Path().glob("*.db"))  # refused before any database was touched
+
+
+def test_a_missing_config_file_is_refused() -> None:
+    assert one_line(hearth("--config", "nope.toml", "couple", "list"), 2) == (
+        "error: config: nope.toml: file not found"
+    )
+    assert one_line(hearth("couple", "list", HEARTH_CONFIG="gone.toml"), 2) == (
+        "error: config: gone.toml: file not found"
+    )
+
+
+def test_config_file_lookup_order() -> None:
+    # Nothing anywhere: built-in defaults, SQLite in ./hearth.db.
+    assert one_line(hearth("couple", "list"), 1) == _uses("sqlite:///hearth.db")
+    write("hearth.toml", '[database]\nurl = "sqlite:///local.db"\n')
+    assert one_line(hearth("couple", "list"), 1) == _uses("sqlite:///local.db")
+    write("env.toml", '[database]\nurl = "sqlite:///env.db"\n')
+    assert one_line(hearth("couple", "list", HEARTH_CONFIG="env.toml"), 1) == _uses(
+        "sqlite:///env.db"
+    )
+    write("flag.toml", '[database]\nurl = "sqlite:///flag.db"\n')
+    result = hearth("--config", "flag.toml", "couple", "list", HEARTH_CONFIG="env.toml")
+    assert one_line(result, 1) == _uses("sqlite:///flag.db")
+
+
+def test_environment_overrides_the_file_key_by_key() -> None:
+    write("hearth.toml", '[database]\nurl = "sqlite:///file.db"\n[daemon]\nconcurrency = "x"\n')
+    # The file's bad value is overridden, so it is never used, and the URL still comes from
+    # the file.
+    result = hearth("couple", "list", HEARTH_DAEMON_CONCURRENCY="3")
+    assert one_line(result, 1) == _uses("sqlite:///file.db")
+    result = hearth(
+        "couple", "list", HEARTH_DAEMON_CONCURRENCY="3", HEARTH_DATABASE_URL="sqlite:///env.db"
+    )
+    assert one_line(result, 1) == _uses("sqlite:///env.db")
+
+
+def test_an_unreachable_postgresql_is_one_line_and_exit_1() -> None:
+    # Port 1 on the loopback: nothing listens, so the connection is refused at once.
+    url = "postgresql+psycopg://hearth:secret@127.0.0.1:1/hearth"
+    line = one_line(hearth("couple", "list", HEARTH_DATABASE_URL=url), 1)
+    assert line.startswith(
+        "error: database unreachable at postgresql+psycopg://hearth:***@127.0.0.1:1/hearth: "
+    ), line
+    assert "secret" not in line
+
+
+def test_an_unopenable_sqlite_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/hearth.db"
+    line = one_line(hearth("couple", "add", "A & B", "-z", "UTC", HEARTH_DATABASE_URL=url), 1)
+    assert line == f"error: database unreachable at {url}: unable to open database file"
+
+
+def test_init_writes_a_starter_file_and_never_overwrites_unasked() -> None:
+    assert one_line(hearth("init"), 0) == "wrote hearth.toml; next: hearth db upgrade"
+    starter = Path("hearth.toml").read_text(encoding="utf-8")
+    settings = load_settings(None, environ={})  # ./hearth.toml, as every command finds it
+    assert settings.database.url == "sqlite:///hearth.db"
+    assert settings.channels.sms == "console" and settings.channels.email == "console"
+
+    Path("hearth.toml").write_text("# mine\n", encoding="utf-8")
+    line = one_line(hearth("init"), 2)
+    assert line == "error: path: hearth.toml already exists (use --force to overwrite)"
+    assert Path("hearth.toml").read_text(encoding="utf-8") == "# mine\n"
+
+    assert one_line(hearth("init", "--force"), 0).startswith("wrote hearth.toml")
+    assert Path("hearth.toml").read_text(encoding="utf-8") == starter
+    assert one_line(hearth("init", "--path", "other.toml"), 0).startswith("wrote other.toml")
+    line = one_line(hearth("init", "--path", "no/such/dir/h.toml"), 2)
+    assert line == "error: path: cannot write no/such/dir/h.toml: No such file or directory"
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_on() -> None:
+    app = Hearth.from_settings(load_settings(None, environ={}))  # ./hearth.db, as `make run`
+    try:
+        with app.db.session() as s:
+            assert s.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+            assert s.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+        migrate.upgrade(app.db)
+        orphan = Partner(
+            couple_id=999, name="Nobody", timezone="UTC", created_at=app.clock.now(),
+            updated_at=app.clock.now(),
+        )  # fmt: skip
+        with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"), app.db.session() as s:
+            s.add(orphan)
+    finally:
+        app.db.dispose()

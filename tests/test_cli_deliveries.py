@@ -1,0 +1,153 @@
+"""``hearth deliveries list/retry`` and ``hearth send-test``: through the CLI, against the
+Twilio stand-in and the SMTP sink."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from service import planner
+from service.app import Hearth
+from service.channels import build
+from service.clock import FakeClock
+from service.db import Database
+from service.dispatcher import Dispatcher
+from service.models import Reminder
+from tests.conftest import Cli, make_settings, snapshot
+from tests.factories import TONIGHT, add_ritual, couple_with_partners
+from tests.peers.smtp_sink import SmtpSink
+from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
+
+ALICE = "+4915123456789"
+
+
+def _peers(standin: TwilioStandIn, sink: SmtpSink) -> dict[str, Any]:
+    return {
+        "channels": {"sms": "twilio", "email": "smtp"},
+        "twilio": {
+            "account_sid": DEFAULT_ACCOUNT_SID,
+            "auth_token": DEFAULT_AUTH_TOKEN,
+            "from_number": "+15005550006",
+            "api_base_url": standin.base_url,
+            "timeout_seconds": 5,
+        },
+        "smtp": {"host": sink.host, "port": sink.port, "security": "none"},
+    }
+
+
+def _cli(db: Database, clock: FakeClock, standin: TwilioStandIn, sink: SmtpSink) -> Cli:
+    return Cli(Hearth(settings=make_settings(db, **_peers(standin, sink)), db=db, clock=clock))
+
+
+def _tonight_sent_or_failed(
+    db: Database, clock: FakeClock, standin: TwilioStandIn, sink: SmtpSink
+) -> Cli:
+    """Tonight's check-in went out; Alice's number was refused (21211)."""
+    cid = couple_with_partners(db, clock.now())
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    run = _cli(db, clock, standin, sink)
+    planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
+    standin.fail_to(ALICE, status=400, code=21211)
+    clock.set(TONIGHT)
+    d = Dispatcher(run.hearth, build(run.hearth.settings), rng=random.Random(5))
+    tally = d.run_once()
+    assert (tally.sent, tally.failed) == (2, 1)
+    d.close()
+    return run
+
+
+def test_deliveries_list_filters_and_shows_errors(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    run = _tonight_sent_or_failed(db, clock, twilio_standin, smtp_sink)
+    everything = json.loads(run.ok("deliveries", "list", "--json").output)
+    tonight = [r for r in everything if r["due_at"].startswith("2026-01-05T20:00")]
+    assert sorted((r["channel"], r["state"]) for r in tonight) == [
+        ("email", "sent"),
+        ("email", "sent"),
+        ("sms", "failed"),
+    ]
+    failed = json.loads(run.ok("deliveries", "list", "--state", "failed", "--json").output)
+    assert [(r["channel"], r["last_error"]) for r in failed] == [
+        ("sms", "twilio 21211: invalid 'To' number")
+    ]
+    sent = json.loads(
+        run.ok("deliveries", "list", "--couple", "Alice & Sam", "--state", "sent", "--json").output
+    )
+    assert {r["provider_message_id"] for r in sent} == {
+        m.message["Message-ID"] for m in smtp_sink.messages
+    }
+    table = run.ok("deliveries", "list", "--state", "failed").output
+    assert "twilio 21211" in table and "failed" in table
+    assert json.loads(run.ok("deliveries", "list", "--limit", "1", "--json").output)[0]["id"]
+    bad = run("deliveries", "list", "--limit", "0")
+    assert bad.exit_code == 2 and "limit" in bad.output
+
+
+def test_deliveries_retry_queues_a_failed_text_and_the_dispatcher_sends_it(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    run = _tonight_sent_or_failed(db, clock, twilio_standin, smtp_sink)
+    [failed] = json.loads(run.ok("deliveries", "list", "--state", "failed", "--json").output)
+    [sent, *_] = json.loads(run.ok("deliveries", "list", "--state", "sent", "--json").output)
+
+    before = snapshot(db)
+    refused = run("deliveries", "retry", str(sent["id"]))  # already sent: not again
+    assert refused.exit_code == 2 and f"reminder {sent['id']} is sent" in refused.output
+    missing = run("deliveries", "retry", "999999")
+    assert missing.exit_code == 2 and "not found" in missing.output
+    assert snapshot(db) == before  # a refused command changes nothing
+
+    twilio_standin.clear_fail_to()
+    clock.advance(timedelta(hours=2))  # long stale: a retry gets a fresh expiry
+    out = run.ok("deliveries", "retry", str(failed["id"])).output
+    assert f"reminder {failed['id']} queued again" in out
+    with db.session() as s:
+        row = s.get(Reminder, failed["id"])
+        assert row is not None and row.state.value == "scheduled" and row.last_error is None
+        assert row.expires_at > clock.now()
+    d = Dispatcher(run.hearth, build(run.hearth.settings), rng=random.Random(5))
+    assert d.run_once().sent == 1
+    d.close()
+    assert [r.to for r in twilio_standin.sent] == [ALICE]
+
+
+def test_send_test_reaches_twilio_and_smtp(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    couple_with_partners(db, clock.now())
+    run = _cli(db, clock, twilio_standin, smtp_sink)
+    out = run.ok("send-test", "Alice", "--channel", "sms").output
+    [sms] = twilio_standin.sent
+    assert f"sent a test sms to Alice (provider id {sms.sid})" in out
+    assert sms.to == ALICE and sms.body is not None and "STOP" in sms.body
+    out = run.ok("send-test", "Sam", "--channel", "email").output
+    [mail] = smtp_sink.messages
+    assert mail.rcpt_tos == ["sam@example.org"] and mail.subject == "Hearth test message"
+    assert f"provider id {mail.message['Message-ID']}" in out
+    with db.engine.connect() as conn:  # a test message is not a reminder
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Reminder)) == 0
+
+
+def test_send_test_says_why_it_failed(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    couple_with_partners(db, clock.now())
+    run = _cli(db, clock, twilio_standin, smtp_sink)
+    twilio_standin.fail_to(ALICE, status=400, code=21408)
+    failed = run("send-test", "Alice", "--channel", "sms")
+    assert failed.exit_code == 1
+    assert "sms test failed (permanent): twilio 21408" in failed.output
+    twilio_standin.fail_next(1, status=503)
+    failed = run("send-test", "Alice", "--channel", "sms")
+    assert failed.exit_code == 1 and "sms test failed (temporary)" in failed.output
+    smtp_sink.reject_to("sam@example.org", code=550)
+    failed = run("send-test", "Sam", "--channel", "email")
+    assert failed.exit_code == 1 and "email test failed (permanent): smtp 550" in failed.output
+    no_phone = run("send-test", "Sam", "--channel", "sms")
+    assert no_phone.exit_code == 2 and "Sam has no phone number" in no_phone.output
+    assert twilio_standin.sent == [] and smtp_sink.messages == []

@@ -1,0 +1,177 @@
+"""The daemon's event watermark: what changed while no daemon ran is replanned at start, and
+on PostgreSQL an event whose transaction commits after a later one's is still handled."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service import event_cursor, rituals
+from service.app import Hearth
+from service.channels.base import Transport
+from service.channels.console import ConsoleTransport
+from service.clock import FakeClock
+from service.daemon import Daemon
+from service.db import Database
+from service.models import Channel, DaemonState, Reminder, Ritual
+from tests.conftest import _database, make_settings
+from tests.factories import TONIGHT, add_ritual, couple_with_partners
+
+
+def _daemon(hearth: Hearth) -> Daemon:
+    transports: dict[Channel, Transport] = {
+        ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel
+    }
+    return Daemon(hearth, transports=transports, web=False)
+
+
+def _run_a_while(hearth: Hearth) -> None:
+    """A daemon's life: start (catch up, plan), then stop, with nothing due meanwhile."""
+    d = _daemon(hearth)
+    d.start()
+    d.stop()
+
+
+def _tonight(db: Database) -> dict[datetime, set[tuple[str, datetime]]]:
+    """Tonight's nudges: original start -> {(state, due)}."""
+    out: dict[datetime, set[tuple[str, datetime]]] = {}
+    with db.session() as s:
+        for r in s.scalars(
+            sa.select(Reminder).where(Reminder.occurrence_start < TONIGHT + timedelta(hours=3))
+        ):
+            out.setdefault(r.occurrence_start, set()).add((r.state.value, r.due_at))
+    return out
+
+
+def _watermark(db: Database) -> int | None:
+    with db.engine.connect() as conn:
+        return conn.scalar(
+            sa.select(DaemonState.value).where(DaemonState.name == event_cursor.NAME)
+        )
+
+
+def _ritual(s: Session, rid: int) -> Ritual:
+    ritual = s.get(Ritual, rid)
+    assert ritual is not None
+    return ritual
+
+
+@pytest.mark.parametrize("edit", ["new time", "moved"])
+def test_an_edit_made_while_no_daemon_ran_is_replanned_at_start(
+    hearth: Hearth, db: Database, clock: FakeClock, edit: str
+) -> None:
+    cid = couple_with_partners(db, clock.now())
+    rid = add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    _run_a_while(hearth)
+    assert _tonight(db) == {TONIGHT: {("scheduled", TONIGHT)}}
+    mark = _watermark(db)
+    assert mark is not None and mark > 0
+
+    # No daemon runs: tonight's check-in goes from 21:00 to 22:00 (Berlin).
+    with db.session() as s:
+        if edit == "new time":
+            rituals.edit(s, clock.now(), _ritual(s, rid), rituals.RitualSpec(at="22:00"))
+        else:
+            rituals.move(s, clock.now(), _ritual(s, rid), TONIGHT, datetime(2026, 1, 5, 22, 0))
+    clock.advance(timedelta(minutes=5))
+    _run_a_while(hearth)
+
+    later = TONIGHT + timedelta(hours=1)
+    if edit == "new time":  # a new occurrence: the old one's nudges are called off
+        assert _tonight(db) == {
+            TONIGHT: {("cancelled", TONIGHT)},
+            later: {("scheduled", later)},
+        }
+    else:  # the same occurrence (its key is the original start), at its new time
+        assert _tonight(db) == {TONIGHT: {("scheduled", later)}}
+    assert (_watermark(db) or 0) > mark
+
+
+@pytest.fixture
+def pg_hearth(
+    request: pytest.FixtureRequest, _migrated: dict[str, Database], clock: FakeClock
+) -> Hearth:
+    db = _database("postgres", request, _migrated)
+    return Hearth(settings=make_settings(db), db=db, clock=clock)
+
+
+@pytest.fixture
+def two_couples(pg_hearth: Hearth, clock: FakeClock) -> tuple[int, int]:
+    """Two couples with the nightly check-in; returns their rituals' ids."""
+    db = pg_hearth.db
+    rids = []
+    for name in ("A", "B"):
+        cid = couple_with_partners(db, clock.now(), name=name)
+        rids.append(add_ritual(db, clock.now(), cid, "five-minute-check-in"))
+    return rids[0], rids[1]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_an_event_committed_after_a_later_one_is_still_handled(
+    pg_hearth: Hearth, clock: FakeClock, two_couples: tuple[int, int], outcome: str
+) -> None:
+    db = pg_hearth.db
+    a, b = two_couples
+    d = _daemon(pg_hearth)
+    d.catch_up()
+    d.plan()
+    start = _watermark(db)
+    assert start is not None
+
+    # A's move takes an event id, then waits to commit; B's edit takes the next id and
+    # commits first.
+    slow = Session(db.engine, expire_on_commit=False)
+    slow.begin()
+    rituals.move(slow, clock.now(), _ritual(slow, a), TONIGHT, datetime(2026, 1, 5, 22, 0))
+    with db.session() as s:
+        rituals.edit(s, clock.now(), _ritual(s, b), rituals.RitualSpec(title="Evening talk"))
+    assert d.handle_events() == 1  # B's
+    assert _watermark(db) == start  # held below A's id, which is not visible yet
+
+    if outcome == "commit":
+        slow.commit()
+        slow.close()
+        assert d.handle_events() == 1  # A's move, though its id is below one already seen
+        with db.session() as s:
+            moved = s.scalars(
+                sa.select(Reminder.due_at).where(
+                    Reminder.ritual_id == a, Reminder.occurrence_start == TONIGHT
+                )
+            ).all()
+        assert set(moved) == {TONIGHT + timedelta(hours=1)}
+        assert _watermark(db) == start + 2
+    else:
+        slow.rollback()
+        slow.close()
+        assert d.handle_events() == 0
+        assert _watermark(db) == start  # a rolled-back id is waited for a while...
+        clock.advance(timedelta(seconds=event_cursor.LAG_SECONDS))
+        assert d.handle_events() == 0
+        assert _watermark(db) == start + 2  # ...then passed over
+    assert d.handle_events() == 0  # nothing is handled twice
+
+
+def test_a_first_start_replays_only_what_can_still_matter(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """No watermark stored yet (the first start after the upgrade): events older than the
+    planning horizon and a day are not replayed; newer ones are."""
+    cid = couple_with_partners(db, clock.now())
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    with db.engine.connect() as conn:
+        first_ids = list(conn.scalars(sa.text("SELECT id FROM event ORDER BY id")))
+    clock.advance(timedelta(days=4))
+    with db.session() as s:
+        rid = s.scalars(sa.select(Ritual.id)).one()
+        rituals.edit(s, clock.now(), _ritual(s, rid), rituals.RitualSpec(at="22:00"))
+    d = _daemon(hearth)
+    with db.write_engine.begin() as conn:
+        floor = d._events.load(conn, clock.now(), timedelta(hours=48, days=1))
+    assert floor == first_ids[-1]  # the couple's creation: older than horizon + a day
+    with db.session() as s:
+        assert [e.type for e in d._events.fetch(s)] == ["ritual.changed"]
