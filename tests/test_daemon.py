@@ -272,12 +272,17 @@ def test_two_workers_on_postgres_send_each_reminder_once(
 ) -> None:
     db = migrated(pg_schema.url)
     n = 400
-    _burst(db, n, due_in_seconds=3)
     twilio_standin.latency = 0.05
     for _ in range(2):
-        d = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_DAEMON_CONCURRENCY="20")
+        d = DaemonProcess(
+            db.url, tmp_path, twilio_standin,
+            HEARTH_DAEMON_CONCURRENCY="20", HEARTH_DAEMON_BATCH_SIZE="40",
+        )  # fmt: skip
         daemons.append(d)
         d.start("worker")
+    # Made once both run (each replans it from the events), so neither has a head start;
+    # batches of 40 leave work for both to claim.
+    _burst(db, n, due_in_seconds=6)
     wait_for(lambda: _states(db).get("sent") == n, 60, "the whole burst")
     for d in daemons:
         assert d.signal(signal.SIGTERM) == 0
