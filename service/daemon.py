@@ -49,7 +49,7 @@ log = structlog.get_logger("hearth.daemon")
 REACTING_MODULES = (repair,)
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 # The prune job looks every minute (so a daemon restarted more often than daily still
-# prunes; a look is one conditional UPDATE) whether a day passed since any daemon last
+# prunes; a look is one conditional upsert) whether a day passed since any daemon last
 # pruned. 23 h, not 24: the looks drift, and a 24 h claim would then skip every other day.
 PRUNE_CHECK = timedelta(minutes=1)
 PRUNE_AGAIN_AFTER = timedelta(hours=23)
@@ -151,7 +151,7 @@ class Daemon:
 
     def sweep_receipts(self) -> None:
         with self.hearth.db.write_engine.begin() as conn:
-            applied = receipts.sweep(conn, self.hearth.clock.now())
+            applied = receipts.sweep(conn, self.hearth.clock.now(), self.dispatcher.retry)
         if applied:
             log.info("parked_receipts_applied", count=applied)
 

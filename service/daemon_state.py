@@ -4,8 +4,8 @@
 every :data:`HEARTBEAT_EVERY`, not per pass), and ``/readyz`` in any process, a separate
 ``hearth web`` included, reads it: the in-memory gauge only describes its own process.
 
-``prune``: when the daily prune last ran. Each daemon checks hourly and claims the run with a
-conditional upsert, so of several workers exactly one prunes per day.
+``prune``: when the daily prune last ran. Each daemon checks every minute and claims the run
+with a conditional upsert, so of several workers exactly one prunes per day.
 
 Both writes are one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement: the first writer
 creates the row, later ones update it only when their condition holds, and on PostgreSQL a

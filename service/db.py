@@ -90,6 +90,12 @@ class Database:
             yield conn
 
     @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A Core write transaction on the write engine, with the same one-line errors."""
+        with self._translated(), self.write_engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def _translated(self) -> Iterator[None]:
         try:
             yield

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -28,14 +28,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 from structlog.contextvars import bound_contextvars
 
-from service import daemon_state, messages, partners, prompts, receipts
+from service import daemon_state, messages, partners, prompts, receipts, retry, rituals
 from service.app import Hearth
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.metrics import DISPATCH_TICK, observe_send
 from service.models import (
     Channel,
     CheckIn,
-    ConsentState,
     Partner,
     Reminder,
     ReminderPurpose,
@@ -44,11 +43,15 @@ from service.models import (
     RitualKind,
     table,
 )
-from service.planner import in_pause
+from service.retry import backoff
 from service.timeutil import in_quiet_hours, quiet_hours_end, zone
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
+# A job sent within this long of its gate check is not looked at again before the send (a
+# STOP in those seconds races the send as it would race the HTTP request itself); one that
+# waited longer, for pacing or a busy pool, is. A claim batch drains within it at full speed.
+FRESH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Job:
     attempts: int
     message: Message
     lease_until: datetime | None = None  # as claimed
+    # When the gates were checked (monotonic): a job sent soon after needs no second look.
+    checked: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass
@@ -73,7 +78,7 @@ class _Outcome:
     fields: dict[str, object]
     outcome: str  # a final state's value, or "retry"
     at: datetime
-    latency: float
+    latency: float | None  # None: nothing was sent
     error: str | None
     opted_out: bool = False
 
@@ -92,12 +97,6 @@ class Tally:
     released: int = 0
 
 
-def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: between half and all of base * 2^(attempts-1)."""
-    delay = min(cap, base * 2 ** max(0, attempts - 1))
-    return rng.uniform(delay / 2, delay)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -113,6 +112,7 @@ class Dispatcher:
         self.cfg = hearth.settings.daemon
         self.transports = transports
         self.rng = rng or random.Random()
+        self.retry = retry.policy(self.cfg, self.rng)
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
         self.pool = ThreadPoolExecutor(
             max_workers=self.cfg.concurrency, thread_name_prefix="hearth-send"
@@ -198,8 +198,9 @@ class Dispatcher:
     # -- send-time checks -------------------------------------------------------------------
 
     def prepare(self, token: str, ids: list[int]) -> list[Job]:
-        """Apply the send-time gates in order (paused, opted out, stale, quiet hours), settle
-        the rows that must not be sent, and render the rest."""
+        """Apply the send-time gates in order (paused; occurrence no longer planned; a chase
+        already answered; opted out; stale; quiet hours), settle the rows that must not be
+        sent, and render the rest."""
         if not ids:
             return []
         now = self.clock.now()
@@ -339,8 +340,9 @@ class Dispatcher:
             if self.stopping.is_set():
                 self._release(job)
                 return
+            fresh = time.monotonic() - job.checked < FRESH_SECONDS
             try:
-                ours = self._still_ours(job)
+                ours = self._still_ours(job, fresh)
             except Exception:
                 # Unsure: not sent now. The lease runs out and the row is claimed again.
                 log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
@@ -388,34 +390,43 @@ class Dispatcher:
         except Exception:
             log.exception("outcomes_not_recorded", count=1)
 
-    def _still_ours(self, job: Job) -> bool:
-        """Right before the send: is the claim still ours, and the reminder still fresh? A
-        claim whose lease is more than half gone is renewed first (a write only then), so a
-        send never starts on a lease about to run out. A lost claim is left to whoever holds
-        it, unsent; a reminder that went stale while it waited is settled expired."""
+    def _still_ours(self, job: Job, fresh: bool) -> bool:
+        """Right before the send: is the claim still ours, the reminder still fresh and its
+        partner still reachable? A job that waited (pacing, a full pool) is looked at again:
+        a STOP, or a lease about to run out, may have come meanwhile. A claim whose lease is
+        more than half gone is renewed first (a write only then); a lost claim is left to
+        whoever holds it, unsent; a reminder that went stale while it waited is expired."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
         if (
-            job.lease_until is not None
+            fresh
+            and job.lease_until is not None
             and now < job.expires_at
             and job.lease_until - now >= lease / 2
         ):
-            # Claimed moments ago: nobody can reclaim before the lease runs out, so the
-            # usual send (no pacing wait, no queue) costs no extra query.
+            # Checked moments ago and nobody can reclaim before the lease runs out: the usual
+            # send costs no extra query.
             return True
         mine = sa.and_(
             _T.c.id == job.id,
             _T.c.claim_token == job.token,
             _T.c.state == ReminderState.SENDING,
         )
-        with self.db.engine.connect() as conn:
-            row = conn.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(mine)).first()
-        if row is not None and now >= row.expires_at:
+        with self.db.session() as s:
+            row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(mine)).first()
+            partner = s.get(Partner, job.partner_id)
+            reachable = partner is not None and _reachable(partner, job.channel)
+        if row is not None and (now >= row.expires_at or not reachable):
+            state, reason = (
+                (ReminderState.EXPIRED, "stale")
+                if reachable
+                else (ReminderState.SKIPPED, f"partner opted out of {job.channel.value}")
+            )
             fields: dict[str, object] = {
-                "state": ReminderState.EXPIRED, "last_error": "stale", "final_at": now,
+                "state": state, "last_error": reason, "final_at": now,
                 "claim_token": None, "lease_until": None, "updated_at": now,
             }  # fmt: skip
-            self._record(_Outcome(job, fields, ReminderState.EXPIRED.value, now, 0.0, "stale"))
+            self._record(_Outcome(job, fields, state.value, now, None, reason))
             return False
         if row is not None and (row.lease_until is None or row.lease_until - now < lease / 2):
             # The token in the condition makes this safe even past the lease: a worker that
@@ -508,7 +519,7 @@ class Dispatcher:
             ]
             try:
                 with conn.begin_nested():
-                    receipts.apply_parked(conn, sids, self.clock.now())
+                    receipts.apply_parked(conn, sids, self.clock.now(), self.retry)
             except Exception:
                 # Never at the cost of the outcomes: the daemon's sweep applies them later.
                 log.exception("parked_receipts_not_applied", count=len(sids))
@@ -883,19 +894,15 @@ def _actual_start(ritual: Ritual, original: datetime) -> datetime:
 def _paused(r: Reminder, ritual: Ritual, now: datetime) -> bool:
     """The planner's rule: a message leading up to an occurrence (nudge, snooze, invitation)
     is paused when the occurrence, at its actual start, falls in the ritual's or the couple's
-    pause; not when the pause merely lasts until shortly before it. A follow-up, sent after
-    the occurrence, is held back by a pause that is on when it goes out."""
-    at = now if r.purpose is ReminderPurpose.FOLLOWUP else _actual_start(ritual, r.occurrence_start)
-    c = ritual.couple
-    return in_pause(at, c.paused_at, c.paused_until) or in_pause(
-        at, ritual.paused_at, ritual.paused_until
-    )
+    pause; not when the pause merely lasts until shortly before it. A follow-up or a chase,
+    sent after the occurrence, is held back by a pause that is on when it goes out."""
+    after = r.purpose in (ReminderPurpose.FOLLOWUP, ReminderPurpose.CHASE)
+    at = now if after else _actual_start(ritual, r.occurrence_start)
+    return rituals.paused_then(ritual, at)
 
 
 def _reachable(p: Partner, channel: Channel) -> bool:
-    if channel is Channel.SMS:
-        return bool(p.phone) and p.sms_consent is ConsentState.CONSENTED
-    return bool(p.email) and p.email_opted_out_at is None
+    return partners.can_text(p) if channel is Channel.SMS else partners.can_email(p)
 
 
 def _address(p: Partner, channel: Channel) -> str:

@@ -95,7 +95,3 @@ def record(
 def since(session: Session, last_id: int, limit: int = 1000) -> list[Event]:
     stmt = sa.select(Event).where(Event.id > last_id).order_by(Event.id).limit(limit)
     return list(session.scalars(stmt))
-
-
-def last_id(session: Session) -> int:
-    return session.scalar(sa.select(sa.func.coalesce(sa.func.max(Event.id), 0))) or 0

@@ -40,7 +40,7 @@ from service.recurrence import (
     series_until,
     split_until,
 )
-from service.rituals import schedule_of
+from service.rituals import pause_spans, schedule_of
 from service.timeutil import UTC, localize
 from service.vtimezone import transitions, vtimezone
 
@@ -138,14 +138,6 @@ def _unambiguous(instant: datetime, tz: ZoneInfo) -> datetime:
     return instant.astimezone(UTC)
 
 
-def _paused_spans(couple: Couple, ritual: Ritual, now: datetime) -> list[tuple[datetime, datetime]]:
-    spans = []
-    for owner in (couple, ritual):
-        if owner.paused_at is not None:
-            spans.append((owner.paused_at, owner.paused_until or now + PAUSE_LOOKAHEAD))
-    return spans
-
-
 def _exdates(s: Schedule, spans: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
     """Originals to exclude: skips, and occurrences whose actual (possibly moved) start falls
     in a pause, as the planner decides who gets a reminder."""
@@ -239,7 +231,7 @@ def ritual_events(
         if alarms:
             _alarms(ev, ritual)
         return [ev]
-    excluded = _exdates(s, _paused_spans(couple, ritual, now))
+    excluded = _exdates(s, pause_spans(couple, ritual, now + PAUSE_LOOKAHEAD))
     if s.rrule:
         rule, _ = split_until(s.rrule)
         recur = vRecur.from_ical(rule)

@@ -172,7 +172,10 @@ def _act(
 def _done(
     hearth: Hearth, session: Session, now: datetime, partner: Partner
 ) -> tuple[str | None, str, int | None]:
-    last = _latest_sent(session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    # The chase asks for DONE too: it names an occurrence an hour's nudge may have followed.
+    last = _latest_sent(
+        session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE, ReminderPurpose.CHASE
+    )
     if last is None or last.ritual_id is None:
         return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
     exists = session.scalar(
@@ -216,27 +219,19 @@ def _chase(
         )
     )
     for other in partner.couple.partners:
-        if (
-            other.id in answered
-            or not other.phone
-            or other.sms_consent is not ConsentState.CONSENTED
-            or Channel.SMS not in other.channel_list
-        ):
+        if other.id in answered or not partners.can_text(other):
             continue
-        session.add(
-            Reminder(
-                couple_id=other.couple_id, ritual_id=ritual.id, partner_id=other.id,
-                channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CHASE,
-                occurrence_start=occurrence, due_at=due, expires_at=end,
-                state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-                created_at=now, updated_at=now,
-            )
+        if Channel.SMS not in other.channel_list:
+            continue
+        chase = Reminder(
+            couple_id=other.couple_id, ritual_id=ritual.id, partner_id=other.id,
+            channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CHASE,
+            occurrence_start=occurrence, due_at=due, expires_at=end,
+            state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
+            created_at=now, updated_at=now,
         )  # fmt: skip
-        try:
-            with session.begin_nested():
-                session.flush()
-        except sa.exc.IntegrityError:
-            pass  # chased already (one per partner and occurrence)
+        if not _add_once(session, chase):
+            continue  # chased already (one per partner and occurrence)
 
 
 def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None, str, int | None]:
@@ -291,19 +286,14 @@ def _snooze(
     if in_quiet_hours(due, tz, partner.quiet_start, partner.quiet_end):
         return "Hearth: that would fall in your quiet hours.", "snooze: quiet hours", None
     offset = -int((due - last.occurrence_start).total_seconds() // 60)
-    session.add(
-        Reminder(
-            couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
-            channel=last.channel, offset_minutes=offset, purpose=ReminderPurpose.SNOOZE,
-            occurrence_start=last.occurrence_start, due_at=due, expires_at=last.expires_at,
-            state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-            prompt_id=last.prompt_id, created_at=now, updated_at=now,
-        )
+    snooze = Reminder(
+        couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
+        channel=last.channel, offset_minutes=offset, purpose=ReminderPurpose.SNOOZE,
+        occurrence_start=last.occurrence_start, due_at=due, expires_at=last.expires_at,
+        state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
+        prompt_id=last.prompt_id, created_at=now, updated_at=now,
     )  # fmt: skip
-    try:
-        with session.begin_nested():
-            session.flush()
-    except sa.exc.IntegrityError:
+    if not _add_once(session, snooze):
         return "Hearth: already snoozed to then.", "snooze: duplicate", last.ritual_id
     local = due.astimezone(tz)
     return (
@@ -311,6 +301,18 @@ def _snooze(
         f"snoozed {minutes} min",
         last.ritual_id,
     )
+
+
+def _add_once(session: Session, reminder: Reminder) -> bool:
+    """Add a reminder unless its unique key exists; False if it did. The insert runs inside
+    a savepoint (added within it), so a clash rolls back only the savepoint."""
+    try:
+        with session.begin_nested():
+            session.add(reminder)
+            session.flush()
+    except sa.exc.IntegrityError:
+        return False
+    return True
 
 
 def _gentle(

@@ -93,6 +93,14 @@ def set_consent(
     )
 
 
+def can_text(p: Partner) -> bool:
+    return bool(p.phone) and p.sms_consent is ConsentState.CONSENTED
+
+
+def can_email(p: Partner) -> bool:
+    return bool(p.email) and p.email_opted_out_at is None
+
+
 def opt_out_sms(session: Session, now: datetime, phone: str, source: str) -> int:
     """Opt the number out of SMS: every partner texting from it, every pending text to them
     cancelled in this transaction (before any confirmation goes out). Returns how many
@@ -158,18 +166,23 @@ def add(
     session.add(partner)
     session.flush()
     if sms_consent is not None:
-        if not partner.phone:
-            raise InvalidInput("sms consent", "recorded without a phone number", "add --phone")
-        if partner.sms_consent is ConsentState.OPTED_OUT:
-            # Only the person can undo their STOP (by texting START), not an admin's note.
-            raise Conflict(
-                f"sms consent: {partner.name} opted out by text; "
-                "only START from their phone opts them back in"
-            )
-        set_consent(session, now, partner, ConsentState.CONSENTED, _source(sms_consent))
+        _admin_consent(session, now, partner, sms_consent)
     touch(couple, now)
     record(session, EventType.PARTNER_ADDED, now, couple.id, partner_id=partner.id)
     return partner
+
+
+def _admin_consent(session: Session, now: datetime, partner: Partner, source: str) -> None:
+    """Consent an admin records (a signup form, a call): for a number that has not said STOP."""
+    if not partner.phone:
+        raise InvalidInput("sms consent", "recorded without a phone number", "add --phone")
+    if partner.sms_consent is ConsentState.OPTED_OUT:
+        # Only the person can undo their STOP (by texting START), not an admin's note.
+        raise Conflict(
+            f"sms consent: {partner.name} opted out by text; "
+            "only START from their phone opts them back in"
+        )
+    set_consent(session, now, partner, ConsentState.CONSENTED, _source(source))
 
 
 def _source(text: str) -> str:
@@ -233,15 +246,7 @@ def edit(
     partner.updated_at = now
     session.flush()
     if sms_consent is not None:
-        if not partner.phone:
-            raise InvalidInput("sms consent", "recorded without a phone number", "add --phone")
-        if partner.sms_consent is ConsentState.OPTED_OUT:
-            # Only the person can undo their STOP (by texting START), not an admin's note.
-            raise Conflict(
-                f"sms consent: {partner.name} opted out by text; "
-                "only START from their phone opts them back in"
-            )
-        set_consent(session, now, partner, ConsentState.CONSENTED, _source(sms_consent))
+        _admin_consent(session, now, partner, sms_consent)
     touch(partner.couple, now)
     record(
         session,

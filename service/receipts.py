@@ -10,14 +10,15 @@ since on PostgreSQL the two transactions can pass each other unseen, the daemon'
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
-from service.channels.sms_twilio import PERMANENT, TRANSIENT
-from service.models import FINAL_STATES, EarlyReceipt, Reminder, ReminderState, table
+from service.channels.sms_twilio import OPTED_OUT, PERMANENT, TRANSIENT
+from service.models import FINAL_STATES, EarlyReceipt, Partner, Reminder, ReminderState, table
+from service.retry import Policy
 
 STATUS_MAP = {
     "delivered": ReminderState.DELIVERED,
@@ -37,19 +38,20 @@ def apply(
     status: str,
     error: str | None,
     now: datetime,
-    retry_in: Callable[[int], timedelta] | None = None,
+    retry_in: Policy | None = None,
 ) -> str:
     """Apply one status callback; returns the outcome for the webhook metric.
 
     Twilio reports some failures only here, after it accepted the message: a permanent
     code (unknown handset, landline) makes the reminder ``failed``; a transient one (handset
-    unreachable) sends it again after ``retry_in(attempts)`` if that is before its expiry.
+    unreachable) sends it again after ``retry_in(attempts)`` if that is before its expiry;
+    21610 (the number texted STOP) opts the number out as a STOP here would.
     """
     new = STATUS_MAP.get(status)
     if new is None:
         return "ignored"  # queued, sending, accepted...: nothing the outbox records
     row = conn.execute(
-        sa.select(_R.c.id, _R.c.state, _R.c.attempts, _R.c.expires_at).where(
+        sa.select(_R.c.id, _R.c.state, _R.c.attempts, _R.c.expires_at, _R.c.partner_id).where(
             _R.c.provider_message_id == sid
         )
     ).first()
@@ -59,6 +61,8 @@ def apply(
         return "parked" if _park(conn, sid, new, error, now) else "duplicate"
     state = ReminderState(row.state)
     code = error_code(error)
+    if code in OPTED_OUT:
+        _opt_out(conn, row.partner_id, now)
     if new in (ReminderState.UNDELIVERED, ReminderState.FAILED) and code is not None:
         if code in PERMANENT:
             new = ReminderState.FAILED
@@ -67,6 +71,18 @@ def apply(
             if at < row.expires_at:
                 return _retry(conn, row.id, state, at, error, now)
     return _update(conn, row.id, state, new, error, now)
+
+
+def _opt_out(conn: Connection, partner_id: int, now: datetime) -> None:
+    # The ORM rules for consent (history, events, cancelling pending texts) in this
+    # transaction: a session joined to the connection, flushed, never committing on its own.
+    from service import partners  # partners -> couples -> retention -> here
+
+    with Session(bind=conn) as s:
+        phone = s.scalar(sa.select(Partner.phone).where(Partner.id == partner_id))
+        if phone is not None:
+            partners.opt_out_sms(s, now, phone, "carrier 21610")
+            s.flush()
 
 
 def error_code(error: str | None) -> int | None:
@@ -89,24 +105,26 @@ def _retry(
     return "retried"
 
 
-def apply_parked(conn: Connection, sids: list[str], now: datetime) -> int:
+def apply_parked(
+    conn: Connection, sids: list[str], now: datetime, retry_in: Policy | None = None
+) -> int:
     """Apply the receipts that arrived before these SIDs were recorded; returns how many."""
     if not sids:
         return 0
     parked = conn.execute(sa.select(_E).where(_E.c.sid.in_(sids))).all()
     for p in parked:
-        apply(conn, p.sid, p.state, p.error, now)
+        apply(conn, p.sid, p.state, p.error, now, retry_in)
     if parked:
         conn.execute(_E.delete().where(_E.c.sid.in_([p.sid for p in parked])))
     return len(parked)
 
 
-def sweep(conn: Connection, now: datetime) -> int:
+def sweep(conn: Connection, now: datetime, retry_in: Policy | None = None) -> int:
     """Apply every parked receipt whose send has been recorded since it was parked."""
     sids = list(
         conn.scalars(sa.select(_E.c.sid).join(_R, _R.c.provider_message_id == _E.c.sid).limit(1000))
     )
-    return apply_parked(conn, sids, now)
+    return apply_parked(conn, sids, now, retry_in)
 
 
 def prune(conn: Connection, now: datetime) -> int:

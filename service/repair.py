@@ -20,14 +20,13 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from service import rituals
+from service import partners, rituals
 from service.app import Hearth
 from service.events import EventType, record
 from service.exceptions import Conflict, InvalidInput, NotFound
 from service.handlers import on
 from service.models import (
     Channel,
-    ConsentState,
     Couple,
     Event,
     Partner,
@@ -239,9 +238,7 @@ def _notify(
             continue
         due, expires = when(p)
         for ch in p.channel_list:
-            if ch is Channel.SMS and p.sms_consent is not ConsentState.CONSENTED:
-                continue
-            if ch is Channel.EMAIL and p.email_opted_out_at is not None:
+            if not (partners.can_text(p) if ch is Channel.SMS else partners.can_email(p)):
                 continue
             session.add(
                 Reminder(

@@ -62,7 +62,7 @@ def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
 
 def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
     keep = days if days is not None else hearth.settings.retention.days
-    with hearth.db.write_engine.begin() as conn:
+    with hearth.db.begin() as conn:
         return prune_in(conn, hearth.clock.now(), keep)
 
 

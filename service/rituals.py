@@ -14,6 +14,7 @@ from service.couples import touch
 from service.events import EventType, record
 from service.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
+from service.planner import in_pause
 from service.recurrence import Occurrence, Schedule, is_occurrence, occurrences
 from service.templates import TEMPLATES
 from service.timeutil import localize, zone
@@ -446,12 +447,24 @@ def paused_then(ritual: Ritual, instant: datetime) -> bool:
     """Whether a pause of the ritual or of its couple covers an occurrence starting at
     ``instant``. The planner's rule: what this reports paused gets no nudge."""
     return any(
-        start is not None and start <= instant and (until is None or instant < until)
+        in_pause(instant, start, until)
         for start, until in (
             (ritual.paused_at, ritual.paused_until),
             (ritual.couple.paused_at, ritual.couple.paused_until),
         )
     )
+
+
+def pause_spans(
+    couple: Couple, ritual: Ritual, open_end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The pauses in force on the couple and the ritual, an open-ended one ending at
+    ``open_end``; finished pauses are skips already (:func:`settle_pause`)."""
+    return [
+        (owner.paused_at, owner.paused_until or open_end)
+        for owner in (couple, ritual)
+        if owner.paused_at is not None
+    ]
 
 
 def upcoming(ritual: Ritual, now: datetime, count: int) -> list[Occurrence]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Channel, CheckIn, ConsentRecord, ConsentState, Couple, Partner, Ritual
 from service.recurrence import occurrences
-from service.rituals import schedule_of
+from service.rituals import pause_spans, schedule_of
 
 WINDOWS = (4, 12)  # weeks
 ONE_OFF_GRACE = timedelta(days=1)
@@ -47,15 +47,6 @@ class RitualStats:
 
 
 Span = tuple[datetime, datetime]
-
-
-def _pauses(couple: Couple, ritual: Ritual, now: datetime) -> list[Span]:
-    """The pause in force; finished pauses are skips already (rituals.settle_pause)."""
-    return [
-        (owner.paused_at, owner.paused_until or now)
-        for owner in (couple, ritual)
-        if owner.paused_at is not None
-    ]
 
 
 def grace_end(ritual: Ritual, original_start: datetime) -> datetime:
@@ -100,7 +91,7 @@ def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
     for i, o in enumerate(occ):
         if o.start > now:
             break
-        grace_end = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
+        ends = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
         if any(lo <= o.start < hi for lo, hi in pauses):
             continue
         needed = [
@@ -109,8 +100,8 @@ def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
         if not needed:
             continue
         reports = done.get(o.original_start, {})
-        kept = all(p in reports and reports[p] < grace_end for p in needed)
-        if kept or grace_end <= now:
+        kept = all(p in reports and reports[p] < ends for p in needed)
+        if kept or ends <= now:
             out.append((o.original_start, kept))
     return out
 
@@ -137,7 +128,7 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
     out = []
     for r in rituals:
-        outcomes = _outcomes(r, reporters, reports[r.id], _pauses(couple, r, now), now)
+        outcomes = _outcomes(r, reporters, reports[r.id], pause_spans(couple, r, now), now)
         rates = {}
         for weeks in WINDOWS:
             since = now - timedelta(weeks=weeks)

@@ -364,14 +364,6 @@ def name(value: str, field: str = "name", max_len: int = 120) -> str:
     return text
 
 
-def snooze_minutes(value: str | None, default: int = 30, field: str = "snooze") -> int:
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= 720:
-        raise InvalidInput(field, f"{value!r} is not a number of minutes", "1 to 720")
-    return int(value)
-
-
 def until_datetime(value: str, tz: str, field: str = "until") -> datetime:
     """A local date or date-time in ``tz`` -> aware UTC."""
     v = value.strip()

@@ -21,7 +21,7 @@ from service.channels.base import Message, Receipt, Transport
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
 from service.db import Database
-from service.dispatcher import Dispatcher, backoff
+from service.dispatcher import Dispatcher
 from service.messages import SMS_HINTS
 from service.models import (
     Channel,
@@ -35,6 +35,7 @@ from service.models import (
     ReminderState,
     Ritual,
 )
+from service.retry import backoff
 from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink

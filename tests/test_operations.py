@@ -126,7 +126,7 @@ def test_a_pass_whose_claim_fails_is_no_tick(
 ) -> None:
     DISPATCH_TICK.set(0)
 
-    def unreachable(limit: int) -> tuple[str, list[int]]:
+    def unreachable(*_a: Any, **_k: Any) -> tuple[str, list[int]]:
         raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(dispatcher, "claim", unreachable)

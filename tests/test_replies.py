@@ -329,3 +329,45 @@ def test_the_gentle_text_can_be_turned_off(db: Database, clock: FakeClock) -> No
     _both_text(hearth, db, clock)
     reply(hearth, "done", "SM1", name="Sam")
     assert _chases(db) == []
+
+
+def test_done_after_the_chase_marks_the_chased_occurrence(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """With a nudge four hours ahead, tomorrow's nudge (17:00 Berlin) goes out before the
+    chase about tonight (18:00): Alice's DONE answers the chase, the latest text."""
+    now = clock.now()
+    cid = couple_with_partners(db, now, sam_tz="America/New_York")
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        partners.edit(s, now, sam, phone="+12125550123", channels="sms", sms_consent="form")
+    add_ritual(db, now, cid, "five-minute-check-in", remind="0,4h")
+    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel})
+    clock.set(TONIGHT)
+    planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
+    d.run_once()
+    reply(hearth, "done", "SM1", name="Sam")
+    clock.set(TONIGHT + timedelta(hours=20))  # tomorrow 17:00 Berlin: the 4-hour nudge
+    assert d.run_once().sent >= 2
+    clock.set(TONIGHT + timedelta(hours=21))  # 18:00 Berlin: the chase
+    assert d.run_once().sent == 1
+    reply(hearth, "done", "SM2", name="Alice")
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
+        marked = s.scalars(
+            sa.select(CheckIn.occurrence_start).where(CheckIn.partner_id == alice.id)
+        ).all()
+    assert marked == [TONIGHT]
+
+
+def test_a_chase_waits_out_a_pause_that_began_after_the_occurrence(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    d = _both_text(hearth, db, clock)
+    reply(hearth, "done", "SM1", name="Sam")
+    with db.session() as s:
+        couples.pause(s, clock.now(), couples.resolve(s, "Alice & Sam"), None)
+    clock.set(TONIGHT + timedelta(days=1, hours=-3))
+    tally = d.run_once()
+    assert (tally.sent, tally.skipped) == (0, 1)
+    assert _chases(db) == [("Alice", "skipped", TONIGHT + timedelta(days=1, hours=-3))]

@@ -11,10 +11,12 @@ that go out or not) and what the database holds afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
 import threading
+import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -39,7 +41,7 @@ from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
 from service.config import Settings
 from service.db import Database
-from service.dispatcher import Dispatcher
+from service.dispatcher import FRESH_SECONDS, Dispatcher
 from service.metrics import RECEIPT_STATES, REMINDERS
 from service.models import (
     Channel,
@@ -588,6 +590,34 @@ def test_stop_in_the_same_second_as_a_due_text_stops_it(
     assert emails == [ReminderState.SENT, ReminderState.SENT]  # email is unaffected
 
 
+def test_a_stop_while_a_text_waits_to_go_out_stops_it(
+    db: Database, clock: FakeClock, twilio_hearth: Hearth, twilio_standin: TwilioStandIn
+) -> None:
+    """Gates passed, then the text waited (pacing, a busy pool) past the freshness window; the
+    STOP that came meanwhile is seen right before the send."""
+    d = _twilio_dispatcher(twilio_hearth)
+    clock.set(TONIGHT)
+    token, ids = d.claim(100)
+    jobs = d.prepare(token, ids)
+    with serve(twilio_hearth) as base, httpx.Client(base_url=base) as http:
+        assert text(http, "STOP") == [STOPPED]
+    waited = time.monotonic() - FRESH_SECONDS - 1
+    d.submit([dataclasses.replace(j, checked=waited) for j in jobs])
+    d.wait_idle()
+    assert twilio_standin.requests == []
+    assert _sms_state_tonight(db) == (ReminderState.SKIPPED, "partner opted out of sms")
+
+
+def _sms_state_tonight(db: Database) -> tuple[ReminderState, str | None]:
+    with db.session() as s:
+        r = s.scalars(
+            sa.select(Reminder).where(
+                Reminder.channel == Channel.SMS, Reminder.occurrence_start == TONIGHT
+            )
+        ).one()
+        return r.state, r.last_error
+
+
 # -- status callbacks ---------------------------------------------------------------------
 
 
@@ -746,14 +776,32 @@ def test_a_receipt_that_beats_the_send_record_is_applied_when_it_is_recorded(
 ) -> None:
     sid = "SM" + "e" * 32
     # Twilio accepted the text and reported it undelivered before the worker wrote the SID.
-    _report(http, sid, "undelivered", "30003")
+    _report(http, sid, "undelivered", "30007")
     _report(http, sid, "delivered")  # a later, contradicting report: the first final stands
     assert [r.state for r in _early(db)] == ["undelivered"]
     d = _dispatcher(hearth, {Channel.SMS: _Fixed(sid), Channel.EMAIL: Outbox(Channel.EMAIL)})
     clock.set(TONIGHT + timedelta(minutes=1))
     assert d.run_once().sent == 3
-    assert _sms_state(db, sid) == (ReminderState.UNDELIVERED, clock.now(), "twilio 30003")
+    assert _sms_state(db, sid) == (ReminderState.UNDELIVERED, clock.now(), "twilio 30007")
     assert _early(db) == []
+
+
+def test_an_early_unreachable_receipt_still_gets_its_resend(
+    db: Database, hearth: Hearth, clock: FakeClock, couple: None, http: httpx.Client
+) -> None:
+    sid = "SM" + "d" * 32
+    _report(http, sid, "undelivered", "30003")  # before the worker wrote the SID
+    d = _dispatcher(hearth, {Channel.SMS: _Fixed(sid), Channel.EMAIL: Outbox(Channel.EMAIL)})
+    clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == 3
+    with db.session() as s:
+        sms = s.scalars(
+            sa.select(Reminder).where(
+                Reminder.channel == Channel.SMS, Reminder.occurrence_start == TONIGHT
+            )
+        ).one()
+        assert (sms.state, sms.provider_message_id) == (ReminderState.SCHEDULED, None)
+        assert clock.now() < sms.next_attempt_at < sms.expires_at
 
 
 def test_the_sweep_applies_a_receipt_parked_while_its_send_was_being_recorded(

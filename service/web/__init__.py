@@ -56,7 +56,7 @@ class AccessLog:
             )
 
 
-NOT_FOUND_BODY = "Not Found\n"  # what service.web.unsubscribe answers for an unknown token
+NOT_FOUND_BODY = "Not Found\n"
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import random
 import urllib.parse
-from datetime import timedelta
 from xml.sax.saxutils import escape
 
-import sqlalchemy as sa
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,12 +19,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
-from service import inbound, partners, receipts
+from service import inbound, receipts, retry
 from service.app import Hearth
-from service.channels.sms_twilio import OPTED_OUT
-from service.dispatcher import backoff
 from service.metrics import WEBHOOKS, observe_receipt
-from service.models import Partner, Reminder
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"
@@ -141,26 +136,11 @@ async def status_callback(request: Request) -> Response:
 
 
 def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> str:
-    cfg, now = hearth.settings.daemon, hearth.clock.now()
-
-    def retry_in(attempts: int) -> timedelta:
-        return timedelta(
-            seconds=backoff(attempts, cfg.retry_base_seconds, cfg.retry_max_seconds, _RNG)
-        )
-
     with hearth.db.session(immediate=True) as s:
-        outcome = receipts.apply(s.connection(), sid, status, error, now, retry_in)
-        if receipts.error_code(error) in OPTED_OUT:
-            # The carrier refused because the number texted STOP (perhaps to another sender
-            # of this account): honour it as if it had come here.
-            phone = s.scalar(
-                sa.select(Partner.phone)
-                .join(Reminder, Reminder.partner_id == Partner.id)
-                .where(Reminder.provider_message_id == sid)
-            )
-            if phone is not None:
-                partners.opt_out_sms(s, now, phone, "carrier 21610")
-        return outcome
+        return receipts.apply(
+            s.connection(), sid, status, error, hearth.clock.now(),
+            retry.policy(hearth.settings.daemon, _RNG),
+        )  # fmt: skip
 
 
 routes: list[BaseRoute] = [

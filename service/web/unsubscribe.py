@@ -9,6 +9,7 @@ import re
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -18,7 +19,6 @@ from service.app import Hearth
 from service.models import Channel, ConsentState, Partner
 
 TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{20,64}")  # secrets.token_urlsafe(32) gives 43
-NOT_FOUND = PlainTextResponse("Not Found\n", status_code=404)
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hearth emails</title></head>
 <body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
 
@@ -47,7 +47,7 @@ async def unsubscribe(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
     found = await run_in_threadpool(_partner, hearth, request.path_params["token"])
     if found is None:
-        return NOT_FOUND
+        raise HTTPException(404)  # the app's one 404: no hint whether the token existed
     partner_id, name, already = found
     if request.method == "POST":
         # RFC 8058: the one-click POST carries List-Unsubscribe=One-Click, form-encoded or
