@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo
 
-__all__ = ["UTC", "exists", "in_quiet_hours", "localize", "quiet_hours_end", "zone"]
+__all__ = [
+    "UTC", "exists", "http_date", "in_quiet_hours", "localize", "quiet_hours_end", "zone",
+]  # fmt: skip
 
 
 def zone(name: str) -> ZoneInfo:
@@ -28,6 +31,16 @@ def exists(day: date, at: time, tz: ZoneInfo) -> bool:
     """False for a local time skipped by a spring-forward transition."""
     naive = datetime.combine(day, at)
     return localize(day, at, tz).astimezone(tz).replace(tzinfo=None) == naive
+
+
+def http_date(value: str) -> datetime | None:
+    """An HTTP-date (RFC 9110) as an aware instant, or None if it is not one. Dates with no
+    zone ("-0000", asctime) are UTC: every HTTP-date is."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def in_quiet_hours(instant: datetime, tz: ZoneInfo, start: time | None, end: time | None) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,30 +16,19 @@ from service.clock import FakeClock
 from service.db import Database
 from service.dispatcher import Dispatcher
 from service.models import Reminder
+from tests import peers
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink
-from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
+from tests.peers.twilio_standin import TwilioStandIn
 
 ALICE = "+4915123456789"
 
 
-def _peers(standin: TwilioStandIn, sink: SmtpSink) -> dict[str, Any]:
-    return {
-        "channels": {"sms": "twilio", "email": "smtp"},
-        "twilio": {
-            "account_sid": DEFAULT_ACCOUNT_SID,
-            "auth_token": DEFAULT_AUTH_TOKEN,
-            "from_number": "+15005550006",
-            "api_base_url": standin.base_url,
-            "timeout_seconds": 5,
-        },
-        "smtp": {"host": sink.host, "port": sink.port, "security": "none"},
-    }
-
-
 def _cli(db: Database, clock: FakeClock, standin: TwilioStandIn, sink: SmtpSink) -> Cli:
-    return Cli(Hearth(settings=make_settings(db, **_peers(standin, sink)), db=db, clock=clock))
+    return Cli(
+        Hearth(settings=make_settings(db, **peers.sections(standin, sink)), db=db, clock=clock)
+    )
 
 
 def _tonight_sent_or_failed(

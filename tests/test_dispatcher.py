@@ -36,12 +36,11 @@ from service.models import (
     Ritual,
 )
 from service.retry import backoff
+from tests import peers
 from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import (
-    DEFAULT_ACCOUNT_SID,
-    DEFAULT_AUTH_TOKEN,
     TwilioStandIn,
     num_segments,
 )
@@ -53,23 +52,6 @@ TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin
 
 def _hearth(db: Database, clock: FakeClock, **sections: Any) -> Hearth:
     return Hearth(settings=make_settings(db, **sections), db=db, clock=clock)
-
-
-def _peers(standin: TwilioStandIn, sink: SmtpSink) -> dict[str, Any]:
-    return {
-        "channels": {"sms": "twilio", "email": "smtp"},
-        "twilio": {
-            "account_sid": DEFAULT_ACCOUNT_SID,
-            "auth_token": DEFAULT_AUTH_TOKEN,
-            "from_number": "+15005550006",
-            "api_base_url": standin.base_url,
-            "sender_rate_per_second": 1000,
-            "account_rate_per_second": 1000,
-            "timeout_seconds": 5,
-        },
-        "smtp": {"host": sink.host, "port": sink.port, "security": "none"},
-        "web": {"public_base_url": "https://hearth.example.org"},
-    }
 
 
 def _setup(db: Database, clock: FakeClock, **ritual: str) -> int:
@@ -101,7 +83,7 @@ def test_sends_each_due_reminder_once_through_real_peers(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _setup(db, clock)
-    hearth = _hearth(db, clock, **_peers(twilio_standin, smtp_sink))
+    hearth = _hearth(db, clock, **peers.sections(twilio_standin, smtp_sink))
     d = _dispatcher(hearth)
     assert d.run_once().claimed == 0  # nothing due at noon
     clock.set(TONIGHT)
@@ -173,7 +155,7 @@ def test_permanent_twilio_errors(
     last_error: str,
 ) -> None:
     _setup(db, clock)
-    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     twilio_standin.fail_to("+4915123456789", status=status, code=code)
     clock.set(TONIGHT)
     d.run_once()
@@ -194,7 +176,7 @@ def test_transient_errors_retry_with_backoff_and_retry_after(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _setup(db, clock)
-    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     twilio_standin.fail_next(1, status=429, retry_after=120)
     clock.set(TONIGHT)
     assert d.run_once().retried == 1
@@ -218,7 +200,7 @@ def test_retries_stop_at_expiry(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _setup(db, clock)
-    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     twilio_standin.fail_to("+4915123456789", status=503, code=20503)
     clock.set(TONIGHT)
     for _ in range(20):
@@ -236,7 +218,7 @@ def test_smtp_rejections(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _setup(db, clock)
-    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     smtp_sink.reject_to("alice@example.org", code=550)
     smtp_sink.reject_to("sam@example.org", code=451)
     clock.set(TONIGHT)
@@ -384,9 +366,9 @@ def test_claims_take_no_more_sms_than_pacing_sends_in_half_a_lease(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _couples_with_sms(db, clock, 5)
-    peers = _peers(twilio_standin, smtp_sink)
-    peers["twilio"].update(sender_rate_per_second=0.5, account_rate_per_second=100)
-    hearth = _hearth(db, clock, daemon={"lease_seconds": 20}, **peers)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    cfg["twilio"].update(sender_rate_per_second=0.5, account_rate_per_second=100)
+    hearth = _hearth(db, clock, daemon={"lease_seconds": 20}, **cfg)
     gate = threading.Event()
     transports = build(hearth.settings)
     transports[Channel.SMS] = _HeldPacing(transports[Channel.SMS], gate)
@@ -474,9 +456,9 @@ def test_smtp_login_refused_is_permanent(
 ) -> None:
     _setup(db, clock)
     with SmtpSink("hearth", "right") as sink:
-        peers = _peers(twilio_standin, sink)
-        peers["smtp"].update(username="hearth", password="wrong")
-        d = _dispatcher(_hearth(db, clock, **peers))
+        cfg = peers.sections(twilio_standin, sink)
+        cfg["smtp"].update(username="hearth", password="wrong")
+        d = _dispatcher(_hearth(db, clock, **cfg))
         clock.set(TONIGHT)
         tally = d.run_once()
         assert (tally.sent, tally.failed, tally.retried) == (1, 2, 0)  # the SMS went out
@@ -496,9 +478,9 @@ def test_smtp_login_with_the_right_password_sends(
 ) -> None:
     _setup(db, clock)
     with SmtpSink("hearth", "right") as sink:
-        peers = _peers(twilio_standin, sink)
-        peers["smtp"].update(username="hearth", password="right")
-        d = _dispatcher(_hearth(db, clock, **peers))
+        cfg = peers.sections(twilio_standin, sink)
+        cfg["smtp"].update(username="hearth", password="right")
+        d = _dispatcher(_hearth(db, clock, **cfg))
         clock.set(TONIGHT)
         assert d.run_once().sent == 3
         assert {m.login for m in sink.messages} == {"hearth"}
@@ -521,20 +503,20 @@ def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
     trouble: str,
 ) -> None:
     _setup(db, clock)
-    peers = _peers(twilio_standin, smtp_sink)
+    cfg = peers.sections(twilio_standin, smtp_sink)
     if trouble == "429":
         twilio_standin.fail_to("+4915123456789", status=429, code=20429)
         error = "twilio 20429: too many requests"
     elif trouble == "unreachable":
-        peers["twilio"]["api_base_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+        cfg["twilio"]["api_base_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
         error = "twilio unreachable: ConnectionError"
     else:
         twilio_standin.latency = 1.0  # answers long after the client gave up
-        peers["twilio"]["timeout_seconds"] = 0.2
+        cfg["twilio"]["timeout_seconds"] = 0.2
         error = "twilio unreachable: ReadTimeout"
     base, cap = 120.0, 900.0
     d = _dispatcher(
-        _hearth(db, clock, daemon={"retry_base_seconds": base, "retry_max_seconds": cap}, **peers)
+        _hearth(db, clock, daemon={"retry_base_seconds": base, "retry_max_seconds": cap}, **cfg)
     )
     clock.set(TONIGHT)
     delays: list[float] = []
@@ -564,7 +546,7 @@ def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, kind="custom", title=LONG_TITLE, at="21:00", every="daily")
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
-    d = _dispatcher(_hearth(db, clock, **_peers(twilio_standin, smtp_sink)))
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     clock.set(TONIGHT)
     assert d.run_once().sent == 3
     [sms] = twilio_standin.sent
@@ -650,9 +632,9 @@ def test_a_stop_ends_waits_for_pacing_and_hands_those_rows_back(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     _couples_with_sms(db, clock, 3)
-    peers = _peers(twilio_standin, smtp_sink)
-    peers["twilio"].update(sender_rate_per_second=0.01)  # the next texts: minutes away
-    hearth = _hearth(db, clock, **peers)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    cfg["twilio"].update(sender_rate_per_second=0.01)  # the next texts: minutes away
+    hearth = _hearth(db, clock, **cfg)
     transports = build(hearth.settings)
     transports[Channel.SMS].pace(Message(to="+15550000000", text="x"))  # spends the one token
     d = _dispatcher(hearth, transports)

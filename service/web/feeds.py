@@ -12,7 +12,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from service import feed_tokens, feeds
 from service.app import Hearth
 from service.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.models import Couple, Ritual
+from service.timeutil import http_date
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
 # polls spread over many threads spends more time switching than answering (bench/feeds.py).
@@ -126,15 +127,8 @@ def _not_modified(request: Request, item: Built) -> bool:
     # at most one comma, so more means a list.
     if not ims or ims.count(",") > 1:
         return False
-    try:
-        since = parsedate_to_datetime(ims)
-    except (TypeError, ValueError):
-        return False
-    if since.tzinfo is None:
-        # "-0000" (RFC 5322: UTC, source zone unknown) and asctime dates parse as naive;
-        # HTTP dates are all UTC.
-        since = since.replace(tzinfo=UTC)
-    return item.last_modified.replace(microsecond=0) <= since
+    since = http_date(ims)
+    return since is not None and item.last_modified.replace(microsecond=0) <= since
 
 
 async def feed(request: Request) -> Response:
