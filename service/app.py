@@ -17,5 +17,6 @@ class Hearth:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Hearth:
-        db = Database(settings.database.url, echo=settings.database.echo)
+        cfg = settings.database
+        db = Database(cfg.url, echo=cfg.echo, lock_timeout=cfg.lock_timeout_seconds)
         return cls(settings=settings, db=db, clock=clock or SystemClock())

@@ -38,6 +38,7 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str = Field("sqlite:///hearth.db", description="SQLAlchemy URL")
     echo: bool = False
+    lock_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     @field_validator("url")
     @classmethod

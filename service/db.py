@@ -26,7 +26,7 @@ def redact_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, lock_timeout: float = 30.0) -> Engine:
     # Statement parameters are message bodies, numbers and addresses: keep them out of the
     # text of every database error (which reaches logs through log.exception) and of echo.
     kwargs: dict[str, Any] = {"hide_parameters": True, "future": True}
@@ -36,24 +36,34 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # the one logging pipeline.
         logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": lock_timeout}
         engine = sa.create_engine(url, **kwargs)
-        _sqlite_events(engine)
+        _sqlite_events(engine, lock_timeout)
         return engine
     # A schema can be chosen in the URL: ?options=-csearch_path%3Dname (the tests do).
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     kwargs.update(connect_args=connect_args, pool_pre_ping=True, pool_size=10, max_overflow=60)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # As SQLite's busy timeout: a statement blocked by another transaction's lock gives
+        # up with one line (DatabaseBusy) instead of waiting for ever.
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
+        dbapi_conn.commit()
+
+    return engine
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, lock_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is possible.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         if engine.url.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -66,9 +76,9 @@ def _sqlite_events(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, lock_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo)
+        self.engine = make_engine(url, echo=echo, lock_timeout=lock_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # For transactions that read then write: on SQLite a deferred one cannot upgrade

@@ -8,18 +8,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+import sqlalchemy as sa
 from sqlalchemy.pool import QueuePool
 
 from cli.main import cli
-from service import planner
+from service import migrate, planner
 from service.app import Hearth
 from service.channels.base import Message, Receipt
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
 from service.db import Database
 from service.models import Couple
-from tests.conftest import Cli, make_settings, snapshot
+from tests.conftest import Cli, PgSchema, make_settings, snapshot
 
 
 def test_add_list_show_json(run: Cli) -> None:
@@ -220,10 +220,9 @@ def test_removing_what_vanished_while_asked_is_refused(run: Cli, db: Database) -
 def test_a_locked_database_is_one_line_and_exit_1(
     sqlite_db: Database, clock: FakeClock, tmp_path: Path
 ) -> None:
-    # A second engine on the same file that waits for no lock, so the test need not sit out
-    # the 30 s busy timeout a real run uses.
-    impatient = Database(sqlite_db.url)
-    event.listen(impatient.engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=0"))
+    # A second engine on the same file with a short lock timeout, so the test need not sit
+    # out the 30 s a real run waits.
+    impatient = Database(sqlite_db.url, lock_timeout=0.05)
     run = Cli(Hearth(settings=make_settings(impatient), db=impatient, clock=clock))
     run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
     assert sqlite_db.engine.url.database
@@ -243,6 +242,33 @@ def test_a_locked_database_is_one_line_and_exit_1(
         holder.close()
         impatient.dispose()
     assert snapshot(sqlite_db) == before
+
+
+@pytest.mark.postgres
+def test_a_write_blocked_on_postgres_gives_up_in_one_line(
+    pg_schema: PgSchema, clock: FakeClock
+) -> None:
+    db = Database(pg_schema.url, lock_timeout=0.2)
+    migrate.upgrade(db)
+    run = Cli(Hearth(settings=make_settings(db), db=db, clock=clock))
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    other = sa.create_engine(pg_schema.url)
+    holder = other.connect()
+    try:
+        holder.begin()
+        holder.execute(sa.text("LOCK TABLE couple IN EXCLUSIVE MODE"))  # reads still pass
+        before = snapshot(db)
+        result = run("couple", "add", "Bo & Kim", "-z", "UTC")
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("error: database postgresql") and "lock timeout" in line
+        assert "Alice & Sam" in run.ok("couple", "list").output
+    finally:
+        holder.rollback()
+        holder.close()
+        other.dispose()
+    assert snapshot(db) == before
+    db.dispose()
 
 
 def test_names_shared_by_two_couples_are_ambiguous(run: Cli, db: Database, hearth: Hearth) -> None:
