@@ -122,7 +122,8 @@ def show_cmd(couple: str, as_json: bool) -> None:
 def stats_cmd(couple: str, as_json: bool) -> None:
     """Per ritual: completion over 4 and 12 weeks, current and best streak.
 
-    An occurrence is kept when both partners replied DONE before the next one began."""
+    An occurrence is kept when every partner who could text DONE then (a phone and SMS
+    consent at the time) did so before the next one began."""
     with read_only() as (_, session, now):
         rows = stats.couple_stats(session, couples.resolve(session, couple), now)
     if as_json:

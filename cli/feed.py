@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from cli.common import print_json, unit_of_work
+from cli.common import print_json, read_only, unit_of_work
 from service import couples, feed_tokens, feeds, partners
-from service.exceptions import Conflict
+from service.exceptions import Conflict, InvalidInput
 from service.models import Ritual
 
 
@@ -77,7 +77,7 @@ def _issue(partner: str, qr: bool, as_json: bool, *, rotate: bool) -> None:
 @click.option("--alarms", is_flag=True, help="Include VALARMs for the reminder offsets.")
 def export_cmd(couple: str, output: str | None, alarms: bool) -> None:
     """Write COUPLE's feed as an .ics file."""
-    with unit_of_work() as (hearth, session, now):
+    with read_only() as (hearth, session, now):
         c = couples.resolve(session, couple)
         rituals = list(
             session.scalars(sa.select(Ritual).where(Ritual.couple_id == c.id).order_by(Ritual.id))
@@ -86,7 +86,10 @@ def export_cmd(couple: str, output: str | None, alarms: bool) -> None:
             c, rituals, now=now, alarms=alarms, refresh_hours=hearth.settings.web.feed_refresh_hours
         )
     if output:
-        Path(output).write_bytes(body)
+        try:
+            Path(output).write_bytes(body)
+        except OSError as exc:
+            raise InvalidInput("--output", f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"wrote {output} ({len(body)} bytes)")
     else:
         click.echo(body, nl=False)

@@ -114,7 +114,8 @@ def _settle(session: Session, couple: Couple, end: datetime, now: datetime) -> N
     from service import rituals  # rituals imports this module (touch)
 
     assert couple.paused_at is not None
-    for ritual in rituals.list_for(session, couple):
+    # Removed rituals too: their occurrences up to the removal stay in partners' calendars.
+    for ritual in rituals.list_for(session, couple, include_removed=True):
         if rituals.settle_pause(ritual, couple.paused_at, end, now):
             ritual.version += 1  # calendars see the EXDATEs as a change of the series
             ritual.updated_at = now

@@ -43,6 +43,7 @@ from service.models import (
     RitualKind,
     table,
 )
+from service.recurrence import is_occurrence
 from service.retry import backoff
 from service.timeutil import in_quiet_hours, quiet_hours_end, zone
 
@@ -52,6 +53,7 @@ _T = table(Reminder)
 # STOP in those seconds races the send as it would race the HTTP request itself); one that
 # waited longer, for pacing or a busy pool, is. A claim batch drains within it at full speed.
 FRESH_SECONDS = 5.0
+RECORD_RETRY_FIRST = 0.2  # seconds before writing outcomes again after a failed write
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class Dispatcher:
         self.transports = transports
         self.rng = rng or random.Random()
         self.retry = retry.policy(self.cfg, self.rng)
+        settings = hearth.settings
+        # The longest a send can take: the slower provider's timeout, and a margin.
+        self._send_window = timedelta(
+            seconds=max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds) + 5
+        )
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
         self.pool = ThreadPoolExecutor(
             max_workers=self.cfg.concurrency, thread_name_prefix="hearth-send"
@@ -236,6 +243,7 @@ class Dispatcher:
             r.occurrence_start
             in {e.original_start for e in ritual.exceptions if e.new_start is None}
             or (ritual.ended_at is not None and ritual.ended_at <= r.occurrence_start)
+            or (r.attempts > 1 and not _still_in_schedule(r, ritual))
         ):
             return _Verdict(ReminderState.CANCELLED, "occurrence no longer planned")
         elif r.purpose is ReminderPurpose.CHASE and ctx.answered(r):
@@ -385,10 +393,7 @@ class Dispatcher:
         # writes this, so the sending thread writes it. The interpreter waits for the pool's
         # threads at exit: a send that outlasted the grace period is still recorded, not
         # left 'sending' to be reclaimed and sent again.
-        try:
-            self._apply([o])
-        except Exception:
-            log.exception("outcomes_not_recorded", count=1)
+        self._apply_until_recorded([o])
 
     def _still_ours(self, job: Job, fresh: bool) -> bool:
         """Right before the send: is the claim still ours, the reminder still fresh and its
@@ -398,11 +403,14 @@ class Dispatcher:
         whoever holds it, unsent; a reminder that went stale while it waited is expired."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
+        # The lease left must outlast the send itself (its provider timeout), else another
+        # worker could reclaim the row while the text is on its way.
+        need = max(lease / 2, self._send_window)
         if (
             fresh
             and job.lease_until is not None
             and now < job.expires_at
-            and job.lease_until - now >= lease / 2
+            and job.lease_until - now >= need
         ):
             # Checked moments ago and nobody can reclaim before the lease runs out: the usual
             # send costs no extra query.
@@ -428,11 +436,12 @@ class Dispatcher:
             }  # fmt: skip
             self._record(_Outcome(job, fields, state.value, now, None, reason))
             return False
-        if row is not None and (row.lease_until is None or row.lease_until - now < lease / 2):
+        if row is not None and (row.lease_until is None or row.lease_until - now < need):
             # The token in the condition makes this safe even past the lease: a worker that
             # reclaimed the row in between has changed it, and then nothing is updated.
+            until = now + max(lease, need)
             with self.db.write_engine.begin() as conn:
-                renewed = conn.execute(_T.update().where(mine).values(lease_until=now + lease))
+                renewed = conn.execute(_T.update().where(mine).values(lease_until=until))
             if renewed.rowcount != 1:
                 row = None
         if row is None:
@@ -488,15 +497,31 @@ class Dispatcher:
                 except queue.Empty:
                     break
             try:
-                self._apply(batch)
-            except Exception:
-                # The rows stay 'sending'; their lease runs out and they are sent again.
-                log.exception("outcomes_not_recorded", count=len(batch))
+                self._apply_until_recorded(batch)
             finally:
                 for _ in batch:
                     self._outcomes.task_done()
                 with self._idle:
                     self._idle.notify_all()
+
+    def _apply_until_recorded(self, batch: list[_Outcome]) -> None:
+        """Write the outcomes, trying again while the database is busy or away: an outcome
+        not written leaves its row 'sending', and once the lease runs out it is sent again.
+        Every update is conditional on the claim token, so a late retry changes nothing a
+        reclaiming worker owns."""
+        delay = RECORD_RETRY_FIRST
+        deadline = time.monotonic() + self.cfg.lease_seconds
+        while True:
+            try:
+                self._apply(batch)
+                return
+            except Exception:
+                if time.monotonic() + delay >= deadline:
+                    log.exception("outcomes_not_recorded", count=len(batch))
+                    return
+                log.warning("outcomes_retrying", count=len(batch), in_s=delay, exc_info=True)
+            time.sleep(delay)  # this thread only writes outcomes; the sends go on meanwhile
+            delay = min(delay * 2, 10.0)
 
     def _apply(self, batch: list[_Outcome]) -> None:
         updated: list[int] = []
@@ -899,6 +924,15 @@ def _paused(r: Reminder, ritual: Ritual, now: datetime) -> bool:
     after = r.purpose in (ReminderPurpose.FOLLOWUP, ReminderPurpose.CHASE)
     at = now if after else _actual_start(ritual, r.occurrence_start)
     return rituals.paused_then(ritual, at)
+
+
+def _still_in_schedule(r: Reminder, ritual: Ritual) -> bool:
+    """For a row that went out before (a retry, or reclaimed after a crash): replanning only
+    retimes rows waiting their turn, so one that was 'sending' during an edit of the time or
+    the reminder offsets may stand for an occurrence or an offset the ritual no longer has."""
+    if r.purpose is ReminderPurpose.NUDGE and r.offset_minutes not in ritual.offsets:
+        return False
+    return is_occurrence(rituals.schedule_of(ritual), r.occurrence_start)
 
 
 def _reachable(p: Partner, channel: Channel) -> bool:

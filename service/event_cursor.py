@@ -8,14 +8,13 @@ idempotent, so handling a few events twice after a crash is harmless.
 
 PostgreSQL gives an event its id when the row is inserted but shows the row only at commit,
 so a transaction holding id 10 can commit after one holding id 11: a reader that has seen 11
-and asks for ``id > 11`` never sees 10. The cursor therefore reads from its watermark every
-time, skips the ids it already handled above it, and takes an id missing below the highest
-one seen for a transaction still open. Only after :data:`LAG_SECONDS` does it count the gap
-as an insert that was rolled back (a sequence never hands a value out twice) and move the
-watermark past it. New events are handled at once either way: the lag holds back only the
-watermark, and with it how much a restart replays. (On SQLite, one writer, ids become visible
-in order; a gap there is a rollback, and a later event may reuse the id, which is then read
-like any other.)
+and asks for ``id > 11`` never sees 10. The cursor therefore reads the ids above the highest
+it has looked at and, besides, the ids missing below it, each taken for a transaction still
+open. Only after :data:`LAG_SECONDS` does it count a gap as an insert that was rolled back (a
+sequence never hands a value out twice) and move the watermark past it. New events are
+handled at once either way: the lag holds back only the watermark, and with it how much a
+restart replays. (On SQLite, one writer, ids become visible in order; a gap there is a
+rollback, and a later event may reuse the id, which is then read like any other.)
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from service import events
 from service.models import DaemonState, Event, table
 
 NAME = "events"
@@ -73,16 +71,13 @@ class EventCursor:
         return self.floor
 
     def fetch(self, session: Session, limit: int = 1000) -> list[Event]:
-        """Up to about ``limit`` events above the watermark not handled yet, in id order."""
-        found: list[Event] = []
-        after = self.floor
-        while len(found) < limit:
-            page = events.since(session, after, limit)
-            found.extend(e for e in page if e.id not in self._seen)
-            if len(page) < limit:
-                break
-            after = page[-1].id
-        return found
+        """Up to ``limit`` events not handled yet, in id order: those above every id looked
+        at, and the missing ids still waited for. (Not a re-read from the watermark: with a
+        gap held open for a minute, that would read every handled event again on each poll.)"""
+        newer = Event.id > self._scanned
+        cond = sa.or_(newer, Event.id.in_(list(self._gaps))) if self._gaps else newer
+        stmt = sa.select(Event).where(cond).order_by(Event.id).limit(limit)
+        return [e for e in session.scalars(stmt) if e.id not in self._seen]
 
     def handled(self, ids: Iterable[int]) -> None:
         """Mark events handled and move the watermark up to the lowest gap still waited for

@@ -90,8 +90,3 @@ def record(
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.select(sa.func.pg_notify(CHANNEL, str(ev.id))))
     return ev
-
-
-def since(session: Session, last_id: int, limit: int = 1000) -> list[Event]:
-    stmt = sa.select(Event).where(Event.id > last_id).order_by(Event.id).limit(limit)
-    return list(session.scalars(stmt))

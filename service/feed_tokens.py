@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -66,7 +67,7 @@ def issue(session: Session, now: datetime, partner: Partner) -> str:
 
 
 _STAMP = (
-    sa.select(Partner.couple_id, Couple.change_stamp)
+    sa.select(Partner.couple_id, Couple.change_stamp, Couple.created_at)
     .join(Couple, Couple.id == Partner.couple_id)
     .where(Partner.feed_token_hash == sa.bindparam("digest"))
 )
@@ -80,8 +81,16 @@ def _stamp_sql(engine: Engine) -> tuple[str, bool]:
     return str(compiled), bool(compiled.positional)
 
 
-def couple_stamp(engine: Engine, token: str) -> tuple[int, int] | None:
-    """(couple id, change stamp) for the couple whose partner holds ``token``, in one query.
+class Stamp(NamedTuple):
+    couple_id: int
+    change_stamp: int
+    # The couple row's identity beyond its id: SQLite hands a removed couple's id to the
+    # next one, whose stamp starts over, and a cache must never take one for the other.
+    born: object  # as the driver returns it (text on SQLite); only compared
+
+
+def couple_stamp(engine: Engine, token: str) -> Stamp | None:
+    """The couple whose partner holds ``token``, and its change stamp, in one query.
 
     Every calendar poll runs this, so it talks to the driver on a pooled connection directly:
     through ``Connection.execute`` the same query cost five times as much on SQLite (the
@@ -100,4 +109,4 @@ def couple_stamp(engine: Engine, token: str) -> tuple[int, int] | None:
             cursor.close()
     finally:
         conn.close()  # back to the pool, which ends any transaction the driver began
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else Stamp(int(row[0]), int(row[1]), row[2])

@@ -132,9 +132,13 @@ def sms_text(ctx: Context) -> str:
             "Reply YES, NO or a few words."
         )
     if ctx.purpose is ReminderPurpose.CHASE:
-        return fit(
-            f"Hearth: your partner marked {_day(ctx)}'s {title} done. "
-            "Did it happen for you too? Reply DONE. STOP to opt out."
+        day = _day(ctx)
+        return fit_title(
+            lambda t: (
+                f"Hearth: your partner marked {day}'s {t} done. "
+                "Did it happen for you too? Reply DONE. STOP to opt out."
+            ),
+            title,
         )
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.INVITE:

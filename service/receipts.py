@@ -75,10 +75,11 @@ def apply(
 
 def _opt_out(conn: Connection, partner_id: int, now: datetime) -> None:
     # The ORM rules for consent (history, events, cancelling pending texts) in this
-    # transaction: a session joined to the connection, flushed, never committing on its own.
+    # transaction: a session joined to the connection, flushed, never committing on its own;
+    # "rollback_only" so closing it keeps its work even inside the caller's savepoint.
     from service import partners  # partners -> couples -> retention -> here
 
-    with Session(bind=conn) as s:
+    with Session(bind=conn, join_transaction_mode="rollback_only") as s:
         phone = s.scalar(sa.select(Partner.phone).where(Partner.id == partner_id))
         if phone is not None:
             partners.opt_out_sms(s, now, phone, "carrier 21610")

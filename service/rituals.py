@@ -214,6 +214,7 @@ def add_one_off(
 
 
 def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> Ritual:
+    ensure_active(ritual)
     changed: list[str] = []
     if spec.title is not None:
         ritual.title = validation.name(spec.title, "title")
@@ -272,6 +273,7 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
 
 
 def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | None) -> Ritual:
+    ensure_active(ritual)
     if until is not None and until <= now:
         raise InvalidInput("until", "is in the past", "give a future date")
     if ritual.paused_at is not None:  # a pause that ran out: keep it before it is replaced
@@ -286,6 +288,7 @@ def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | Non
 
 
 def resume(session: Session, now: datetime, ritual: Ritual) -> Ritual:
+    ensure_active(ritual)
     if not ritual.is_paused(now):
         raise Conflict(f"ritual {ritual.id} is not paused")
     assert ritual.paused_at is not None
@@ -308,10 +311,11 @@ def settle_pause(ritual: Ritual, start: datetime, end: datetime, now: datetime) 
     """
     end = min(end, now)
     settled = 0
+    existing = {e.original_start: e for e in ritual.exceptions}  # a long pause has many
     for o in occurrences(schedule_of(ritual), start, end):
         if not start <= o.start < end:
             continue
-        exc = _existing(ritual, o.original_start)
+        exc = existing.get(o.original_start)
         if exc is None:
             exc = OccurrenceException(
                 ritual_id=ritual.id, original_start=o.original_start, created_at=now

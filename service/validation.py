@@ -321,9 +321,14 @@ def every(value: str, field: str = "every") -> str:
 # The latest date accepted anywhere: a day short of datetime's limit, so "the end of that
 # local day" and local-to-UTC conversions of anything a person can type never overflow.
 LATEST_DATE = date(9998, 12, 31)
+# Nothing in Hearth starts before this; far older dates would have every calendar walk
+# centuries of recurrences (and year 1 has no year before it for the time zone tables).
+EARLIEST_DATE = date(1970, 1, 1)
 
 
 def _in_range(day: date, value: str, field: str, hint: str | None = None) -> None:
+    if day < EARLIEST_DATE:
+        raise InvalidInput(field, f"{value!r} is too long ago", f"the earliest is {EARLIEST_DATE}")
     if day > LATEST_DATE:
         raise InvalidInput(
             field, f"{value!r} is too far ahead", hint or f"the latest is {LATEST_DATE}"

@@ -111,3 +111,12 @@ def test_feed_refusals(cli: Cli, db: Database, args: tuple[str, ...], message: s
     result = cli(*args)
     assert (result.exit_code, result.output) == (2, message)
     assert snapshot(db) == before
+
+
+def test_feed_export_to_an_unwritable_place_is_one_line(run: Cli, db: Database) -> None:
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    result = run("feed", "export", "Alice & Sam", "-o", "/nonexistent/dir/x.ics")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --output: cannot write /nonexistent/dir/x.ics: No such file or directory"
+    )

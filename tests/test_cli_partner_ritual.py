@@ -432,3 +432,26 @@ def test_every_write_records_an_event(run: Cli, db: Database) -> None:
         "ritual.changed",
         "occurrence.skipped",
     ]
+
+
+def test_a_removed_ritual_cannot_be_edited_paused_or_resumed(run: Cli, db: Database) -> None:
+    _couple(run)
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")
+    run.ok("ritual", "remove", "1", "--yes")
+    before = snapshot(db)
+    for args in (("edit", "1", "--title", "Z"), ("pause", "1"), ("resume", "1")):
+        result = run("ritual", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip() == "error: ritual 1 was already removed"
+    assert snapshot(db) == before
+
+
+def test_a_start_date_before_1970_is_refused(run: Cli, db: Database) -> None:
+    _couple(run)
+    before = snapshot(db)
+    result = run("ritual", "add", "1", "-t", "five-minute-check-in", "--on", "0001-01-01")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: on: '0001-01-01' is too long ago (the earliest is 1970-01-01)"
+    )
+    assert snapshot(db) == before

@@ -648,3 +648,55 @@ def test_a_stop_ends_waits_for_pacing_and_hands_those_rows_back(
     assert {(r.state.value, r.attempts) for r in sms if r.occurrence_start == TONIGHT} == {
         ("scheduled", 0)
     }
+
+
+class _BusyOnce(Dispatcher):
+    """The database refuses the first outcome write (another writer held it too long)."""
+
+    busy = 1
+
+    def _apply(self, batch: list[Any]) -> None:
+        if self.busy:
+            self.busy -= 1
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        super()._apply(batch)
+
+
+def test_a_failed_outcome_write_is_tried_again_not_sent_again(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    _setup(db, clock)
+    hearth = _hearth(db, clock, **peers.sections(twilio_standin, smtp_sink))
+    d = _BusyOnce(hearth, build(hearth.settings), rng=random.Random(7))
+    clock.set(TONIGHT)
+    with capture_logs() as logs:
+        assert d.run_once().sent == 3
+    assert any(e["event"] == "outcomes_retrying" for e in logs)
+    assert _states_tonight(db) == {"sent"}
+    clock.advance(timedelta(seconds=hearth.settings.daemon.lease_seconds + 1))
+    assert d.run_once().claimed == 0  # nothing left 'sending' to reclaim
+    assert len(twilio_standin.sent) == 1 and len(smtp_sink.messages) == 2
+
+
+def test_a_retry_for_a_time_edited_away_is_not_sent(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Tonight's text fails (Twilio 500) and waits for its retry; meanwhile the check-in
+    moves to 22:00 for good. The retry stands for 21:00, which no longer exists."""
+    cid = _setup(db, clock)
+    hearth = _hearth(db, clock, **peers.sections(twilio_standin, smtp_sink))
+    d = _dispatcher(hearth)
+    twilio_standin.fail_to("+4915123456789", status=500, code=None)
+    clock.set(TONIGHT)
+    assert d.run_once().retried == 1
+    twilio_standin.clear_fail_to()
+    with db.session() as s:
+        [ritual] = rituals.list_for(s, couples.resolve(s, cid))
+        rituals.edit(s, clock.now(), ritual, rituals.RitualSpec(at="22:00"))
+        retry_at = _sms_tonight(s).next_attempt_at
+    clock.set(retry_at)
+    tally = d.run_once()
+    assert (tally.sent, tally.cancelled) == (0, 1)
+    with db.session() as s:
+        assert _sms_tonight(s).last_error == "occurrence no longer planned"
+    assert [r for r in twilio_standin.requests if r.sid] == []

@@ -170,6 +170,24 @@ def _served(hearth: Hearth, query: str = "") -> bytes:
     return r.content
 
 
+def test_a_ritual_removed_during_a_couple_pause_keeps_its_paused_days_out(
+    db: Database, clock: FakeClock
+) -> None:
+    now = clock.now()  # Monday 5 Jan, 12:00 UTC; the check-in is at 21:00 Berlin
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        couples.pause(s, now, couples.resolve(s, cid), None)
+    with db.session() as s:
+        r = s.get(Ritual, rid)
+        assert r is not None
+        rituals.remove(s, now + timedelta(days=2), r)  # 5 and 6 Jan were paused
+    with db.session() as s:
+        couples.resume(s, now + timedelta(days=3), couples.resolve(s, cid))
+    cal = Calendar.from_ical(_feed(db, cid, now + timedelta(days=4)))
+    assert list(recurring_ical_events.of(cal).between(now, now + timedelta(days=4))) == []
+
+
 def _interop_couple(
     db: Database, clock: FakeClock, tz: str, on: str | None = None
 ) -> tuple[int, list[int]]:
@@ -350,6 +368,33 @@ def test_served_feed_etag_304_head_and_404(db: Database, clock: FakeClock, heart
         assert gone.status_code == never.status_code == junk.status_code == 404
         assert gone.content == never.content == junk.content
         assert http.get(f"/feeds/{other}.ics").status_code == 200
+
+
+def test_a_removed_couples_calendar_is_never_served_to_the_next(
+    db: Database, clock: FakeClock, hearth: Hearth
+) -> None:
+    """SQLite gives a removed couple's id to the next couple, whose change stamp starts over:
+    the feed cache must not take the new couple for the old one."""
+    now = clock.now()
+    old = couple_with_partners(db, now, name="Old & Gone")
+    add_ritual(db, now, old, kind="custom", title="Secret ritual", at="20:00", every="daily")
+    with db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        assert "Secret ritual" in http.get(f"/feeds/{token}.ics").text
+        with db.session() as s:
+            gone = couples.resolve(s, old)
+            stamp = gone.change_stamp
+            couples.remove(s, clock.now(), gone)
+        later = clock.advance(timedelta(minutes=5))
+        new = couple_with_partners(db, later, name="New & Here")
+        assert new == old or not db.is_sqlite  # the id is reused
+        with db.session() as s:
+            c = couples.resolve(s, new)
+            token = feed_tokens.issue(s, later, partners.resolve(s, "Alice", c))
+            c.change_stamp = stamp  # as many edits as the old couple had
+        served = http.get(f"/feeds/{token}.ics").text
+    assert "New & Here" in served and "Secret ritual" not in served
 
 
 def test_tokens_are_stored_only_as_hashes(db: Database, clock: FakeClock) -> None:

@@ -41,6 +41,13 @@ def test_an_invitation_keeps_its_time_and_how_to_call_it_off() -> None:
     assert "is set for Mon 05 Jan 21:00." in text and text.endswith("Reply SKIP to call it off.")
 
 
+def test_a_chase_keeps_how_to_answer_and_stop() -> None:
+    text = messages.sms_text(_ctx(LONG_TITLE, ReminderPurpose.CHASE))
+    assert messages.segments(text) <= 2
+    assert text.startswith("Hearth: your partner marked Monday's ")
+    assert text.endswith(" done. Did it happen for you too? Reply DONE. STOP to opt out.")
+
+
 def test_a_title_made_only_of_joined_emoji_is_cut_between_them() -> None:
     couple = "👩\u200d❤️\u200d👨"
     text = messages.sms_text(_ctx(couple * 20, ReminderPurpose.NUDGE))

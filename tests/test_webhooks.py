@@ -786,6 +786,19 @@ def test_a_receipt_that_beats_the_send_record_is_applied_when_it_is_recorded(
     assert _early(db) == []
 
 
+def test_an_early_carrier_opt_out_receipt_still_opts_the_number_out(
+    db: Database, hearth: Hearth, clock: FakeClock, couple: None, http: httpx.Client
+) -> None:
+    sid = "SM" + "c" * 32
+    _report(http, sid, "failed", "21610")  # parked: the send is not recorded yet
+    d = _dispatcher(hearth, {Channel.SMS: _Fixed(sid), Channel.EMAIL: Outbox(Channel.EMAIL)})
+    clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == 3  # the outcome write applies the parked receipt
+    assert _early(db) == []
+    assert _partner(db).sms_consent is ConsentState.OPTED_OUT
+    assert _pending(db, Channel.SMS) == 0
+
+
 def test_an_early_unreachable_receipt_still_gets_its_resend(
     db: Database, hearth: Hearth, clock: FakeClock, couple: None, http: httpx.Client
 ) -> None:

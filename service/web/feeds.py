@@ -39,6 +39,7 @@ _POOL = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="hearth-feed")
 
 class Key(NamedTuple):
     couple_id: int
+    born: object  # see feed_tokens.Stamp: tells a removed couple from the next with its id
     stamp: int  # the couple's change stamp the build was made from
     alarms: bool
     day: date  # the body depends on "now" only to the day (feeds.build_calendar)
@@ -77,7 +78,7 @@ def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built
     found = feed_tokens.couple_stamp(hearth.db.engine, token)
     if found is None:
         return None
-    cached = cache.get(Key(*found, alarms, now.date()))
+    cached = cache.get(Key(found.couple_id, found.born, found.change_stamp, alarms, now.date()))
     if cached is not None:
         return cached
     with hearth.db.session() as s:
@@ -85,7 +86,7 @@ def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built
         if couple is None:  # removed since the first query
             return None
         # Key the build by the stamp it was built from, which may be newer than the first read.
-        key = Key(couple.id, couple.change_stamp, alarms, now.date())
+        key = Key(couple.id, found.born, couple.change_stamp, alarms, now.date())
         item = _build(s, couple, key, now, hearth)
     cache.put(item)
     return item
