@@ -69,8 +69,8 @@ def apply(
         elif code in TRANSIENT and retry_in is not None and state not in FINAL_STATES:
             at = now + retry_in(row.attempts)
             if at < row.expires_at:
-                return _retry(conn, row.id, state, at, error, now)
-    return _update(conn, row.id, state, new, error, now)
+                return _retry(conn, row.id, sid, state, at, error, now)
+    return _update(conn, row.id, sid, state, new, error, now)
 
 
 def _opt_out(conn: Connection, partner_id: int, now: datetime) -> None:
@@ -94,12 +94,13 @@ def error_code(error: str | None) -> int | None:
 
 
 def _retry(
-    conn: Connection, rid: int, state: ReminderState, at: datetime, error: str | None,
-    now: datetime,
+    conn: Connection, rid: int, sid: str, state: ReminderState, at: datetime,
+    error: str | None, now: datetime,
 ) -> str:  # fmt: skip
+    # The SID in the condition: a receipt for an earlier send never touches a later one.
     conn.execute(
         _R.update()
-        .where(_R.c.id == rid, _R.c.state == state)
+        .where(_R.c.id == rid, _R.c.provider_message_id == sid, _R.c.state == state)
         .values(state=ReminderState.SCHEDULED, next_attempt_at=at, provider_message_id=None,
                 claim_token=None, lease_until=None, last_error=_error(error), updated_at=now)
     )  # fmt: skip
@@ -149,6 +150,7 @@ def _park(conn: Connection, sid: str, new: ReminderState, error: str | None, now
 def _update(
     conn: Connection,
     rid: int,
+    sid: str,
     state: ReminderState,
     new: ReminderState,
     error: str | None,
@@ -164,7 +166,9 @@ def _update(
     if error:
         values["last_error"] = _error(error)
     conn.execute(
-        _R.update().where(_R.c.id == rid, _R.c.state.not_in(FINAL_STATES)).values(**values)
+        _R.update()
+        .where(_R.c.id == rid, _R.c.provider_message_id == sid, _R.c.state.not_in(FINAL_STATES))
+        .values(**values)
     )
     return "ok"
 

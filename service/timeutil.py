@@ -57,9 +57,15 @@ def quiet_hours_end(instant: datetime, tz: ZoneInfo, start: time, end: time) -> 
     if not in_quiet_hours(instant, tz, start, end):
         return instant
     day = instant.astimezone(tz).date()
-    # The end is today or tomorrow in local terms; take the first one after the instant.
-    for delta in (0, 1):
-        candidate = localize(day + timedelta(days=delta), end, tz)
-        if candidate > instant:
-            return candidate
-    return localize(day + timedelta(days=2), end, tz)
+    # The end is today or tomorrow in local terms: the first one after the instant. On a
+    # fall-back night the end's wall time may come twice (fold=1 is the second); in a spring
+    # gap, fold=1 reads it with the later offset, an earlier instant still inside the quiet
+    # hours, which the check drops.
+    candidates = (
+        datetime.combine(day + timedelta(days=delta), end, tzinfo=tz)
+        .replace(fold=fold)
+        .astimezone(UTC)
+        for delta in (0, 1, 2)
+        for fold in (0, 1)
+    )
+    return min(c for c in candidates if c > instant and not in_quiet_hours(c, tz, start, end))

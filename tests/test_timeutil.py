@@ -67,3 +67,26 @@ def test_quiet_hours_end_on_a_dst_night() -> None:
     assert quiet_hours_end(at, berlin, time(22, 0), time(7, 0)) == datetime(
         2026, 3, 29, 5, 0, tzinfo=UTC
     )
+
+
+def test_quiet_hours_ending_inside_the_repeated_hour() -> None:
+    # Quiet 23:00-02:30. On 25 Oct 2026 Berlin falls back at 03:00 CEST to 02:00 CET: 02:15
+    # comes twice. From the second 02:15 (00:15 UTC) the end is the second 02:30 (01:30 UTC).
+    berlin = zone("Europe/Berlin")
+    second = datetime(2026, 10, 25, 1, 15, tzinfo=UTC)  # 02:15 CET, the repeated hour
+    assert quiet_hours_end(second, berlin, time(23, 0), time(2, 30)) == datetime(
+        2026, 10, 25, 1, 30, tzinfo=UTC
+    )
+    first = datetime(2026, 10, 25, 0, 15, tzinfo=UTC)  # 02:15 CEST, the first time round
+    assert quiet_hours_end(first, berlin, time(23, 0), time(2, 30)) == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
+
+
+def test_quiet_hours_ending_in_the_spring_gap() -> None:
+    # Quiet 22:00-02:30; 02:30 does not exist on 29 Mar 2026 in Berlin: the end is 03:30 CEST.
+    berlin = zone("Europe/Berlin")
+    at = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 00:00 CET
+    assert quiet_hours_end(at, berlin, time(22, 0), time(2, 30)) == datetime(
+        2026, 3, 29, 1, 30, tzinfo=UTC
+    )
