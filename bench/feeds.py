@@ -181,6 +181,7 @@ def serve(url: str, conn: Connection) -> None:
     cold = Starlette(routes=web_feeds.routes)
     cold.state.hearth = hearth
     cold.state.feed_cache = NeverCache()
+    cold.state.feed_reader = app.state.feed_reader
     app.router.routes.append(Route("/ping", ping, methods=["GET"]))
     app.router.routes.append(Mount("/cold", app=cold))
     server = uvicorn.Server(

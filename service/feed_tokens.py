@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import sqlite3
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -110,3 +113,91 @@ def couple_stamp(engine: Engine, token: str) -> Stamp | None:
     finally:
         conn.close()  # back to the pool, which ends any transaction the driver began
     return None if row is None else Stamp(int(row[0]), int(row[1]), row[2])
+
+
+class LoopReader:
+    """Answers :func:`couple_stamp` on the event loop itself, for a SQLite file.
+
+    On a feed poll whose couple has not changed, the lookup is the only work, and handing it
+    to a worker thread and back cost more than the rest of the request together
+    (docs/performance.md). A point query on an indexed column of a local WAL database takes
+    microseconds and, with its own connection, never waits for a pooled one or for a writer:
+    in WAL mode readers take no lock a writer holds, and the busy timeout here is zero, so
+    the rare case that would wait (a checkpoint resetting the log) fails at once and
+    :meth:`stamp` answers ``None`` for the caller to take the thread path instead.
+
+    Each statement runs in autocommit, so it sees every commit made before it: a rotated
+    token 404s on the very next request, as through the pool. One connection per thread
+    that asks (normally just the event loop's), closed with the reader.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._closed = False
+        # Closes the connections when the app (and this reader) go away without a shutdown.
+        self._finalizer = weakref.finalize(self, _close_all, self._opened)
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> LoopReader | None:
+        """A reader for a SQLite file engine; ``None`` for PostgreSQL, where the lookup is a
+        network round trip and must stay off the loop, and for in-memory or URI databases,
+        which a second connection would not see."""
+        url = engine.url
+        if url.get_backend_name() != "sqlite" or url.query:
+            return None
+        if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
+            return None
+        return cls(url.database)
+
+    def stamp(self, token: str) -> Stamp | Literal[False] | None:
+        """As :func:`couple_stamp`, or ``False`` when this reader cannot answer now."""
+        if not well_formed(token):
+            return None
+        if self._closed:
+            return False
+        try:
+            # fetchall, not fetchone: a statement left unfinished would keep its read
+            # transaction, and with it an old snapshot, open until the next request.
+            rows = self._conn().execute(_sqlite_sql(), (digest(token),)).fetchall()
+        except sqlite3.Error:
+            self._drop()  # busy, or the file went away: the next request opens afresh
+            return False
+        return Stamp(int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # timeout=0: never wait on the loop (see the class docstring).
+            conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            self._opened.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            self._opened.remove(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._finalizer()
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        conn.close()
+    conns.clear()
+
+
+@lru_cache(maxsize=1)
+def _sqlite_sql() -> str:
+    from sqlalchemy.dialects import sqlite
+
+    return str(_STAMP.compile(dialect=sqlite.dialect()))

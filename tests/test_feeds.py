@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -712,3 +713,45 @@ def test_every_404_is_the_same(db: Database, clock: FakeClock, hearth: Hearth) -
     assert {path: shape(r) for path, r in answers.items()} == {path: want for path in misses}
     want_head = (404, b"", want[2])  # HEAD: the same headers, no body
     assert {path: shape(r) for path, r in heads.items()} == {path: want_head for path in misses}
+
+
+def test_polls_are_read_on_the_loop_only_from_a_sqlite_file(sqlite_db: Database) -> None:
+    """A second connection sees a SQLite file; it would see an empty in-memory database, and
+    a PostgreSQL lookup is a network round trip that must not block the event loop."""
+    assert feed_tokens.LoopReader.for_engine(sqlite_db.engine) is not None
+    for url in ("sqlite://", "sqlite:///file:x?cache=shared&uri=true", "postgresql+psycopg://h/d"):
+        assert feed_tokens.LoopReader.for_engine(sa.create_engine(url)) is None, url
+
+
+def test_the_loop_reader_never_waits_for_a_locked_database(
+    sqlite_db: Database, clock: FakeClock, tmp_path: Path
+) -> None:
+    """While another process holds the file exclusively, the reader says at once that it
+    cannot answer (the request then goes to a feed thread, which may wait); afterwards it
+    reads again, and sees what that process wrote."""
+    now = clock.now()
+    cid = couple_with_partners(sqlite_db, now)
+    with sqlite_db.session() as s:
+        token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        stamp = couples.resolve(s, cid).change_stamp
+    copy = tmp_path / "copy.db"  # a file no pooled connection has open, so it can be locked
+    src, dst = sqlite3.connect(str(sqlite_db.engine.url.database)), sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    holder = sqlite3.connect(copy, isolation_level=None)
+    reader = feed_tokens.LoopReader(str(copy))
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE couple SET change_stamp = change_stamp + 1")
+        assert reader.stamp(token) is False
+        holder.execute("COMMIT")
+        holder.close()  # in exclusive locking mode, the lock goes only with the connection
+        found = reader.stamp(token)
+        assert found and (found.couple_id, found.change_stamp) == (cid, stamp + 1)
+        assert reader.stamp("A" * 43) is None
+    finally:
+        reader.close()
+        holder.close()
+    assert reader.stamp(token) is False  # closed: every request takes the thread path

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import feed_tokens
 from service.app import Hearth
 from service.logs import scrub
 from service.web import feeds, health, twilio, unsubscribe
@@ -80,5 +81,6 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     )
     app.state.hearth = hearth
     app.state.feed_cache = feeds.FeedCache()
+    app.state.feed_reader = feed_tokens.LoopReader.for_engine(hearth.db.engine)
     app.state.runs_dispatcher = runs_dispatcher
     return app

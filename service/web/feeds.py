@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from service import feed_tokens, feeds
 from service.app import Hearth
+from service.feed_tokens import LoopReader, Stamp
 from service.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.models import Couple, Ritual
 from service.timeutil import http_date
@@ -35,6 +36,9 @@ FEED_THREADS = 4
 # and on a 304 the hand-off is a large share of the work (docs/performance.md). One per
 # process, shared by every app instance.
 _POOL = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="hearth-feed")
+_YES = ("1", "true", "yes")
+# Bound once: looking a label up on every request costs as much as the rest of a 304's headers.
+_COUNT = {status: FEED_REQUESTS.labels(status=status) for status in ("200", "304", "404")}
 
 
 class Key(NamedTuple):
@@ -50,6 +54,7 @@ class Built(NamedTuple):
     etag: str
     last_modified: datetime
     body: bytes
+    headers: dict[str, str]  # of every answer from this build, formatted once
 
 
 class FeedCache:
@@ -71,18 +76,23 @@ class FeedCache:
             self._items[(item.key.couple_id, item.key.alarms)] = item
 
 
-def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built | None:
+def _lookup(
+    hearth: Hearth, token: str, alarms: bool, cache: FeedCache, found: Stamp | None = None
+) -> Built | None:
+    """The feed for ``token``, from the cache or built. ``found``: the stamp, when the caller
+    has already read it (on the loop, :func:`feed`) and only the build is left."""
     now = hearth.clock.now()
-    # Most requests are a calendar app polling an unchanged couple: one indexed query decides
-    # that, and only a miss opens a session and builds.
-    found = feed_tokens.couple_stamp(hearth.db.engine, token)
     if found is None:
-        return None
-    cached = cache.get(Key(found.couple_id, found.born, found.change_stamp, alarms, now.date()))
-    if cached is not None:
-        return cached
+        # Most requests are a calendar app polling an unchanged couple: one indexed query
+        # decides that, and only a miss opens a session and builds.
+        found = feed_tokens.couple_stamp(hearth.db.engine, token)
+        if found is None:
+            return None
+        cached = cache.get(_key(found, alarms, now))
+        if cached is not None:
+            return cached
     with hearth.db.session() as s:
-        couple = s.get(Couple, found[0])
+        couple = s.get(Couple, found.couple_id)
         if couple is None:  # removed since the first query
             return None
         # Key the build by the stamp it was built from, which may be newer than the first read.
@@ -90,6 +100,10 @@ def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built
         item = _build(s, couple, key, now, hearth)
     cache.put(item)
     return item
+
+
+def _key(found: Stamp, alarms: bool, now: datetime) -> Key:
+    return Key(found.couple_id, found.born, found.change_stamp, alarms, now.date())
 
 
 def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: Hearth) -> Built:
@@ -115,7 +129,13 @@ def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: H
     floor = feeds.date_floor(couple, rituals, now)
     if floor is not None and floor > modified:
         modified = floor
-    return Built(key, feeds.etag(body), modified, body)
+    etag = feeds.etag(body)
+    headers = {
+        "ETag": etag,
+        "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True),
+        "Cache-Control": f"private, max-age={hearth.settings.web.feed_max_age_seconds}",
+    }
+    return Built(key, etag, modified, body, headers)
 
 
 def _not_modified(request: Request, item: Built) -> bool:
@@ -133,33 +153,44 @@ def _not_modified(request: Request, item: Built) -> bool:
 
 
 async def feed(request: Request) -> Response:
-    hearth: Hearth = request.app.state.hearth
-    cache: FeedCache = request.app.state.feed_cache
+    state = request.app.state
     token = request.path_params["token"]
-    alarms = request.query_params.get("alarms") in ("1", "true", "yes")
-    loop = asyncio.get_running_loop()
-    item = await loop.run_in_executor(_POOL, _lookup, hearth, token, alarms, cache)
+    # Calendar apps poll without a query string: parse one only when there is one.
+    alarms = bool(request.scope["query_string"]) and request.query_params.get("alarms") in _YES
+    item = await _find(state.hearth, state.feed_cache, state.feed_reader, token, alarms)
     if item is None:
-        FEED_REQUESTS.labels(status="404").inc()
+        _COUNT["404"].inc()
         raise HTTPException(404)  # the app's one 404 (service.web)
-    headers = {
-        "ETag": item.etag,
-        "Last-Modified": format_datetime(item.last_modified.astimezone(UTC), usegmt=True),
-        "Cache-Control": f"private, max-age={hearth.settings.web.feed_max_age_seconds}",
-    }
     if _not_modified(request, item):
-        FEED_REQUESTS.labels(status="304").inc()
-        return Response(status_code=304, headers=headers)
-    FEED_REQUESTS.labels(status="200").inc()
+        _COUNT["304"].inc()
+        return Response(status_code=304, headers=item.headers)
+    _COUNT["200"].inc()
     # For HEAD the server sends the headers (Content-Length included) and drops the body.
-    return Response(item.body, media_type="text/calendar; charset=utf-8", headers=headers)
+    return Response(item.body, media_type="text/calendar; charset=utf-8", headers=item.headers)
+
+
+async def _find(
+    hearth: Hearth, cache: FeedCache, reader: LoopReader | None, token: str, alarms: bool
+) -> Built | None:
+    """A cache hit answered on the event loop where the database allows (LoopReader), so an
+    unchanged couple costs no thread hand-off; anything else goes to the feed threads."""
+    found = reader.stamp(token) if reader is not None else False
+    if found is None:
+        return None
+    if found is not False:
+        item = cache.get(_key(found, alarms, hearth.clock.now()))
+        if item is not None:
+            return item
+    loop = asyncio.get_running_loop()
+    known = None if found is False else found
+    return await loop.run_in_executor(_POOL, _lookup, hearth, token, alarms, cache, known)
 
 
 async def no_feed(request: Request) -> Response:
     """Any other path under /feeds (no ``.ics``, ``.ICS``, a trailing slash, more segments):
     matched here so that the router neither redirects it (a 307 to the path without the
     slash would say the rest of the URL is right) nor answers differently from a bad token."""
-    FEED_REQUESTS.labels(status="404").inc()
+    _COUNT["404"].inc()
     raise HTTPException(404)
 
 
