@@ -72,6 +72,9 @@ class TwilioTransport(Transport):
             settings.timeout_seconds,
             pool_size=pool_size,
         )
+        # Resolved now: the client imports the API's modules on first use, and a first burst
+        # of sends would have every thread wait on that import at once.
+        self.messages = self.client.messages
         self.sender = settings.messaging_service_sid or settings.from_number
         self.status_callback_url = status_callback_url
         self.pacer = pacer or Pacer(
@@ -94,7 +97,7 @@ class TwilioTransport(Transport):
         if self.status_callback_url:
             kwargs["status_callback"] = self.status_callback_url
         try:
-            created = self.client.messages.create(**kwargs)
+            created = self.messages.create(**kwargs)
         except TwilioRestException as exc:
             http = self.client.http_client
             response = getattr(http, "last_response", None)

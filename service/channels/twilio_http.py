@@ -89,6 +89,26 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         # speak plain http:// to a local peer, and many worker threads share this session.
         for prefix in ("https://", "http://"):
             self.session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
+        self._settle_environment()
+
+    def _settle_environment(self) -> None:
+        """Read the proxy and CA-bundle variables once, as requests would on each request.
+
+        With ``trust_env`` on, every request scanned the whole environment twice for proxies
+        and stat()ed the CA-bundle path, each stat a release of the GIL that, with 200 send
+        threads, waits its turn to come back (bench/burst.py, docs/performance.md). The
+        environment of a running process does not change, so the answers do not either.
+        Every request goes to one host (Twilio's or ``base_url``); ``.netrc`` is never
+        consulted because the client always sends its own credentials.
+        """
+        target = self.base_url or "https://api.twilio.com"
+        env = self.session.merge_environment_settings(target, {}, None, None, None)
+        self.session.proxies.update(env["proxies"])
+        # A CA bundle means nothing to plain http (the local stand-in), and as a path it
+        # would still be stat()ed on every request.
+        if target.lower().startswith("https://"):
+            self.session.verify = env["verify"]
+        self.session.trust_env = False
 
     def request(
         self,
