@@ -524,19 +524,8 @@ class Dispatcher:
             delay = min(delay * 2, 10.0)
 
     def _apply(self, batch: list[_Outcome]) -> None:
-        updated: list[int] = []
         with self.db.write_engine.begin() as conn:
-            for o in batch:
-                stmt = (
-                    _T.update()
-                    .where(
-                        _T.c.id == o.job.id,
-                        _T.c.claim_token == o.job.token,
-                        _T.c.state == ReminderState.SENDING,
-                    )
-                    .values(**o.fields)
-                )
-                updated.append(conn.execute(stmt).rowcount)
+            updated = _write_outcomes(conn, batch)
             sids = [
                 str(o.fields["provider_message_id"])
                 for o, n in zip(batch, updated, strict=True)
@@ -768,6 +757,45 @@ class Dispatcher:
                 t.close()
 
 
+def _write_outcomes(conn: sa.Connection, batch: list[_Outcome]) -> list[int]:
+    """Write each outcome whose claim is still ours; return 1 or 0 per outcome, in order.
+
+    Which claims are ours is read first, with the rows locked on PostgreSQL (SQLite's write
+    transaction already excludes every other writer); the outcomes then go out as one
+    ``executemany`` per shape of update, where one statement per row cost a send's worth of
+    CPU again under load (docs/performance.md). Each update keeps the claim in its
+    condition all the same."""
+    pairs = {(o.job.id, o.job.token) for o in batch}
+    held = conn.execute(
+        sa.select(_T.c.id, _T.c.claim_token)
+        .where(_T.c.id.in_({i for i, _ in pairs}), _T.c.state == ReminderState.SENDING)
+        .with_for_update()
+    )
+    ours = {(i, t) for i, t in held if (i, t) in pairs}
+    updated: list[int] = []
+    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for o in batch:
+        key = (o.job.id, o.job.token)
+        if key not in ours:
+            updated.append(0)
+            continue
+        ours.discard(key)  # a second outcome for the same claim finds it settled, as in order
+        updated.append(1)
+        params = {"b_id": o.job.id, "b_token": o.job.token, **o.fields}
+        shapes.setdefault(tuple(sorted(o.fields)), []).append(params)
+    for rows in shapes.values():
+        conn.execute(_OUTCOME_UPDATE, rows)
+    return updated
+
+
+# The SET clause comes from the keys of the parameters (one shape per executemany).
+_OUTCOME_UPDATE = _T.update().where(
+    _T.c.id == sa.bindparam("b_id"),
+    _T.c.claim_token == sa.bindparam("b_token"),
+    _T.c.state == ReminderState.SENDING,
+)
+
+
 @dataclass(frozen=True)
 class _Verdict:
     state: ReminderState
@@ -887,15 +915,14 @@ def _lock_rotations(
         return []
     t = table(prompts.PromptRotation)
     insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # Rows as executemany parameters, not a multi-row VALUES: that statement is compiled
+    # anew for each batch size, and cost a tenth of a burst's prepare.
     s.execute(
-        insert(t)
-        .values(
-            [
-                {"ritual_id": rid, "remaining": [], "last_prompt_id": None, "updated_at": now}
-                for rid in ritual_ids
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=[t.c.ritual_id])
+        insert(t).on_conflict_do_nothing(index_elements=[t.c.ritual_id]),
+        [
+            {"ritual_id": rid, "remaining": [], "last_prompt_id": None, "updated_at": now}
+            for rid in ritual_ids
+        ],
     )
     return list(
         s.scalars(

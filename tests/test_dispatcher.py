@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from service import couples, partners, planner, prompts, rituals
 from service.app import Hearth
 from service.channels import build
-from service.channels.base import Message, Receipt, Transport
+from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.console import ConsoleTransport
 from service.clock import FakeClock
 from service.db import Database
@@ -700,3 +700,40 @@ def test_a_retry_for_a_time_edited_away_is_not_sent(
     with db.session() as s:
         assert _sms_tonight(s).last_error == "occurrence no longer planned"
     assert [r for r in twilio_standin.requests if r.sid] == []
+
+
+def test_outcomes_written_together_change_only_rows_still_claimed(
+    db: Database, clock: FakeClock
+) -> None:
+    """Outcomes reach the database in batches. A text that went out while another worker took
+    its row over (the lease ran out mid-send) changes nothing: the taker's claim stands. The
+    others are each written as they ended, a receipt and a retry side by side."""
+    _setup(db, clock)
+    hearth = _hearth(db, clock, daemon={"lease_seconds": 60})
+    transports: dict[Channel, Transport] = {
+        ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel
+    }
+    first, second = _dispatcher(hearth, transports), _dispatcher(hearth, transports)
+    clock.set(TONIGHT)
+    token, ids = first.claim(10)
+    jobs = first.prepare(token, ids)
+    assert len(jobs) == 3
+    clock.advance(timedelta(seconds=61))
+    taken_token, [taken] = second.claim(1)
+    mine = [job for job in jobs if job.id != taken]
+    lost = next(job for job in jobs if job.id == taken)
+    first.finish(mine[0], Receipt(provider_id="SM-first"), 0.2)
+    first.finish(mine[1], TransportError("smtp busy"), 0.2)
+    first.finish(lost, Receipt(provider_id="SM-late"), 0.2)
+    first.wait_idle()
+    assert (first.tally.sent, first.tally.retried, first.tally.lost_claims) == (1, 1, 1)
+    with db.session() as s:
+        rows = {r.id: r for r in s.scalars(sa.select(Reminder).where(Reminder.id.in_(ids)))}
+    assert (rows[mine[0].id].state, rows[mine[0].id].provider_message_id) == (
+        ReminderState.SENT,
+        "SM-first",
+    )
+    assert rows[mine[1].id].state is ReminderState.SCHEDULED
+    assert rows[mine[1].id].last_error == "smtp busy"
+    assert (rows[taken].state, rows[taken].claim_token) == (ReminderState.SENDING, taken_token)
+    assert rows[taken].provider_message_id is None
