@@ -237,7 +237,7 @@ class Daemon:
             port=web.port,
             log_config=None,
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # closes what the app holds open (service.web._lifespan)
         )
         self._web_server = uvicorn.Server(config)
         self._spawn("web", self._web_server.run)

@@ -769,6 +769,7 @@ def _write_outcomes(conn: sa.Connection, batch: list[_Outcome]) -> list[int]:
     held = conn.execute(
         sa.select(_T.c.id, _T.c.claim_token)
         .where(_T.c.id.in_({i for i, _ in pairs}), _T.c.state == ReminderState.SENDING)
+        .order_by(_T.c.id)  # locks taken in one order: two finishers cannot deadlock
         .with_for_update()
     )
     ours = {(i, t) for i, t in held if (i, t) in pairs}

@@ -16,6 +16,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import sqlalchemy as sa
@@ -122,9 +123,11 @@ class LoopReader:
     to a worker thread and back cost more than the rest of the request together
     (docs/performance.md). A point query on an indexed column of a local WAL database takes
     microseconds and, with its own connection, never waits for a pooled one or for a writer:
-    in WAL mode readers take no lock a writer holds, and the busy timeout here is zero, so
-    the rare case that would wait (a checkpoint resetting the log) fails at once and
-    :meth:`stamp` answers ``None`` for the caller to take the thread path instead.
+    in WAL mode readers take no lock a writer holds. The busy timeout here is zero, so what
+    would make a reader wait (another process holding the file exclusively, a database not
+    in WAL mode while a writer commits) fails at once, and :meth:`stamp` answers ``False``
+    for the caller to take the thread path instead. Opening a connection after a crash
+    replays the WAL on the loop; that happens once.
 
     Each statement runs in autocommit, so it sees every commit made before it: a rotated
     token 404s on the very next request, as through the pool. One connection per thread
@@ -161,19 +164,26 @@ class LoopReader:
             # fetchall, not fetchone: a statement left unfinished would keep its read
             # transaction, and with it an old snapshot, open until the next request.
             rows = self._conn().execute(_sqlite_sql(), (digest(token),)).fetchall()
-        except sqlite3.Error:
-            self._drop()  # busy, or the file went away: the next request opens afresh
+        except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY:
+                self._drop()  # the file went away, say: the next request opens afresh
             return False
         return Stamp(int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            # timeout=0: never wait on the loop (see the class docstring).
+            # timeout=0: never wait on the loop (see the class docstring). mode=rw: a
+            # database that is not there is an error here, not a new empty file.
+            uri = Path(self._path).absolute().as_uri() + "?mode=rw"
             conn = sqlite3.connect(
-                self._path, timeout=0, isolation_level=None, check_same_thread=False
+                uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA query_only=ON")
+            try:
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._local.conn = conn
             self._opened.append(conn)
         return conn
@@ -188,6 +198,9 @@ class LoopReader:
     def close(self) -> None:
         self._closed = True
         self._finalizer()
+
+
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # primary codes: the rest of the file is fine
 
 
 def _close_all(conns: list[sqlite3.Connection]) -> None:

@@ -723,6 +723,14 @@ def test_polls_are_read_on_the_loop_only_from_a_sqlite_file(sqlite_db: Database)
         assert feed_tokens.LoopReader.for_engine(sa.create_engine(url)) is None, url
 
 
+def test_the_loop_reader_makes_no_database_of_its_own(tmp_path: Path) -> None:
+    gone = tmp_path / "moved-away.db"
+    reader = feed_tokens.LoopReader(str(gone))
+    assert reader.stamp("A" * 43) is False  # the thread path then answers, or fails loudly
+    reader.close()
+    assert not gone.exists()
+
+
 def test_the_loop_reader_never_waits_for_a_locked_database(
     sqlite_db: Database, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -100,24 +100,25 @@ def test_make_client_without_base_url_keeps_twilio_default() -> None:
         close_client(c)
 
 
-def test_proxy_variables_apply_as_read_when_the_client_is_made(
+def test_proxy_variables_apply_as_read_on_the_first_request_to_a_host(
     twilio_standin: TwilioStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HTTP_PROXY and NO_PROXY are honoured, read once when the client is made rather than
-    on every request (requests would scan the environment twice per send)."""
+    """HTTP_PROXY and NO_PROXY are honoured, read once per host rather than on every request
+    (requests would scan the environment twice per send)."""
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing there
     args = (twilio_standin.account_sid, twilio_standin.auth_token, twilio_standin.base_url, 5.0)
-    proxied = make_client(*args)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    direct = make_client(*args)
-    monkeypatch.delenv("HTTP_PROXY")
+    proxied, direct = make_client(*args), make_client(*args)
     try:
         with pytest.raises(requests.exceptions.ProxyError):
             proxied.messages.create(to=TO, from_=FROM, body="through the proxy")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert direct.messages.create(to=TO, from_=FROM, body="direct").status == "queued"
+        # What a client has read stays, as the environment of a running process does.
+        with pytest.raises(requests.exceptions.ProxyError):
+            proxied.messages.create(to=TO, from_=FROM, body="through the proxy again")
     finally:
         close_client(proxied)
         close_client(direct)

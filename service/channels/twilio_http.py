@@ -27,8 +27,10 @@ from __future__ import annotations
 import os
 import threading
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from requests import Session
 from requests.adapters import HTTPAdapter
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -37,6 +39,7 @@ from twilio.rest import Client
 from service.timeutil import http_date
 
 __all__ = [
+    "EnvironmentOnceSession",
     "RebasedTwilioHttpClient",
     "close_client",
     "make_client",
@@ -66,6 +69,39 @@ def rebase_url(url: str, base_url: str) -> str:
     return urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
 
 
+class EnvironmentOnceSession(Session):
+    """A ``requests.Session`` that reads the proxy and CA-bundle variables once per host.
+
+    requests reads them on every request: two scans of the whole environment for proxies,
+    and a CA-bundle path (``REQUESTS_CA_BUNDLE``) that is then stat()ed. With many send
+    threads each stat is a release of the GIL that waits its turn to come back
+    (docs/performance.md). A running process's environment does not change, so the answer
+    for a host does not either. Calls that pass settings of their own are not cached.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_origin: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if proxies or (stream, verify, cert) != (None, None, None):
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        origin = (parts.scheme.lower(), parts.netloc.lower())
+        settings = self._by_origin.get(origin)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            tls_proxy = any(
+                str(p).lower().startswith("https:") for p in settings["proxies"].values()
+            )
+            if origin[0] == "http" and not tls_proxy:
+                settings["verify"] = True  # plain http: no certificate to check, no stat
+            self._by_origin[origin] = settings  # a race computes it twice, harmlessly
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
 class RebasedTwilioHttpClient(TwilioHttpClient):
     """``TwilioHttpClient`` that sends ``*.twilio.com`` requests to ``base_url`` instead.
 
@@ -82,33 +118,15 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
-        super().__init__(pool_connections=True, timeout=timeout)
+        super().__init__(pool_connections=False, timeout=timeout)  # our session, below
+        session = EnvironmentOnceSession()
+        self.session = session
         self.base_url = base_url.rstrip("/")
         self._local = threading.local()
         # The stock client mounts a sized pool for https:// only; a rebased client may
         # speak plain http:// to a local peer, and many worker threads share this session.
         for prefix in ("https://", "http://"):
-            self.session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
-        self._settle_environment()
-
-    def _settle_environment(self) -> None:
-        """Read the proxy and CA-bundle variables once, as requests would on each request.
-
-        With ``trust_env`` on, every request scanned the whole environment twice for proxies
-        and stat()ed the CA-bundle path, each stat a release of the GIL that, with 200 send
-        threads, waits its turn to come back (bench/burst.py, docs/performance.md). The
-        environment of a running process does not change, so the answers do not either.
-        Every request goes to one host (Twilio's or ``base_url``); ``.netrc`` is never
-        consulted because the client always sends its own credentials.
-        """
-        target = self.base_url or "https://api.twilio.com"
-        env = self.session.merge_environment_settings(target, {}, None, None, None)
-        self.session.proxies.update(env["proxies"])
-        # A CA bundle means nothing to plain http (the local stand-in), and as a path it
-        # would still be stat()ed on every request.
-        if target.lower().startswith("https://"):
-            self.session.verify = env["verify"]
-        self.session.trust_env = False
+            session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
 
     def request(
         self,

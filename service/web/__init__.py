@@ -10,6 +10,8 @@ header, whether its token was ever valid or which part of the path was wrong.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import structlog
 from starlette.applications import Starlette
@@ -65,6 +67,14 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(NOT_FOUND_BODY, status_code=404)
 
 
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    reader: feed_tokens.LoopReader | None = app.state.feed_reader
+    if reader is not None:
+        reader.close()  # without a lifespan (tests), it closes when the app is collected
+
+
 def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     """``runs_dispatcher``: this process also dispatches (``hearth serve``), so ``/readyz``
     checks that its own loop ticks, besides the heartbeat any dispatcher writes."""
@@ -78,6 +88,7 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
         ],
         middleware=[Middleware(AccessLog)],
         exception_handlers={404: not_found},
+        lifespan=_lifespan,
     )
     app.state.hearth = hearth
     app.state.feed_cache = feeds.FeedCache()

@@ -26,7 +26,7 @@ from service import feed_tokens, feeds
 from service.app import Hearth
 from service.feed_tokens import LoopReader, Stamp
 from service.metrics import FEED_BUILDS, FEED_REQUESTS
-from service.models import Couple, Ritual
+from service.models import Couple, Partner, Ritual
 from service.timeutil import http_date
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
@@ -76,24 +76,26 @@ class FeedCache:
             self._items[(item.key.couple_id, item.key.alarms)] = item
 
 
-def _lookup(
-    hearth: Hearth, token: str, alarms: bool, cache: FeedCache, found: Stamp | None = None
-) -> Built | None:
-    """The feed for ``token``, from the cache or built. ``found``: the stamp, when the caller
-    has already read it (on the loop, :func:`feed`) and only the build is left."""
+def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built | None:
+    """The feed for ``token``, from the cache or built, on a feed thread."""
     now = hearth.clock.now()
+    # Read here even when the loop has just read it (LoopReader): a request may wait for a
+    # feed thread, and meanwhile the token may be rotated or its couple removed.
+    found = feed_tokens.couple_stamp(hearth.db.engine, token)
     if found is None:
-        # Most requests are a calendar app polling an unchanged couple: one indexed query
-        # decides that, and only a miss opens a session and builds.
-        found = feed_tokens.couple_stamp(hearth.db.engine, token)
-        if found is None:
-            return None
-        cached = cache.get(_key(found, alarms, now))
-        if cached is not None:
-            return cached
+        return None
+    cached = cache.get(_key(found, alarms, now))
+    if cached is not None:
+        return cached
     with hearth.db.session() as s:
-        couple = s.get(Couple, found.couple_id)
-        if couple is None:  # removed since the first query
+        # Through the token again, in the session the calendar is built from: a couple
+        # removed since the first read, and a new one given its id, never get mixed up.
+        couple = s.scalars(
+            sa.select(Couple)
+            .join(Partner, Partner.couple_id == Couple.id)
+            .where(Partner.feed_token_hash == feed_tokens.digest(token))
+        ).first()
+        if couple is None or couple.id != found.couple_id:
             return None
         # Key the build by the stamp it was built from, which may be newer than the first read.
         key = Key(couple.id, found.born, couple.change_stamp, alarms, now.date())
@@ -182,8 +184,7 @@ async def _find(
         if item is not None:
             return item
     loop = asyncio.get_running_loop()
-    known = None if found is False else found
-    return await loop.run_in_executor(_POOL, _lookup, hearth, token, alarms, cache, known)
+    return await loop.run_in_executor(_POOL, _lookup, hearth, token, alarms, cache)
 
 
 async def no_feed(request: Request) -> Response:
