@@ -3,8 +3,9 @@
 Lookup order for the file: explicit path (``--config``), ``$HEARTH_CONFIG``, ``./hearth.toml``,
 else built-in defaults. Every key can be overridden from the environment as
 ``HEARTH_<SECTION>_<KEY>`` (``HEARTH_TWILIO_AUTH_TOKEN``, ``HEARTH_DATABASE_URL``); the
-environment wins over the file. Any unknown key, wrong type or bad value raises
-:class:`ConfigError` naming the key.
+environment wins over the file; ``HEARTH_<SECTION>_<KEY>_FILE`` names a file holding the
+value instead (secrets handed over as files). Any unknown key, wrong type or bad value
+raises :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -236,6 +237,44 @@ SECTIONS = tuple(Settings.model_fields)
 _ENV_SKIP = {"HEARTH_CONFIG"}
 
 
+def _key_of(name: str) -> tuple[str, str] | None:
+    """(section, key) for ``HEARTH_<SECTION>_<KEY>`` in any case, if that key exists."""
+    upper = name.upper()
+    if not upper.startswith("HEARTH_") or upper in _ENV_SKIP:
+        return None
+    section, _, key = upper[len("HEARTH_") :].lower().partition("_")
+    if section in SECTIONS and key in _fields(section):
+        return section, key
+    return None
+
+
+def _fields(section: str) -> dict[str, Any]:
+    return Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+
+
+def _read_files(environ: dict[str, str]) -> dict[str, str]:
+    """``HEARTH_<SECTION>_<KEY>_FILE=/path``: the key's value is that file's text, without
+    its trailing newline, as Docker secrets and systemd credentials hand secrets over.
+    Returns the environment with each such variable replaced by the one it stands for."""
+    out = dict(environ)
+    for name, path in environ.items():
+        if not name.upper().endswith("_FILE") or _key_of(name) is not None:
+            continue
+        base = name[: -len("_FILE")]
+        if _key_of(base) is None:
+            continue  # not a key's _FILE: _check_env_keys names it
+        if any(other.upper() == base.upper() for other in environ):
+            raise ConfigError(name, f"set either {base} or {name}, not both")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(name, f"cannot read {path}: {reason}") from None
+        del out[name]
+        out[base] = text.removesuffix("\n").removesuffix("\r")
+    return out
+
+
 def _check_env_keys(environ: dict[str, str]) -> None:
     """pydantic-settings silently ignores unknown HEARTH_* variables; we refuse them."""
     for name in environ:
@@ -246,8 +285,7 @@ def _check_env_keys(environ: dict[str, str]) -> None:
         section, _, key = rest.partition("_")
         if section not in SECTIONS:
             raise ConfigError(name, f"unknown setting; sections are {', '.join(SECTIONS)}")
-        fields = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
-        if key not in fields:
+        if key not in _fields(section):
             raise ConfigError(name, f"unknown key {section}.{key}")
 
 
@@ -270,7 +308,7 @@ def _env_name(loc: tuple[int | str, ...], environ: dict[str, str]) -> str | None
     if len(loc) < 2:
         return None
     wanted = f"HEARTH_{loc[0]}_{loc[1]}".upper()
-    return next((name for name in environ if name.upper() == wanted), None)
+    return next((name for name in environ if name.upper() in (wanted, wanted + "_FILE")), None)
 
 
 def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
@@ -285,7 +323,10 @@ def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
-    env = dict(os.environ if environ is None else environ)
+    given = dict(os.environ if environ is None else environ)
+    env = _read_files(given)
+    if env != given:
+        environ = env  # a value read from a file reaches the settings as the variable would
     file = resolve_path(path, env)
     data: dict[str, Any] = {}
     origin = "environment"
@@ -317,4 +358,4 @@ def load_settings(
             os.environ.clear()
             os.environ.update(saved)
     except ValidationError as err:
-        raise _format_validation(err, origin, env) from None
+        raise _format_validation(err, origin, given) from None

@@ -115,6 +115,34 @@ def test_a_missing_config_file_is_refused() -> None:
     )
 
 
+def test_secrets_can_come_from_files() -> None:
+    """HEARTH_<SECTION>_<KEY>_FILE, as Docker secrets and systemd credentials hand them over:
+    the file's text without its trailing newline, with the same refusals as the variable."""
+    write("token", "t0ken-from-a-file\n")
+    write("url", "sqlite:///from-file.db\n")
+    write("many", "many\n")
+    settings = load_settings(None, environ={"HEARTH_TWILIO_AUTH_TOKEN_FILE": "token"})
+    assert settings.twilio.auth_token.get_secret_value() == "t0ken-from-a-file"
+    assert one_line(hearth("couple", "list", HEARTH_DATABASE_URL_FILE="url"), 1) == _uses(
+        "sqlite:///from-file.db"
+    )
+    both = hearth("couple", "list", HEARTH_DATABASE_URL_FILE="url", HEARTH_DATABASE_URL="x")
+    assert one_line(both, 2) == (
+        "error: config: HEARTH_DATABASE_URL_FILE: set either HEARTH_DATABASE_URL or "
+        "HEARTH_DATABASE_URL_FILE, not both"
+    )
+    assert one_line(hearth("couple", "list", HEARTH_SMTP_PASSWORD_FILE="gone"), 2) == (
+        "error: config: HEARTH_SMTP_PASSWORD_FILE: cannot read gone: No such file or directory"
+    )
+    assert one_line(hearth("couple", "list", HEARTH_DAEMON_CONCURRENCY_FILE="many"), 2) == (
+        "error: config: daemon.concurrency: Input should be a valid integer, unable to parse "
+        "string as an integer (from HEARTH_DAEMON_CONCURRENCY_FILE)"
+    )
+    assert one_line(hearth("couple", "list", HEARTH_TWILIO_AUTHTOKEN_FILE="token"), 2) == (
+        "error: config: HEARTH_TWILIO_AUTHTOKEN_FILE: unknown key twilio.authtoken_file"
+    )
+
+
 def test_config_file_lookup_order() -> None:
     # Nothing anywhere: built-in defaults, SQLite in ./hearth.db.
     assert one_line(hearth("couple", "list"), 1) == _uses("sqlite:///hearth.db")
