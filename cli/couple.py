@@ -123,9 +123,11 @@ def stats_cmd(couple: str, as_json: bool) -> None:
     """Per ritual: completion over 4 and 12 weeks, current and best streak.
 
     An occurrence is kept when every partner who could text DONE then (a phone and SMS
-    consent at the time) did so before the next one began."""
-    with read_only() as (_, session, now):
-        rows = stats.couple_stats(session, couples.resolve(session, couple), now)
+    consent at the time) did so before the next one began, or within replies.grace_hours
+    of its start where that is set."""
+    with read_only() as (hearth, session, now):
+        grace = hearth.settings.replies.grace
+        rows = stats.couple_stats(session, couples.resolve(session, couple), now, grace)
     if as_json:
         print_json([_stats_dict(r) for r in rows])
         return

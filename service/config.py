@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,12 @@ class LogSettings(_Section):
 
 class RepliesSettings(_Section):
     chase_hours: float = Field(3.0, ge=0, le=24)
+    grace_hours: float = Field(0.0, ge=0, le=24 * 366)
+
+    @property
+    def grace(self) -> timedelta | None:
+        """How long DONE counts after an occurrence starts; ``None``: until the next one."""
+        return timedelta(hours=self.grace_hours) if self.grace_hours else None
 
 
 class RetentionSettings(_Section):

@@ -207,7 +207,7 @@ def _chase(
     hours = hearth.settings.replies.chase_hours
     if not hours or ritual.kind is RitualKind.REPAIR:
         return
-    end = stats.grace_end(ritual, occurrence)
+    end = stats.grace_end(ritual, occurrence, hearth.settings.replies.grace)
     due = max(now, end - timedelta(hours=hours))
     if due >= end:
         return

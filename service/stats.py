@@ -1,7 +1,8 @@
 """Streaks and completion rates: how reliably a couple keeps each ritual.
 
 An occurrence counts as done for the couple when every partner who could report it did so
-before its grace period ended (the start of the next occurrence; a one-off has a day). DONE
+before its grace period ended: the start of the next occurrence (a one-off has a day), or
+``replies.grace_hours`` after the occurrence's start where that is set and comes first. DONE
 comes by text, so a partner who could report is one with a phone who had SMS consent at
 the occurrence (from the consent history); with no such partner, it is not counted. Occurrences
 whose grace period is still running and not yet done are left out (neither kept nor
@@ -49,12 +50,17 @@ class RitualStats:
 Span = tuple[datetime, datetime]
 
 
-def grace_end(ritual: Ritual, original_start: datetime) -> datetime:
-    """When the occurrence's grace period for DONE ends: the next occurrence's start."""
+def grace_end(ritual: Ritual, original_start: datetime, grace: timedelta | None = None) -> datetime:
+    """When the occurrence's grace period for DONE ends (see the module docstring)."""
     s = schedule_of(ritual)
     start = s.moves.get(original_start, original_start)
     later = occurrences(s, start + timedelta(seconds=1), start + timedelta(days=400))
-    return later[0].start if later else start + ONE_OFF_GRACE
+    return _ends(start, later[0].start if later else None, grace)
+
+
+def _ends(start: datetime, next_start: datetime | None, grace: timedelta | None) -> datetime:
+    ends = next_start if next_start is not None else start + ONE_OFF_GRACE
+    return min(ends, start + grace) if grace else ends
 
 
 def _reporters(session: Session, couple: Couple, now: datetime) -> dict[int, list[Span]]:
@@ -81,7 +87,8 @@ def _reporters(session: Session, couple: Couple, now: datetime) -> dict[int, lis
 
 def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
               done: dict[datetime, dict[int, datetime]],
-              pauses: list[Span], now: datetime) -> list[tuple[datetime, bool]]:  # fmt: skip
+              pauses: list[Span], now: datetime,
+              grace: timedelta | None) -> list[tuple[datetime, bool]]:  # fmt: skip
     """(original start, done) for each occurrence whose outcome is known, oldest first."""
     s = schedule_of(ritual)
     since = ritual.created_at
@@ -91,7 +98,7 @@ def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
     for i, o in enumerate(occ):
         if o.start > now:
             break
-        ends = occ[i + 1].start if i + 1 < len(occ) else o.start + ONE_OFF_GRACE
+        ends = _ends(o.start, occ[i + 1].start if i + 1 < len(occ) else None, grace)
         if any(lo <= o.start < hi for lo, hi in pauses):
             continue
         needed = [
@@ -114,7 +121,10 @@ def _streaks(outcomes: list[tuple[datetime, bool]]) -> tuple[int, int]:
     return run, best
 
 
-def couple_stats(session: Session, couple: Couple, now: datetime) -> list[RitualStats]:
+def couple_stats(
+    session: Session, couple: Couple, now: datetime, grace: timedelta | None = None
+) -> list[RitualStats]:
+    """``grace``: ``replies.grace_hours`` (``None``: until the next occurrence)."""
     rituals = session.scalars(
         sa.select(Ritual)
         .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
@@ -128,7 +138,8 @@ def couple_stats(session: Session, couple: Couple, now: datetime) -> list[Ritual
         reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
     out = []
     for r in rituals:
-        outcomes = _outcomes(r, reporters, reports[r.id], pause_spans(couple, r, now), now)
+        spans = pause_spans(couple, r, now)
+        outcomes = _outcomes(r, reporters, reports[r.id], spans, now, grace)
         rates = {}
         for weeks in WINDOWS:
             since = now - timedelta(weeks=weeks)

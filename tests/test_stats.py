@@ -6,10 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from service import partners, rituals
+from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
 from service.models import CheckIn, ConsentState, Ritual
-from tests.conftest import Cli
+from tests.conftest import Cli, make_settings
 from tests.factories import add_ritual, couple_with_partners
 
 
@@ -128,3 +129,27 @@ def test_a_stop_today_does_not_rewrite_last_week(db: Database, clock: FakeClock,
             s, clock.now(), partners.resolve(s, "Alice"), ConsentState.OPTED_OUT, "sms STOP"
         )
     assert json.loads(run.ok("couple", "stats", str(cid), "--json").output) == before
+
+
+def test_a_grace_period_set_in_hours_ends_before_the_next_occurrence(
+    db: Database, clock: FakeClock, run: Cli
+) -> None:
+    """With replies.grace_hours = 1, a DONE two hours after the check-in comes too late,
+    though the next check-in is a day away; by default it would count."""
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    rid = add_ritual(db, now, cid, "five-minute-check-in")
+    with db.session() as s:
+        alice, sam = partners.resolve(s, "Alice"), partners.resolve(s, "Sam")
+        sam.phone = "+12125550123"
+        partners.set_consent(s, now, sam, ConsentState.CONSENTED, "test")
+        for day, late in ((5, timedelta(minutes=30)), (6, timedelta(hours=2))):
+            for p in (alice, sam):
+                at = _day(day) + (late if p is sam else timedelta(minutes=10))
+                s.add(CheckIn(ritual_id=rid, occurrence_start=_day(day), partner_id=p.id, at=at))
+    clock.set(datetime(2026, 1, 7, 12, tzinfo=UTC))  # before the 7th's check-in
+    strict = Cli(Hearth(settings=make_settings(db, replies={"grace_hours": 1}), db=db, clock=clock))
+    (row,) = json.loads(strict.ok("couple", "stats", str(cid), "--json").output)
+    assert row["last_4_weeks"] == {"done": 1, "counted": 2, "percent": 50.0}
+    (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
+    assert row["last_4_weeks"] == {"done": 2, "counted": 2, "percent": 100.0}
