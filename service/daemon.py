@@ -138,14 +138,20 @@ class Daemon:
             log.exception("event_watermark_not_saved", watermark=self._events.floor)
 
     def prune(self) -> dict[str, int] | None:
-        """Prune unless some daemon did within PRUNE_AGAIN_AFTER. The claim and the prune are
-        one transaction: of racing workers one prunes (on PostgreSQL the others wait for its
-        commit, then find the claim fresh), and a prune that fails releases its claim."""
+        """Prune unless some daemon did within PRUNE_AGAIN_AFTER. Of racing workers one
+        claims the day's run (on PostgreSQL the others wait for its commit, then find the
+        claim fresh); it prunes in chunks (retention.CHUNK), and a prune that fails gives
+        its claim back, so the next look, a minute later, goes on where it stopped."""
         now = self.hearth.clock.now()
         with self.hearth.db.write_engine.begin() as conn:
             if not daemon_state.claim(conn, daemon_state.PRUNE, now, PRUNE_AGAIN_AFTER):
                 return None
-            removed = retention.prune_in(conn, now, self.settings.retention.days)
+        try:
+            removed = retention.prune_in_chunks(self.hearth.db, now, self.settings.retention.days)
+        except BaseException:
+            with self.hearth.db.write_engine.begin() as conn:
+                daemon_state.release(conn, daemon_state.PRUNE, now)
+            raise
         log.info("pruned", **removed)
         return removed
 

@@ -54,5 +54,11 @@ def claim(conn: Connection, name: str, now: datetime, every: timedelta) -> bool:
     return _upsert(conn, name, now, _S.c.at <= now - every) == 1
 
 
+def release(conn: Connection, name: str, claimed_at: datetime) -> None:
+    """Give back the claim made at ``claimed_at`` (the work failed): the next check claims
+    again. A newer claim, another worker's, is left alone."""
+    conn.execute(sa.delete(_S).where(_S.c.name == name, _S.c.at == claimed_at))
+
+
 def last(conn: Connection, name: str) -> datetime | None:
     return conn.scalar(sa.select(_S.c.at).where(_S.c.name == name))

@@ -4,7 +4,9 @@ Sent reminders, replies and events older than ``retention.days`` are deleted; be
 reminder row goes (by pruning or by erasing a couple) it is counted into ``delivery_stat``
 (day, channel, final state), which holds no personal data.
 
-Each reminder is counted once even when prunes and erasures run at the same time (the
+Pruning goes in chunks of :data:`CHUNK` rows, one transaction each, so that it never holds
+the write lock for long. Each reminder is counted once even when prunes and erasures run at
+the same time (the
 daemon's, ``hearth prune``, ``hearth couple remove``, several workers): counting and deleting
 happen in one transaction under a lock (PostgreSQL: a transaction-scoped advisory lock; SQLite:
 the one writer), so a second transaction counts only what the first left behind.
@@ -23,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from service import migrate, receipts
 from service.app import Hearth
+from service.db import Database
 from service.exceptions import InvalidInput
 from service.models import DeliveryStat, Event, Reminder, ReminderState, Reply, table
 
@@ -60,22 +63,55 @@ def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
         )
 
 
+# Rows deleted per transaction. A first prune after a year of history, or a day of a large
+# community's reminders, in one transaction would hold SQLite's write lock (PostgreSQL: the
+# rows' locks) for as long as it takes, and every claim by the dispatchers would wait behind
+# it, past their lock timeout.
+CHUNK = 2000
+
+
 def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
     keep = days if days is not None else hearth.settings.retention.days
-    with hearth.db.begin() as conn:
-        return prune_in(conn, hearth.clock.now(), keep)
+    return prune_in_chunks(hearth.db, hearth.clock.now(), keep)
 
 
-def prune_in(conn: Connection, now: datetime, days: int) -> dict[str, int]:
-    """Prune in the caller's transaction (the daemon claims the day's run in the same one)."""
+def prune_in_chunks(db: Database, now: datetime, days: int, chunk: int = CHUNK) -> dict[str, int]:
+    """Delete what is older than ``days`` in transactions of at most ``chunk`` rows each, so
+    other writers get in between. Each chunk counts its reminders into the stats before it
+    deletes them, in its own transaction: a prune cut short leaves no row counted twice, and
+    the next one goes on where it stopped."""
     cutoff = now - timedelta(days=days)
-    old = sa.and_(_R.c.due_at < cutoff, _R.c.state.in_(_FINISHED))
-    count_into_stats(conn, old)
-    reminders = conn.execute(_R.delete().where(old)).rowcount
-    replies = conn.execute(sa.delete(Reply).where(Reply.received_at < cutoff)).rowcount
-    evs = conn.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount
-    receipts.prune(conn, now)
-    return {"reminders": reminders, "replies": replies, "events": evs}
+    old_reminders = sa.and_(_R.c.due_at < cutoff, _R.c.state.in_(_FINISHED))
+    removed = {"reminders": 0, "replies": 0, "events": 0}
+    tables = (
+        ("reminders", _R, old_reminders),
+        ("replies", table(Reply), table(Reply).c.received_at < cutoff),
+        ("events", table(Event), table(Event).c.created_at < cutoff),
+    )
+    for name, t, old in tables:
+        while True:
+            with db.begin() as conn:
+                n = _delete_chunk(conn, t, old, chunk, counted=t is _R)
+            removed[name] += n
+            if n < chunk:
+                break
+    with db.begin() as conn:
+        receipts.prune(conn, now)
+    return removed
+
+
+def _delete_chunk(
+    conn: Connection, t: sa.Table, old: sa.ColumnElement[bool], chunk: int, *, counted: bool
+) -> int:
+    ids = conn.scalars(sa.select(t.c.id).where(old).order_by(t.c.id).limit(chunk)).all()
+    if not ids:
+        return 0
+    # ``old`` again: the rows are read before the stats lock is taken (count_into_stats),
+    # and what another prune deleted meanwhile is neither counted nor deleted twice.
+    these = sa.and_(t.c.id.in_(ids), old)
+    if counted:
+        count_into_stats(conn, these)
+    return int(conn.execute(t.delete().where(these)).rowcount)
 
 
 def backup_sqlite(hearth: Hearth, dest: Path) -> int:

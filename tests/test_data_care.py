@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service import feed_tokens, partners
+from service import feed_tokens, partners, retention
 from service.app import Hearth
 from service.clock import FakeClock
 from service.db import Database
@@ -100,6 +100,26 @@ def test_prune_keeps_recent_rows_and_counts_what_goes(
     again = json.loads(run.ok("prune", "--days", "30", "--json").output)
     assert again == {"reminders": 0, "replies": 0, "events": 0}
     assert run("prune", "--days", "0").exit_code == 2
+
+
+def test_prune_in_small_chunks_removes_and_counts_the_same(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """Chunks of two rows, one transaction each: three sent reminders, a reply and the
+    events all go, and each reminder is counted into the stats once."""
+    check_in_sent(hearth)
+    reply(hearth, "hello")
+    with db.session() as s:
+        events = s.scalar(sa.select(sa.func.count()).select_from(Event))
+    assert events is not None and events > 2
+    clock.advance(timedelta(days=40))
+    removed = retention.prune_in_chunks(db, clock.now(), 30, chunk=2)
+    assert removed == {"reminders": 3, "replies": 1, "events": events}
+    with db.session() as s:
+        assert sum(d.count for d in s.scalars(sa.select(DeliveryStat))) == 3
+        assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
+    again = retention.prune_in_chunks(db, clock.now(), 30, chunk=2)
+    assert again == {"reminders": 0, "replies": 0, "events": 0}
 
 
 def test_backup_copies_a_live_sqlite_database(

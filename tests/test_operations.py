@@ -213,7 +213,7 @@ def test_a_failed_prune_gives_its_claim_back(
     def broken(*args: Any) -> dict[str, int]:
         raise sa.exc.OperationalError("DELETE", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(retention, "prune_in", broken)
+    monkeypatch.setattr(retention, "prune_in_chunks", broken)
     with pytest.raises(sa.exc.OperationalError):
         d.prune()
     monkeypatch.undo()
