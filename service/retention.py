@@ -15,6 +15,7 @@ the one writer), so a second transaction counts only what the first left behind.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -81,14 +82,21 @@ def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
 
 
 def prune_in_chunks(
-    db: Database, now: datetime, days: int, chunk: int = CHUNK, rest: float = REST
+    db: Database,
+    now: datetime,
+    days: int,
+    chunk: int = CHUNK,
+    rest: float = REST,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
     """Delete what is older than ``days`` in transactions of at most ``chunk`` consecutive
     ids each, resting ``rest`` times as long as each took before the next, so that other
     writers get in between (SQLite hands its lock to whoever asks first after a commit, and
     a writer waiting in its busy handler only looks now and then). Each chunk counts its
     reminders into the stats before it deletes them, in its own transaction: a prune cut
-    short leaves no row counted twice, and the next one goes on where it stopped."""
+    short leaves no row counted twice, and the next one goes on where it stopped. A set
+    ``stop`` (the daemon's shutdown) ends it between two chunks."""
+    stop = stop or threading.Event()
     cutoff = now - timedelta(days=days)
     replies, events = table(Reply), table(Event)
     c = _unindexed if db.is_sqlite else _as_is
@@ -97,28 +105,30 @@ def prune_in_chunks(
         ("replies", replies, c(replies.c.received_at) < cutoff),
         ("events", events, c(events.c.created_at) < cutoff),
     )
-    removed = {}
+    removed = dict.fromkeys((name for name, _, _ in work), 0)
     for name, t, old in work:
-        removed[name] = 0
-        with db.read() as conn:
-            lo, hi = conn.execute(
-                sa.select(sa.func.min(t.c.id), sa.func.max(t.c.id)).where(old)
-            ).one()
-        if lo is None:
-            continue
-        # Windows of ids, not "the next ``chunk`` old rows": each statement is then a range
-        # scan of the primary key, where picking rows by a filter re-read every old row
-        # (bench/prune.py).
-        for start in range(lo, hi + 1, chunk):
+        # Windows of ids from one old row on, not "the next ``chunk`` old rows": each
+        # statement is then a range scan of the primary key, where picking rows by a filter
+        # re-read every old row (bench/prune.py). Each window starts at the next old id, so
+        # a gap in the ids costs nothing.
+        nxt = sa.select(sa.func.min(t.c.id)).where(t.c.id >= sa.bindparam("from_id"), old)
+        start: int | None = 0
+        while not stop.is_set():
+            with db.read() as conn:
+                start = conn.scalar(nxt, {"from_id": start})
+            if start is None:
+                break
             began = time.monotonic()
             these = sa.and_(t.c.id >= start, t.c.id < start + chunk, old)
             with db.begin() as conn:
                 if t is _R:
                     count_into_stats(conn, these)
                 removed[name] += int(conn.execute(t.delete().where(these)).rowcount)
-            time.sleep(rest * (time.monotonic() - began))  # room for the dispatchers
-    with db.begin() as conn:
-        receipts.prune(conn, now)
+            start += chunk
+            stop.wait(rest * (time.monotonic() - began))  # room for the dispatchers
+    if not stop.is_set():
+        with db.begin() as conn:
+            receipts.prune(conn, now)
     return removed
 
 

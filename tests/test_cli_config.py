@@ -134,6 +134,10 @@ def test_secrets_can_come_from_files() -> None:
     assert one_line(hearth("couple", "list", HEARTH_SMTP_PASSWORD_FILE="gone"), 2) == (
         "error: config: HEARTH_SMTP_PASSWORD_FILE: cannot read gone: No such file or directory"
     )
+    write("blank", "  \n")
+    assert one_line(hearth("couple", "list", HEARTH_SMTP_PASSWORD_FILE="blank"), 2) == (
+        "error: config: HEARTH_SMTP_PASSWORD_FILE: blank is empty"
+    )
     assert one_line(hearth("couple", "list", HEARTH_DAEMON_CONCURRENCY_FILE="many"), 2) == (
         "error: config: daemon.concurrency: Input should be a valid integer, unable to parse "
         "string as an integer (from HEARTH_DAEMON_CONCURRENCY_FILE)"

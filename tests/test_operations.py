@@ -210,15 +210,32 @@ def test_a_failed_prune_gives_its_claim_back(
     clock.advance(timedelta(days=hearth.settings.retention.days + 1))
     d = daemons()
 
-    def broken(*args: Any) -> dict[str, int]:
+    def broken(*args: Any, **kwargs: Any) -> dict[str, int]:
         raise sa.exc.OperationalError("DELETE", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(retention, "prune_in_chunks", broken)
     with pytest.raises(sa.exc.OperationalError):
         d.prune()
     monkeypatch.undo()
-    clock.advance(timedelta(hours=1))  # the next hourly look: nobody pruned today
+    clock.advance(timedelta(minutes=1))  # the next look: nobody pruned today
     removed = d.prune()
+    assert removed is not None and removed["reminders"] == 3
+    assert _stats_total(hearth.db) == 3
+
+
+def test_a_stop_ends_the_prune_between_chunks_and_gives_the_claim_back(
+    hearth: Hearth, clock: FakeClock, daemons: Callable[[], Daemon]
+) -> None:
+    """SIGTERM during a long first prune: the daemon stops within its grace period instead
+    of finishing the prune, and the next daemon to look goes on with it."""
+    check_in_sent(hearth)
+    clock.advance(timedelta(days=hearth.settings.retention.days + 1))
+    stopping = daemons()
+    stopping.request_stop()
+    assert stopping.prune() == {"reminders": 0, "replies": 0, "events": 0}
+    assert _stats_total(hearth.db) == 0
+    clock.advance(timedelta(minutes=1))
+    removed = daemons().prune()
     assert removed is not None and removed["reminders"] == 3
     assert _stats_total(hearth.db) == 3
 

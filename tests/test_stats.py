@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service import partners, rituals
 from service.app import Hearth
 from service.clock import FakeClock
+from service.config import load_settings
 from service.db import Database
+from service.exceptions import ConfigError
 from service.models import CheckIn, ConsentState, Ritual
 from tests.conftest import Cli, make_settings
 from tests.factories import add_ritual, couple_with_partners
@@ -148,8 +152,37 @@ def test_a_grace_period_set_in_hours_ends_before_the_next_occurrence(
                 at = _day(day) + (late if p is sam else timedelta(minutes=10))
                 s.add(CheckIn(ritual_id=rid, occurrence_start=_day(day), partner_id=p.id, at=at))
     clock.set(datetime(2026, 1, 7, 12, tzinfo=UTC))  # before the 7th's check-in
-    strict = Cli(Hearth(settings=make_settings(db, replies={"grace_hours": 1}), db=db, clock=clock))
+    strict = Cli(
+        Hearth(
+            settings=make_settings(db, replies={"grace_hours": 1, "chase_hours": 0.5}),
+            db=db,
+            clock=clock,
+        )
+    )
     (row,) = json.loads(strict.ok("couple", "stats", str(cid), "--json").output)
     assert row["last_4_weeks"] == {"done": 1, "counted": 2, "percent": 50.0}
     (row,) = json.loads(run.ok("couple", "stats", str(cid), "--json").output)
     assert row["last_4_weeks"] == {"done": 2, "counted": 2, "percent": 100.0}
+    # A grace period longer than the gap to the next check-in ends at that check-in.
+    with db.session() as s:
+        s.add(
+            CheckIn(
+                ritual_id=rid,
+                occurrence_start=_day(7),
+                partner_id=alice.id,
+                at=_day(7) + timedelta(minutes=5),
+            )
+        )
+        s.add(CheckIn(ritual_id=rid, occurrence_start=_day(7), partner_id=sam.id,
+                      at=_day(8) + timedelta(hours=1)))  # fmt: skip
+    clock.set(datetime(2026, 1, 10, 12, tzinfo=UTC))
+    long = Cli(Hearth(settings=make_settings(db, replies={"grace_hours": 48}), db=db, clock=clock))
+    (row,) = json.loads(long.ok("couple", "stats", str(cid), "--json").output)
+    # 5 and 6 kept; 7 late (after the 8th began); 8 missed; 9 open until the 10th's
+    assert row["last_4_weeks"] == {"done": 2, "counted": 4, "percent": 50.0}
+
+
+def test_a_chase_must_fit_inside_the_grace_period(run: Cli) -> None:
+    with pytest.raises(ConfigError, match="grace_hours must be more than chase_hours"):
+        load_settings(None, environ={"HEARTH_REPLIES_GRACE_HOURS": "2"})
+    assert load_settings(None, environ={"HEARTH_REPLIES_GRACE_HOURS": "4"}).replies.grace
