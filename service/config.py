@@ -262,14 +262,21 @@ SECTIONS = tuple(Settings.model_fields)
 _ENV_SKIP = {"HEARTH_CONFIG"}
 
 
-def _key_of(name: str) -> tuple[str, str] | None:
-    """(section, key) for ``HEARTH_<SECTION>_<KEY>`` in any case, if that key exists."""
+def _split(name: str) -> tuple[str, str] | None:
+    """(section, key) as ``HEARTH_<SECTION>_<KEY>`` spells them, in any case; ``None`` for a
+    variable that is not a setting's (no prefix, or ``HEARTH_CONFIG``). Not checked."""
     upper = name.upper()
     if not upper.startswith("HEARTH_") or upper in _ENV_SKIP:
         return None
     section, _, key = upper[len("HEARTH_") :].lower().partition("_")
-    if section in SECTIONS and key in _fields(section):
-        return section, key
+    return section, key
+
+
+def _key_of(name: str) -> tuple[str, str] | None:
+    """(section, key) for ``HEARTH_<SECTION>_<KEY>`` in any case, if that key exists."""
+    split = _split(name)
+    if split is not None and split[0] in SECTIONS and split[1] in _fields(split[0]):
+        return split
     return None
 
 
@@ -326,11 +333,10 @@ _ENVIRON: ContextVar[dict[str, str] | None] = ContextVar("hearth_environ", defau
 def _check_env_keys(environ: dict[str, str]) -> None:
     """pydantic-settings silently ignores unknown HEARTH_* variables; we refuse them."""
     for name in environ:
-        upper = name.upper()
-        if not upper.startswith("HEARTH_") or upper in _ENV_SKIP:
+        split = _split(name)
+        if split is None:
             continue
-        rest = upper[len("HEARTH_") :].lower()
-        section, _, key = rest.partition("_")
+        section, key = split
         if section not in SECTIONS:
             raise ConfigError(name, f"unknown setting; sections are {', '.join(SECTIONS)}")
         if key not in _fields(section):

@@ -13,11 +13,12 @@ import secrets
 import sqlite3
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -93,6 +94,11 @@ class Stamp(NamedTuple):
     born: object  # as the driver returns it (text on SQLite); only compared
 
 
+def _stamp(row: Sequence[Any]) -> Stamp:
+    """A row of the stamp query as the driver returns it."""
+    return Stamp(int(row[0]), int(row[1]), row[2])
+
+
 def couple_stamp(engine: Engine, token: str) -> Stamp | None:
     """The couple whose partner holds ``token``, and its change stamp, in one query.
 
@@ -113,7 +119,7 @@ def couple_stamp(engine: Engine, token: str) -> Stamp | None:
             cursor.close()
     finally:
         conn.close()  # back to the pool, which ends any transaction the driver began
-    return None if row is None else Stamp(int(row[0]), int(row[1]), row[2])
+    return None if row is None else _stamp(row)
 
 
 class LoopReader:
@@ -168,7 +174,7 @@ class LoopReader:
             if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY:
                 self._drop()  # the file went away, say: the next request opens afresh
             return False
-        return Stamp(int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
+        return _stamp(rows[0]) if rows else None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

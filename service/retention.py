@@ -6,10 +6,10 @@ reminder row goes (by pruning or by erasing a couple) it is counted into ``deliv
 
 Pruning goes in chunks of :data:`CHUNK` rows, one transaction each, so that it never holds
 the write lock for long. Each reminder is counted once even when prunes and erasures run at
-the same time (the
-daemon's, ``hearth prune``, ``hearth couple remove``, several workers): counting and deleting
-happen in one transaction under a lock (PostgreSQL: a transaction-scoped advisory lock; SQLite:
-the one writer), so a second transaction counts only what the first left behind.
+the same time (the daemon's, ``hearth prune``, ``hearth couple remove``, several workers):
+counting and deleting happen in one transaction under a lock (PostgreSQL: a
+transaction-scoped advisory lock; SQLite: the one writer), so a second transaction counts
+only what the first left behind.
 """
 
 from __future__ import annotations
