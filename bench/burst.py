@@ -35,15 +35,15 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from bench.common import database, seed
-from service import planner
-from service.app import Hearth
 from service.channels import build
 from service.channels.twilio_http import close_client, make_client
-from service.clock import SystemClock
-from service.config import LogSettings, Settings
-from service.dispatcher import Dispatcher
-from service.logs import configure
-from service.models import Reminder, ReminderState
+from service.core.clock import SystemClock
+from service.core.config import LogSettings, Settings
+from service.core.logs import configure
+from service.db.models import Reminder, ReminderState
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
 from tests.peers.twilio_standin import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,

@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from service import migrate
-from service.db import Database
-from service.models import Base, Couple, Partner, Ritual
-from service.templates import TEMPLATES
+from service.db import migrate
+from service.db.engine import Database
+from service.db.models import Base, Couple, Partner, Ritual
+from service.domain.templates import TEMPLATES
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -52,13 +52,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from bench.common import database
-from service import couples, feed_tokens, feeds, partners, rituals
-from service.app import Hearth
-from service.clock import SystemClock
-from service.config import DatabaseSettings, LogSettings, Settings
-from service.db import Database
-from service.models import Couple, Ritual
-from service.timeutil import zone
+from service.calendar import feed_tokens, feeds
+from service.core.clock import SystemClock
+from service.core.config import DatabaseSettings, LogSettings, Settings
+from service.core.timeutil import zone
+from service.db.engine import Database
+from service.db.models import Couple, Ritual
+from service.domain import couples, partners, rituals
+from service.runtime.context import Hearth
 from service.web import feeds as web_feeds
 
 RITUALS: tuple[tuple[str | None, dict[str, str]], ...] = (
@@ -171,7 +172,7 @@ def serve(url: str, conn: Connection) -> None:
     at level warning, so the AccessLog middleware runs but its info lines are dropped)."""
     import uvicorn
 
-    from service.logs import configure
+    from service.core.logs import configure
     from service.web import create_app
 
     configure(LogSettings(level="warning"))

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from bench.common import database, peak_rss_mb, rate, reset_peak_rss, seed
-from service import planner
-from service.models import Reminder
+from service.db.models import Reminder
+from service.outbox import planner
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HORIZON = timedelta(hours=48)

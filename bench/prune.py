@@ -29,9 +29,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.common import database, seed
-from service import planner, retention
-from service.db import Database
-from service.models import Reminder, ReminderState, table
+from service.db.engine import Database
+from service.db.models import Reminder, ReminderState, table
+from service.outbox import planner, retention
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 WRITE_EVERY = 0.02  # seconds between the writer's transactions

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from service.app import Hearth
-from service.config import load_settings
+from service.core.config import load_settings
+from service.runtime.context import Hearth
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,7 +97,7 @@ def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
 
 
 def fmt_local(instant: datetime | None, tz: str) -> str:
-    from service.timeutil import zone
+    from service.core.timeutil import zone
 
     if instant is None:
         return "-"

@@ -15,9 +15,9 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service import couples, partners, rituals, stats
-from service.models import Couple
-from service.validation import until_datetime
+from service.db.models import Couple
+from service.domain import couples, partners, rituals, stats
+from service.domain.validation import until_datetime
 
 
 def couple_dict(c: Couple) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.common import hearth_from
-from service.logs import configure
+from service.core.logs import configure
 
 
 @click.command("serve")
@@ -24,7 +24,7 @@ def worker_cmd(ctx: click.Context) -> None:
 
 
 def _run(ctx: click.Context, web: bool | None) -> int:
-    from service.daemon import Daemon
+    from service.runtime.daemon import Daemon
 
     hearth = hearth_from(ctx)
     configure(hearth.settings.log)
@@ -47,7 +47,7 @@ def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run only the web service: feeds, Twilio webhooks, unsubscribe, health, metrics."""
     import uvicorn
 
-    from service import migrate
+    from service.db import migrate
     from service.web import create_app
 
     hearth = hearth_from(ctx)

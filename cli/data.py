@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from cli.common import hearth_from, json_option, print_json, read_only
-from service import couples, migrate, retention
-from service.exceptions import InvalidInput
-from service.export import export_couple
+from service.core.exceptions import InvalidInput
+from service.db import migrate
+from service.domain import couples
+from service.domain.export import export_couple
+from service.outbox import retention
 
 
 @click.command("export")

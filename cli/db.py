@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from cli.common import hearth_from
-from service import migrate
-from service.db import redact_url
-from service.exceptions import InvalidInput
+from service.core.exceptions import InvalidInput
+from service.db import migrate
+from service.db.engine import redact_url
 
 STARTER = """\
 # Hearth configuration. Every key, with its default, is documented in config.example.toml.

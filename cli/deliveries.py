@@ -14,9 +14,10 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service import couples, deliveries, partners, validation
-from service.exceptions import InvalidInput
-from service.models import Channel, Reminder, ReminderState
+from service.core.exceptions import InvalidInput
+from service.db.models import Channel, Reminder, ReminderState
+from service.domain import couples, partners, validation
+from service.outbox import deliveries
 
 
 def reminder_dict(r: Reminder) -> dict[str, Any]:

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from cli.common import fmt_local, unit_of_work
-from service import couples, feed_tokens, partners, rituals
-from service.exceptions import NotFound
-from service.models import Couple, RitualKind
+from service.calendar import feed_tokens
+from service.core.exceptions import NotFound
+from service.db.models import Couple, RitualKind
+from service.domain import couples, partners, rituals
 
 DEMO = "Demo: Alex & Sam"
 NOT_ADDED = "demo not added: this database already has couples (it goes only into an empty one)"

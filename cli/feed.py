@@ -10,9 +10,10 @@ import click
 import sqlalchemy as sa
 
 from cli.common import print_json, read_only, unit_of_work
-from service import couples, feed_tokens, feeds, partners
-from service.exceptions import Conflict, InvalidInput
-from service.models import Ritual
+from service.calendar import feed_tokens, feeds
+from service.core.exceptions import Conflict, InvalidInput
+from service.db.models import Ritual
+from service.domain import couples, partners
 
 
 @click.group("feed")

@@ -23,7 +23,7 @@ from cli import (
 )
 from cli.common import CliState
 from service import __version__
-from service.exceptions import HearthError
+from service.core.exceptions import HearthError
 
 
 class HearthGroup(click.Group):

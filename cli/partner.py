@@ -16,8 +16,8 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service import couples, partners
-from service.models import Partner
+from service.db.models import Partner
+from service.domain import couples, partners
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from cli.common import json_option, print_json, print_table, unit_of_work
-from service import prompts, validation
-from service.models import RitualKind
+from service.db.models import RitualKind
+from service.domain import prompts, validation
 
 KINDS = [k.value for k in RitualKind]
 

@@ -12,9 +12,10 @@ import click
 import sqlalchemy as sa
 
 from cli.common import fmt_local, json_option, print_json, print_table, unit_of_work
-from service import couples, partners, repair, validation
-from service.models import RepairRequest
-from service.timeutil import localize, zone
+from service.core.timeutil import localize, zone
+from service.db.models import RepairRequest
+from service.domain import couples, partners, validation
+from service.replies import repair
 
 
 @click.group("repair", epilog=repair.GUIDE.split("\n\n")[1])

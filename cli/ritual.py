@@ -17,10 +17,10 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service import couples, rituals, validation
-from service.exceptions import InvalidInput
-from service.models import Couple, ExceptionKind, Ritual
-from service.validation import until_datetime
+from service.core.exceptions import InvalidInput
+from service.db.models import Couple, ExceptionKind, Ritual
+from service.domain import couples, pauses, rituals, validation
+from service.domain.validation import until_datetime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -302,7 +302,7 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                         "start": occ.start,
                         "moved": occ.moved,
                         # Still listed so the gap is visible, but nobody is nudged for it.
-                        "paused": rituals.paused_then(r, occ.start),
+                        "paused": pauses.paused_then(r, occ.start),
                         "local": [
                             {
                                 "partner_id": pid,

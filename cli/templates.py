@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.common import json_option, print_json, print_table
-from service.templates import TEMPLATES
+from service.domain.templates import TEMPLATES
 
 
 @click.group("templates")

@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from service import migrate
-from service.app import Hearth
-from service.clock import FakeClock
-from service.config import Settings
-from service.db import Database
-from service.models import Base
+from service.core.clock import FakeClock
+from service.core.config import Settings
+from service.db import migrate
+from service.db.engine import Database
+from service.db.models import Base
+from service.runtime.context import Hearth
 
 pytest_plugins = ["tests.peers.fixtures"]
 

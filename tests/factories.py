@@ -6,13 +6,14 @@ import io
 import random
 from datetime import UTC, datetime, timedelta
 
-from service import couples, partners, planner, rituals
-from service.app import Hearth
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.models import Channel, Couple, Ritual
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Channel, Couple, Ritual
+from service.domain import couples, partners, rituals
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
 
 TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin, the check-in
 

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from service import migrate
-from service.app import Hearth
-from service.config import load_settings
-from service.models import Partner
+from service.core.config import load_settings
+from service.db import migrate
+from service.db.models import Partner
+from service.runtime.context import Hearth
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.pool import QueuePool
 
 from cli.main import cli
-from service import migrate, planner
-from service.app import Hearth
 from service.channels.base import Message, Receipt
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.models import Couple
+from service.core.clock import FakeClock
+from service.db import migrate
+from service.db.engine import Database
+from service.db.models import Couple
+from service.outbox import planner
+from service.runtime.context import Hearth
 from tests.conftest import Cli, PgSchema, make_settings, snapshot
 
 

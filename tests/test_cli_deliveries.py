@@ -9,13 +9,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from service import planner
-from service.app import Hearth
 from service.channels import build
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.models import Reminder
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Reminder
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
 from tests import peers
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners

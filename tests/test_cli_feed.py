@@ -11,9 +11,9 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from service.app import Hearth
-from service.clock import FakeClock
-from service.db import Database
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve

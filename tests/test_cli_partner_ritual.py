@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.clock import FakeClock
-from service.db import Database
+from service.core.clock import FakeClock
+from service.db.engine import Database
 from tests.conftest import Cli, snapshot
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from service.config import Settings, load_settings
+from service.core.config import Settings, load_settings
 
 
 def test_example_lists_every_key_with_its_default(repo_root: Path) -> None:

@@ -19,10 +19,11 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import couples, feed_tokens, partners, rituals
-from service.app import Hearth
-from service.db import Database
-from service.models import Couple, Reminder, ReminderState, RitualKind
+from service.calendar import feed_tokens
+from service.db.engine import Database
+from service.db.models import Couple, Reminder, ReminderState, RitualKind
+from service.domain import couples, partners, rituals
+from service.runtime.context import Hearth
 from tests.conftest import PgSchema, make_settings
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
 from tests.processes import free_port, wait_for
@@ -113,7 +114,7 @@ def _burst(db: Database, n: int, due_in_seconds: float = 2.0) -> datetime:
 
 @pytest.fixture
 def migrated() -> Iterator[Callable[[str], Database]]:
-    from service import migrate
+    from service.db import migrate
 
     made: list[Database] = []
 
@@ -355,7 +356,7 @@ def test_serve_on_postgres_reports_a_burst_in_metrics(
 def test_every_process_refuses_a_schema_behind_the_code(
     tmp_path: Path, migrated: Callable[[str], Database], command: str
 ) -> None:
-    from service import migrate
+    from service.db import migrate
 
     db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
     migrate.downgrade(db, "0001")  # as if the code was upgraded and `hearth db upgrade` forgotten

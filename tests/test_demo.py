@@ -10,13 +10,13 @@ import httpx
 import sqlalchemy as sa
 
 from cli.demo import NOT_ADDED
-from service import planner
-from service.app import Hearth
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.models import Channel, Couple, Partner, Ritual
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Channel, Couple, Partner, Ritual
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
 from tests.conftest import Cli, snapshot
 from tests.web import serve
 

@@ -31,7 +31,7 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import cli
-from service.config import Settings, load_settings
+from service.core.config import Settings, load_settings
 from tests.processes import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent

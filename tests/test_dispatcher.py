@@ -14,16 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
-from service import couples, partners, planner, prompts, rituals
-from service.app import Hearth
 from service.channels import build
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.messages import SMS_HINTS
-from service.models import (
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import (
     Channel,
     ConsentRecord,
     ConsentState,
@@ -35,7 +31,12 @@ from service.models import (
     ReminderState,
     Ritual,
 )
-from service.retry import backoff
+from service.domain import couples, partners, prompts, rituals
+from service.outbox import planner
+from service.outbox.backoff import jittered
+from service.outbox.dispatcher import Dispatcher
+from service.outbox.texts import SMS_HINTS
+from service.runtime.context import Hearth
 from tests import peers
 from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners
@@ -489,7 +490,7 @@ def test_smtp_login_with_the_right_password_sends(
 def test_backoff_doubles_with_jitter_between_half_and_all_of_the_step() -> None:
     rng = random.Random(3)
     for attempts, step in [(1, 30), (2, 60), (3, 120), (5, 480), (6, 900), (12, 900)]:
-        delays = [backoff(attempts, 30, 900, rng) for _ in range(200)]
+        delays = [jittered(attempts, 30, 900, rng) for _ in range(200)]
         assert all(step / 2 <= d <= step for d in delays)
         assert max(delays) - min(delays) > step / 4  # really spread: no thundering herd
 

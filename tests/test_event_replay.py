@@ -10,14 +10,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service import event_cursor, rituals
-from service.app import Hearth
 from service.channels.base import Transport
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.daemon import Daemon
-from service.db import Database
-from service.models import Channel, DaemonState, Reminder, Ritual
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Channel, DaemonState, Reminder, Ritual
+from service.domain import rituals
+from service.runtime import event_cursor
+from service.runtime.context import Hearth
+from service.runtime.daemon import Daemon
 from tests.conftest import _database, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 

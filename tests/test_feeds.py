@@ -22,12 +22,14 @@ import sqlalchemy as sa
 from icalendar import Calendar, Component, vCategory, vDDDTypes, vInt, vUTCOffset
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import couples, feed_tokens, feeds, partners, planner, rituals
-from service.app import Hearth
-from service.clock import FakeClock
-from service.db import Database
-from service.models import Couple, Reminder, Ritual, RitualKind
-from service.recurrence import occurrences
+from service.calendar import feed_tokens, feeds
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Couple, Reminder, Ritual, RitualKind
+from service.domain import couples, partners, rituals
+from service.domain.recurrence import occurrences, schedule_of
+from service.outbox import planner
+from service.runtime.context import Hearth
 from tests.conftest import IN_CI
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
@@ -221,7 +223,7 @@ def _expected(db: Database, ids: list[int]) -> dict[str, list[datetime]]:
         for rid in ids:
             r = s.get(Ritual, rid)
             assert r is not None
-            out[r.uid] = [o.start for o in occurrences(rituals.schedule_of(r), START, END)]
+            out[r.uid] = [o.start for o in occurrences(schedule_of(r), START, END)]
     return out
 
 

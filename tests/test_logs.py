@@ -17,16 +17,18 @@ import sqlalchemy as sa
 import structlog
 from twilio.request_validator import RequestValidator
 
-from service import feed_tokens, partners, planner
-from service.app import Hearth
+from service.calendar import feed_tokens
 from service.channels import build, build_one
 from service.channels.base import Message, Receipt, Transport
-from service.clock import FakeClock
-from service.config import LogFormat, LogSettings
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.logs import REDACTED, configure
-from service.models import Channel, Reminder
+from service.core.clock import FakeClock
+from service.core.config import LogFormat, LogSettings
+from service.core.logs import REDACTED, configure
+from service.db.engine import Database
+from service.db.models import Channel, Reminder
+from service.domain import partners
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
 from tests.conftest import make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from service import migrate
-from service.db import Database
-from service.exceptions import SchemaBehind
-from service.models import Base
+from service.core.exceptions import SchemaBehind
+from service.db import migrate
+from service.db.engine import Database
+from service.db.models import Base
 from tests.conftest import PgSchema
 
 

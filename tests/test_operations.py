@@ -18,18 +18,19 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service import daemon_state, retention
-from service.app import Hearth
 from service.channels.base import Transport
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.config import load_settings
-from service.daemon import Daemon
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.exceptions import ConfigError
-from service.metrics import DISPATCH_TICK
-from service.models import Channel, DeliveryStat
+from service.core.clock import FakeClock
+from service.core.config import load_settings
+from service.core.exceptions import ConfigError
+from service.core.metrics import DISPATCH_TICK
+from service.db import daemon_state
+from service.db.engine import Database
+from service.db.models import Channel, DeliveryStat
+from service.outbox import retention
+from service.outbox.dispatcher import Dispatcher
+from service.runtime.context import Hearth
+from service.runtime.daemon import Daemon
 from tests.factories import check_in_sent
 from tests.processes import wait_for
 from tests.web import serve

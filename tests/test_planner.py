@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from service import couples, partners, planner, rituals
-from service.clock import FakeClock
-from service.db import Database
-from service.models import ConsentState, Couple, Partner, Reminder, ReminderState, Ritual
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import ConsentState, Couple, Partner, Reminder, ReminderState, Ritual
+from service.domain import couples, partners, rituals
+from service.outbox import planner
 from tests.factories import add_ritual, couple_with_partners
 
 H48 = timedelta(hours=48)

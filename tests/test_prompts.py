@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from service import prompts
-from service.clock import FakeClock
-from service.db import Database
-from service.models import Prompt, RitualKind
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import Prompt, RitualKind
+from service.domain import prompts
 from tests.conftest import Cli, snapshot
 from tests.factories import add_ritual, couple_with_partners
 
@@ -27,7 +27,7 @@ def test_rotation_shows_the_whole_pool_before_repeating(db: Database, clock: Fak
     rid = add_ritual(db, now, couple_with_partners(db, now), "five-minute-check-in")
     rng = random.Random(3)
     with db.session() as s:
-        from service.models import Ritual
+        from service.db.models import Ritual
 
         ritual = s.get(Ritual, rid)
         assert ritual is not None
@@ -51,7 +51,7 @@ def test_disabled_prompts_are_never_chosen(db: Database, clock: FakeClock) -> No
     now = clock.now()
     rid = add_ritual(db, now, couple_with_partners(db, now), "gratitude-three")
     with db.session() as s:
-        from service.models import Ritual
+        from service.db.models import Ritual
 
         prompts.sync_builtin(s, now)
         pool = prompts.enabled_ids(s, RitualKind.GRATITUDE)

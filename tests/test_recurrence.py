@@ -22,7 +22,7 @@ from dateutil.rrule import rrule, rrulestr
 from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from service.recurrence import Occurrence, Schedule, is_occurrence, occurrences
+from service.domain.recurrence import Occurrence, Schedule, is_occurrence, occurrences
 
 ZONES = [
     "UTC",

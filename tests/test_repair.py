@@ -11,13 +11,11 @@ from datetime import UTC, datetime, time, timedelta
 import sqlalchemy as sa
 from icalendar import Calendar
 
-from service import couples, feeds, inbound, planner, repair
-from service.app import Hearth
+from service.calendar import feeds
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.models import (
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import (
     Channel,
     OccurrenceException,
     Partner,
@@ -29,6 +27,11 @@ from service.models import (
     Reply,
     Ritual,
 )
+from service.domain import couples
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.replies import inbound, repair
+from service.runtime.context import Hearth
 from tests.conftest import Cli, snapshot
 from tests.factories import add_ritual, couple_with_partners
 

@@ -8,15 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from service import couples, inbound, partners, planner, repair
-from service.app import Hearth
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.db import Database
-from service.dispatcher import Dispatcher
-from service.events import EventType
-from service.handlers import react
-from service.models import (
+from service.core.clock import FakeClock
+from service.db.engine import Database
+from service.db.models import (
     Channel,
     CheckIn,
     ConsentRecord,
@@ -32,6 +27,13 @@ from service.models import (
     Reply,
     Ritual,
 )
+from service.domain import couples, partners
+from service.domain.events import EventType
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.replies import inbound, repair
+from service.replies.reactions import react
+from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, check_in_sent, couple_with_partners
 

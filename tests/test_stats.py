@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service import partners, rituals
-from service.app import Hearth
-from service.clock import FakeClock
-from service.config import load_settings
-from service.db import Database
-from service.exceptions import ConfigError
-from service.models import CheckIn, ConsentState, Ritual
+from service.core.clock import FakeClock
+from service.core.config import load_settings
+from service.core.exceptions import ConfigError
+from service.db.engine import Database
+from service.db.models import CheckIn, ConsentState, Ritual
+from service.domain import partners, rituals
+from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings
 from tests.factories import add_ritual, couple_with_partners
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time
 
 import pytest
 
-from service.timeutil import exists, in_quiet_hours, localize, quiet_hours_end, zone
+from service.core.timeutil import exists, in_quiet_hours, localize, quiet_hours_end, zone
 
 
 @pytest.mark.parametrize(

@@ -33,17 +33,14 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
-from service import partners, planner, receipts, retention
-from service.app import Hearth
 from service.channels import build_one
 from service.channels.base import Message, Receipt, Transport
 from service.channels.console import ConsoleTransport
-from service.clock import FakeClock
-from service.config import Settings
-from service.db import Database
-from service.dispatcher import FRESH_SECONDS, Dispatcher
-from service.metrics import RECEIPT_STATES, REMINDERS
-from service.models import (
+from service.core.clock import FakeClock
+from service.core.config import Settings
+from service.core.metrics import RECEIPT_STATES, REMINDERS
+from service.db.engine import Database
+from service.db.models import (
     Channel,
     CheckIn,
     ConsentRecord,
@@ -57,6 +54,10 @@ from service.models import (
     RepairRequest,
     Reply,
 )
+from service.domain import partners
+from service.outbox import planner, receipts, retention
+from service.outbox.dispatcher import FRESH_SECONDS, Dispatcher
+from service.runtime.context import Hearth
 from tests.conftest import make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn

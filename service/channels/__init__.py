@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from service.channels.base import Message, Receipt, Transport, TransportError
-from service.config import EmailBackend, Settings, SmsBackend
-from service.exceptions import ChannelNotConfigured
-from service.models import Channel
+from service.core.config import EmailBackend, Settings, SmsBackend
+from service.core.exceptions import ChannelNotConfigured
+from service.db.models import Channel
 
 __all__ = ["Message", "Receipt", "Transport", "TransportError", "build", "build_one"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from service.models import Channel
+from service.db.models import Channel
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import threading
 from typing import TextIO
 
 from service.channels.base import Message, Receipt, Transport
-from service.models import Channel
+from service.db.models import Channel
 
 
 class ConsoleTransport(Transport):

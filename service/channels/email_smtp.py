@@ -12,8 +12,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from service.channels.base import Message, Receipt, Transport, TransportError
-from service.config import SmtpSecurity, SmtpSettings
-from service.models import Channel
+from service.core.config import SmtpSecurity, SmtpSettings
+from service.db.models import Channel
 
 
 def classify(code: int, what: str) -> TransportError:

@@ -17,9 +17,9 @@ from twilio.rest import Client
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.pacing import Pacer
 from service.channels.twilio_http import close_client, make_client, retry_after_seconds
-from service.config import TwilioSettings
-from service.messages import MAX_SEGMENTS, segments
-from service.models import Channel
+from service.core.config import TwilioSettings
+from service.db.models import Channel
+from service.outbox.texts import MAX_SEGMENTS, segments
 
 PERMANENT = {
     21211: "invalid 'To' number",

@@ -36,7 +36,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from service.timeutil import http_date
+from service.core.timeutil import http_date
 
 __all__ = [
     "EnvironmentOnceSession",

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import feed_tokens
-from service.app import Hearth
-from service.logs import scrub
+from service.calendar import feed_tokens
+from service.core.logs import scrub
+from service.runtime.context import Hearth
 from service.web import feeds, health, twilio, unsubscribe
 
 log = structlog.get_logger("hearth.web")

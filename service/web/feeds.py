@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service import feed_tokens, feeds
-from service.app import Hearth
-from service.feed_tokens import LoopReader, Stamp
-from service.metrics import FEED_BUILDS, FEED_REQUESTS
-from service.models import Couple, Partner, Ritual
-from service.timeutil import http_date
+from service.calendar import feed_tokens, feeds
+from service.calendar.feed_tokens import LoopReader, Stamp
+from service.core.metrics import FEED_BUILDS, FEED_REQUESTS
+from service.core.timeutil import http_date
+from service.db.models import Couple, Partner, Ritual
+from service.runtime.context import Hearth
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
 # polls spread over many threads spends more time switching than answering (bench/feeds.py).

@@ -2,7 +2,7 @@
 
 ``/healthz`` answers while the process and its database answer. ``/readyz`` also wants the
 schema at the newest migration and a dispatcher pass within ``daemon.tick_stale_seconds``:
-read from the heartbeat every dispatcher writes to the database (service/daemon_state.py), so
+read from the heartbeat every dispatcher writes to the database (service/db/daemon_state.py), so
 a ``hearth web`` sees the workers' loops too; where this process dispatches as well
 (``hearth serve``), its own loop must also be ticking.
 """
@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service import daemon_state, migrate
-from service.app import Hearth
-from service.exceptions import DatabaseUnavailable, SchemaMissing
-from service.metrics import DISPATCH_TICK, REGISTRY
-from service.models import Reminder, ReminderState
+from service.core.exceptions import DatabaseUnavailable, SchemaMissing
+from service.core.metrics import DISPATCH_TICK, REGISTRY
+from service.db import daemon_state, migrate
+from service.db.models import Reminder, ReminderState
+from service.runtime.context import Hearth
 
 
 async def healthz(request: Request) -> Response:

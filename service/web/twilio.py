@@ -19,9 +19,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
-from service import inbound, receipts, retry
-from service.app import Hearth
-from service.metrics import WEBHOOKS, observe_receipt
+from service.core.metrics import WEBHOOKS, observe_receipt
+from service.outbox import backoff, receipts
+from service.replies import inbound
+from service.runtime.context import Hearth
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"
@@ -139,7 +140,7 @@ def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> s
     with hearth.db.session(immediate=True) as s:
         return receipts.apply(
             s.connection(), sid, status, error, hearth.clock.now(),
-            retry.policy(hearth.settings.daemon, _RNG),
+            backoff.policy(hearth.settings.daemon, _RNG),
         )  # fmt: skip
 
 

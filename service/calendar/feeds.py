@@ -1,0 +1,340 @@
+"""A couple's rituals as one iCalendar feed (RFC 5545, with RFC 7986 refresh hints).
+
+Deterministic: the bytes depend only on the data (DTSTAMP is the ritual's last change), so the
+ETag changes exactly when the content does. Traps this module avoids, each covered by a test:
+RRULE UNTIL is written in UTC (icalendar would drop a zone, and parsers disagree on the
+count); REFRESH-INTERVAL carries VALUE=DURATION and X-PUBLISHED-TTL a real duration (PT6H);
+EXDATE and RECURRENCE-ID use DTSTART's value type and TZID, and name the rule's own local wall
+time (for a time in a DST gap that is the nominal time the rule generates, not the shifted
+instant); an RRULE never carries both UNTIL and COUNT (RFC 5545 3.3.10), only the limit that
+ends the series first; a series removed before its first instance is CANCELLED rather than
+given an UNTIL before its DTSTART; NAME and X-WR-CALNAME are escaped TEXT (icalendar does not
+know them and would write them raw). "Today" enters only at day granularity: how far an
+open-ended pause is shown, and how far the VTIMEZONEs reach (see :func:`date_floor`).
+
+Times a DST change skips or repeats are pinned: each such occurrence also gets an override
+VEVENT whose DTSTART names the instant Hearth reminds at without ambiguity. Clients disagree
+there (RFC 5545 and Python read a skipped 02:30 with the offset before the gap and a
+repeated 01:45 as the first one; ical.js uses the offset after the change for both), so
+without the pin a calendar could show the ritual an hour away from its SMS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
+
+from service.calendar.vtimezone import transitions, vtimezone
+from service.core.timeutil import UTC, localize
+from service.db.models import Couple, ExceptionKind, Ritual
+from service.domain.pauses import pause_spans
+from service.domain.recurrence import (
+    Schedule,
+    _local_starts,
+    first_local_start,
+    moved_within,
+    occurrences,
+    schedule_of,
+    series_until,
+    split_until,
+)
+
+PRODID = "-//Hearth//Rituals//EN"
+PAUSE_LOOKAHEAD = timedelta(days=400)  # how far an open-ended pause is shown as skipped
+VTIMEZONE_YEARS = 15  # transitions listed past the newest DTSTART or this year, the later
+_NO_VTIMEZONE = frozenset({"UTC", "Etc/UTC"})  # times in UTC are written with a Z
+
+
+def etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def nominal_local(s: Schedule, instant: datetime) -> datetime:
+    """The rule's local wall time that lands on ``instant`` (aware, in the ritual's zone).
+
+    Differs from ``instant.astimezone(tz)`` only for a time in a spring-forward gap: the rule
+    says 02:30, the timeline has 03:30; RFC 5545 identifies the instance by the former.
+    """
+    tz = ZoneInfo(s.timezone)
+    local = instant.astimezone(tz).replace(tzinfo=None)
+    # Every instance sits at the ritual's wall time (the rule may not carry BYHOUR/BYMINUTE),
+    # so the candidates are that wall time on the neighbouring days; no need to walk the rule.
+    wall = s.start_time or time(0)
+    for day in (local.date() - timedelta(days=1), local.date(), local.date() + timedelta(days=1)):
+        candidate = datetime.combine(day, wall)
+        if localize(day, wall, tz) == instant:
+            return candidate.replace(tzinfo=tz)
+    return local.replace(tzinfo=tz)
+
+
+def _value(s: Schedule, instant: datetime) -> datetime | date:
+    local = nominal_local(s, instant)
+    return local.date() if s.all_day else local
+
+
+def _first_start(s: Schedule) -> datetime:
+    """DTSTART: the rule's first instance. RFC 5545 counts DTSTART as an occurrence even when
+    it does not match the rule; dateutil does not; starting at the first match agrees both."""
+    tz = ZoneInfo(s.timezone)
+    wall = s.start_time or time(0)
+    start = datetime.combine(s.dtstart_date, wall)
+    first = first_local_start(s) or start
+    return first.replace(tzinfo=tz)
+
+
+@lru_cache(maxsize=256)
+def _unclear_walls(tzid: str, first: date, last: date) -> tuple[tuple[datetime, datetime], ...]:
+    """Naive local windows [lo, hi) whose wall times a transition skips or repeats."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    out = []
+    for t in transitions(tzid, start, end):
+        onset = (t.at + t.before).replace(tzinfo=None)
+        jump = t.after - t.before
+        out.append((onset, onset + jump) if jump > timedelta(0) else (onset + jump, onset))
+    return tuple(out)
+
+
+def _pinned(s: Schedule, first: date, last: date) -> list[datetime]:
+    """The instants of the occurrences whose wall time a transition skips or repeats."""
+    tz = ZoneInfo(s.timezone)
+    wall = s.start_time or time(0)
+    # Only the ritual's wall time on a transition day can fall in a window; checking those few
+    # candidates against one walk of the rule keeps this linear in the span, where asking the
+    # rule about each window would walk it from DTSTART again every time.
+    candidates = set()
+    for lo, hi in _unclear_walls(s.timezone, first, last):
+        day = lo.date()
+        while day <= hi.date():
+            local = datetime.combine(day, wall)
+            if lo <= local < hi:
+                candidates.add(local)
+            day += timedelta(days=1)
+    if not candidates:
+        return []
+    limit = series_until(s)
+    out = []
+    for local in _local_starts(s, min(candidates), max(candidates)):
+        if local in candidates:
+            instant = localize(local.date(), local.time(), tz)
+            if limit is None or instant <= limit:
+                out.append(instant)
+    return out
+
+
+def _unambiguous(instant: datetime, tz: ZoneInfo) -> datetime:
+    """``instant`` as a TZID local time when that wall time names only it, else in UTC."""
+    local = instant.astimezone(tz)
+    naive = local.replace(tzinfo=None)
+    if localize(naive.date(), naive.time(), tz) == instant and (
+        naive.replace(tzinfo=tz, fold=1).utcoffset() == naive.replace(tzinfo=tz).utcoffset()
+    ):
+        return local
+    return instant.astimezone(UTC)
+
+
+def _exdates(s: Schedule, spans: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
+    """Originals to exclude: skips, and occurrences whose actual (possibly moved) start falls
+    in a pause, as the planner decides who gets a reminder."""
+    out = set(s.skips)
+    spans = list(spans)
+
+    def paused(at: datetime) -> bool:
+        return any(lo <= at < hi for lo, hi in spans)
+
+    plain = replace(s, skips=frozenset(), moves={})
+    for lo, hi in spans:
+        for o in occurrences(plain, lo, hi):
+            if paused(s.moves.get(o.original_start, o.original_start)):
+                out.add(o.original_start)
+    out.update(original for original, new in s.moves.items() if paused(new))
+    return sorted(out)
+
+
+def _common(ev: Event, ritual: Ritual) -> None:
+    ev.add("uid", ritual.uid)
+    ev.add("dtstamp", ritual.updated_at.astimezone(UTC))
+    ev.add("sequence", ritual.version)
+    ev.add("summary", ritual.title)
+    if ritual.description:
+        ev.add("description", ritual.description)
+    ev.add("categories", [ritual.kind.value])
+    ev.add("transp", "TRANSPARENT")
+
+
+def _alarms(ev: Event, ritual: Ritual) -> None:
+    for minutes in ritual.offsets:
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        alarm.add("trigger", timedelta(minutes=-minutes))
+        alarm.add("description", ritual.title)
+        ev.add_component(alarm)
+
+
+def _count_end(s: Schedule, rule: str) -> datetime | None:
+    """The instant of the last instance of a COUNT-bounded rule; None without COUNT."""
+    if "COUNT" not in vRecur.from_ical(rule):
+        return None
+    tz = ZoneInfo(s.timezone)
+    first = datetime.combine(s.dtstart_date, s.start_time or time(0))
+    # COUNT makes the rule finite, so walking it to the end terminates.
+    starts = list(_local_starts(replace(s, rrule=rule), first, datetime.max))
+    return localize(starts[-1].date(), starts[-1].time(), tz) if starts else None
+
+
+def _duration(s: Schedule) -> timedelta:
+    if s.all_day:
+        return timedelta(days=max(1, s.duration // timedelta(days=1)))
+    return s.duration
+
+
+def _override(
+    ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool
+) -> Event:
+    ev = Event()
+    _common(ev, ritual)
+    ev.add("recurrence-id", _value(s, original))
+    tz = ZoneInfo(s.timezone)
+    ev.add("dtstart", start.astimezone(tz).date() if s.all_day else _unambiguous(start, tz))
+    ev.add("duration", _duration(s))
+    if alarms:
+        _alarms(ev, ritual)
+    return ev
+
+
+def ritual_events(
+    couple: Couple, ritual: Ritual, now: datetime, alarms: bool, span: tuple[date, date]
+) -> list[Event]:
+    s = schedule_of(ritual)
+    first = _first_start(s)
+    ev = Event()
+    _common(ev, ritual)
+    ev.add("created", ritual.created_at.astimezone(UTC))
+    ev.add("last-modified", ritual.updated_at.astimezone(UTC))
+    start = first
+    if not s.rrule and first in s.moves:
+        # A moved one-off (a rescheduled repair talk) is simply at its new time.
+        start = _unambiguous(s.moves[first], ZoneInfo(s.timezone))
+    ev.add("dtstart", start.date() if s.all_day else start)
+    ev.add("duration", _duration(s))
+    until = series_until(s) if s.rrule else None
+    if s.rrule and until is not None and until < first:
+        # Removed (or bounded) before its first instance: the series has none. An UNTIL before
+        # DTSTART says so only to parsers that apply it to DTSTART too (RFC 5545 counts DTSTART
+        # as an instance), so the event is cancelled outright, as a removed one-off is.
+        ev.add("status", "CANCELLED")
+        if alarms:
+            _alarms(ev, ritual)
+        return [ev]
+    excluded = _exdates(s, pause_spans(couple, ritual, now + PAUSE_LOOKAHEAD))
+    if s.rrule:
+        rule, _ = split_until(s.rrule)
+        recur = vRecur.from_ical(rule)
+        count_end = _count_end(s, rule) if until is not None else None
+        if until is not None and count_end is not None and count_end <= until:
+            until = None  # COUNT ends the series first (or with it): COUNT alone says it all
+        if until is not None:
+            # UNTIL and COUNT must not both appear (RFC 5545 3.3.10); UNTIL ends it first.
+            recur.pop("COUNT", None)
+            # UNTIL in UTC for timed events (RFC 5545 3.3.10); a DATE for all-day ones.
+            recur["UNTIL"] = (
+                [until.astimezone(ZoneInfo(s.timezone)).date()]
+                if s.all_day
+                else [until.astimezone(UTC).replace(microsecond=0)]
+            )
+        ev.add("rrule", recur)
+        if excluded:
+            ev.add("exdate", [_value(s, x) for x in excluded])
+    elif excluded or (s.ends_at is not None and s.ends_at <= start):
+        ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
+    if alarms:
+        _alarms(ev, ritual)
+    events = [ev]
+    if not s.rrule:
+        return events
+    moved = {
+        exc.original_start: exc.new_start
+        for exc in ritual.exceptions
+        if exc.kind is ExceptionKind.MOVE
+        and exc.new_start is not None
+        and moved_within(s, exc.original_start, exc.new_start)
+    }
+    if not s.all_day:
+        for instant in _pinned(s, *span):
+            if instant not in excluded and instant not in moved:
+                events.append(_override(ritual, s, instant, instant, alarms))
+    for original, new in sorted(moved.items()):
+        if original not in excluded:
+            events.append(_override(ritual, s, original, new, alarms))
+    return events
+
+
+def _span(timed: list[Ritual], today: date) -> tuple[date, date]:
+    """The days the VTIMEZONEs and the DST pins cover. Past a VTIMEZONE's last observance a
+    client keeps that observance's offset, so the end follows today as well as the newest
+    DTSTART: a ritual started in 2005 would otherwise be an hour off every summer after 2020.
+    It moves once a year, and the build is keyed by day, so the bytes stay stable per day."""
+    if not timed:
+        return date(2000, 1, 1), date(2000, 1, 1)
+    first = date(min(r.dtstart_date for r in timed).year - 1, 1, 1)
+    newest = max(max(r.dtstart_date for r in timed).year, today.year)
+    return first, date(newest + VTIMEZONE_YEARS, 12, 31)
+
+
+def date_floor(couple: Couple, rituals: list[Ritual], now: datetime) -> datetime | None:
+    """Since when the calendar built for ``now`` has had its form for a reason other than a
+    change of data, or None when it depends on the data only. Today's start when an
+    open-ended pause is shown (its end moves daily); the start of the year when the VTIMEZONE
+    range is counted from today (:func:`_span`). A Last-Modified earlier than this would tell
+    an If-Modified-Since client that a body it has not seen is unchanged."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    open_ended = couple.paused_at is not None and couple.paused_until is None
+    if open_ended or any(r.paused_at is not None and r.paused_until is None for r in rituals):
+        return day
+    timed = [r for r in rituals if r.start_time is not None]
+    zoned = any(r.timezone not in _NO_VTIMEZONE for r in timed)
+    if zoned and day.year > max(r.dtstart_date for r in timed).year:
+        return day.replace(month=1, day=1)
+    return None
+
+
+def build_calendar(
+    couple: Couple,
+    rituals: list[Ritual],
+    *,
+    now: datetime,
+    alarms: bool = False,
+    refresh_hours: int = 6,
+) -> bytes:
+    """One VCALENDAR for the couple. ``now`` only decides, to the day, how far an open-ended
+    pause is shown and how far the VTIMEZONEs reach; everything else comes from the data."""
+    now = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    # icalendar has no type for these two and would write them unescaped; both are TEXT.
+    name = vText(f"{couple.name} — rituals")
+    cal.add("name", name)
+    cal.add("x-wr-calname", name)
+    cal.add("x-wr-timezone", couple.timezone)
+    refresh = timedelta(hours=refresh_hours)
+    cal.add("refresh-interval", vDuration(refresh), parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", vDuration(refresh))
+    ordered = sorted(rituals, key=lambda r: r.id)
+    timed = [r for r in ordered if r.start_time is not None]
+    zones = sorted({r.timezone for r in timed} - _NO_VTIMEZONE)
+    span = _span(timed, now.date())
+    for tzid in zones:
+        cal.add_component(vtimezone(tzid, *span))
+    for ritual in ordered:
+        for ev in ritual_events(couple, ritual, now, alarms, span):
+            cal.add_component(ev)
+    return cal.to_ical()

@@ -1,0 +1,92 @@
+"""Logging: structlog, JSON in production and a readable console in development.
+
+A redaction processor runs last before rendering, on every line from every module: phone
+numbers, email addresses, feed and unsubscribe tokens and message bodies never reach a log.
+Sensitive keys are dropped by name; free text is scrubbed by pattern as a second line of
+defence (an exception message quoting a provider's answer, say).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from service.core.config import LogFormat, LogSettings
+
+REDACTED = "[redacted]"
+SENSITIVE_KEYS = frozenset(
+    {"to", "from", "from_", "phone", "email", "address", "body", "text", "message_body",
+     "token", "feed_token", "unsubscribe_token", "auth_token", "password", "prompt"}
+)  # fmt: skip
+_PATTERNS = (
+    re.compile(r"\+\d[\d\s-]{6,16}\d|\b\d{10,15}\b"),  # phone numbers (E.164, bare digits)
+    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # email addresses
+    # Tokens in URLs: everything after the prefix up to a quote or query, spaces and
+    # newlines included, since a malformed request (%20, %0A) splits a token in the path.
+    re.compile(r"(/(?:feeds|unsubscribe)/)[^?\"']+"),
+    re.compile(r"\b[A-Za-z0-9_-]{32,}\b"),  # long secrets (tokens, SIDs, signatures)
+)
+
+
+def scrub(text: str) -> str:
+    text = _PATTERNS[2].sub(r"\1" + REDACTED, text)
+    for pattern in (_PATTERNS[0], _PATTERNS[1], _PATTERNS[3]):
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        value = event[key]
+        if key.lower() in SENSITIVE_KEYS:
+            event[key] = REDACTED
+        elif isinstance(value, str) and key != "timestamp":
+            event[key] = scrub(value)
+        elif isinstance(value, BaseException):
+            event[key] = scrub(repr(value))
+    return event
+
+
+def configure(settings: LogSettings, stream: Any = None) -> None:
+    """Route structlog and stdlib logging (uvicorn, apscheduler) through one pipeline."""
+    level = getattr(logging, settings.level.upper())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.format is LogFormat.JSON
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # twilio.http_client logs every request and response at INFO: URLs and headers, one
+    # line each, nothing an operator needs (our own lines say what was sent and how it went).
+    for noisy in ("apscheduler", "uvicorn.access", "alembic", "twilio.http_client"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

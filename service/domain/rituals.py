@@ -1,0 +1,421 @@
+"""Rituals: add (from a template or by hand), edit, pause, skip, move, remove, preview."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.timeutil import localize, zone
+from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
+from service.domain import validation
+from service.domain.events import EventType, record
+from service.domain.pauses import settle_pause
+from service.domain.recurrence import Occurrence, Schedule, is_occurrence, occurrences, schedule_of
+from service.domain.templates import TEMPLATES
+
+
+def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> Ritual:
+    """A ritual by id, or by title within a couple."""
+    text = str(ref).strip()
+    if text.isdigit():
+        ritual = session.get(Ritual, int(text))
+    elif couple is not None:
+        found = list(
+            session.scalars(
+                sa.select(Ritual)
+                .where(
+                    Ritual.couple_id == couple.id,
+                    sa.func.lower(Ritual.title) == text.lower(),
+                    Ritual.ended_at.is_(None),
+                )
+                .order_by(Ritual.id)
+            )
+        )
+        # Titles need not be unique: picking one would act on a ritual nobody chose.
+        if len(found) > 1:
+            raise Ambiguous("ritual", ref, [f"{r.id}:{r.title}" for r in found])
+        ritual = found[0] if found else None
+    else:
+        raise InvalidInput(
+            "ritual", f"{ref!r} is not an id", "use the id from `hearth ritual list`"
+        )
+    if ritual is None or (couple is not None and ritual.couple_id != couple.id):
+        raise NotFound("ritual", ref)
+    return ritual
+
+
+@dataclass
+class RitualSpec:
+    """What a person asked for, before validation; None means 'not given'."""
+
+    kind: str | None = None
+    title: str | None = None
+    description: str | None = None
+    at: str | None = None
+    every: str | None = None
+    rrule: str | None = None
+    on: str | None = None  # start date (YYYY-MM-DD); for yearly rituals, the date itself
+    duration: str | None = None
+    remind: str | None = None
+    channels: str | None = None
+    timezone: str | None = None
+
+
+def add(
+    session: Session,
+    now: datetime,
+    couple: Couple,
+    spec: RitualSpec,
+    template: str | None = None,
+) -> Ritual:
+    tz = validation.timezone(spec.timezone) if spec.timezone else couple.timezone
+    today = now.astimezone(zone(tz)).date()
+    if template is not None:
+        tpl = TEMPLATES.get(template)
+        if tpl is None:
+            raise InvalidInput(
+                "template", f"unknown template {template!r}", "see `hearth templates list`"
+            )
+        if tpl.kind is RitualKind.REPAIR:
+            raise InvalidInput(
+                "template", "repair conversations start on request", "use `hearth repair request`"
+            )
+        kind: RitualKind = tpl.kind
+        title = tpl.title
+        description = tpl.description
+        at = tpl.at
+        rule = tpl.rrule
+        duration = tpl.duration_minutes
+        offsets = list(tpl.offsets)
+    else:
+        if not spec.kind or not spec.title:
+            raise InvalidInput("ritual", "give --template NAME, or --kind and --title")
+        kind = validation.kind(spec.kind)
+        if kind is RitualKind.REPAIR:
+            raise InvalidInput(
+                "kind", "repair conversations start on request", "use `hearth repair request`"
+            )
+        title, description = spec.title, ""
+        at, rule, duration, offsets = None, None, 5, [0]
+        if not spec.at:
+            raise InvalidInput("at", "a ritual needs a time of day", "e.g. --at 21:00")
+    title = validation.name(spec.title or title, "title")
+    description = spec.description if spec.description is not None else description
+    if spec.at:
+        at = validation.clock_time(spec.at, "at")
+    start = validation.local_date(spec.on, "on") if spec.on else today
+    if spec.every and spec.rrule:
+        raise InvalidInput("schedule", "give --every or --rrule, not both")
+    if spec.every:
+        rule = validation.every(spec.every)
+    elif spec.rrule:
+        rule = spec.rrule
+    elif template == "anniversary":
+        if not spec.on:
+            raise InvalidInput("on", "an anniversary needs its date", "e.g. --on 2019-06-14")
+        rule = f"FREQ=YEARLY;BYMONTH={start.month};BYMONTHDAY={start.day}"
+    if rule is None:
+        raise InvalidInput("schedule", "give --every or --rrule", "e.g. --every daily")
+    rule = validation.rrule(rule, start, tz)
+    if spec.duration:
+        duration = validation.duration_minutes(spec.duration)
+    if spec.remind:
+        offsets = validation.offsets(spec.remind)
+    chans = validation.channels(spec.channels) if spec.channels else []
+    ritual = Ritual(
+        couple_id=couple.id,
+        uid=f"{uuid.uuid4()}@hearth",
+        kind=kind,
+        template=template,
+        title=title,
+        description=description,
+        dtstart_date=start,
+        start_time=at,
+        duration_minutes=duration,
+        rrule=rule,
+        timezone=tz,
+        reminder_offsets=",".join(str(o) for o in offsets),
+        channels=",".join(chans),
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ritual)
+    session.flush()
+    if not occurrences(schedule_of(ritual), now, now + timedelta(days=800)):
+        raise InvalidInput("schedule", "the rule produces no future occurrence")
+    couple.touch(now)
+    record(session, EventType.RITUAL_ADDED, now, couple.id, ritual_id=ritual.id)
+    return ritual
+
+
+def add_one_off(
+    session: Session,
+    now: datetime,
+    couple: Couple,
+    *,
+    kind: RitualKind,
+    title: str,
+    description: str,
+    start: datetime,
+    duration_minutes: int,
+    offsets: list[int],
+) -> Ritual:
+    """A single occurrence (a scheduled repair conversation): a ritual without an RRULE."""
+    tz = zone(couple.timezone)
+    local = start.astimezone(tz)
+    ritual = Ritual(
+        couple_id=couple.id,
+        uid=f"{uuid.uuid4()}@hearth",
+        kind=kind,
+        title=title,
+        description=description,
+        dtstart_date=local.date(),
+        start_time=local.time().replace(tzinfo=None),
+        duration_minutes=duration_minutes,
+        rrule=None,
+        timezone=couple.timezone,
+        reminder_offsets=",".join(str(o) for o in offsets),
+        channels="",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ritual)
+    session.flush()
+    couple.touch(now)
+    record(session, EventType.RITUAL_ADDED, now, couple.id, ritual_id=ritual.id, one_off=True)
+    return ritual
+
+
+def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> Ritual:
+    ensure_active(ritual)
+    changed: list[str] = []
+    if spec.title is not None:
+        ritual.title = validation.name(spec.title, "title")
+        changed.append("title")
+    if spec.description is not None:
+        ritual.description = spec.description
+        changed.append("description")
+    if spec.kind is not None:
+        ritual.kind = validation.kind(spec.kind)
+        changed.append("kind")
+    if spec.timezone is not None:
+        ritual.timezone = validation.timezone(spec.timezone)
+        changed.append("timezone")
+    if spec.at is not None:
+        ritual.start_time = validation.clock_time(spec.at, "at")
+        changed.append("at")
+    if spec.on is not None:
+        ritual.dtstart_date = validation.local_date(spec.on, "on")
+        changed.append("on")
+    if spec.every and spec.rrule:
+        raise InvalidInput("schedule", "give --every or --rrule, not both")
+    if spec.every or spec.rrule:
+        rule = validation.every(spec.every) if spec.every else spec.rrule
+        assert rule is not None
+        ritual.rrule = validation.rrule(rule, ritual.dtstart_date, ritual.timezone)
+        changed.append("schedule")
+    elif ("timezone" in changed or "on" in changed) and ritual.rrule:
+        ritual.rrule = validation.rrule(ritual.rrule, ritual.dtstart_date, ritual.timezone)
+    if spec.duration is not None:
+        ritual.duration_minutes = validation.duration_minutes(spec.duration)
+        changed.append("duration")
+    if spec.remind is not None:
+        ritual.reminder_offsets = ",".join(str(o) for o in validation.offsets(spec.remind))
+        changed.append("remind")
+    if spec.channels is not None:
+        ritual.channels = ",".join(validation.channels(spec.channels))
+        changed.append("channels")
+    if not changed:
+        raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")
+    if {"at", "on", "schedule", "timezone"} & set(changed):
+        # Exceptions refer to instants of the old schedule; they no longer apply.
+        ritual.exceptions.clear()
+    ritual.version += 1
+    ritual.updated_at = now
+    session.flush()
+    ritual.couple.touch(now)
+    record(
+        session,
+        EventType.RITUAL_CHANGED,
+        now,
+        ritual.couple_id,
+        ritual_id=ritual.id,
+        fields=changed,
+    )
+    return ritual
+
+
+def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | None) -> Ritual:
+    ensure_active(ritual)
+    if until is not None and until <= now:
+        raise InvalidInput("until", "is in the past", "give a future date")
+    if ritual.paused_at is not None:  # a pause that ran out: keep it before it is replaced
+        settle_pause(ritual, ritual.paused_at, ritual.paused_until or now, now)
+    ritual.paused_at, ritual.paused_until = now, until
+    ritual.version += 1
+    ritual.updated_at = now
+    ritual.couple.touch(now)
+    record(session, EventType.RITUAL_PAUSED, now, ritual.couple_id, ritual_id=ritual.id,
+           until=until.isoformat() if until else None)  # fmt: skip
+    return ritual
+
+
+def resume(session: Session, now: datetime, ritual: Ritual) -> Ritual:
+    ensure_active(ritual)
+    if not ritual.is_paused(now):
+        raise Conflict(f"ritual {ritual.id} is not paused")
+    assert ritual.paused_at is not None
+    settle_pause(ritual, ritual.paused_at, now, now)
+    ritual.paused_at = ritual.paused_until = None
+    ritual.version += 1
+    ritual.updated_at = now
+    ritual.couple.touch(now)
+    record(session, EventType.RITUAL_RESUMED, now, ritual.couple_id, ritual_id=ritual.id)
+    return ritual
+
+
+def ensure_active(ritual: Ritual) -> None:
+    """Refuse a ritual that was already removed."""
+    if ritual.ended_at is not None:
+        raise Conflict(f"ritual {ritual.id} was already removed")
+
+
+def remove(session: Session, now: datetime, ritual: Ritual) -> None:
+    """End the series now: past occurrences stay in partners' calendars (UNTIL)."""
+    ensure_active(ritual)
+    ritual.ended_at = now
+    ritual.version += 1
+    ritual.updated_at = now
+    ritual.couple.touch(now)
+    record(session, EventType.RITUAL_REMOVED, now, ritual.couple_id, ritual_id=ritual.id)
+
+
+def occurrence_on(ritual: Ritual, day: date) -> datetime:
+    """The original start (UTC) of the ritual's occurrence on a local date."""
+    tz = zone(ritual.timezone)
+    lo = localize(day, time(0), tz)
+    hi = localize(day + timedelta(days=1), time(0), tz)
+    sched = schedule_of(ritual)
+    plain = Schedule(
+        sched.dtstart_date,
+        sched.start_time,
+        sched.duration,
+        sched.timezone,
+        sched.rrule,
+        ends_at=sched.ends_at,
+    )
+    found = [o.original_start for o in occurrences(plain, lo, hi)]
+    if not found:
+        raise InvalidInput("date", f"ritual {ritual.id} has no occurrence on {day.isoformat()}")
+    return found[0]
+
+
+def _existing(ritual: Ritual, original: datetime) -> OccurrenceException | None:
+    return next((e for e in ritual.exceptions if e.original_start == original), None)
+
+
+def skip(
+    session: Session, now: datetime, ritual: Ritual, original: datetime, source: str = "admin"
+) -> OccurrenceException:
+    if not is_occurrence(schedule_of(ritual), original):
+        raise InvalidInput("date", "no occurrence of this ritual starts then")
+    if original < now:
+        raise InvalidInput("date", "that occurrence is in the past")
+    exc = _existing(ritual, original)
+    if exc is not None and exc.kind is ExceptionKind.SKIP:
+        raise Conflict("that occurrence is already skipped")
+    if exc is None:
+        exc = OccurrenceException(ritual_id=ritual.id, original_start=original, created_at=now)
+        ritual.exceptions.append(exc)
+    exc.kind, exc.new_start, exc.source = ExceptionKind.SKIP, None, source
+    _changed(session, now, ritual, EventType.OCCURRENCE_SKIPPED, original)
+    return exc
+
+
+def move(
+    session: Session, now: datetime, ritual: Ritual, original: datetime, new_local: datetime
+) -> OccurrenceException:
+    if not is_occurrence(schedule_of(ritual), original):
+        raise InvalidInput("date", "no occurrence of this ritual starts then")
+    new_start = localize(new_local.date(), new_local.time(), zone(ritual.timezone))
+    if new_start <= now:
+        raise InvalidInput("to", "the new time is in the past")
+    clash = [
+        o
+        for o in occurrences(schedule_of(ritual), new_start, new_start + timedelta(seconds=1))
+        if o.start == new_start and o.original_start != original
+    ]
+    if clash:
+        # Two occurrences at one instant: partners would get both nudges at once.
+        raise InvalidInput(
+            "to",
+            f"another occurrence of ritual {ritual.id} already starts then",
+            "skip or move that one first, or pick another time",
+        )
+    exc = _existing(ritual, original)
+    if exc is None:
+        exc = OccurrenceException(ritual_id=ritual.id, original_start=original, created_at=now)
+        ritual.exceptions.append(exc)
+    exc.kind, exc.new_start, exc.source = ExceptionKind.MOVE, new_start, "admin"
+    _changed(session, now, ritual, EventType.OCCURRENCE_MOVED, original, new=new_start.isoformat())
+    return exc
+
+
+def _changed(
+    session: Session,
+    now: datetime,
+    ritual: Ritual,
+    kind: EventType,
+    original: datetime,
+    **extra: str,
+) -> None:
+    ritual.version += 1  # the calendar entry changed: SEQUENCE moves on
+    ritual.updated_at = now
+    session.flush()
+    ritual.couple.touch(now)
+    record(
+        session,
+        kind,
+        now,
+        ritual.couple_id,
+        ritual_id=ritual.id,
+        original=original.isoformat(),
+        **extra,
+    )
+
+
+def list_for(
+    session: Session, couple: Couple | None, include_removed: bool = False
+) -> list[Ritual]:
+    stmt = sa.select(Ritual).order_by(Ritual.couple_id, Ritual.id)
+    if couple is not None:
+        stmt = stmt.where(Ritual.couple_id == couple.id)
+    if not include_removed:
+        stmt = stmt.where(Ritual.ended_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def upcoming(ritual: Ritual, now: datetime, count: int) -> list[Occurrence]:
+    """The next ``count`` occurrences from ``now`` (looking up to two years ahead)."""
+    sched = schedule_of(ritual)
+    found: list[Occurrence] = []
+    lo = now
+    for span in (14, 60, 400, 800):
+        hi = now + timedelta(days=span)
+        found = occurrences(sched, lo, hi)
+        if len(found) >= count:
+            break
+    return found[:count]
+
+
+def describe_schedule(ritual: Ritual) -> str:
+    at = ritual.start_time.strftime("%H:%M") if ritual.start_time else "all day"
+    rule = ritual.rrule or f"once on {ritual.dtstart_date.isoformat()}"
+    return f"{at} {ritual.timezone}, {rule}"

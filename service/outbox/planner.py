@@ -1,0 +1,416 @@
+"""The planner: keeps reminder rows for every active ritual, partner, channel and offset over a
+rolling horizon.
+
+Idempotent by construction: rows go in with ``INSERT ... ON CONFLICT DO NOTHING`` on the
+outbox's unique key, so running twice, or from two processes at once, adds nothing. It reads
+with Core (not the ORM) in chunks of couples: a community of 100k couples plans in bounded
+memory. :func:`replan` is the per-couple variant the daemon runs after an edit: in one
+transaction it cancels the couple's future unsent nudges that no longer match, revives ones
+that match again (a pause then a resume) and inserts what is missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.db.models import (
+    Channel,
+    ConsentState,
+    Couple,
+    ExceptionKind,
+    OccurrenceException,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    Ritual,
+    table,
+)
+from service.domain.pauses import in_pause
+from service.domain.recurrence import Schedule, nudge_anchor, occurrences
+
+CHUNK_COUPLES = 2000
+_NUDGE = ReminderPurpose.NUDGE.value
+_SCHEDULED = ReminderState.SCHEDULED.value
+_T = table(Reminder)
+
+# Column order of the bulk insert; the statement text is built once per dialect.
+COLUMNS = (
+    "couple_id",
+    "ritual_id",
+    "partner_id",
+    "channel",
+    "offset_minutes",
+    "purpose",
+    "occurrence_start",
+    "due_at",
+    "expires_at",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass
+class PlanResult:
+    created: int = 0
+    cancelled: int = 0
+    revived: int = 0
+    couples: int = 0
+
+
+class _Partner(NamedTuple):
+    id: int
+    channels: tuple[str, ...]  # usable now: contact present, consent given
+
+
+class _Ritual(NamedTuple):
+    id: int
+    couple_id: int
+    schedule: Schedule
+    offsets: tuple[int, ...]
+    channels: tuple[str, ...]
+    paused_at: datetime | None
+    paused_until: datetime | None
+
+
+def stale_after(duration_minutes: int, stale_minutes: float) -> timedelta:
+    """How long after its due time a nudge is still worth sending: half the ritual's length
+    or ``stale_minutes``, whichever is longer."""
+    return timedelta(minutes=max(duration_minutes / 2, stale_minutes))
+
+
+def _usable_channels(row: Any) -> tuple[str, ...]:
+    usable = []
+    for name in (row.channels or "").split(","):
+        if name == "sms" and row.phone and row.sms_consent == ConsentState.CONSENTED:
+            usable.append("sms")
+        elif name == "email" and row.email and row.email_opted_out_at is None:
+            usable.append("email")
+    return tuple(usable)
+
+
+def _expand(
+    s: Schedule, start: datetime, end: datetime, memo: dict[tuple[int, datetime, datetime], Any]
+) -> Sequence[tuple[datetime, datetime]]:
+    """Rituals without exceptions share interned schedules (see :func:`_load`): rituals made
+    from the same template expand once per pass, which keeps a 100k-couple pass close to the
+    speed of its inserts."""
+    if s.skips or s.moves:
+        return [(o.start, o.original_start) for o in occurrences(s, start, end)]
+    key = (id(s), start, end)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = [(o.start, o.original_start) for o in occurrences(s, start, end)]
+    return found
+
+
+def wanted_rows(
+    rituals: Sequence[_Ritual],
+    partners: dict[int, list[_Partner]],
+    couple_pause: dict[int, tuple[datetime | None, datetime | None]],
+    now: datetime,
+    horizon: timedelta,
+    stale_minutes: float,
+) -> Iterator[tuple[Any, ...]]:
+    """Rows (in ``COLUMNS`` order) for every nudge due in [now, now + horizon) that is
+    still fresh; occurrences inside a pause are not planned."""
+    end = now + horizon
+    memo: dict[tuple[int, datetime, datetime], Any] = {}
+    # Look back far enough to catch an occurrence whose nudge is still fresh, and ahead
+    # far enough that an offset reaching before the horizon end is included.
+    for r in rituals:
+        max_offset = timedelta(minutes=max(r.offsets, default=0))
+        stale = stale_after(int(r.schedule.duration.total_seconds() // 60), stale_minutes)
+        lo = now - stale - timedelta(days=1 if r.schedule.all_day else 0)
+        hi = end + max_offset + timedelta(days=1 if r.schedule.all_day else 0)
+        cp_at, cp_until = couple_pause.get(r.couple_id, (None, None))
+        slots = []  # (offset, original, due, expires) for this ritual
+        for start, original in _expand(r.schedule, lo, hi, memo):
+            anchor = nudge_anchor(r.schedule, start)
+            if in_pause(start, r.paused_at, r.paused_until) or in_pause(start, cp_at, cp_until):
+                continue
+            for offset in r.offsets:
+                due = anchor - timedelta(minutes=offset)
+                expires = due + stale
+                if due < end and expires > now:
+                    slots.append((offset, original, due, expires))
+        if not slots:
+            continue
+        for p in partners.get(r.couple_id, ()):
+            for ch in r.channels or p.channels:
+                if ch not in p.channels:
+                    continue
+                for offset, original, due, expires in slots:
+                    yield (r.couple_id, r.id, p.id, ch, offset, _NUDGE, original, due, expires,
+                           _SCHEDULED, 0, due, now, now)  # fmt: skip
+
+
+def _among(col: Any, ids: Sequence[int]) -> Any:
+    """``col IN ids``, as a range when the ids are contiguous (keyset chunks usually are):
+    a 2000-item IN list costs more to compile than the query takes to run."""
+    if ids and ids[-1] - ids[0] + 1 == len(ids):
+        return col.between(ids[0], ids[-1])
+    return col.in_(ids)
+
+
+def _load(
+    conn: Connection, couple_ids: Sequence[int], now: datetime
+) -> tuple[
+    list[_Ritual],
+    dict[int, list[_Partner]],
+    dict[int, tuple[datetime | None, datetime | None]],
+]:
+    c, p, r, e = (t.__table__ for t in (Couple, Partner, Ritual, OccurrenceException))
+    pauses = {
+        row.id: (row.paused_at, row.paused_until)
+        for row in conn.execute(
+            sa.select(c.c.id, c.c.paused_at, c.c.paused_until).where(_among(c.c.id, couple_ids))
+        )
+    }
+    partners: dict[int, list[_Partner]] = defaultdict(list)
+    pcols = (p.c.id, p.c.couple_id, p.c.channels, p.c.phone, p.c.email, p.c.sms_consent,
+             p.c.email_opted_out_at)  # fmt: skip
+    for row in conn.execute(
+        sa.select(*pcols).where(_among(p.c.couple_id, couple_ids)).order_by(p.c.id)
+    ):
+        partners[row.couple_id].append(_Partner(row.id, _usable_channels(row)))
+    ritual_rows = list(
+        conn.execute(
+            sa.select(
+                r.c.id,
+                r.c.couple_id,
+                r.c.dtstart_date,
+                r.c.start_time,
+                r.c.duration_minutes,
+                r.c.timezone,
+                r.c.rrule,
+                r.c.ended_at,
+                r.c.reminder_offsets,
+                r.c.channels,
+                r.c.paused_at,
+                r.c.paused_until,
+            ).where(
+                _among(r.c.couple_id, couple_ids),
+                sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now),
+            )
+        )
+    )
+    skips: dict[int, set[datetime]] = defaultdict(set)
+    moves: dict[int, dict[datetime, datetime]] = defaultdict(dict)
+    if ritual_rows:
+        ids = [row.id for row in ritual_rows]
+        for ex in conn.execute(sa.select(e).where(e.c.ritual_id.in_(ids))):
+            if ex.kind == ExceptionKind.SKIP:
+                skips[ex.ritual_id].add(ex.original_start)
+            elif ex.new_start is not None:
+                moves[ex.ritual_id][ex.original_start] = ex.new_start
+    interned: dict[tuple[Any, ...], Any] = {}
+
+    def intern(value: Any) -> Any:
+        return interned.setdefault(value, value)
+
+    rituals = []
+    for rr in ritual_rows:
+        plain = rr.id not in skips and rr.id not in moves
+        key = (rr.dtstart_date, rr.start_time, rr.duration_minutes, rr.timezone, rr.rrule,
+               rr.ended_at)  # fmt: skip
+        schedule = interned.get(key) if plain else None
+        if schedule is None:
+            schedule = Schedule(
+                dtstart_date=rr.dtstart_date,
+                start_time=rr.start_time,
+                duration=timedelta(minutes=rr.duration_minutes),
+                timezone=rr.timezone,
+                rrule=rr.rrule,
+                skips=frozenset(skips.get(rr.id, ())),
+                moves=moves.get(rr.id, {}),
+                ends_at=rr.ended_at,
+            )
+            if plain:
+                interned[key] = schedule
+        rituals.append(
+            _Ritual(
+                id=rr.id,
+                couple_id=rr.couple_id,
+                schedule=schedule,
+                offsets=intern(tuple(int(x) for x in rr.reminder_offsets.split(",") if x != "")),
+                channels=intern(tuple(Channel(x).value for x in rr.channels.split(",") if x)),
+                paused_at=rr.paused_at,
+                paused_until=rr.paused_until,
+            )
+        )
+    return rituals, partners, pauses
+
+
+def insert_sql(conn: Connection, on_conflict: bool = True) -> str:
+    cols = ", ".join(COLUMNS)
+    if conn.dialect.name == "postgresql":
+        marks = ", ".join(["%s"] * len(COLUMNS))
+    else:
+        marks = ", ".join(["?"] * len(COLUMNS))
+    tail = " ON CONFLICT DO NOTHING" if on_conflict else ""
+    return f"INSERT INTO reminder ({cols}) VALUES ({marks}){tail}"
+
+
+def adapt_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Raw driver rows: SQLite stores naive UTC text (as :class:`UTCDateTime` does)."""
+    if conn.dialect.name != "sqlite":
+        return rows
+    idx = [i for i, name in enumerate(COLUMNS) if name.endswith(("_at", "_start"))]
+    text: dict[datetime, str] = {}  # planned rows share few distinct instants
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in idx:
+            v = values[i]
+            s = text.get(v)
+            if s is None:
+                s = text[v] = v.strftime(_SQLITE_FORMAT)
+            values[i] = s
+        out.append(tuple(values))
+    return out
+
+
+# The text form SQLAlchemy's SQLite DateTime writes: keys and comparisons are string-based
+# there, so the bulk path must write exactly the same form.
+_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert planned rows, ignoring those already present; returns how many were new."""
+    if not rows:
+        return 0
+    before = _count(conn)
+    conn.exec_driver_sql(insert_sql(conn), adapt_rows(conn, rows))
+    return _count(conn) - before
+
+
+def _count(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(_T)).scalar_one())
+
+
+def plan(
+    engine: sa.Engine,
+    now: datetime,
+    horizon: timedelta,
+    stale_minutes: float,
+    couple_ids: Sequence[int] | None = None,
+    chunk: int = CHUNK_COUPLES,
+    count: bool = False,
+) -> PlanResult:
+    """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
+    ``count=True`` reports how many rows were new (costs a count per chunk)."""
+    result = PlanResult()
+    c = Couple.__table__
+    last = 0
+    while True:
+        stmt = sa.select(c.c.id).where(c.c.id > last).order_by(c.c.id).limit(chunk)
+        if couple_ids is not None:
+            stmt = stmt.where(c.c.id.in_(couple_ids))
+        with engine.begin() as conn:
+            ids = list(conn.scalars(stmt))
+            if not ids:
+                break
+            rituals, partners, pauses = _load(conn, ids, now)
+            rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+            if rows:
+                if count:
+                    result.created += insert_rows(conn, rows)
+                else:
+                    conn.exec_driver_sql(insert_sql(conn), adapt_rows(conn, rows))
+        result.couples += len(ids)
+        last = ids[-1]
+    return result
+
+
+def replan(
+    conn: Connection, now: datetime, couple_id: int, horizon: timedelta, stale_minutes: float
+) -> PlanResult:
+    """Bring one couple's future unsent nudges in line with its current definition (runs in
+    the caller's transaction)."""
+    result = PlanResult(couples=1)
+    rituals, partners, pauses = _load(conn, [couple_id], now)
+    rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+    key_idx = [COLUMNS.index(k) for k in _KEY]
+    wanted = {_key_of(row, key_idx): row for row in rows}
+    existing = conn.execute(
+        sa.select(_T.c.id, _T.c.state, _T.c.due_at, *(_T.c[k] for k in _KEY)).where(
+            _T.c.couple_id == couple_id,
+            _T.c.purpose == ReminderPurpose.NUDGE,
+            _T.c.state.in_([ReminderState.SCHEDULED, ReminderState.CANCELLED]),
+            _T.c.due_at >= now - timedelta(days=1),
+        )
+    ).all()
+    cancel, revive, retime = [], [], []
+    present = set()
+    due_i, exp_i = COLUMNS.index("due_at"), COLUMNS.index("expires_at")
+    for row in existing:
+        key = (
+            row.ritual_id,
+            row.occurrence_start,
+            row.partner_id,
+            str(row.channel),
+            row.offset_minutes,
+        )
+        present.add(key)
+        want = wanted.get(key)
+        if row.state == ReminderState.SCHEDULED and want is None:
+            cancel.append(row.id)
+        elif row.state == ReminderState.CANCELLED and want is not None:
+            revive.append(row.id)
+        if want is not None and row.due_at != want[due_i]:
+            # A moved occurrence keeps its key (the original start) but not its time.
+            retime.append({"rid": row.id, "due": want[due_i], "exp": want[exp_i]})
+    if cancel:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id.in_(cancel), _T.c.state == ReminderState.SCHEDULED)
+            .values(
+                state=ReminderState.CANCELLED, last_error="replanned", final_at=now, updated_at=now
+            )
+        )
+    if revive:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id.in_(revive))
+            .values(
+                state=ReminderState.SCHEDULED,
+                last_error=None,
+                final_at=None,
+                attempts=0,
+                updated_at=now,
+            )
+        )
+    if retime:
+        conn.execute(
+            _T.update()
+            .where(_T.c.id == sa.bindparam("rid"), _T.c.state == ReminderState.SCHEDULED)
+            .values(
+                due_at=sa.bindparam("due"),
+                next_attempt_at=sa.bindparam("due"),
+                expires_at=sa.bindparam("exp"),
+                updated_at=now,
+            ),
+            retime,
+        )
+    missing = [row for key, row in wanted.items() if key not in present]
+    result.created = insert_rows(conn, missing)
+    result.cancelled, result.revived = len(cancel), len(revive)
+    return result
+
+
+_KEY = ("ritual_id", "occurrence_start", "partner_id", "channel", "offset_minutes")
+
+
+def _key_of(row: tuple[Any, ...], idx: list[int]) -> tuple[Any, ...]:
+    return tuple(row[i] for i in idx)

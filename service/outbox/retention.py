@@ -1,0 +1,178 @@
+"""Data care: prune old rows, keep anonymous delivery counts.
+
+Sent reminders, replies and events older than ``retention.days`` are deleted; before a
+reminder row goes (by pruning or by erasing a couple) it is counted into ``delivery_stat``
+(day, channel, final state), which holds no personal data.
+
+Pruning goes in chunks of :data:`CHUNK` rows, one transaction each, so that it never holds
+the write lock for long. Each reminder is counted once even when prunes and erasures run at
+the same time (the daemon's, ``hearth prune``, ``hearth couple remove``, several workers):
+counting and deleting happen in one transaction under a lock (PostgreSQL: a
+transaction-scoped advisory lock; SQLite: the one writer), so a second transaction counts
+only what the first left behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.request import pathname2url
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from service.core.exceptions import InvalidInput
+from service.db import migrate
+from service.db.engine import Database
+from service.db.models import DeliveryStat, Event, Reminder, ReminderState, Reply, table
+from service.outbox import receipts
+from service.runtime.context import Hearth
+
+_R = table(Reminder)
+_FINISHED = [s for s in ReminderState if s not in (ReminderState.SCHEDULED, ReminderState.SENDING)]
+# pg_advisory_xact_lock key of "count reminders, then delete them" (any 64-bit number that
+# nothing else in the database uses).
+STATS_LOCK = 0x6865_6172_7468_0001
+
+
+def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
+    """Add the finished reminders matching ``where`` to the anonymous daily counts. The
+    caller deletes those rows before it commits."""
+    if conn.dialect.name == "postgresql":
+        # Held to commit: a concurrent prune or erasure waits here, and its count (a new
+        # snapshot under READ COMMITTED) no longer sees the rows this transaction deletes.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STATS_LOCK)))
+    day = sa.func.date(_R.c.due_at)
+    state = _unindexed(_R.c.state) if conn.dialect.name == "sqlite" else _R.c.state
+    rows = conn.execute(
+        sa.select(day, _R.c.channel, _R.c.state, sa.func.count())
+        .where(where, state.in_(_FINISHED))
+        .group_by(day, _R.c.channel, _R.c.state)
+    ).all()
+    stats = table(DeliveryStat)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for d, channel, state, n in rows:
+        d = d if not isinstance(d, str) else datetime.strptime(d, "%Y-%m-%d").date()
+        # One statement: two first counts of the same day cannot both insert.
+        stmt = insert(stats).values(day=d, channel=channel, state=state, count=n)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[stats.c.day, stats.c.channel, stats.c.state],
+                set_={"count": stats.c.count + stmt.excluded.count},
+            )
+        )
+
+
+# Rows deleted per transaction. A first prune after a year of history, or a day of a large
+# community's reminders, in one transaction would hold SQLite's write lock (PostgreSQL: the
+# rows' locks) for as long as it takes, and every claim by the dispatchers would wait behind
+# it, past their lock timeout.
+CHUNK = 2000
+# Rest between chunks, as a share of the time the chunk took.
+REST = 0.5
+
+
+def prune(hearth: Hearth, days: int | None = None) -> dict[str, int]:
+    keep = days if days is not None else hearth.settings.retention.days
+    return prune_in_chunks(hearth.db, hearth.clock.now(), keep)
+
+
+def prune_in_chunks(
+    db: Database,
+    now: datetime,
+    days: int,
+    chunk: int = CHUNK,
+    rest: float = REST,
+    stop: threading.Event | None = None,
+) -> dict[str, int]:
+    """Delete what is older than ``days`` in transactions of at most ``chunk`` consecutive
+    ids each, resting ``rest`` times as long as each took before the next, so that other
+    writers get in between (SQLite hands its lock to whoever asks first after a commit, and
+    a writer waiting in its busy handler only looks now and then). Each chunk counts its
+    reminders into the stats before it deletes them, in its own transaction: a prune cut
+    short leaves no row counted twice, and the next one goes on where it stopped. A set
+    ``stop`` (the daemon's shutdown) ends it between two chunks."""
+    stop = stop or threading.Event()
+    cutoff = now - timedelta(days=days)
+    replies, events = table(Reply), table(Event)
+    c = _unindexed if db.is_sqlite else _as_is
+    work = (
+        ("reminders", _R, sa.and_(c(_R.c.due_at) < cutoff, c(_R.c.state).in_(_FINISHED))),
+        ("replies", replies, c(replies.c.received_at) < cutoff),
+        ("events", events, c(events.c.created_at) < cutoff),
+    )
+    removed = dict.fromkeys((name for name, _, _ in work), 0)
+    for name, t, old in work:
+        # Windows of ids from one old row on, not "the next ``chunk`` old rows": each
+        # statement is then a range scan of the primary key, where picking rows by a filter
+        # re-read every old row (bench/prune.py). Each window starts at the next old id, so
+        # a gap in the ids costs nothing.
+        nxt = sa.select(sa.func.min(t.c.id)).where(t.c.id >= sa.bindparam("from_id"), old)
+        start: int | None = 0
+        while not stop.is_set():
+            with db.read() as conn:
+                start = conn.scalar(nxt, {"from_id": start})
+            if start is None:
+                break
+            began = time.monotonic()
+            these = sa.and_(t.c.id >= start, t.c.id < start + chunk, old)
+            with db.begin() as conn:
+                if t is _R:
+                    count_into_stats(conn, these)
+                removed[name] += int(conn.execute(t.delete().where(these)).rowcount)
+            start += chunk
+            stop.wait(rest * (time.monotonic() - began))  # room for the dispatchers
+    if not stop.is_set():
+        with db.begin() as conn:
+            receipts.prune(conn, now)
+    return removed
+
+
+def _unindexed(col: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """``+col``: the same value, but SQLite's planner will not use an index on it. Without
+    stats it takes an index on ``state`` or a date for the better path, and then every
+    chunk reads every old row; this leaves it the id range."""
+    return sa.type_coerce(sa.literal_column(f"+{col.table.name}.{col.name}"), col.type)
+
+
+def _as_is(col: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    return col
+
+
+def backup_sqlite(hearth: Hearth, dest: Path) -> int:
+    """Copy a live SQLite database with the online backup API (consistent while the daemon
+    writes). Returns the copy's size in bytes. PostgreSQL is backed up with pg_dump."""
+    url = sa.engine.make_url(hearth.db.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        raise InvalidInput(
+            "backup", "only a SQLite file database can be backed up by Hearth",
+            "for PostgreSQL use pg_dump, see docs/operations.md",
+        )  # fmt: skip
+    if not Path(url.database).is_file():
+        # Checked first: opening a missing SQLite file would create an empty one to copy.
+        raise InvalidInput("database", f"{url.database} does not exist", "check database.url")
+    migrate.require_current(hearth.db)  # a file without Hearth's schema is not worth a copy
+    if dest.exists():
+        raise InvalidInput("destination", f"{dest} already exists", "choose a new file name")
+    if not dest.parent.is_dir():
+        raise InvalidInput("destination", f"directory {dest.parent} does not exist")
+    partial = dest.with_name(dest.name + ".partial")
+    src = sqlite3.connect(f"file:{pathname2url(url.database)}?mode=ro", uri=True)
+    try:
+        out = sqlite3.connect(partial)
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+        partial.rename(dest)  # a half-written copy never carries the final name
+    except (sqlite3.Error, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise InvalidInput("destination", f"cannot write {dest}: {exc}") from None
+    finally:
+        src.close()
+    return dest.stat().st_size

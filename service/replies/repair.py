@@ -1,0 +1,341 @@
+"""The repair-conversation flow (RITUALS.md), driven by the ``repair.requested`` event.
+
+1. A request (SMS ``REPAIR`` or ``hearth repair request``) is stored and announced.
+2. The daemon reacts: the first slot after the cooling-off gap that lies outside both
+   partners' quiet hours (in their own zones) and collides with no other ritual occurrence,
+   within the window. No slot: both are told, and the admin can pick one with ``--at``.
+3. A slot: a one-off ``repair`` ritual (the feed gains the event with the guide; the planner
+   adds the reminder before it), an invitation to both now, a follow-up the next day.
+
+Hearth is not therapy: where there is a history of abuse, trauma or repeated betrayal, a
+couples therapist is the right next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from service.core.exceptions import Conflict, InvalidInput, NotFound
+from service.core.timeutil import in_quiet_hours, localize, quiet_hours_end, zone
+from service.db.models import (
+    Channel,
+    Couple,
+    Event,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    RepairRequest,
+    RepairState,
+    Ritual,
+    RitualKind,
+)
+from service.domain import partners, rituals
+from service.domain.events import EventType, record
+from service.domain.recurrence import occurrences, schedule_of
+from service.replies.reactions import on
+from service.runtime.context import Hearth
+
+log = structlog.get_logger("hearth.repair")
+
+GUIDE = (
+    "How to talk it through:\n"
+    '1. Each of you speaks without interruption, using "I feel ... when ... because ...".\n'
+    "2. The listener mirrors back what they heard before answering.\n"
+    "3. Validate the feeling before solving anything.\n"
+    "4. Apologise sincerely where it fits.\n"
+    "5. Agree on one or two concrete steps.\n\n"
+    "Hearth is not therapy. Where there is a history of abuse, trauma or repeated betrayal, "
+    "a couples therapist is the right next step."
+)
+# Without quiet hours of their own, nobody is invited to a hard talk in the middle of the night.
+DEFAULT_QUIET = (time(22, 0), time(8, 0))
+STEP = timedelta(minutes=15)
+
+
+def request(
+    session: Session,
+    now: datetime,
+    couple: Couple,
+    by: Partner | None,
+    source: str,
+    at: datetime | None = None,
+) -> RepairRequest:
+    if by is not None and by.couple_id != couple.id:
+        raise InvalidInput("by", f"{by.name} is not a partner of {couple.name}")
+    if at is not None and at <= now:
+        raise InvalidInput("at", "is in the past", "give a future local time")
+    open_ = session.scalar(
+        sa.select(RepairRequest).where(
+            RepairRequest.couple_id == couple.id,
+            RepairRequest.state.in_([RepairState.REQUESTED, RepairState.SCHEDULED]),
+            sa.or_(RepairRequest.slot_start.is_(None), RepairRequest.slot_start > now),
+        )
+    )
+    if open_ is not None:
+        raise Conflict(f"couple {couple.name!r} already has a repair conversation pending")
+    req = RepairRequest(
+        couple_id=couple.id,
+        requested_by=by.id if by else None,
+        requested_at=now,
+        state=RepairState.REQUESTED,
+        slot_start=at,
+        source=source,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(req)
+    session.flush()
+    record(
+        session,
+        EventType.REPAIR_REQUESTED,
+        now,
+        couple.id,
+        repair_id=req.id,
+        at=at.isoformat() if at else None,
+    )
+    return req
+
+
+def _quiet(p: Partner) -> tuple[time, time]:
+    if p.quiet_start is not None and p.quiet_end is not None:
+        return p.quiet_start, p.quiet_end
+    return DEFAULT_QUIET
+
+
+def _calm(p: Partner, start: datetime, end: datetime) -> bool:
+    """True when no minute of [start, end) falls in the partner's quiet hours."""
+    tz = zone(p.timezone)
+    qs, qe = _quiet(p)
+    t = start
+    while t < end:
+        if in_quiet_hours(t, tz, qs, qe):
+            return False
+        t += timedelta(minutes=5)
+    return not in_quiet_hours(end - timedelta(seconds=1), tz, qs, qe)
+
+
+def find_slot(
+    couple: Couple, busy: list[tuple[datetime, datetime]], after: datetime, until: datetime,
+    length: timedelta,
+) -> datetime | None:  # fmt: skip
+    """The first quarter-hour start in [after, until) that suits both partners."""
+    minute = (after.minute // 15 + 1) * 15 if after.minute % 15 or after.second else after.minute
+    t = after.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=minute)
+    while t + length <= until:
+        end = t + length
+        if all(_calm(p, t, end) for p in couple.partners) and not any(
+            s < end and t < e for s, e in busy
+        ):
+            return t
+        t += STEP
+    return None
+
+
+def _busy(
+    session: Session, couple: Couple, lo: datetime, hi: datetime
+) -> list[tuple[datetime, datetime]]:
+    spans = []
+    for r in rituals.list_for(session, couple):
+        if r.is_paused(lo):
+            continue
+        spans += [(o.start, o.end) for o in occurrences(schedule_of(r), lo - timedelta(days=1), hi)]
+    return spans
+
+
+def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime) -> RepairRequest:
+    cfg = hearth.settings.repair
+    couple = session.get(Couple, req.couple_id)
+    assert couple is not None
+    length = timedelta(minutes=cfg.duration_minutes)
+    slot = req.slot_start if req.slot_start is not None and req.slot_start > now else None
+    if slot is None:
+        # Handled late (no daemon ran), the search still leaves time for the invitation to
+        # arrive before the talk, and keeps its window's length.
+        cooled = req.requested_at + timedelta(hours=cfg.cooldown_hours)
+        after = max(cooled, now + timedelta(minutes=cfg.remind_minutes_before))
+        until = after + timedelta(hours=cfg.window_hours) - (cooled - req.requested_at)
+        slot = find_slot(couple, _busy(session, couple, after, until), after, until, length)
+    req.updated_at = now
+    if slot is None:
+        req.state = RepairState.NO_SLOT
+        _tell(session, now, couple, no_slot_text(cfg.window_hours))
+        record(session, EventType.REPAIR_NO_SLOT, now, couple.id, repair_id=req.id)
+        log.warning("repair_no_slot", repair_id=req.id, couple_id=couple.id,
+                    hint="hearth repair request COUPLE --at 'YYYY-MM-DD HH:MM'")  # fmt: skip
+        return req
+    ritual = rituals.add_one_off(
+        session,
+        now,
+        couple,
+        kind=RitualKind.REPAIR,
+        title="Repair conversation",
+        description=GUIDE,
+        start=slot,
+        duration_minutes=cfg.duration_minutes,
+        offsets=[cfg.remind_minutes_before],
+    )
+    req.state, req.slot_start, req.ritual_id = RepairState.SCHEDULED, slot, ritual.id
+    _notify(session, now, couple, ritual, slot, ReminderPurpose.INVITE, None,
+            lambda p: _calm_from(p, now, slot))  # fmt: skip
+    _notify(session, now, couple, ritual, slot, ReminderPurpose.FOLLOWUP, None,
+            lambda p: _followup_at(p, slot + length, cfg.followup_hours))  # fmt: skip
+    record(session, EventType.REPAIR_SCHEDULED, now, couple.id, repair_id=req.id,
+           slot=slot.isoformat(), ritual_id=ritual.id)  # fmt: skip
+    return req
+
+
+def _calm_from(p: Partner, due: datetime, expires: datetime) -> tuple[datetime, datetime]:
+    """``due``, or the end of the partner's quiet hours (theirs, else the default night) if
+    that comes before ``expires``: nobody gets a text about a hard talk in the night."""
+    calm = quiet_hours_end(due, zone(p.timezone), *_quiet(p))
+    return (calm if calm < expires else due), expires
+
+
+def _followup_at(p: Partner, ended: datetime, hours: float) -> tuple[datetime, datetime]:
+    """The talk's end plus ``hours`` on the partner's own wall clock (a DST change in between
+    does not shift it), out of their quiet hours."""
+    tz = zone(p.timezone)
+    wall = ended.astimezone(tz).replace(tzinfo=None) + timedelta(hours=hours)
+    at = localize(wall.date(), wall.time(), tz)
+    due = quiet_hours_end(at, tz, *_quiet(p))
+    return due, due + timedelta(hours=12)
+
+
+def no_slot_text(window_hours: float) -> str:
+    return (
+        f"Hearth: we could not find a calm time for both of you in the next "
+        f"{window_hours:g} hours. Your Hearth admin can set one for you."
+    )
+
+
+CANCELLED_TEXT = "Hearth: your planned conversation is called off. Reply REPAIR to find a new time."
+
+
+def _notify(
+    session: Session,
+    now: datetime,
+    couple: Couple,
+    ritual: Ritual | None,
+    slot: datetime | None,
+    purpose: ReminderPurpose,
+    body: str | None,
+    when: Callable[[Partner], tuple[datetime, datetime]],
+    skip: Partner | None = None,
+) -> None:
+    """Queue one message per partner and channel (the dispatcher sends it); ``when`` gives
+    each partner's (due, expires)."""
+    for p in couple.partners:
+        if p is skip:
+            continue
+        due, expires = when(p)
+        for ch in p.channel_list:
+            if not (partners.can_text(p) if ch is Channel.SMS else partners.can_email(p)):
+                continue
+            session.add(
+                Reminder(
+                    couple_id=couple.id, ritual_id=ritual.id if ritual else None, partner_id=p.id,
+                    channel=ch, offset_minutes=0, purpose=purpose,
+                    occurrence_start=slot or due,
+                    due_at=due, expires_at=expires,
+                    state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due, body=body,
+                    created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+    session.flush()
+
+
+def _tell(
+    session: Session, now: datetime, couple: Couple, text: str, skip: Partner | None = None
+) -> None:
+    """A notice to the couple (but ``skip``), each out of their quiet hours, fresh for 12 h."""
+    _notify(
+        session, now, couple, None, None, ReminderPurpose.NOTICE, text,
+        lambda p: _calm_from(p, now, now + timedelta(hours=12)), skip=skip,
+    )  # fmt: skip
+
+
+def cancel(
+    session: Session, now: datetime, req: RepairRequest, by: Partner | None = None
+) -> RepairRequest:
+    """Call the conversation off; partners who were invited (except ``by``) are told."""
+    if req.state not in (RepairState.REQUESTED, RepairState.SCHEDULED):
+        raise Conflict(f"repair {req.id} is {req.state.value}")
+    invited = req.state is RepairState.SCHEDULED and (req.slot_start or now) > now
+    req.state, req.updated_at = RepairState.CANCELLED, now
+    if req.ritual_id is not None:
+        ritual = session.get(Ritual, req.ritual_id)
+        if ritual is not None and ritual.ended_at is None:
+            rituals.remove(session, now, ritual)
+        session.execute(
+            sa.update(Reminder)
+            .where(Reminder.ritual_id == req.ritual_id, Reminder.state == ReminderState.SCHEDULED)
+            .values(state=ReminderState.CANCELLED, last_error="repair cancelled", final_at=now)
+        )
+    if invited:
+        couple = session.get(Couple, req.couple_id)
+        assert couple is not None
+        _tell(session, now, couple, CANCELLED_TEXT, skip=by)
+    record(session, EventType.REPAIR_CANCELLED, now, req.couple_id, repair_id=req.id)
+    return req
+
+
+def for_invitation(session: Session, ritual_id: int | None, now: datetime) -> RepairRequest | None:
+    """The scheduled, still upcoming conversation an invitation was about."""
+    if ritual_id is None:
+        return None
+    return session.scalar(
+        sa.select(RepairRequest).where(
+            RepairRequest.ritual_id == ritual_id,
+            RepairRequest.state == RepairState.SCHEDULED,
+            RepairRequest.slot_start > now,
+        )
+    )
+
+
+def get(session: Session, repair_id: int) -> RepairRequest:
+    req = session.get(RepairRequest, repair_id)
+    if req is None:
+        raise NotFound("repair", repair_id)
+    return req
+
+
+def schedule_pending(hearth: Hearth, repair_id: int | None = None) -> int:
+    """Schedule requested conversations (one, or all); returns how many were handled.
+
+    Runs on the ``repair.requested`` event and from the daemon's periodic sweep, so a request
+    made while no daemon ran, or whose first attempt failed, is not left waiting. Each request
+    is claimed under a row lock (PostgreSQL) or the single writer (SQLite): two workers never
+    schedule one request twice.
+    """
+    with hearth.db.session() as s:
+        stmt = sa.select(RepairRequest.id).where(RepairRequest.state == RepairState.REQUESTED)
+        if repair_id is not None:
+            stmt = stmt.where(RepairRequest.id == repair_id)
+        ids = list(s.scalars(stmt.order_by(RepairRequest.id)))
+    handled = 0
+    for rid in ids:
+        try:
+            with hearth.db.session(immediate=True) as s:
+                req = s.get(RepairRequest, rid, with_for_update=True)
+                if req is None or req.state is not RepairState.REQUESTED:
+                    continue  # another worker got there first
+                schedule(hearth, s, req, hearth.clock.now())
+                log.info("repair_planned", repair_id=rid, couple_id=req.couple_id,
+                         state=req.state.value)  # fmt: skip
+                handled += 1
+        except Exception:
+            # One request that cannot be planned must not hold up the others; the sweep
+            # tries it again.
+            log.exception("repair_planning_failed", repair_id=rid)
+    return handled
+
+
+@on(EventType.REPAIR_REQUESTED)
+def _on_requested(hearth: Hearth, event: Event) -> None:
+    schedule_pending(hearth, event.payload.get("repair_id"))

@@ -1,0 +1,22 @@
+"""The service context the CLI, the daemon and the web app share: settings, database, clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.core.clock import Clock, SystemClock
+from service.core.config import Settings
+from service.db.engine import Database
+
+
+@dataclass
+class Hearth:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Hearth:
+        cfg = settings.database
+        db = Database(cfg.url, echo=cfg.echo, lock_timeout=cfg.lock_timeout_seconds)
+        return cls(settings=settings, db=db, clock=clock or SystemClock())
