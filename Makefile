@@ -20,6 +20,7 @@ run: $(STAMP)
 test: $(STAMP) tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check service cli tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # ical.js for the feed interop tests, pinned by the lockfile.
@@ -28,6 +29,7 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check service cli tests bench
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check service cli tests bench
 
 typecheck: $(STAMP)

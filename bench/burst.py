@@ -40,10 +40,10 @@ from service.channels.twilio_http import close_client, make_client
 from service.core.clock import SystemClock
 from service.core.config import LogSettings, Settings
 from service.core.logs import configure
+from service.db.context import Hearth
 from service.db.models import Reminder, ReminderState
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 from tests.peers.twilio_standin import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,

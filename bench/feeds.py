@@ -56,10 +56,10 @@ from service.calendar import feed_tokens, feeds
 from service.core.clock import SystemClock
 from service.core.config import DatabaseSettings, LogSettings, Settings
 from service.core.timeutil import zone
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Ritual
 from service.domain import couples, partners, rituals
-from service.runtime.context import Hearth
 from service.web import feeds as web_feeds
 
 RITUALS: tuple[tuple[str | None, dict[str, str]], ...] = (

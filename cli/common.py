@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from service.core.config import load_settings
-from service.runtime.context import Hearth
+from service.db.context import Hearth
 
 F = TypeVar("F", bound=Callable[..., Any])
 

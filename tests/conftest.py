@@ -22,9 +22,9 @@ from cli.main import cli
 from service.core.clock import FakeClock
 from service.core.config import Settings
 from service.db import migrate
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Base
-from service.runtime.context import Hearth
 
 pytest_plugins = ["tests.peers.fixtures"]
 

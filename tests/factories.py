@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, Couple, Ritual
 from service.domain import couples, partners, rituals
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 
 TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin, the check-in
 

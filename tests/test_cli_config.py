@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from cli.main import cli
 from service.core.config import load_settings
 from service.db import migrate
+from service.db.context import Hearth
 from service.db.models import Partner
-from service.runtime.context import Hearth
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,10 @@ from service.channels.base import Message, Receipt
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.db import migrate
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple
 from service.outbox import planner
-from service.runtime.context import Hearth
 from tests.conftest import Cli, PgSchema, make_settings, snapshot
 
 

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from service.channels import build
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Reminder
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 from tests import peers
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners

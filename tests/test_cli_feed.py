@@ -12,8 +12,8 @@ import pytest
 from icalendar import Calendar
 
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
-from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.calendar import feed_tokens
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Reminder, ReminderState, RitualKind
 from service.domain import couples, partners, rituals
-from service.runtime.context import Hearth
 from tests.conftest import PgSchema, make_settings
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
 from tests.processes import free_port, wait_for

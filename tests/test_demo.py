@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from cli.demo import NOT_ADDED
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, Couple, Partner, Ritual
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 from tests.conftest import Cli, snapshot
 from tests.web import serve
 

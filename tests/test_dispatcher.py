@@ -18,6 +18,7 @@ from service.channels import build
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import (
     Channel,
@@ -36,7 +37,6 @@ from service.outbox import planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
 from service.outbox.texts import SMS_HINTS
-from service.runtime.context import Hearth
 from tests import peers
 from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 from service.channels.base import Transport
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, DaemonState, Reminder, Ritual
 from service.domain import rituals
 from service.runtime import event_cursor
-from service.runtime.context import Hearth
 from service.runtime.daemon import Daemon
 from tests.conftest import _database, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners

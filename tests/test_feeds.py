@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.calendar import feed_tokens, feeds
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Reminder, Ritual, RitualKind
 from service.domain import couples, partners, rituals
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox import planner
-from service.runtime.context import Hearth
 from tests.conftest import IN_CI
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve

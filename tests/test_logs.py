@@ -23,12 +23,12 @@ from service.channels.base import Message, Receipt, Transport
 from service.core.clock import FakeClock
 from service.core.config import LogFormat, LogSettings
 from service.core.logs import REDACTED, configure
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, Reminder
 from service.domain import partners
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 from tests.conftest import make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn

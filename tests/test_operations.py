@@ -25,11 +25,11 @@ from service.core.config import load_settings
 from service.core.exceptions import ConfigError
 from service.core.metrics import DISPATCH_TICK
 from service.db import daemon_state
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, DeliveryStat
 from service.outbox import retention
 from service.outbox.dispatcher import Dispatcher
-from service.runtime.context import Hearth
 from service.runtime.daemon import Daemon
 from tests.factories import check_in_sent
 from tests.processes import wait_for

@@ -14,6 +14,7 @@ from icalendar import Calendar
 from service.calendar import feeds
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import (
     Channel,
@@ -31,7 +32,6 @@ from service.domain import couples
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from service.replies import inbound, repair
-from service.runtime.context import Hearth
 from tests.conftest import Cli, snapshot
 from tests.factories import add_ritual, couple_with_partners
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import (
     Channel,
@@ -33,7 +34,6 @@ from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from service.replies import inbound, repair
 from service.replies.reactions import react
-from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, check_in_sent, couple_with_partners
 

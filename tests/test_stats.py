@@ -10,10 +10,10 @@ import pytest
 from service.core.clock import FakeClock
 from service.core.config import load_settings
 from service.core.exceptions import ConfigError
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import CheckIn, ConsentState, Ritual
 from service.domain import partners, rituals
-from service.runtime.context import Hearth
 from tests.conftest import Cli, make_settings
 from tests.factories import add_ritual, couple_with_partners
 

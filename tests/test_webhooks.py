@@ -39,6 +39,7 @@ from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.core.config import Settings
 from service.core.metrics import RECEIPT_STATES, REMINDERS
+from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import (
     Channel,
@@ -57,7 +58,6 @@ from service.db.models import (
 from service.domain import partners
 from service.outbox import planner, receipts, retention
 from service.outbox.dispatcher import FRESH_SECONDS, Dispatcher
-from service.runtime.context import Hearth
 from tests.conftest import make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn

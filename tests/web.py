@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from service.runtime.context import Hearth
+from service.db.context import Hearth
 from service.web import create_app
 
 

@@ -1,8 +1,7 @@
 """SMS through Twilio's Messages API with the real ``twilio`` client.
 
-Twilio error codes are mapped to our retry classes in :data:`PERMANENT`, :data:`OPTED_OUT` and
-:data:`TRANSIENT`; HTTP status decides for codes not listed (429 and 5xx retry, other 4xx do
-not). Every request has a timeout; :meth:`TwilioTransport.pace` paces sends per sender and
+Twilio's answers become our error classes in :mod:`service.channels.twilio_codes`. Every
+request has a timeout; :meth:`TwilioTransport.pace` paces sends per sender and
 per account (the caller waits there before ``send``).
 """
 
@@ -16,42 +15,11 @@ from twilio.rest import Client
 
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.pacing import Pacer
+from service.channels.segments import MAX_SEGMENTS, segments
+from service.channels.twilio_codes import classify
 from service.channels.twilio_http import close_client, make_client, retry_after_seconds
 from service.core.config import TwilioSettings
 from service.db.models import Channel
-from service.outbox.texts import MAX_SEGMENTS, segments
-
-PERMANENT = {
-    21211: "invalid 'To' number",
-    21408: "region not enabled for this account",
-    21614: "number cannot receive SMS",
-    30005: "unknown destination handset",
-    30006: "landline or unreachable carrier",
-}
-OPTED_OUT = {21610: "recipient replied STOP"}
-TRANSIENT = {
-    20429: "too many requests",
-    30001: "provider queue overflow",
-    30003: "handset unreachable",
-}
-
-
-def classify(status: int, code: int | None, retry_after: float | None) -> TransportError:
-    """One place that turns a Twilio answer into our error class."""
-    if code in OPTED_OUT:
-        return TransportError(f"twilio {code}: {OPTED_OUT[code]}", opted_out=True, code=str(code))
-    if code in PERMANENT:
-        return TransportError(f"twilio {code}: {PERMANENT[code]}", permanent=True, code=str(code))
-    label = f"twilio {code or status}"
-    if code in TRANSIENT:
-        return TransportError(
-            f"{label}: {TRANSIENT[code]}", retry_after=retry_after, code=str(code)
-        )
-    if status == 429 or status >= 500:
-        return TransportError(
-            f"{label}: HTTP {status}", retry_after=retry_after, code=str(code or status)
-        )
-    return TransportError(f"{label}: HTTP {status}", permanent=True, code=str(code or status))
 
 
 class TwilioTransport(Transport):

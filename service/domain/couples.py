@@ -8,11 +8,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.db.delivery_stats import count_into_stats
 from service.db.models import Couple, Reminder
 from service.domain import validation
 from service.domain.events import EventType, record
 from service.domain.pauses import settle_couple
-from service.outbox.retention import count_into_stats
 
 
 def resolve(session: Session, ref: str | int) -> Couple:

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from service.channels import Message, Receipt, build_one
 from service.channels.base import TransportError
 from service.core.exceptions import Conflict, HearthError, InvalidInput, NotFound
+from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Couple, Partner, Reminder, ReminderState
 from service.domain.events import EventType, record
-from service.runtime.context import Hearth
 
 RETRYABLE = (
     ReminderState.FAILED,

@@ -32,6 +32,7 @@ from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.metrics import DISPATCH_TICK, observe_send
 from service.core.timeutil import in_quiet_hours, quiet_hours_end, zone
 from service.db import daemon_state
+from service.db.context import Hearth
 from service.db.models import (
     Channel,
     CheckIn,
@@ -46,7 +47,6 @@ from service.db.models import (
 from service.domain import partners, pauses, prompts
 from service.domain.recurrence import is_occurrence, schedule_of
 from service.outbox import backoff, receipts, texts
-from service.runtime.context import Hearth
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)

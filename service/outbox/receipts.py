@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from service.channels.sms_twilio import OPTED_OUT, PERMANENT, TRANSIENT
+from service.channels.twilio_codes import OPTED_OUT, PERMANENT, TRANSIENT
 from service.db.models import EarlyReceipt, Partner, Reminder, ReminderState, table
 from service.db.states import FINAL_STATES
+from service.domain import partners
 from service.outbox.backoff import Policy
 
 STATUS_MAP = {
@@ -78,8 +79,6 @@ def _opt_out(conn: Connection, partner_id: int, now: datetime) -> None:
     # The ORM rules for consent (history, events, cancelling pending texts) in this
     # transaction: a session joined to the connection, flushed, never committing on its own;
     # "rollback_only" so closing it keeps its work even inside the caller's savepoint.
-    from service.domain import partners  # partners -> couples -> retention -> here
-
     with Session(bind=conn, join_transaction_mode="rollback_only") as s:
         phone = s.scalar(sa.select(Partner.phone).where(Partner.id == partner_id))
         if phone is not None:

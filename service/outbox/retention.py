@@ -19,55 +19,19 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.request import pathname2url
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from service.core.exceptions import InvalidInput
 from service.db import migrate
+from service.db.context import Hearth
+from service.db.delivery_stats import FINISHED, as_is, count_into_stats, unindexed
 from service.db.engine import Database
-from service.db.models import DeliveryStat, Event, Reminder, ReminderState, Reply, table
+from service.db.models import Event, Reminder, Reply, table
 from service.outbox import receipts
-from service.runtime.context import Hearth
 
 _R = table(Reminder)
-_FINISHED = [s for s in ReminderState if s not in (ReminderState.SCHEDULED, ReminderState.SENDING)]
-# pg_advisory_xact_lock key of "count reminders, then delete them" (any 64-bit number that
-# nothing else in the database uses).
-STATS_LOCK = 0x6865_6172_7468_0001
-
-
-def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
-    """Add the finished reminders matching ``where`` to the anonymous daily counts. The
-    caller deletes those rows before it commits."""
-    if conn.dialect.name == "postgresql":
-        # Held to commit: a concurrent prune or erasure waits here, and its count (a new
-        # snapshot under READ COMMITTED) no longer sees the rows this transaction deletes.
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STATS_LOCK)))
-    day = sa.func.date(_R.c.due_at)
-    state = _unindexed(_R.c.state) if conn.dialect.name == "sqlite" else _R.c.state
-    rows = conn.execute(
-        sa.select(day, _R.c.channel, _R.c.state, sa.func.count())
-        .where(where, state.in_(_FINISHED))
-        .group_by(day, _R.c.channel, _R.c.state)
-    ).all()
-    stats = table(DeliveryStat)
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    for d, channel, state, n in rows:
-        d = d if not isinstance(d, str) else datetime.strptime(d, "%Y-%m-%d").date()
-        # One statement: two first counts of the same day cannot both insert.
-        stmt = insert(stats).values(day=d, channel=channel, state=state, count=n)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[stats.c.day, stats.c.channel, stats.c.state],
-                set_={"count": stats.c.count + stmt.excluded.count},
-            )
-        )
-
-
 # Rows deleted per transaction. A first prune after a year of history, or a day of a large
 # community's reminders, in one transaction would hold SQLite's write lock (PostgreSQL: the
 # rows' locks) for as long as it takes, and every claim by the dispatchers would wait behind
@@ -100,9 +64,9 @@ def prune_in_chunks(
     stop = stop or threading.Event()
     cutoff = now - timedelta(days=days)
     replies, events = table(Reply), table(Event)
-    c = _unindexed if db.is_sqlite else _as_is
+    c = unindexed if db.is_sqlite else as_is
     work = (
-        ("reminders", _R, sa.and_(c(_R.c.due_at) < cutoff, c(_R.c.state).in_(_FINISHED))),
+        ("reminders", _R, sa.and_(c(_R.c.due_at) < cutoff, c(_R.c.state).in_(FINISHED))),
         ("replies", replies, c(replies.c.received_at) < cutoff),
         ("events", events, c(events.c.created_at) < cutoff),
     )
@@ -131,17 +95,6 @@ def prune_in_chunks(
         with db.begin() as conn:
             receipts.prune(conn, now)
     return removed
-
-
-def _unindexed(col: sa.Column[Any]) -> sa.ColumnElement[Any]:
-    """``+col``: the same value, but SQLite's planner will not use an index on it. Without
-    stats it takes an index on ``state`` or a date for the better path, and then every
-    chunk reads every old row; this leaves it the id range."""
-    return sa.type_coerce(sa.literal_column(f"+{col.table.name}.{col.name}"), col.type)
-
-
-def _as_is(col: sa.Column[Any]) -> sa.ColumnElement[Any]:
-    return col
 
 
 def backup_sqlite(hearth: Hearth, dest: Path) -> int:

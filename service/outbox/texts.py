@@ -14,30 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service.channels.base import Message
+from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
 from service.core.timeutil import zone
 from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
 
-# GSM 03.38 basic set plus the extension table (which costs two septets each).
-_GSM = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_EXT = set("^{}\\[~]|€")
-MAX_SEGMENTS = 2
 SMS_HINTS = "Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out."
-
-
-def segments(text: str) -> int:
-    """How many SMS segments ``text`` takes."""
-    if all(ch in _GSM or ch in _GSM_EXT for ch in text):
-        units = sum(2 if ch in _GSM_EXT else 1 for ch in text)
-        single, multi = 160, 153
-    else:
-        units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
-        single, multi = 70, 67
-    if units <= single:
-        return 1
-    return -(-units // multi)
 
 
 def fit(text: str, max_segments: int = MAX_SEGMENTS) -> str:
@@ -54,7 +35,7 @@ def _shorter(title: str) -> Iterator[str]:
     """Ever shorter forms of ``title``: whole words first, then (one long word left) its
     characters, each with an ellipsis; then the same without characters outside GSM-7, whose
     presence alone halves what a segment holds."""
-    for text in (title, "".join(ch for ch in title if ch in _GSM or ch in _GSM_EXT)):
+    for text in (title, gsm_only(title)):
         words = text.split()
         for n in range(len(words) - 1, 0, -1):
             yield " ".join(words[:n]).rstrip(",.;:-") + "..."

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.timeutil import in_quiet_hours, zone
+from service.db.context import Hearth
 from service.db.models import (
     Channel,
     CheckIn,
@@ -33,7 +34,6 @@ from service.db.models import (
 from service.domain import partners, rituals, stats
 from service.domain.events import EventType, record
 from service.replies import repair
-from service.runtime.context import Hearth
 
 log = structlog.get_logger("hearth.inbound")
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
+    from service.db.context import Hearth
     from service.db.models import Event
-    from service.runtime.context import Hearth
 
 Reaction = Callable[["Hearth", "Event"], None]
 _REACTIONS: dict[str, list[Reaction]] = defaultdict(list)

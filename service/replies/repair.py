@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict, InvalidInput, NotFound
 from service.core.timeutil import in_quiet_hours, localize, quiet_hours_end, zone
+from service.db.context import Hearth
 from service.db.models import (
     Channel,
     Couple,
@@ -39,7 +40,6 @@ from service.domain import partners, rituals
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
 from service.replies.reactions import on
-from service.runtime.context import Hearth
 
 log = structlog.get_logger("hearth.repair")
 

@@ -29,12 +29,12 @@ from service.channels import Transport, build
 from service.core.exceptions import ConfigError
 from service.core.metrics import PLANNER_DURATION, REGISTRY
 from service.db import daemon_state, migrate
+from service.db.context import Hearth
 from service.db.models import Channel, Event
 from service.domain import events, prompts
 from service.outbox import planner, receipts, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import reactions, repair
-from service.runtime.context import Hearth
 from service.runtime.event_cursor import EventCursor
 
 log = structlog.get_logger("hearth.daemon")

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.calendar import feed_tokens
 from service.core.logs import scrub
-from service.runtime.context import Hearth
+from service.db.context import Hearth
 from service.web import feeds, health, twilio, unsubscribe
 
 log = structlog.get_logger("hearth.web")

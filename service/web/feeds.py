@@ -26,8 +26,8 @@ from service.calendar import feed_tokens, feeds
 from service.calendar.feed_tokens import LoopReader, Stamp
 from service.core.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.core.timeutil import http_date
+from service.db.context import Hearth
 from service.db.models import Couple, Partner, Ritual
-from service.runtime.context import Hearth
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
 # polls spread over many threads spends more time switching than answering (bench/feeds.py).

@@ -24,8 +24,8 @@ from starlette.routing import BaseRoute, Route
 from service.core.exceptions import DatabaseUnavailable, SchemaMissing
 from service.core.metrics import DISPATCH_TICK, REGISTRY
 from service.db import daemon_state, migrate
+from service.db.context import Hearth
 from service.db.models import Reminder, ReminderState
-from service.runtime.context import Hearth
 
 
 async def healthz(request: Request) -> Response:

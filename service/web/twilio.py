@@ -20,9 +20,9 @@ from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
 from service.core.metrics import WEBHOOKS, observe_receipt
+from service.db.context import Hearth
 from service.outbox import backoff, receipts
 from service.replies import inbound
-from service.runtime.context import Hearth
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import partners
-from service.runtime.context import Hearth
 
 TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{20,64}")  # secrets.token_urlsafe(32) gives 43
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hearth emails</title></head>
