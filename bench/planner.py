@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from bench.common import database, peak_rss_mb, rate, reset_peak_rss, seed
 from service.db.models import Reminder
-from service.outbox import planner
+from service.outbox import bulk, planner
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HORIZON = timedelta(hours=48)
@@ -38,7 +38,7 @@ def run(backend: str, couples: int) -> dict[str, float]:
         planner.plan(db.write_engine, NOW, HORIZON, 30)
         replan_s = time.perf_counter() - t0
 
-        cols = [Reminder.__table__.c[name] for name in planner.COLUMNS]
+        cols = [Reminder.__table__.c[name] for name in bulk.COLUMNS]
         with db.engine.connect() as conn:
             rows = [tuple(r) for r in conn.execute(sa.select(*cols).order_by(Reminder.id))]
         with db.engine.begin() as conn:
@@ -47,8 +47,8 @@ def run(backend: str, couples: int) -> dict[str, float]:
         t0 = time.perf_counter()
         for lo in range(0, len(rows), per_chunk):
             with db.write_engine.begin() as conn:
-                batch = planner.adapt_rows(conn, rows[lo : lo + per_chunk])
-                conn.exec_driver_sql(planner.insert_sql(conn, on_conflict=False), batch)
+                batch = bulk.adapt_rows(conn, rows[lo : lo + per_chunk])
+                conn.exec_driver_sql(bulk.insert_sql(conn, on_conflict=False), batch)
         raw_s = time.perf_counter() - t0
 
     n = len(rows)

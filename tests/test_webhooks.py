@@ -16,7 +16,6 @@ import io
 import json
 import random
 import threading
-import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -602,7 +601,7 @@ def test_a_stop_while_a_text_waits_to_go_out_stops_it(
     jobs = d.prepare(token, ids)
     with serve(twilio_hearth) as base, httpx.Client(base_url=base) as http:
         assert text(http, "STOP") == [STOPPED]
-    waited = time.monotonic() - FRESH_SECONDS - 1
+    waited = clock.monotonic() - FRESH_SECONDS - 1
     d.submit([dataclasses.replace(j, checked=waited) for j in jobs])
     d.wait_idle()
     assert twilio_standin.requests == []

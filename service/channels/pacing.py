@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from service.core.clock import SYSTEM_CLOCK
+
 
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up. Thread-safe; ``acquire`` blocks."""
@@ -20,7 +22,7 @@ class TokenBucket:
         rate: float,
         burst: float | None = None,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = SYSTEM_CLOCK.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if rate <= 0:
@@ -59,7 +61,7 @@ class Pacer:
         sender_rate: float,
         account_rate: float,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = SYSTEM_CLOCK.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._sender_rate = sender_rate

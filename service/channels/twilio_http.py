@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +36,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from service.core.clock import SYSTEM_CLOCK
 from service.core.timeutil import http_date
 
 __all__ = [
@@ -202,7 +203,7 @@ def retry_after_seconds(response: Response | None, *, now: datetime | None = Non
         when = http_date(value)
         if when is None:
             return None
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        seconds = (when - (now or SYSTEM_CLOCK.now())).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)

@@ -30,6 +30,11 @@ class SystemClock:
         return time.monotonic()
 
 
+# Real time, for what only real time can measure (a provider's rate limit, how long a prune
+# chunk held the lock, a shutdown's grace period) where no service context is at hand.
+SYSTEM_CLOCK = SystemClock()
+
+
 class FakeClock:
     """A clock that only moves when told to. Thread-safe: the dispatcher's pool reads it."""
 

@@ -6,6 +6,8 @@ outbox depth and the oldest due age are read from the database at scrape time.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -59,6 +61,25 @@ DISPATCH_TICK = Gauge(
     "When the dispatcher loop last completed a pass without error (Unix time)",
     registry=REGISTRY,
 )
+
+
+class Tick:
+    """When this process's dispatcher last completed a pass (Unix seconds; 0: never): the
+    gauge scrapers read, and the value ``/readyz`` reads without reaching into the gauge."""
+
+    def __init__(self) -> None:
+        self._at = 0.0
+
+    def mark(self, at: datetime) -> None:
+        self._at = at.timestamp()
+        DISPATCH_TICK.set(self._at)
+
+    @property
+    def last(self) -> float:
+        return self._at
+
+
+LAST_TICK = Tick()
 
 
 def observe_send(channel: str, state: str, latency: float | None, lateness: float | None) -> None:

@@ -17,10 +17,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from service.db.engine import Database
 from service.db.models import DaemonState, table
+
+log = structlog.get_logger("hearth.dispatch")
 
 DISPATCHER = "dispatcher"
 PRUNE = "prune"
@@ -45,6 +49,26 @@ def beat(conn: Connection, name: str, now: datetime) -> None:
     """Record ``now`` under ``name`` unless a newer instant is already there (another
     worker's, whose clock runs a little ahead)."""
     _upsert(conn, name, now, _S.c.at < now)
+
+
+class Heartbeat:
+    """Writes ``name``'s instant at most every :data:`HEARTBEAT_EVERY` (a busy loop passes
+    many times a second); a failed write is logged and tried again at the next beat."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self._db, self._name = db, name
+        self._at: datetime | None = None
+
+    def beat(self, now: datetime) -> None:
+        if self._at is not None and now - self._at < HEARTBEAT_EVERY:
+            return
+        try:
+            with self._db.write_engine.begin() as conn:
+                beat(conn, self._name, now)
+        except Exception:
+            log.exception("heartbeat_not_recorded")
+            return
+        self._at = now
 
 
 def claim(conn: Connection, name: str, now: datetime, every: timedelta) -> bool:

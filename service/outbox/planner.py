@@ -35,29 +35,12 @@ from service.db.models import (
 )
 from service.domain.pauses import in_pause
 from service.domain.recurrence import Schedule, nudge_anchor, occurrences
+from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
 
 CHUNK_COUPLES = 2000
 _NUDGE = ReminderPurpose.NUDGE.value
 _SCHEDULED = ReminderState.SCHEDULED.value
 _T = table(Reminder)
-
-# Column order of the bulk insert; the statement text is built once per dialect.
-COLUMNS = (
-    "couple_id",
-    "ritual_id",
-    "partner_id",
-    "channel",
-    "offset_minutes",
-    "purpose",
-    "occurrence_start",
-    "due_at",
-    "expires_at",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-)
 
 
 @dataclass
@@ -250,53 +233,6 @@ def _load(
             )
         )
     return rituals, partners, pauses
-
-
-def insert_sql(conn: Connection, on_conflict: bool = True) -> str:
-    cols = ", ".join(COLUMNS)
-    if conn.dialect.name == "postgresql":
-        marks = ", ".join(["%s"] * len(COLUMNS))
-    else:
-        marks = ", ".join(["?"] * len(COLUMNS))
-    tail = " ON CONFLICT DO NOTHING" if on_conflict else ""
-    return f"INSERT INTO reminder ({cols}) VALUES ({marks}){tail}"
-
-
-def adapt_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Raw driver rows: SQLite stores naive UTC text (as :class:`UTCDateTime` does)."""
-    if conn.dialect.name != "sqlite":
-        return rows
-    idx = [i for i, name in enumerate(COLUMNS) if name.endswith(("_at", "_start"))]
-    text: dict[datetime, str] = {}  # planned rows share few distinct instants
-    out = []
-    for row in rows:
-        values = list(row)
-        for i in idx:
-            v = values[i]
-            s = text.get(v)
-            if s is None:
-                s = text[v] = v.strftime(_SQLITE_FORMAT)
-            values[i] = s
-        out.append(tuple(values))
-    return out
-
-
-# The text form SQLAlchemy's SQLite DateTime writes: keys and comparisons are string-based
-# there, so the bulk path must write exactly the same form.
-_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Insert planned rows, ignoring those already present; returns how many were new."""
-    if not rows:
-        return 0
-    before = _count(conn)
-    conn.exec_driver_sql(insert_sql(conn), adapt_rows(conn, rows))
-    return _count(conn) - before
-
-
-def _count(conn: Connection) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(_T)).scalar_one())
 
 
 def plan(

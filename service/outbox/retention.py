@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.request import pathname2url
 
 import sqlalchemy as sa
 
+from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.exceptions import InvalidInput
 from service.db import migrate
 from service.db.context import Hearth
@@ -53,6 +53,7 @@ def prune_in_chunks(
     chunk: int = CHUNK,
     rest: float = REST,
     stop: threading.Event | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, int]:
     """Delete what is older than ``days`` in transactions of at most ``chunk`` consecutive
     ids each, resting ``rest`` times as long as each took before the next, so that other
@@ -83,14 +84,14 @@ def prune_in_chunks(
                 start = conn.scalar(nxt, {"from_id": start})
             if start is None:
                 break
-            began = time.monotonic()
+            began = clock.monotonic()
             these = sa.and_(t.c.id >= start, t.c.id < start + chunk, old)
             with db.begin() as conn:
                 if t is _R:
                     count_into_stats(conn, these)
                 removed[name] += int(conn.execute(t.delete().where(these)).rowcount)
             start += chunk
-            stop.wait(rest * (time.monotonic() - began))  # room for the dispatchers
+            stop.wait(rest * (clock.monotonic() - began))  # room for the dispatchers
     if not stop.is_set():
         with db.begin() as conn:
             receipts.prune(conn, now)

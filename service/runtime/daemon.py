@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,23 +279,23 @@ class Daemon:
         started go back at once; running sends get what is left of the grace period, and one
         that ends later still records its outcome (see ``Dispatcher.close``)."""
         grace = self.settings.daemon.shutdown_grace_seconds
-        deadline = time.monotonic() + grace
+        deadline = self.hearth.clock.monotonic() + grace
         log.info("daemon_stopping", grace_s=grace, in_flight=self.dispatcher.in_flight)
         self.stop_requested.set()
         self.dispatcher.stopping.set()  # before anything else: not one more claim
         if self.scheduler.running:
             # Without waiting: a planning pass under way must not use up the grace period.
             self.scheduler.shutdown(wait=False)
-        left = self.dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        left = self.dispatcher.stop(max(0.0, deadline - self.hearth.clock.monotonic()))
         if self._web_server is not None:
             self._web_server.should_exit = True
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
         # The threads get what is left of the grace period, and a moment to see the flag.
-        join_until = max(deadline, time.monotonic() + 1.0)
+        join_until = max(deadline, self.hearth.clock.monotonic() + 1.0)
         for thread in self._threads:
-            thread.join(timeout=max(0.0, join_until - time.monotonic()))
+            thread.join(timeout=max(0.0, join_until - self.hearth.clock.monotonic()))
         self.dispatcher.close()
         # A job still running (a planning pass, say) would hold the exit anyway: the
         # interpreter waits for the pool's threads. Waiting here keeps that in order, after

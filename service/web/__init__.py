@@ -9,7 +9,6 @@ header, whether its token was ever valid or which part of the path was wrong.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.calendar import feed_tokens
+from service.core.clock import Clock
 from service.core.logs import scrub
 from service.db.context import Hearth
 from service.web import feeds, health, twilio, unsubscribe
@@ -31,14 +31,15 @@ log = structlog.get_logger("hearth.web")
 class AccessLog:
     """One line per request, with tokens cut out of the path (uvicorn's own log is off)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, clock: Clock) -> None:
         self.app = app
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.monotonic()
+        started = self.clock.monotonic()
         status = 500
 
         async def capture(message: Message) -> None:
@@ -55,7 +56,7 @@ class AccessLog:
                 method=scope["method"],
                 path=scrub(scope["path"]),
                 status=status,
-                ms=round((time.monotonic() - started) * 1000, 1),
+                ms=round((self.clock.monotonic() - started) * 1000, 1),
             )
 
 
@@ -86,7 +87,7 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
             *twilio.routes,
             *unsubscribe.routes,
         ],
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog, clock=hearth.clock)],
         exception_handlers={404: not_found},
         lifespan=_lifespan,
     )

@@ -9,7 +9,6 @@ a ``hearth web`` sees the workers' loops too; where this process dispatches as w
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from service.core.exceptions import DatabaseUnavailable, SchemaMissing
-from service.core.metrics import DISPATCH_TICK, REGISTRY
+from service.core.metrics import LAST_TICK, REGISTRY
 from service.db import daemon_state, migrate
 from service.db.context import Hearth
 from service.db.models import Reminder, ReminderState
@@ -64,7 +63,7 @@ def _dispatcher(hearth: Hearth, local: bool) -> str:
         return "none"
     if hearth.clock.now() - last >= timedelta(seconds=window):
         return "stalled"
-    if local and time.time() - DISPATCH_TICK._value.get() >= window:  # set by our loop
+    if local and hearth.clock.now().timestamp() - LAST_TICK.last >= window:  # our loop's
         return "stalled"
     return "ok"
 

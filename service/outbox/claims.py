@@ -1,0 +1,212 @@
+"""Claiming due reminders: a conditional UPDATE under a claim token and a lease.
+
+A claim marks rows ``sending`` with a lease and a fresh claim token (PostgreSQL: ``FOR UPDATE
+SKIP LOCKED``, so several workers share the queue; SQLite: ``BEGIN IMMEDIATE``, one writer).
+Every later update is conditional on that token: a row whose lease ran out and was reclaimed
+by another worker cannot be finished twice. A crash leaves rows ``sending``; their lease
+expires and they are claimed again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from service.channels.base import Message, Transport
+from service.db.engine import Database
+from service.db.models import Channel, Partner, Reminder, ReminderState, table
+from service.outbox.gates import Verdict
+
+log = structlog.get_logger("hearth.dispatch")
+_T = table(Reminder)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed reminder, ready to send."""
+
+    id: int
+    token: str
+    couple_id: int
+    partner_id: int
+    channel: Channel
+    due_at: datetime
+    expires_at: datetime
+    attempts: int
+    message: Message
+    lease_until: datetime | None  # as claimed
+    # When the gates were checked (monotonic seconds): a job sent soon after needs no second
+    # look (see Dispatcher.send).
+    checked: float
+
+    @classmethod
+    def of(cls, r: Reminder, message: Message, checked: float) -> Job:
+        assert r.claim_token is not None, "a job is a claimed row"
+        return cls(r.id, r.claim_token, r.couple_id, r.partner_id, r.channel, r.due_at,
+                   r.expires_at, r.attempts, message, r.lease_until, checked)  # fmt: skip
+
+
+def claimed_rows(s: Session, token: str, ids: list[int]) -> list[Reminder]:
+    """The rows of ``ids`` still held under ``token``, in due order."""
+    return list(
+        s.scalars(
+            sa.select(Reminder)
+            .where(Reminder.id.in_(ids), Reminder.claim_token == token)
+            .order_by(Reminder.next_attempt_at, Reminder.id)
+        )
+    )
+
+
+def claim(
+    db: Database,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+    caps: Mapping[Channel, int] | None = None,
+) -> tuple[str, list[int]]:
+    """Mark up to ``limit`` due rows ``sending`` under a fresh claim token, at most
+    ``caps[channel]`` of a paced channel. Returns the token and the claimed ids."""
+    token = uuid.uuid4().hex
+    lease_until = now + timedelta(seconds=lease_seconds)
+    capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
+    rest = [ch for ch in Channel if ch not in capped]
+    ids: list[int] = []
+    with db.write_engine.begin() as conn:
+        for ch, n in sorted(capped.items()):
+            if n > 0 and len(ids) < limit:
+                stmt = _claim_stmt(now, token, lease_until, min(n, limit - len(ids)), [ch])
+                ids.extend(conn.scalars(stmt))
+        if rest and len(ids) < limit:
+            stmt = _claim_stmt(now, token, lease_until, limit - len(ids), rest if capped else None)
+            ids.extend(conn.scalars(stmt))
+    return token, sorted(ids)
+
+
+def caps(
+    transports: Mapping[Channel, Transport], queued: Mapping[Channel, int], span: float
+) -> dict[Channel, int]:
+    """For each paced channel, how many more of its rows a claim may take: what pacing lets
+    through in ``span`` (half a lease), less what is already ``queued`` for it. Rows claimed
+    beyond that would wait for pacing past their lease, and this worker or another one
+    would claim them again and send them twice."""
+    out: dict[Channel, int] = {}
+    for ch, transport in transports.items():
+        n = transport.capacity(span)
+        if n is not None:
+            out[ch] = max(0, n - queued.get(ch, 0))
+    return out
+
+
+def _claim_stmt(
+    now: datetime,
+    token: str,
+    lease_until: datetime,
+    limit: int,
+    channels: list[Channel] | None,
+) -> sa.UpdateBase:
+    due = sa.or_(
+        sa.and_(_T.c.state == ReminderState.SCHEDULED, _T.c.next_attempt_at <= now),
+        sa.and_(_T.c.state == ReminderState.SENDING, _T.c.lease_until < now),
+    )
+    pick = sa.select(_T.c.id).where(due)
+    if channels is not None:
+        pick = pick.where(_T.c.channel.in_(channels))
+    pick = pick.order_by(_T.c.next_attempt_at, _T.c.id).limit(limit)
+    return (
+        _T.update()
+        .where(_T.c.id.in_(pick.with_for_update(skip_locked=True).scalar_subquery()))
+        .values(
+            state=ReminderState.SENDING,
+            claim_token=token,
+            lease_until=lease_until,
+            attempts=_T.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(_T.c.id)
+    )
+
+
+def held(job: Job) -> sa.ColumnElement[bool]:
+    """The condition under which a row is still this job's claim."""
+    return sa.and_(
+        _T.c.id == job.id,
+        _T.c.claim_token == job.token,
+        _T.c.state == ReminderState.SENDING,
+    )
+
+
+def renew(db: Database, job: Job, until: datetime) -> bool:
+    """Extend the job's lease; False when the claim is no longer ours. The token in the
+    condition makes this safe even past the lease: a worker that reclaimed the row in
+    between has changed it, and then nothing is updated."""
+    with db.write_engine.begin() as conn:
+        return conn.execute(_T.update().where(held(job)).values(lease_until=until)).rowcount == 1
+
+
+def recheck(
+    db: Database,
+    job: Job,
+    now: datetime,
+    need: timedelta,
+    renew_for: timedelta,
+    reachable: Callable[[Partner, Channel], bool],
+) -> bool | Verdict:
+    """Right before a send that waited (pacing, a full pool): is the claim still ours, the
+    reminder still fresh and its partner still reachable? A STOP, or a lease about to run
+    out, may have come meanwhile. True: send it (a lease with less than ``need`` left was
+    renewed for ``renew_for`` first, a write only then). False: the claim was lost, leave it
+    to whoever holds it. A :class:`Verdict`: settle the row so, unsent."""
+    with db.session() as s:
+        row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(held(job))).first()
+        partner = s.get(Partner, job.partner_id)
+        ok = partner is not None and reachable(partner, job.channel)
+    if row is None:
+        return False
+    if not ok:
+        return Verdict(ReminderState.SKIPPED, f"partner opted out of {job.channel.value}")
+    if now >= row.expires_at:
+        return Verdict(ReminderState.EXPIRED, "stale")
+    if row.lease_until is None or row.lease_until - now < need:
+        return renew(db, job, now + renew_for)
+    return True
+
+
+def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
+    """Hand claimed rows back unsent, in one transaction; each only if still ours. False
+    when the write failed: the rows stay 'sending' until their lease runs out."""
+    if not jobs:
+        return True
+    try:
+        with db.write_engine.begin() as conn:
+            for job in jobs:
+                conn.execute(
+                    _T.update()
+                    .where(held(job))
+                    .values(
+                        state=ReminderState.SCHEDULED,
+                        claim_token=None,
+                        lease_until=None,
+                        attempts=_T.c.attempts - 1,
+                        updated_at=now,
+                    )
+                )
+    except Exception:
+        log.exception("rows_not_released", count=len(jobs))
+        return False
+    return True
+
+
+def next_due(db: Database) -> datetime | None:
+    """When the earliest scheduled row is due (None: nothing scheduled)."""
+    with db.engine.connect() as conn:
+        return conn.scalar(
+            sa.select(sa.func.min(_T.c.next_attempt_at)).where(
+                _T.c.state == ReminderState.SCHEDULED
+            )
+        )

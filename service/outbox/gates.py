@@ -1,0 +1,99 @@
+"""Send-time gates: pure checks of a claimed reminder against the state it depends on.
+
+Applied in order right before a reminder is rendered: paused; occurrence no longer planned;
+a chase already answered; opted out; stale; quiet hours. A gate either lets the reminder
+through (``None``) or returns the :class:`Verdict` that settles its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.core.timeutil import in_quiet_hours, quiet_hours_end, zone
+from service.db.models import Channel, Partner, Reminder, ReminderPurpose, ReminderState, Ritual
+from service.domain import partners, pauses
+from service.domain.recurrence import is_occurrence, schedule_of
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: ReminderState
+    reason: str
+    retry_at: datetime | None = None  # set: deferred to then (still scheduled)
+
+
+def check(
+    r: Reminder,
+    partner: Partner,
+    ritual: Ritual | None,
+    now: datetime,
+    answered: Callable[[Reminder], bool],
+) -> Verdict | None:
+    """The first gate that stops ``r`` now, or None. ``answered`` tells whether the
+    reminder's partner already reported its occurrence DONE (asked only for a chase)."""
+    if r.purpose is ReminderPurpose.NOTICE:
+        if partner.couple.is_paused(now):
+            return Verdict(ReminderState.SKIPPED, "paused")
+    elif ritual is None:
+        return Verdict(ReminderState.CANCELLED, "ritual removed")
+    elif paused(r, ritual, now):
+        return Verdict(ReminderState.SKIPPED, "paused")
+    elif (  # any message about an occurrence: nudge, snooze, invitation, follow-up
+        r.occurrence_start in {e.original_start for e in ritual.exceptions if e.new_start is None}
+        or (ritual.ended_at is not None and ritual.ended_at <= r.occurrence_start)
+        or (r.attempts > 1 and not still_in_schedule(r, ritual))
+    ):
+        return Verdict(ReminderState.CANCELLED, "occurrence no longer planned")
+    elif r.purpose is ReminderPurpose.CHASE and answered(r):
+        return Verdict(ReminderState.SKIPPED, "already done")
+    if not reachable(partner, r.channel):
+        return Verdict(ReminderState.SKIPPED, f"partner opted out of {r.channel.value}")
+    if now >= r.expires_at:
+        return Verdict(ReminderState.EXPIRED, "stale")
+    tz = zone(partner.timezone)
+    if in_quiet_hours(now, tz, partner.quiet_start, partner.quiet_end):
+        assert partner.quiet_start is not None and partner.quiet_end is not None
+        end = quiet_hours_end(now, tz, partner.quiet_start, partner.quiet_end)
+        if end < r.expires_at:
+            return Verdict(ReminderState.SCHEDULED, "quiet hours", retry_at=end)
+        return Verdict(ReminderState.EXPIRED, "quiet hours until past expiry")
+    return None
+
+
+def actual_start(ritual: Ritual, original: datetime) -> datetime:
+    """When an occurrence really starts: a move's new time, else its original start."""
+    for e in ritual.exceptions:
+        if e.original_start == original and e.new_start is not None:
+            return e.new_start
+    return original
+
+
+def paused(r: Reminder, ritual: Ritual, now: datetime) -> bool:
+    """The planner's rule: a message leading up to an occurrence (nudge, snooze, invitation)
+    is paused when the occurrence, at its actual start, falls in the ritual's or the couple's
+    pause; not when the pause merely lasts until shortly before it. A follow-up or a chase,
+    sent after the occurrence, is held back by a pause that is on when it goes out."""
+    after = r.purpose in (ReminderPurpose.FOLLOWUP, ReminderPurpose.CHASE)
+    at = now if after else actual_start(ritual, r.occurrence_start)
+    return pauses.paused_then(ritual, at)
+
+
+def still_in_schedule(r: Reminder, ritual: Ritual) -> bool:
+    """For a row that went out before (a retry, or reclaimed after a crash): replanning only
+    retimes rows waiting their turn, so one that was 'sending' during an edit of the time or
+    the reminder offsets may stand for an occurrence or an offset the ritual no longer has."""
+    if r.purpose is ReminderPurpose.NUDGE and r.offset_minutes not in ritual.offsets:
+        return False
+    return is_occurrence(schedule_of(ritual), r.occurrence_start)
+
+
+def reachable(p: Partner, channel: Channel) -> bool:
+    return partners.can_text(p) if channel is Channel.SMS else partners.can_email(p)
+
+
+def address(p: Partner, channel: Channel) -> str:
+    value = p.phone if channel is Channel.SMS else p.email
+    assert value is not None
+    return value

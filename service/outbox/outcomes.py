@@ -1,0 +1,329 @@
+"""Outcomes of sends: classified once, written in batches, counted and logged.
+
+A send's result (a receipt or a :class:`TransportError`) becomes an :class:`Outcome`: the
+row's new state, or a retry after the backoff. The :class:`Finisher` writes outcomes on its
+own thread, many per transaction, and keeps trying while the database is busy or away: an
+outcome not written leaves its row 'sending', and once the lease runs out it would be sent
+again. Every update is conditional on the claim token, so a late write changes nothing a
+reclaiming worker owns.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+from structlog.contextvars import bound_contextvars
+
+from service.channels.base import Receipt, TransportError
+from service.core.clock import Clock
+from service.core.config import DaemonSettings
+from service.core.metrics import observe_send
+from service.db.engine import Database
+from service.db.models import Partner, Reminder, ReminderState, table
+from service.domain import partners
+from service.outbox import backoff, receipts
+from service.outbox.claims import Job
+from service.outbox.gates import Verdict
+
+log = structlog.get_logger("hearth.dispatch")
+_T = table(Reminder)
+RECORD_RETRY_FIRST = 0.2  # seconds before writing outcomes again after a failed write
+BATCH_MAX = 1000  # outcomes per write transaction
+
+
+@dataclass
+class Outcome:
+    job: Job
+    fields: dict[str, object]
+    outcome: str  # a final state's value, or "retry"
+    at: datetime
+    latency: float | None  # None: nothing was sent
+    error: str | None
+    opted_out: bool = False
+
+
+@dataclass
+class Tally:
+    """What a dispatcher did, counted as it happens (thread-safe through :meth:`add`)."""
+
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    expired: int = 0
+    deferred: int = 0
+    cancelled: int = 0
+    lost_claims: int = 0
+    released: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def since(self, before: Tally) -> Tally:
+        """The counts added after ``before`` (a copy taken earlier)."""
+        names = [f.name for f in fields(self) if not f.name.startswith("_")]
+        return Tally(**{n: getattr(self, n) - getattr(before, n) for n in names})
+
+    def copy(self) -> Tally:
+        return self.since(Tally())
+
+
+def classify(
+    job: Job,
+    result: Receipt | TransportError,
+    latency: float | None,
+    now: datetime,
+    cfg: DaemonSettings,
+    rng: random.Random,
+) -> Outcome:
+    """What a send's result means for its row."""
+    changes: dict[str, object] = {"claim_token": None, "lease_until": None, "updated_at": now}
+    if isinstance(result, Receipt):
+        changes.update(
+            state=ReminderState.SENT, provider_message_id=result.provider_id, sent_at=now,
+            last_error=None,
+        )  # fmt: skip
+        return Outcome(job, changes, ReminderState.SENT.value, now, latency, None)
+    error = str(result)
+    if result.opted_out:
+        changes.update(state=ReminderState.SKIPPED, last_error=error, final_at=now)
+        return Outcome(job, changes, ReminderState.SKIPPED.value, now, latency, error, True)
+    if result.permanent:
+        changes.update(state=ReminderState.FAILED, last_error=error, final_at=now)
+        return Outcome(job, changes, ReminderState.FAILED.value, now, latency, error)
+    delay = max(
+        result.retry_after or 0.0,
+        backoff.jittered(job.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds, rng),
+    )
+    retry_at = now + timedelta(seconds=delay)
+    if retry_at >= job.expires_at:
+        changes.update(state=ReminderState.EXPIRED, last_error=error, final_at=now)
+        return Outcome(job, changes, ReminderState.EXPIRED.value, now, latency, error)
+    changes.update(state=ReminderState.SCHEDULED, next_attempt_at=retry_at, last_error=error)
+    return Outcome(job, changes, "retry", now, latency, error)
+
+
+def settled(job: Job, state: ReminderState, reason: str, now: datetime) -> Outcome:
+    """An outcome for a job stopped right before its send (nothing was sent)."""
+    changes: dict[str, object] = {
+        "state": state, "last_error": reason, "final_at": now,
+        "claim_token": None, "lease_until": None, "updated_at": now,
+    }  # fmt: skip
+    return Outcome(job, changes, state.value, now, None, reason)
+
+
+def write(conn: sa.Connection, batch: list[Outcome]) -> list[int]:
+    """Write each outcome whose claim is still ours; return 1 or 0 per outcome, in order.
+
+    Which claims are ours is read first, with the rows locked on PostgreSQL (SQLite's write
+    transaction already excludes every other writer); the outcomes then go out as one
+    ``executemany`` per shape of update, where one statement per row cost a send's worth of
+    CPU again under load (docs/performance.md). Each update keeps the claim in its
+    condition all the same."""
+    pairs = {(o.job.id, o.job.token) for o in batch}
+    held = conn.execute(
+        sa.select(_T.c.id, _T.c.claim_token)
+        .where(_T.c.id.in_({i for i, _ in pairs}), _T.c.state == ReminderState.SENDING)
+        .order_by(_T.c.id)  # locks taken in one order: two finishers cannot deadlock
+        .with_for_update()
+    )
+    ours = {(i, t) for i, t in held if (i, t) in pairs}
+    updated: list[int] = []
+    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for o in batch:
+        key = (o.job.id, o.job.token)
+        if key not in ours:
+            updated.append(0)
+            continue
+        ours.discard(key)  # a second outcome for the same claim finds it settled, as in order
+        updated.append(1)
+        params = {"b_id": o.job.id, "b_token": o.job.token, **o.fields}
+        shapes.setdefault(tuple(sorted(o.fields)), []).append(params)
+    for rows in shapes.values():
+        conn.execute(_OUTCOME_UPDATE, rows)
+    return updated
+
+
+# The SET clause comes from the keys of the parameters (one shape per executemany).
+_OUTCOME_UPDATE = _T.update().where(
+    _T.c.id == sa.bindparam("b_id"),
+    _T.c.claim_token == sa.bindparam("b_token"),
+    _T.c.state == ReminderState.SENDING,
+)
+
+
+def report(o: Outcome, written: int, tally: Tally) -> None:
+    """Count and log one outcome whose update ran (``written``: rows it changed)."""
+    job = o.job
+    if written != 1:
+        # Our lease ran out and another worker took the row: its outcome stands.
+        tally.add("lost_claims")
+        log.warning("claim_lost", reminder_id=job.id, couple_id=job.couple_id)
+        return
+    lateness = (o.at - job.due_at).total_seconds()
+    tally.add({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
+    if o.outcome != "retry":
+        sent = o.outcome == ReminderState.SENT.value
+        observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None)
+    log.info(
+        "reminder_" + o.outcome,
+        reminder_id=job.id,
+        couple_id=job.couple_id,
+        channel=job.channel.value,
+        attempt=job.attempts,
+        lateness_s=round(lateness, 3),
+        error=o.error,
+    )
+
+
+def apply(
+    db: Database, batch: list[Outcome], now: datetime, retry: backoff.Policy, tally: Tally
+) -> None:
+    """Write a batch of outcomes, then apply receipts parked for the sends they record, then
+    count and log each (an opt-out the provider reported becomes a STOP)."""
+    with db.write_engine.begin() as conn:
+        written = write(conn, batch)
+        sids = [
+            str(o.fields["provider_message_id"])
+            for o, n in zip(batch, written, strict=True)
+            if n == 1 and o.fields.get("provider_message_id")
+        ]
+        try:
+            with conn.begin_nested():
+                receipts.apply_parked(conn, sids, now, retry)
+        except Exception:
+            # Never at the cost of the outcomes: the daemon's sweep applies them later.
+            log.exception("parked_receipts_not_applied", count=len(sids))
+    for o, n in zip(batch, written, strict=True):
+        # The finisher is its own thread: bind the ids here too, for the opt-out's lines.
+        with bound_contextvars(reminder_id=o.job.id, couple_id=o.job.couple_id):
+            if n == 1 and o.opted_out:
+                with db.session(immediate=True) as s:
+                    _opt_out(s, o.job.partner_id, o.at)
+            report(o, n, tally)
+
+
+def _opt_out(s: Session, partner_id: int, now: datetime) -> None:
+    """The provider says the number opted out (Twilio 21610): record it as a STOP."""
+    partner = s.get(Partner, partner_id)
+    if partner is not None and partner.phone is not None:
+        partners.opt_out_sms(s, now, partner.phone, "carrier 21610")
+
+
+def settle_row(r: Reminder, v: Verdict, now: datetime, tally: Tally) -> None:
+    """Settle a row a send-time gate stopped (in the caller's transaction): final, or
+    deferred to ``v.retry_at``."""
+    r.state, r.last_error, r.claim_token, r.lease_until = v.state, v.reason, None, None
+    r.updated_at = now
+    if v.retry_at is not None:
+        r.next_attempt_at = v.retry_at
+        r.attempts = max(0, r.attempts - 1)  # a deferral is not a delivery attempt
+        tally.add("deferred")
+    else:
+        r.final_at = now
+        tally.add(v.state.value)
+        observe_send(r.channel.value, v.state.value, None, None)
+    log.info(
+        "reminder_" + ("deferred" if v.retry_at else v.state.value),
+        reminder_id=r.id,
+        couple_id=r.couple_id,
+        channel=r.channel.value,
+        reason=v.reason,
+    )
+
+
+class Finisher:
+    """Writes queued outcomes in batches on a thread of its own (one write transaction for
+    many sends, instead of many threads queueing for SQLite's one lock). After
+    :meth:`close` the thread that has an outcome writes it itself: the finisher is a daemon
+    thread and may die with the process before it would."""
+
+    def __init__(
+        self,
+        apply: Callable[[list[Outcome]], None],
+        clock: Clock,
+        give_up_after: float,
+        idle: threading.Condition,
+    ) -> None:
+        self._apply = apply
+        self._clock = clock
+        self._give_up_after = give_up_after
+        self._idle = idle
+        self._queue: queue.Queue[Outcome] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def unfinished(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def record(self, o: Outcome) -> None:
+        with self._lock:
+            late = self._closed
+            if not late:
+                self._queue.put(o)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="hearth-finish", daemon=True
+                    )
+                    self._thread.start()
+        if late:
+            # The interpreter waits for the pool's threads at exit: a send that outlasted
+            # the grace period is still recorded, not left 'sending' to be sent again.
+            self.write_until_done([o])
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.write_until_done(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                with self._idle:
+                    self._idle.notify_all()
+
+    def write_until_done(self, batch: list[Outcome]) -> None:
+        """Write the outcomes, trying again while the database is busy or away, for as long
+        as a lease lasts (after that the rows are another worker's to send)."""
+        delay = RECORD_RETRY_FIRST
+        deadline = self._clock.monotonic() + self._give_up_after
+        while True:
+            try:
+                self._apply(batch)
+                return
+            except Exception:
+                if self._clock.monotonic() + delay >= deadline:
+                    log.exception("outcomes_not_recorded", count=len(batch))
+                    return
+                log.warning("outcomes_retrying", count=len(batch), in_s=delay, exc_info=True)
+            time.sleep(delay)  # this thread only writes outcomes; the sends go on meanwhile
+            delay = min(delay * 2, 10.0)
+
+    def close(self, timeout: float) -> None:
+        """From now on each outcome is written by its own thread; wait (bounded, should the
+        database hang) for the queued ones to be written."""
+        with self._lock:
+            self._closed = True
+        deadline = self._clock.monotonic() + timeout
+        with self._idle:
+            while self._queue.unfinished_tasks and self._clock.monotonic() < deadline:
+                self._idle.wait(0.1)
