@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import shlex
 from pathlib import Path
 
 import click
-import sqlalchemy as sa
 
 from cli.common import print_json, read_only, unit_of_work
 from service.calendar import feed_tokens, feeds
-from service.core.exceptions import Conflict, InvalidInput
-from service.db.models import Ritual
+from service.core.exceptions import InvalidInput
 from service.domain import couples, partners
 
 
@@ -56,14 +53,7 @@ def rotate_cmd(partner: str, qr: bool, as_json: bool) -> None:
 def _issue(partner: str, qr: bool, as_json: bool, *, rotate: bool) -> None:
     with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner)
-        if not rotate and p.feed_token_hash is not None:
-            # The plain token was never stored, so "show the URL again" can only mean a new
-            # token, which would break the subscription the partner already has.
-            raise Conflict(
-                f"{p.name} already has a feed URL; it cannot be shown again (only its hash is"
-                f" stored): use `hearth feed rotate {shlex.quote(partner)}` to issue a new one"
-            )
-        token = feed_tokens.issue(session, now, p)
+        token = feed_tokens.issue(session, now, p, first=not rotate, ref=partner)
         urls = feed_tokens.urls(hearth.settings.web, token)
         name = p.name
     if as_json:
@@ -80,11 +70,12 @@ def export_cmd(couple: str, output: str | None, alarms: bool) -> None:
     """Write COUPLE's feed as an .ics file."""
     with read_only() as (hearth, session, now):
         c = couples.resolve(session, couple)
-        rituals = list(
-            session.scalars(sa.select(Ritual).where(Ritual.couple_id == c.id).order_by(Ritual.id))
-        )
         body = feeds.build_calendar(
-            c, rituals, now=now, alarms=alarms, refresh_hours=hearth.settings.web.feed_refresh_hours
+            c,
+            feeds.feed_rituals(session, c),
+            now=now,
+            alarms=alarms,
+            refresh_hours=hearth.settings.web.feed_refresh_hours,
         )
     if output:
         try:

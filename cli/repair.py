@@ -9,11 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
-from cli.common import fmt_local, json_option, print_json, print_table, unit_of_work
+from cli.common import fmt_local, json_option, print_json, print_table, read_only, unit_of_work
 from service.core.timeutil import localize, zone
-from service.db.models import RepairRequest
 from service.domain import couples, partners, validation
 from service.replies import repair
 
@@ -49,11 +47,8 @@ def request_cmd(couple: str, by: str | None, at: str | None) -> None:
 @json_option
 def list_cmd(couple: str | None, as_json: bool) -> None:
     """List repair requests, newest first."""
-    with unit_of_work() as (_, session, _now):
-        stmt = sa.select(RepairRequest).order_by(RepairRequest.id.desc())
-        if couple:
-            stmt = stmt.where(RepairRequest.couple_id == couples.resolve(session, couple).id)
-        found = list(session.scalars(stmt))
+    with read_only() as (_, session, _now):
+        found = repair.list_requests(session, couples.resolve(session, couple) if couple else None)
         tz = {c.id: c.timezone for c in couples.list_all(session)}
         data: list[dict[str, Any]] = [
             {"id": r.id, "couple_id": r.couple_id, "state": r.state, "requested_at": r.requested_at,

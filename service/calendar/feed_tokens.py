@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import shlex
 import sqlite3
 import threading
 import weakref
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from service.core.config import WebSettings
+from service.core.exceptions import Conflict
 from service.db.models import Couple, Partner
 from service.domain.events import EventType, record
 
@@ -53,8 +55,19 @@ def urls(web: WebSettings, token: str) -> FeedUrls:
     return FeedUrls(https=https, webcal="webcal://" + https.split("://", 1)[1])
 
 
-def issue(session: Session, now: datetime, partner: Partner) -> str:
-    """A new token for ``partner``; the previous one stops working at once."""
+def issue(
+    session: Session, now: datetime, partner: Partner, *, first: bool = False, ref: str = ""
+) -> str:
+    """A new token for ``partner``; the previous one stops working at once. ``first``: only
+    if the partner has none yet (the plain token was never stored, so "show the URL again"
+    could only mean a new token, which would break the subscription the partner has); ``ref``
+    is how the admin named the partner, for the hint."""
+    if first and partner.feed_token_hash is not None:
+        raise Conflict(
+            f"{partner.name} already has a feed URL; it cannot be shown again (only its hash is"
+            f" stored): use `hearth feed rotate {shlex.quote(ref or partner.name)}` to issue"
+            " a new one"
+        )
     token = secrets.token_urlsafe(TOKEN_BYTES)
     rotated = partner.feed_token_hash is not None
     partner.feed_token_hash = digest(token)

@@ -28,7 +28,9 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
+from sqlalchemy.orm import Session, selectinload
 
 from service.calendar.vtimezone import transitions, vtimezone
 from service.core.timeutil import UTC, localize
@@ -338,3 +340,16 @@ def build_calendar(
         for ev in ritual_events(couple, ritual, now, alarms, span):
             cal.add_component(ev)
     return cal.to_ical()
+
+
+def feed_rituals(session: Session, couple: Couple) -> list[Ritual]:
+    """The couple's rituals as a feed shows them (removed ones too: their past stays), with
+    their exceptions loaded in one more query."""
+    return list(
+        session.scalars(
+            sa.select(Ritual)
+            .where(Ritual.couple_id == couple.id)
+            .options(selectinload(Ritual.exceptions))
+            .order_by(Ritual.id)
+        )
+    )

@@ -298,6 +298,14 @@ def for_invitation(session: Session, ritual_id: int | None, now: datetime) -> Re
     )
 
 
+def list_requests(session: Session, couple: Couple | None = None) -> list[RepairRequest]:
+    """Repair requests, newest first; only ``couple``'s when given."""
+    stmt = sa.select(RepairRequest).order_by(RepairRequest.id.desc())
+    if couple is not None:
+        stmt = stmt.where(RepairRequest.couple_id == couple.id)
+    return list(session.scalars(stmt))
+
+
 def get(session: Session, repair_id: int) -> RepairRequest:
     req = session.get(RepairRequest, repair_id)
     if req is None:

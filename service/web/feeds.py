@@ -16,7 +16,6 @@ from email.utils import format_datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +26,7 @@ from service.calendar.feed_tokens import LoopReader, Stamp
 from service.core.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.core.timeutil import http_date
 from service.db.context import Hearth
-from service.db.models import Couple, Partner, Ritual
+from service.db.models import Couple, Partner
 
 # A few threads, not the shared pool of 40: lookups are short and hold the GIL, and a burst of
 # polls spread over many threads spends more time switching than answering (bench/feeds.py).
@@ -110,14 +109,7 @@ def _key(found: Stamp, alarms: bool, now: datetime) -> Key:
 
 def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: Hearth) -> Built:
     FEED_BUILDS.inc()
-    rituals = list(
-        s.scalars(
-            sa.select(Ritual)
-            .where(Ritual.couple_id == couple.id)
-            .options(selectinload(Ritual.exceptions))
-            .order_by(Ritual.id)
-        )
-    )
+    rituals = feeds.feed_rituals(s, couple)
     body = feeds.build_calendar(
         couple,
         rituals,
