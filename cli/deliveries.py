@@ -96,7 +96,8 @@ def list_cmd(
 def retry_cmd(reminder_id: int) -> None:
     """Send a failed, expired, skipped or undelivered reminder again, now."""
     with unit_of_work() as (hearth, session, now):
-        r = deliveries.retry(session, now, reminder_id, hearth.settings.daemon.stale_after_minutes)
+        fresh = hearth.settings.daemon.stale_after_minutes
+        r = deliveries.requeue(session, now, reminder_id, fresh)
         click.echo(f"reminder {r.id} queued again; the daemon sends it within seconds")
 
 

@@ -1,4 +1,4 @@
-"""The outbox seen by an admin: list, retry, and a test message through a channel."""
+"""The outbox seen by an admin: list, requeue (`deliveries retry`), a test message."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def list_(
     return list(session.scalars(stmt))
 
 
-def retry(session: Session, now: datetime, reminder_id: int, fresh_minutes: float) -> Reminder:
+def requeue(session: Session, now: datetime, reminder_id: int, fresh_minutes: float) -> Reminder:
     """Queue a finished reminder again, now, with a fresh expiry."""
     r = session.get(Reminder, reminder_id)
     if r is None:

@@ -55,7 +55,7 @@ class Dispatcher:
         self.cfg = hearth.settings.daemon
         self.transports = transports
         self.rng = rng or random.Random()
-        self.retry = backoff.policy(self.cfg, self.rng)
+        self.backoff = backoff.policy(self.cfg, self.rng)
         settings = hearth.settings
         # The longest a send can take: the slower provider's timeout, and a margin.
         self._send_window = timedelta(
@@ -167,7 +167,7 @@ class Dispatcher:
         return verdict
 
     def _apply(self, batch: list[Outcome]) -> None:
-        outcomes.apply(self.db, batch, self.clock.now(), self.retry, self.tally)
+        outcomes.apply(self.db, batch, self.clock.now(), self.backoff, self.tally)
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -40,13 +40,13 @@ def apply(
     status: str,
     error: str | None,
     now: datetime,
-    retry_in: Policy | None = None,
+    resend_in: Policy | None = None,
 ) -> str:
     """Apply one status callback; returns the outcome for the webhook metric.
 
     Twilio reports some failures only here, after it accepted the message: a permanent
     code (unknown handset, landline) makes the reminder ``failed``; a transient one (handset
-    unreachable) sends it again after ``retry_in(attempts)`` if that is before its expiry;
+    unreachable) sends it again after ``resend_in(attempts)`` if that is before its expiry;
     21610 (the number texted STOP) opts the number out as a STOP here would.
     """
     new = STATUS_MAP.get(status)
@@ -68,10 +68,10 @@ def apply(
     if new in (ReminderState.UNDELIVERED, ReminderState.FAILED) and code is not None:
         if code in PERMANENT:
             new = ReminderState.FAILED
-        elif code in TRANSIENT and retry_in is not None and state not in FINAL_STATES:
-            at = now + retry_in(row.attempts)
+        elif code in TRANSIENT and resend_in is not None and state not in FINAL_STATES:
+            at = now + resend_in(row.attempts)
             if at < row.expires_at:
-                return _retry(conn, row.id, sid, state, at, error, now)
+                return _resend(conn, row.id, sid, state, at, error, now)
     return _update(conn, row.id, sid, state, new, error, now)
 
 
@@ -93,7 +93,7 @@ def error_code(error: str | None) -> int | None:
         return None
 
 
-def _retry(
+def _resend(
     conn: Connection, rid: int, sid: str, state: ReminderState, at: datetime,
     error: str | None, now: datetime,
 ) -> str:  # fmt: skip
@@ -108,25 +108,25 @@ def _retry(
 
 
 def apply_parked(
-    conn: Connection, sids: list[str], now: datetime, retry_in: Policy | None = None
+    conn: Connection, sids: list[str], now: datetime, resend_in: Policy | None = None
 ) -> int:
     """Apply the receipts that arrived before these SIDs were recorded; returns how many."""
     if not sids:
         return 0
     parked = conn.execute(sa.select(_E).where(_E.c.sid.in_(sids))).all()
     for p in parked:
-        apply(conn, p.sid, p.state, p.error, now, retry_in)
+        apply(conn, p.sid, p.state, p.error, now, resend_in)
     if parked:
         conn.execute(_E.delete().where(_E.c.sid.in_([p.sid for p in parked])))
     return len(parked)
 
 
-def sweep(conn: Connection, now: datetime, retry_in: Policy | None = None) -> int:
+def sweep(conn: Connection, now: datetime, resend_in: Policy | None = None) -> int:
     """Apply every parked receipt whose send has been recorded since it was parked."""
     sids = list(
         conn.scalars(sa.select(_E.c.sid).join(_R, _R.c.provider_message_id == _E.c.sid).limit(1000))
     )
-    return apply_parked(conn, sids, now, retry_in)
+    return apply_parked(conn, sids, now, resend_in)
 
 
 def prune(conn: Connection, now: datetime) -> int:

@@ -162,7 +162,7 @@ class Daemon:
 
     def sweep_receipts(self) -> None:
         with self.hearth.db.write_engine.begin() as conn:
-            applied = receipts.sweep(conn, self.hearth.clock.now(), self.dispatcher.retry)
+            applied = receipts.sweep(conn, self.hearth.clock.now(), self.dispatcher.backoff)
         if applied:
             log.info("parked_receipts_applied", count=applied)
 
