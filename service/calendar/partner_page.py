@@ -7,7 +7,7 @@ the page's texts live in its templates (service/web/templates), ready for transl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -83,6 +83,7 @@ class View:
     email: str  # "none" (no address), "subscribed", "unsubscribed"
     paused: bool
     paused_until: datetime | None  # local
+    paused_through: date | None  # the last paused day, when the pause ends at local midnight
     repair_pending: bool
     rituals: list[RitualLine]
     weeks: list[Week]
@@ -135,6 +136,8 @@ def build(
         .limit(1)
     )
     paused = couple.is_paused(now)
+    until = couple.paused_until.astimezone(tz) if paused and couple.paused_until else None
+    through = (until - timedelta(days=1)).date() if until and until.time() == time(0) else None
     feed = page_tokens.unseal(partner, token)
     return View(
         name=partner.name,
