@@ -153,8 +153,8 @@ def build(
         email="none" if not partner.email else
         ("unsubscribed" if partner.email_opted_out_at else "subscribed"),
         paused=paused,
-        paused_until=couple.paused_until.astimezone(tz)
-        if paused and couple.paused_until else None,
+        paused_until=until,
+        paused_through=through,
         repair_pending=pending is not None,
         rituals=lines,
         weeks=_weeks(known, now, tz),
