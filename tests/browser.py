@@ -72,9 +72,9 @@ class Tab:
 
 
 def shoot(page: Any, name: str) -> None:
-    """Write the screenshot into docs/ when asked (HEARTH_SCREENSHOTS=1), as the README's
+    """Write the screenshot into docs/ when asked (SCREENSHOTS=1), as the README's
     pictures are made; otherwise only check that one can be taken."""
-    if os.environ.get("HEARTH_SCREENSHOTS") == "1":
+    if os.environ.get("SCREENSHOTS") == "1":
         docs = Path(__file__).resolve().parent.parent / "docs"
         page.screenshot(path=str(docs / name), full_page=True)
     else:
