@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import httpx
@@ -320,10 +320,10 @@ def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(
     assert counts[0] <= 12
 
 
-_LISTENERS: list[object] = []
+_LISTENERS: list[Callable[..., None]] = []
 
 
-def _counter(seen: list[str]) -> object:
+def _counter(seen: list[str]) -> Callable[..., None]:
     def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
         seen.append(statement)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -215,12 +216,20 @@ def _weeks(
 
 def subscribe(web: WebSettings, feed_token: str, calendar_name: str) -> Subscribe:
     urls = feed_tokens.urls(web, feed_token)
-    qr = segno.make(urls.webcal, error="m")
     return Subscribe(
         https=urls.https,
         webcal=urls.webcal,
         google="https://calendar.google.com/calendar/render?" + urlencode({"cid": urls.webcal}),
         outlook="https://outlook.live.com/calendar/0/addfromweb?"
         + urlencode({"url": urls.https, "name": calendar_name}, quote_via=quote),
-        qr_svg=qr.svg_inline(scale=4, dark="#1d1d1f", light="#ffffff", omitsize=False),
+        qr_svg=_qr_svg(urls.webcal),
     )
+
+
+@lru_cache(maxsize=256)
+def _qr_svg(text: str) -> str:
+    """Encoding the QR code was half of a page view's time (bench/page.py); it changes only
+    with the feed URL. The cache holds the URLs of the last pages shown, in process memory
+    only, as the feed cache holds calendars."""
+    qr = segno.make(text, error="m")
+    return str(qr.svg_inline(scale=4, dark="#1d1d1f", light="#ffffff", omitsize=False))
