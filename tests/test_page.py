@@ -32,9 +32,9 @@ from service.db.models import (
     ReminderState,
     Ritual,
 )
-from service.domain import partners
+from service.domain import couples, partners
 from service.outbox import planner, texts
-from service.replies import inbound
+from service.replies import inbound, repair
 from service.runtime.daemon import Daemon
 from service.web.page_guard import WRITE_LIMIT, WRITE_WINDOW
 from tests.conftest import Cli, snapshot
@@ -212,6 +212,27 @@ def test_skip_repair_settings_and_email_resubscribe_go_through_the_service(lite:
     assert _post(lite, "resubscribe").status_code == 303
     assert lite.partner().email_opted_out_at is None
     assert lite.events()[-1] == "partner.opted_in"
+
+
+def test_a_cached_page_follows_every_change_and_the_clock(lite: Page) -> None:
+    clock = lite.hearth.clock
+    assert isinstance(clock, FakeClock)
+    first = httpx.get(lite.url).text
+    assert httpx.get(lite.url).text == first  # from the cache
+    with lite.hearth.db.session() as s:  # a change made elsewhere: the admin's CLI
+        c = s.get(Couple, lite.couple_id)
+        assert c is not None
+        couples.pause(s, clock.now(), c, None)
+    paused = httpx.get(lite.url).text
+    assert "All reminders are paused until you resume them." in paused
+    with lite.hearth.db.session() as s:  # a repair request by text touches no couple stamp
+        c = s.get(Couple, lite.couple_id)
+        assert c is not None
+        repair.request(s, clock.now(), c, None, "sms")
+    assert "A conversation is being arranged." in httpx.get(lite.url).text
+    clock.advance(timedelta(hours=10))  # the 21:00 check-in has passed: the next ones show
+    later = httpx.get(lite.url).text
+    assert "Mon 05 Jan, 21:00" in paused and "Mon 05 Jan, 21:00" not in later
 
 
 def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: Page) -> None:

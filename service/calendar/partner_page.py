@@ -9,17 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import segno
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
 from service.calendar import feed_tokens, page_tokens
 from service.core.config import WebSettings
 from service.core.timeutil import in_quiet_hours, zone
-from service.db.models import Channel, Couple, Partner, RepairRequest, Ritual
+from service.db.models import Channel, CheckIn, Couple, Partner, RepairRequest, Ritual
 from service.db.states import RepairState
 from service.domain import partners, rituals, stats
 from service.domain.pauses import paused_then
@@ -91,6 +93,60 @@ class View:
     feed: Subscribe | None
     has_feed: bool  # a feed token exists, even if this page cannot show it
     unreachable: bool  # no channel of theirs can reach them
+
+
+def _stamp_statement() -> sa.Select[Any]:
+    checkin = (
+        sa.select(sa.func.max(CheckIn.id))
+        .join(Ritual, Ritual.id == CheckIn.ritual_id)
+        .where(Ritual.couple_id == Couple.id)
+        .scalar_subquery()
+    )
+    repair = (
+        sa.select(sa.func.max(RepairRequest.updated_at))
+        .where(RepairRequest.couple_id == Couple.id)
+        .scalar_subquery()
+    )
+    return (
+        sa.select(
+            Partner.id, Partner.updated_at, Couple.change_stamp, Couple.created_at, checkin, repair
+        )
+        .join(Couple, Couple.id == Partner.couple_id)
+        .where(Partner.page_token_hash == sa.bindparam("digest"))
+    )
+
+
+_STAMP = _stamp_statement()
+
+
+@lru_cache(maxsize=8)
+def _stamp_sql(engine: Engine) -> tuple[str, bool]:
+    compiled = _STAMP.compile(dialect=engine.dialect)
+    return str(compiled), bool(compiled.positional)
+
+
+def stamp(engine: Engine, token: str) -> tuple[object, ...] | None:
+    """What a rendered page depends on besides the clock, in one query: the partner row and
+    the couple's change stamp (every write from the page moves one of them), the couple's
+    latest check-in (the chart, the streaks) and repair request. ``None``: no such page.
+
+    On a pooled connection through the driver, as :func:`feed_tokens.couple_stamp` does:
+    each cached page view runs this and nothing else."""
+    if not page_tokens.well_formed(token):
+        return None
+    sql, positional = _stamp_sql(engine)
+    key = page_tokens.digest(token)
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, (key,) if positional else {"digest": key})
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()
+    return None if row is None else tuple(row)
 
 
 def load(session: Session, token: str) -> Partner | None:

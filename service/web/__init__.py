@@ -97,4 +97,5 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     app.state.feed_reader = feed_tokens.LoopReader.for_engine(hearth.db.engine)
     app.state.runs_dispatcher = runs_dispatcher
     app.state.page_limiter = WriteLimiter(hearth.clock.monotonic)
+    app.state.page_cache = page.PageCache()
     return app

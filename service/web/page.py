@@ -11,6 +11,8 @@ mail scanners follow links).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,7 +22,7 @@ import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from service.calendar import page_tokens, partner_page
@@ -50,7 +52,7 @@ def _view(hearth: Hearth, token: str) -> partner_page.View | None:
         return partner_page.build(s, partner, token, hearth.clock.now(), hearth.settings.web, grace)
 
 
-def _context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any]:
+def page_context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any]:
     return {
         "v": view,
         "base": f"{page_tokens.PATH}{token}",
@@ -64,16 +66,71 @@ def _context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any
     }
 
 
+class PageCache:
+    """The last rendered page per token, reused while nothing it shows has changed.
+
+    Keyed by what :func:`partner_page.stamp` reads (the partner row, the couple's change
+    stamp, its latest check-in and repair request) and the minute, since the next reminders
+    move on with the clock: a page is at most a minute behind the time, never behind a
+    write. Only the plain page is kept (not one answering a form), in process memory like the
+    feed cache, at most ``size`` pages, the least recently shown dropped first."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._items: OrderedDict[str, tuple[tuple[object, ...], bytes]] = OrderedDict()
+
+    def get(self, digest: str, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            item = self._items.get(digest)
+            if item is None or item[0] != key:
+                return None
+            self._items.move_to_end(digest)
+            return item[1]
+
+    def put(self, digest: str, key: tuple[object, ...], body: bytes) -> None:
+        with self._lock:
+            self._items[digest] = (key, body)
+            self._items.move_to_end(digest)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _cached(hearth: Hearth, cache: PageCache, token: str) -> tuple[object, ...] | bytes | None:
+    """The cached body if still right; else the key to store a new one under (None: 404)."""
+    found = partner_page.stamp(hearth.db.engine, token)
+    if found is None:
+        return None
+    key = (*found, hearth.clock.now().replace(second=0, microsecond=0))
+    return cache.get(page_tokens.digest(token), key) or key
+
+
 async def show(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
+    cache: PageCache = request.app.state.page_cache
     token = request.path_params["token"]
+    done = request.query_params.get("done") if request.scope["query_string"] else None
+    key: tuple[object, ...] | None = None
+    if done is None:
+        found = await run_in_threadpool(_cached, hearth, cache, token)
+        if found is None:
+            _count("view", "not_found")
+            raise HTTPException(404)  # the app's one 404 (service.web)
+        if isinstance(found, bytes):
+            _count("view", "ok")
+            return HTMLResponse(found, headers=HEADERS)
+        key = found
     view = await run_in_threadpool(_view, hearth, token)
     if view is None:
         _count("view", "not_found")
-        raise HTTPException(404)  # the app's one 404 (service.web)
+        raise HTTPException(404)
     _count("view", "ok")
-    done = request.query_params.get("done") if request.scope["query_string"] else None
-    return render("page.html", **_context(view, token, done=done if done in DONE_CODES else None))
+    page = render(
+        "page.html", **page_context(view, token, done=done if done in DONE_CODES else None)
+    )
+    if key is not None:
+        cache.put(page_tokens.digest(token), key, bytes(page.body))
+    return page
 
 
 def _write(hearth: Hearth, token: str, action: str, form: dict[str, str]) -> page_actions.Done:
@@ -125,7 +182,7 @@ async def _refuse(
     _count("write", outcome)
     log.info("page_write", action=action, outcome=outcome)
     form.pop("csrf", None)
-    ctx = _context(view, token, error=message, error_code=outcome, error_form=action, form=form)
+    ctx = page_context(view, token, error=message, error_code=outcome, error_form=action, form=form)
     return render("page.html", status=status, **ctx)
 
 
