@@ -187,6 +187,7 @@ def test_against_hearth_serve_subscribe_pause_and_quiet_hours_from_a_phone(
                                 stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_for(lambda: b"daemon_started" in out.read_bytes(), 30, "hearth serve")
+        wait_for(lambda: _up(base), 30, "hearth serve's web service")
         wait_for(lambda: _nudges(db) == {"scheduled"}, 15, "the first plan")
         tab = phone.page
         tab.goto(f"{base}/page/{token}")
@@ -211,3 +212,10 @@ def test_against_hearth_serve_subscribe_pause_and_quiet_hours_from_a_phone(
         proc.terminate()
         proc.wait(timeout=30)
         db.dispose()
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
