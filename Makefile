@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint typecheck bench clean
 
@@ -17,11 +18,16 @@ run: $(STAMP)
 	$(BIN)/hearth demo
 	exec $(BIN)/hearth serve
 
-test: $(STAMP) tests/js/node_modules/.package-lock.json
+test: $(STAMP) tests/js/node_modules/.package-lock.json $(CHROMIUM)
 	$(BIN)/ruff check service cli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# Debian's Chromium for the partner page's browser tests (Playwright drives it; it cannot
+# download a browser of its own). Installed only when missing.
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 
 # ical.js for the feed interop tests, pinned by the lockfile.
 tests/js/node_modules/.package-lock.json: tests/js/package-lock.json

@@ -1,11 +1,14 @@
-"""``hearth partner``: add, edit, remove, list, show (with consent history)."""
+"""``hearth partner``: add, edit, remove, list, show (with consent history), link (their page)."""
 
 from __future__ import annotations
 
+import io
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import segno
 
 from cli.common import (
     fmt_local,
@@ -16,6 +19,8 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
+from service.calendar import page_tokens
+from service.core.exceptions import Conflict
 from service.db.models import Partner
 from service.domain import couples, partners
 
@@ -194,6 +199,35 @@ def show_cmd(partner: str, as_json: bool) -> None:
             ("consent", f"{fmt_local(h['at'], tz)}  {h['channel']} {h['state']} ({h['source']})")
         )
     print_fields(fields)
+
+
+@partner_group.command("link")
+@click.argument("partner")
+@click.option("--rotate", is_flag=True, help="Replace PARTNER's page link; the old one stops.")
+@click.option("--qr/--no-qr", default=True, help="Also print a QR code to scan with a phone.")
+@json_option
+def link_cmd(partner: str, rotate: bool, qr: bool, as_json: bool) -> None:
+    """Issue the link to PARTNER's own page (pause, quiet hours, calendar). Only its hash is
+    stored, so it is shown once: a second link needs --rotate, which cuts off the first. A
+    partner can also text LINK to get a new one."""
+    with unit_of_work() as (hearth, session, now):
+        p = partners.resolve(session, partner)
+        if not rotate and p.page_token_hash is not None:
+            raise Conflict(
+                f"{p.name} already has a page link; it cannot be shown again (only its hash is"
+                f" stored): use `hearth partner link {shlex.quote(partner)} --rotate`"
+            )
+        url = page_tokens.url(hearth.settings.web, page_tokens.issue(session, now, p))
+        name = p.name
+    if as_json:
+        print_json({"partner": name, "url": url})
+        return
+    click.echo(f"page for {name} (shown once; --rotate issues a new one):")
+    click.echo(f"  {url}")
+    if qr:
+        out = io.StringIO()
+        segno.make(url, error="m").terminal(out=out, compact=True)
+        click.echo(out.getvalue(), nl=False)
 
 
 def register(cli: click.Group) -> None:

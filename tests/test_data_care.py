@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service.calendar import feed_tokens
+from service.calendar import feed_tokens, page_tokens
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -31,7 +31,9 @@ def test_export_holds_everything_but_secrets(hearth: Hearth, db: Database, run: 
     check_in_sent(hearth)
     reply(hearth, "done")
     with db.session() as s:
-        token = feed_tokens.issue(s, hearth.clock.now(), partners.resolve(s, "Alice"))
+        alice_p = partners.resolve(s, "Alice")
+        page = page_tokens.issue(s, hearth.clock.now(), alice_p)
+        token = page_tokens.issue_feed(s, hearth.clock.now(), alice_p, page)
     out = json.loads(run.ok("export", "Alice & Sam").output)
     assert out["format"] == "hearth-export/1"
     assert out["couple"]["name"] == "Alice & Sam"
@@ -46,6 +48,8 @@ def test_export_holds_everything_but_secrets(hearth: Hearth, db: Database, run: 
     text = json.dumps(out)
     assert token not in text and feed_tokens.digest(token) not in text
     assert "feed_token_hash" not in alice and "unsubscribe_token" not in alice
+    assert page not in text and page_tokens.digest(page) not in text
+    assert "page_token_hash" not in alice and "feed_token_sealed" not in alice
 
 
 def test_export_to_a_file_and_refusals(

@@ -644,3 +644,13 @@ def test_compose_workers_serve_metrics_inside_the_network() -> None:
     port = worker["environment"]["HEARTH_DAEMON_METRICS_PORT"]
     assert worker["environment"]["HEARTH_DAEMON_METRICS_HOST"] == "0.0.0.0"
     assert worker["expose"] == [port] and "ports" not in worker  # not published on the host
+
+
+def test_the_proxies_keep_secret_links_out_of_their_access_logs() -> None:
+    nginx = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    block = re.search(r"location ~ \^/\(page\|feeds\|unsubscribe\)/ \{(.*?)\}", nginx, re.S)
+    assert block is not None and "access_log off;" in block[1]
+    assert "proxy_set_header Host $host;" in block[1]
+    caddy = (DEPLOY / "Caddyfile").read_text(encoding="utf-8")
+    assert "@secret_links path /page/* /feeds/* /unsubscribe/*" in caddy
+    assert re.search(r"^\s*skip_log @secret_links", caddy, re.M)

@@ -72,8 +72,8 @@ INBOUND, STATUS = "/twilio/inbound", "/twilio/status"
 STOPPED = "Hearth: you will get no more texts. Reply START to opt back in."
 STARTED = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
 HELP = (
-    "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR. "
-    "STOP to opt out, START to opt back in. Msg&data rates may apply."
+    "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR; "
+    "LINK for your own page. STOP to opt out, START to opt back in. Msg&data rates may apply."
 )
 GENTLE = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
 

@@ -1,7 +1,7 @@
 """Logging: structlog, JSON in production and a readable console in development.
 
 A redaction processor runs last before rendering, on every line from every module: phone
-numbers, email addresses, feed and unsubscribe tokens and message bodies never reach a log.
+numbers, email addresses, feed, page and unsubscribe tokens and message bodies never reach a log.
 Sensitive keys are dropped by name; free text is scrubbed by pattern as a second line of
 defence (an exception message quoting a provider's answer, say).
 """
@@ -21,14 +21,14 @@ from service.core.config import LogFormat, LogSettings
 REDACTED = "[redacted]"
 SENSITIVE_KEYS = frozenset(
     {"to", "from", "from_", "phone", "email", "address", "body", "text", "message_body",
-     "token", "feed_token", "unsubscribe_token", "auth_token", "password", "prompt"}
+     "token", "feed_token", "page_token", "unsubscribe_token", "auth_token", "password", "prompt"}
 )  # fmt: skip
 _PATTERNS = (
     re.compile(r"\+\d[\d\s-]{6,16}\d|\b\d{10,15}\b"),  # phone numbers (E.164, bare digits)
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # email addresses
     # Tokens in URLs: everything after the prefix up to a quote or query, spaces and
     # newlines included, since a malformed request (%20, %0A) splits a token in the path.
-    re.compile(r"(/(?:feeds|unsubscribe)/)[^?\"']+"),
+    re.compile(r"(/(?:feeds|unsubscribe|page)/)[^?\"']+"),
     re.compile(r"\b[A-Za-z0-9_-]{32,}\b"),  # long secrets (tokens, SIDs, signatures)
 )
 

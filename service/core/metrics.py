@@ -56,6 +56,12 @@ FEED_BUILDS = Counter(
     "Feed calendars built (requests the feed cache could not answer)",
     registry=REGISTRY,
 )
+PAGE_REQUESTS = Counter(
+    "hearth_page_requests_total",
+    "Partner page requests by kind (view, write) and outcome",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
 DISPATCH_TICK = Gauge(
     "hearth_dispatcher_last_tick_timestamp_seconds",
     "When the dispatcher loop last completed a pass without error (Unix time)",

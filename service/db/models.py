@@ -125,6 +125,12 @@ class Partner(Base):
     feed_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     feed_token_created_at: Mapped[datetime | None]
     unsubscribe_token: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    # The partner's own page (service/calendar/page_tokens.py): only the token's hash, and
+    # the feed token sealed under a key only the page token gives, so the page can show the
+    # subscription links while the database alone reveals neither token.
+    page_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    page_token_created_at: Mapped[datetime | None]
+    feed_token_sealed: Mapped[str | None] = mapped_column(sa.String(120))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -31,6 +31,8 @@ class EventType(StrEnum):
     PARTNER_OPTED_IN = "partner.opted_in"
     FEED_ISSUED = "feed.issued"
     FEED_ROTATED = "feed.rotated"
+    PAGE_ISSUED = "page.issued"
+    PAGE_ROTATED = "page.rotated"
     RITUAL_ADDED = "ritual.added"
     RITUAL_CHANGED = "ritual.changed"
     RITUAL_PAUSED = "ritual.paused"

@@ -30,7 +30,8 @@ from service.db.models import (
 )
 
 FORMAT = "hearth-export/1"
-_SECRET = {"feed_token_hash", "unsubscribe_token", "claim_token"}
+_SECRET = {"feed_token_hash", "unsubscribe_token", "claim_token", "page_token_hash",
+           "feed_token_sealed"}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

@@ -121,10 +121,12 @@ def _streaks(outcomes: list[tuple[datetime, bool]]) -> tuple[int, int]:
     return run, best
 
 
-def couple_stats(
+def outcomes(
     session: Session, couple: Couple, now: datetime, grace: timedelta | None = None
-) -> list[RitualStats]:
-    """``grace``: ``replies.grace_hours`` (``None``: until the next occurrence)."""
+) -> list[tuple[Ritual, list[tuple[datetime, bool]]]]:
+    """Each active ritual with (original start, kept) for its occurrences whose outcome is
+    known, oldest first. Three queries whatever the number of rituals (the rituals'
+    exceptions come with them where the session has them loaded already)."""
     rituals = session.scalars(
         sa.select(Ritual)
         .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
@@ -136,15 +138,28 @@ def couple_stats(
         sa.select(CheckIn).where(CheckIn.ritual_id.in_([r.id for r in rituals]))
     ):
         reports[c.ritual_id][c.occurrence_start][c.partner_id] = c.at
+    return [
+        (r, _outcomes(r, reporters, reports[r.id], pause_spans(couple, r, now), now, grace))
+        for r in rituals
+    ]
+
+
+def couple_stats(
+    session: Session, couple: Couple, now: datetime, grace: timedelta | None = None
+) -> list[RitualStats]:
+    """``grace``: ``replies.grace_hours`` (``None``: until the next occurrence)."""
     out = []
-    for r in rituals:
-        spans = pause_spans(couple, r, now)
-        outcomes = _outcomes(r, reporters, reports[r.id], spans, now, grace)
+    for r, known in outcomes(session, couple, now, grace):
         rates = {}
         for weeks in WINDOWS:
             since = now - timedelta(weeks=weeks)
-            window = [kept for start, kept in outcomes if start >= since]
+            window = [kept for start, kept in known if start >= since]
             rates[weeks] = Rate(sum(window), len(window))
-        current, best = _streaks(outcomes)
+        current, best = _streaks(known)
         out.append(RitualStats(r.id, r.title, rates, current, best))
     return out
+
+
+def streaks(known: list[tuple[datetime, bool]]) -> tuple[int, int]:
+    """(current, best) run of kept occurrences."""
+    return _streaks(known)

@@ -173,17 +173,22 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     if ctx.ritual.description:
         lines += [ctx.ritual.description, ""]
     headers: dict[str, str] = {}
+    page = _page_url(ctx.unsubscribe_url)
     if ctx.unsubscribe_url:
-        lines += ["", f"Stop these emails: {ctx.unsubscribe_url}"]
+        lines += ["", f"Your own page (pause, quiet hours, calendar): {page}"]
+        lines += [f"Stop these emails: {ctx.unsubscribe_url}"]
         headers["List-Unsubscribe"] = f"<{ctx.unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     text = "\n".join(lines).strip() + "\n"
     paragraphs = "".join(
-        f"<p>{html.escape(line)}</p>" for line in lines if line and not line.startswith("Stop ")
+        f"<p>{html.escape(line)}</p>"
+        for line in lines
+        if line and not line.startswith(("Stop ", "Your own page"))
     )
     foot = (
-        f'<p style="color:#777;font-size:small"><a href="{html.escape(ctx.unsubscribe_url)}">'
-        "Stop these emails</a></p>"
+        f'<p style="color:#777;font-size:small"><a href="{html.escape(page)}">'
+        "Your own page</a> (pause, quiet hours, calendar) · "
+        f'<a href="{html.escape(ctx.unsubscribe_url)}">Stop these emails</a></p>'
         if ctx.unsubscribe_url
         else ""
     )
@@ -195,6 +200,12 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         headers=headers,
         reminder_id=reminder_id,
     )
+
+
+def _page_url(unsubscribe_url: str | None) -> str:
+    """The footer's way to the partner's page: the page link itself is never stored, so the
+    email links to a button that issues one (service/web/page.py), by the same token."""
+    return (unsubscribe_url or "").replace("/unsubscribe/", "/page/from-email/", 1)
 
 
 def notice(text: str, channel: Channel, to: str, reminder_id: int | None) -> Message:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
+from service.calendar import page_tokens
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.timeutil import in_quiet_hours, zone
 from service.db.context import Hearth
@@ -45,13 +46,15 @@ HELP_WORDS = frozenset({"HELP", "INFO"})
 SNOOZE_DEFAULT, SNOOZE_MAX = 30, 180
 
 HELP_TEXT = (
-    "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR. "
-    "STOP to opt out, START to opt back in. Msg&data rates may apply."
+    "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR; "
+    "LINK for your own page. STOP to opt out, START to opt back in. Msg&data rates may apply."
 )
 STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
 STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
 GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
 CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
+# LINK: a new page link each time (only a hash is stored); the one before stops working.
+LINK_TEXT = "Hearth: your own page (pause, quiet hours, calendar): {url} Any older link now stops."
 _WORD = re.compile(r"[A-Z]+")
 # "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
 _SNOOZE_ARG = re.compile(r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|H|HR|HRS|HOURS?)?")
@@ -70,7 +73,9 @@ def parse(body: str) -> Parsed:
     if not words:
         return Parsed(None, None)
     first = words[0]
-    known = STOP_WORDS | START_WORDS | HELP_WORDS | {"DONE", "SKIP", "SNOOZE", "REPAIR", "NO"}
+    known = (
+        STOP_WORDS | START_WORDS | HELP_WORDS | {"DONE", "SKIP", "SNOOZE", "REPAIR", "NO", "LINK"}
+    )
     if first not in known:
         return Parsed(None, None)
     rest = text[text.find(first) + len(first) :].strip(" .!?,;:-")
@@ -150,6 +155,10 @@ def _act(
         return None, "ignored: partner opted out", None
     if word == "DONE":
         return _done(hearth, session, now, partner)
+    if word == "LINK":
+        token = page_tokens.issue(session, now, partner)
+        url = page_tokens.url(hearth.settings.web, token)
+        return LINK_TEXT.format(url=url), "page link sent", None
     if word == "SKIP":
         return _skip(session, now, partner)
     if word == "SNOOZE":

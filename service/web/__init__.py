@@ -1,4 +1,4 @@
-"""The Starlette app: feeds, Twilio webhooks, unsubscribe, health and metrics.
+"""The Starlette app: feeds, partner pages, Twilio webhooks, unsubscribe, health and metrics.
 
 Each concern is one module exposing ``routes``; :func:`create_app` mounts them all. Handlers
 reach the service context through ``request.app.state.hearth``. Every 404 is the same
@@ -23,7 +23,8 @@ from service.calendar import feed_tokens
 from service.core.clock import Clock
 from service.core.logs import scrub
 from service.db.context import Hearth
-from service.web import feeds, health, twilio, unsubscribe
+from service.web import feeds, health, page, twilio, unsubscribe
+from service.web.page_guard import WriteLimiter
 
 log = structlog.get_logger("hearth.web")
 
@@ -84,6 +85,7 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
             *health.routes,
             health.metrics_endpoint(hearth),
             *feeds.routes,
+            *page.routes,
             *twilio.routes,
             *unsubscribe.routes,
         ],
@@ -95,4 +97,6 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
     app.state.feed_cache = feeds.FeedCache()
     app.state.feed_reader = feed_tokens.LoopReader.for_engine(hearth.db.engine)
     app.state.runs_dispatcher = runs_dispatcher
+    app.state.page_limiter = WriteLimiter(hearth.clock.monotonic)
+    app.state.page_cache = page.PageCache()
     return app

@@ -1,0 +1,201 @@
+"""Partner page throughput and query count: the real app under uvicorn in its own process,
+as ``bench/feeds.py`` serves it, on a SQLite file.
+
+Endpoints, interleaved in rounds in the same run against the same server:
+
+- ``/ping``: a trivial route added to the app instance here (no threadpool, no database),
+  the issue's reference: "the same app's trivial endpoint";
+- ``/healthz``: a threadpool hop and ``SELECT 1``, a second reference;
+- ``/page/{token}``: a partner's page for a couple with ``--rituals`` rituals, as a partner
+  reloading it gets it: from the page cache, checked by one stamp query
+  (``service/web/page.py``). A page built afresh (after a change, or a minute later) is
+  timed in this process and printed beside.
+
+Then, in this process, the SQL statements one page view runs for couples with 1, 10 and 40
+rituals (goal: the same number whatever the number of rituals).
+
+Goal (issue): the page >= 30 % of /ping's requests per second.
+
+    python -m bench.page [--seconds 5] [--concurrency 8] [--rituals 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import time
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+
+import sqlalchemy as sa
+from starlette.routing import Route
+
+from bench.common import database
+from bench.feeds import Phase, fetch, load, ping
+from service.calendar import page_tokens, partner_page
+from service.core.clock import SystemClock
+from service.core.config import DatabaseSettings, LogSettings, Settings, WebSettings
+from service.db.context import Hearth
+from service.db.engine import Database
+from service.domain import couples, partners, rituals
+from service.web.page import page_context
+from service.web.page_guard import render
+
+GOAL = 0.30
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def seed(db: Database, now: datetime, n_rituals: int, name: str = "Bench") -> str:
+    """One couple made through the service functions, as the CLI would; returns the page
+    token of its first partner."""
+    with db.session() as s:
+        c = couples.add(s, now, name=name, timezone="Europe/Berlin")
+        p = partners.add(s, now, c, name="Alice", phone="+4915123456789",
+                         email="alice@example.org", timezone=None, channels="sms,email",
+                         quiet_hours="22:00-07:00", sms_consent="bench")  # fmt: skip
+        partners.add(s, now, c, name="Sam", phone=None, email="sam@example.org",
+                     timezone="America/New_York", channels="email", quiet_hours=None,
+                     sms_consent=None)  # fmt: skip
+        for i in range(n_rituals):
+            spec = rituals.RitualSpec(kind="custom", title=f"Ritual {i}",
+                                      at=f"{8 + i % 14:02d}:{(i * 5) % 60:02d}",
+                                      every=f"weekly:{WEEKDAYS[i % 7]}", remind="0,30")  # fmt: skip
+            rituals.add(s, now, c, spec)
+        return page_tokens.issue(s, now, p)
+
+
+def serve(url: str, conn: Connection) -> None:
+    """Child process: the app as ``hearth web`` serves it, plus /ping."""
+    import uvicorn
+
+    from service.core.logs import configure
+    from service.web import create_app
+
+    configure(LogSettings(level="warning"))
+    hearth = Hearth(settings=Settings(database=DatabaseSettings(url=url)), db=Database(url),
+                    clock=SystemClock())  # fmt: skip
+    app = create_app(hearth)
+    app.router.routes.append(Route("/ping", ping, methods=["GET"]))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
+        )
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # waiting for the socket to bind
+        conn.send(server.servers[0].sockets[0].getsockname()[1])
+        await task
+
+    asyncio.run(main())
+
+
+def queries_per_view(db: Database, token: str, now: datetime) -> int:
+    seen: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        seen.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.session() as s:
+            p = partner_page.load(s, token)
+            assert p is not None
+            partner_page.build(s, p, token, now, WebSettings())
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+async def _measure(
+    port: int, token: str, seconds: float, concurrency: int, pid: int
+) -> list[Phase]:
+    path = f"/page/{token}"
+    status, _, body = await fetch(port, path)
+    assert status == 200 and b"Hearth for Alice" in body, status
+    phases = [
+        Phase("ping (trivial)", "/ping", 200),
+        Phase("healthz", "/healthz", 200),
+        Phase("page", path, 200),
+    ]
+    rounds = max(1, round(seconds))
+    for i in range(rounds):
+        for phase in phases:
+            await load(port, phase, concurrency, 1.0 if i == 0 else 0.2, seconds / rounds, pid)
+    return phases
+
+
+def full_view_ms(db: Database, token: str, now: datetime, n: int = 20) -> float:
+    """A page built and rendered without the page cache (the first view after a change)."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with db.session() as s:
+            p = partner_page.load(s, token)
+            assert p is not None
+            view = partner_page.build(s, p, token, now, WebSettings())
+        render("page.html", **page_context(view, token))
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def run(seconds: float, concurrency: int, n_rituals: int) -> None:
+    now = datetime.now(UTC)
+    with database("sqlite") as db:
+        counts = {}
+        for n in (1, 10, 40):
+            counts[n] = queries_per_view(db, seed(db, now, n, name=f"Count {n}"), now)
+        token = seed(db, now, n_rituals)
+        full_ms = full_view_ms(db, token, now)
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(db.url, child), daemon=True)
+        proc.start()
+        try:
+            if not parent.poll(30):
+                raise RuntimeError("uvicorn did not start")
+            port = parent.recv()
+            assert proc.pid is not None
+            phases = asyncio.run(_measure(port, token, seconds, concurrency, proc.pid))
+        finally:
+            proc.terminate()
+            proc.join(10)
+    ping_rate = phases[0].rate
+    print(f"\n{phases[0].seconds:.1f}s per endpoint, interleaved; {concurrency} connections; "
+          f"the page's couple has {n_rituals} rituals")  # fmt: skip
+    print(f"{'endpoint':<16} {'requests':>8} {'req/s':>8} {'vs ping':>8} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'errors':>6} {'srv CPU':>7} {'cli CPU':>7}")  # fmt: skip
+    for p in phases:
+        print(f"{p.label:<16} {len(p.latencies):>8,} {p.rate:8,.1f} {p.rate / ping_rate:8.0%} "
+              f"{p.pct(0.5):7.1f} {p.pct(0.99):7.1f} {p.errors:6d} {p.server_cpu:7.0%} "
+              f"{p.client_cpu:7.0%}")  # fmt: skip
+    print()
+    print("SQL statements per page view built afresh: "
+          + ", ".join(f"{n} rituals: {q}" for n, q in counts.items())
+          + "; a view from the page cache runs 1 (the stamp)")  # fmt: skip
+    print(f"a page built and rendered afresh, in this process: {full_ms:.1f} ms "
+          f"({n_rituals} rituals); the page phase above is served from the cache")  # fmt: skip
+    ratio = phases[2].rate / ping_rate
+    print(f"{'PASS' if ratio >= GOAL else 'MISS'}  page: {ratio:.1%} of /ping, goal >= {GOAL:.0%}")
+    fixed = len(set(counts.values())) == 1
+    print(f"{'PASS' if fixed else 'MISS'}  queries per view fixed whatever the number of rituals")
+    errors = sum(p.errors for p in phases)
+    print(f"{'PASS' if errors == 0 else 'MISS'}  unexpected answers: {errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured, per endpoint")
+    parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
+    parser.add_argument("--rituals", type=int, default=10, help="rituals of the page's couple")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    run(args.seconds, args.concurrency, args.rituals)
+    print(f"(run took {time.perf_counter() - t0:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""``/page/{token}``: a partner's own page, and its forms.
+
+``GET`` shows the page; each form ``POST``s to ``/page/{token}/{action}``, and a write that
+succeeds redirects back (POST-redirect-GET, ``?done=`` naming what happened). A refused
+form answers 4xx with the page and the service's one-line message beside the form, and the
+transaction rolled back. Unknown and rotated tokens, and every other path under ``/page``,
+get the app's one 404, exactly like a feed. ``/page/from-email/{unsubscribe token}`` is the
+emails' footer link: a button there issues a fresh page link (a GET alone never does, as
+mail scanners follow links).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from service.calendar import page_tokens, partner_page
+from service.core.exceptions import HearthError
+from service.core.metrics import PAGE_REQUESTS
+from service.db.context import Hearth
+from service.db.models import Partner
+from service.replies import page_actions
+from service.web.page_guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
+
+log = structlog.get_logger("hearth.page")
+DONE_CODES = frozenset({"paused", "resumed", "skipped", "repair", "saved", "resubscribed",
+                        "feed", "link"})  # fmt: skip
+_TOKEN_FORM = page_tokens.well_formed
+
+
+def _count(kind: str, outcome: str) -> None:
+    PAGE_REQUESTS.labels(kind=kind, outcome=outcome).inc()
+
+
+def _view(hearth: Hearth, token: str) -> partner_page.View | None:
+    with hearth.db.session() as s:
+        partner = partner_page.load(s, token)
+        if partner is None:
+            return None
+        grace = hearth.settings.replies.grace
+        return partner_page.build(s, partner, token, hearth.clock.now(), hearth.settings.web, grace)
+
+
+def page_context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "v": view,
+        "base": f"{page_tokens.PATH}{token}",
+        "csrf": page_tokens.csrf(token),
+        "done": None,
+        "error": None,
+        "error_form": None,
+        "error_code": None,
+        "form": {},
+        **extra,
+    }
+
+
+class PageCache:
+    """The last rendered page per token, reused while nothing it shows has changed.
+
+    Keyed by what :func:`partner_page.stamp` reads (the partner row, the couple's change
+    stamp, its latest check-in and repair request) and the minute, since the next reminders
+    move on with the clock: a page is at most a minute behind the time, never behind a
+    write. Only the plain page is kept (not one answering a form), in process memory like the
+    feed cache, at most ``size`` pages, the least recently shown dropped first."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._items: OrderedDict[str, tuple[tuple[object, ...], bytes]] = OrderedDict()
+
+    def get(self, digest: str, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            item = self._items.get(digest)
+            if item is None or item[0] != key:
+                return None
+            self._items.move_to_end(digest)
+            return item[1]
+
+    def put(self, digest: str, key: tuple[object, ...], body: bytes) -> None:
+        with self._lock:
+            self._items[digest] = (key, body)
+            self._items.move_to_end(digest)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _cached(hearth: Hearth, cache: PageCache, token: str) -> tuple[object, ...] | bytes | None:
+    """The cached body if still right; else the key to store a new one under (None: 404)."""
+    found = partner_page.stamp(hearth.db.engine, token)
+    if found is None:
+        return None
+    key = (*found, hearth.clock.now().replace(second=0, microsecond=0))
+    return cache.get(page_tokens.digest(token), key) or key
+
+
+async def show(request: Request) -> Response:
+    hearth: Hearth = request.app.state.hearth
+    cache: PageCache = request.app.state.page_cache
+    token = request.path_params["token"]
+    done = request.query_params.get("done") if request.scope["query_string"] else None
+    key: tuple[object, ...] | None = None
+    if done is None:
+        found = await run_in_threadpool(_cached, hearth, cache, token)
+        if found is None:
+            _count("view", "not_found")
+            raise HTTPException(404)  # the app's one 404 (service.web)
+        if isinstance(found, bytes):
+            _count("view", "ok")
+            return HTMLResponse(found, headers=HEADERS)
+        key = found
+    view = await run_in_threadpool(_view, hearth, token)
+    if view is None:
+        _count("view", "not_found")
+        raise HTTPException(404)
+    _count("view", "ok")
+    page = render(
+        "page.html", **page_context(view, token, done=done if done in DONE_CODES else None)
+    )
+    if key is not None:
+        cache.put(page_tokens.digest(token), key, bytes(page.body))
+    return page
+
+
+def _write(hearth: Hearth, token: str, action: str, form: dict[str, str]) -> page_actions.Done:
+    """Run one action in one transaction; a HearthError rolls it back and propagates."""
+    with hearth.db.session(immediate=True) as s:
+        partner = partner_page.load(s, token)
+        if partner is None:
+            raise LookupError(token)
+        return page_actions.ACTIONS[action](s, hearth.clock.now(), partner, token, form)
+
+
+async def write(request: Request) -> Response:
+    state = request.app.state
+    hearth: Hearth = state.hearth
+    token, action = request.path_params["token"], request.path_params["action"]
+    if action not in page_actions.ACTIONS or not _TOKEN_FORM(token):
+        _count("write", "not_found")
+        raise HTTPException(404)
+    limiter: WriteLimiter = state.page_limiter
+    if not limiter.allow(page_tokens.digest(token)):
+        return await _refuse(hearth, token, action, {}, 429, "rate_limited", None)
+    body = await request.body()
+    form = dict(parse_qsl(body.decode("utf-8", "replace"))) if len(body) <= MAX_FORM_BYTES else {}
+    if not page_tokens.csrf_ok(token, form.get("csrf", "")):
+        return await _refuse(hearth, token, action, form, 403, "csrf", None)
+    try:
+        done = await run_in_threadpool(_write, hearth, token, action, form)
+    except LookupError:
+        _count("write", "not_found")
+        raise HTTPException(404) from None
+    except HearthError as exc:
+        return await _refuse(hearth, token, action, form, 400, "refused", str(exc))
+    _count("write", "ok")
+    log.info("page_write", action=action, outcome="ok")
+    target = f"{page_tokens.PATH}{done.token or token}?done={done.code}"
+    return RedirectResponse(target, status_code=303, headers=HEADERS)
+
+
+async def _refuse(
+    hearth: Hearth, token: str, action: str, form: dict[str, str], status: int, outcome: str,
+    message: str | None,
+) -> Response:  # fmt: skip
+    """The page again, the form's error beside it; a 404 if the token is not (or no longer)
+    a page's, so a refusal never tells a stranger more than the 404 does."""
+    view = await run_in_threadpool(_view, hearth, token)
+    if view is None:
+        _count("write", "not_found")
+        raise HTTPException(404)
+    _count("write", outcome)
+    log.info("page_write", action=action, outcome=outcome)
+    form.pop("csrf", None)
+    ctx = page_context(view, token, error=message, error_code=outcome, error_form=action, form=form)
+    return render("page.html", status=status, **ctx)
+
+
+def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> str | None:
+    """The partner's name (GET), or a new page token for them (POST)."""
+    if not _TOKEN_FORM(unsubscribe):
+        return None
+    with hearth.db.session(immediate=issue) as s:
+        p = s.scalar(sa.select(Partner).where(Partner.unsubscribe_token == unsubscribe))
+        if p is None:
+            return None
+        return page_tokens.issue(s, hearth.clock.now(), p) if issue else p.name
+
+
+async def from_email(request: Request) -> Response:
+    hearth: Hearth = request.app.state.hearth
+    unsubscribe = request.path_params["token"]
+    post = request.method == "POST"
+    if post:
+        body = await request.body()
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        if len(body) > MAX_FORM_BYTES or form.get("open") != "1":
+            return Response("expected open=1\n", status_code=400, headers=HEADERS)
+    found = await run_in_threadpool(_by_unsubscribe, hearth, unsubscribe, post)
+    if found is None:
+        _count("write" if post else "view", "not_found")
+        raise HTTPException(404)
+    if post:
+        _count("write", "ok")
+        return RedirectResponse(f"{page_tokens.PATH}{found}", status_code=303, headers=HEADERS)
+    _count("view", "ok")
+    return render("from_email.html", name=found)
+
+
+async def no_page(request: Request) -> Response:
+    _count("view" if request.method in ("GET", "HEAD") else "write", "not_found")
+    raise HTTPException(404)
+
+
+routes: list[BaseRoute] = [
+    Route("/page/from-email/{token}", from_email, methods=["GET", "HEAD", "POST"]),
+    Route("/page/{token}", show, methods=["GET", "HEAD"]),
+    Route("/page/{token}/{action}", write, methods=["POST"]),
+    Route("/page{rest:path}", no_page, methods=["GET", "HEAD", "POST"]),
+]
+
+
+_CSS = (files("service.web") / "static" / "page.css").read_bytes()
+
+
+async def stylesheet(request: Request) -> Response:
+    return Response(
+        _CSS,
+        media_type="text/css; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+routes.insert(0, Route("/static/page.css", stylesheet, methods=["GET", "HEAD"]))

@@ -1,0 +1,83 @@
+"""The partner page's safeguards and rendering: security headers, the write rate limit and
+the Jinja2 environment (templates and stylesheet ship as package data).
+
+Templates say everything the page says, through ``_()`` (Jinja2's i18n extension with null
+translations for now), so a later gettext catalogue translates the page without touching
+Python.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import jinja2
+from starlette.responses import HTMLResponse
+
+# No script at all; styles and images only from the page's own origin (the QR and chart are
+# inline SVG, part of the document); forms post only back to it; never framed.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never send it onwards
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+# Writes per page token: enough for a person changing a few things, not for a script.
+WRITE_LIMIT = 10
+WRITE_WINDOW = 60.0  # seconds
+MAX_FORM_BYTES = 4096
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("service.web", "templates"),
+    autoescape=jinja2.select_autoescape(("html",)),
+    extensions=["jinja2.ext.i18n"],
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+
+
+def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = _env.get_template(template).render(**context)
+    return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+class WriteLimiter:
+    """At most ``limit`` writes per key in any ``window`` seconds of the injected monotonic
+    clock. In memory, per process: a worker restart forgets, which only ever lets a few
+    more through. Keys are token hashes; idle keys are dropped as the map is touched."""
+
+    def __init__(
+        self, monotonic: Callable[[], float], limit: int = WRITE_LIMIT, window: float = WRITE_WINDOW
+    ) -> None:
+        self._now = monotonic
+        self._limit = limit
+        self._window = window
+        self._lock = threading.Lock()
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._now()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._forget(now)
+            times = self._seen.setdefault(key, deque())
+            while times and times[0] <= now - self._window:
+                times.popleft()
+            if len(times) >= self._limit:
+                return False
+            times.append(now)
+            return True
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - self._window]:
+            del self._seen[key]
