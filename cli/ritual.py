@@ -45,6 +45,7 @@ def ritual_dict(r: Ritual) -> dict[str, Any]:
         "paused_until": r.paused_until,
         "ended_at": r.ended_at,
         "version": r.version,
+        "ask": r.ask,
         "exceptions": [
             {
                 "kind": e.kind,
@@ -73,6 +74,12 @@ def schedule_options(f: F) -> F:
         click.option("--remind", help="Minutes before the start to remind, e.g. 0,30m,1h."),
         click.option("--channel", "channels", help="Override partners' channels: sms,email."),
         click.option("--timezone", "-z", help="The ritual's zone (default: the couple's)."),
+        click.option(
+            "--ask/--no-ask",
+            default=None,
+            help="Ask the prompt as the shared question: answers by text, each partner sees "
+            "the other's once both answered (default: on for check-ins and gratitude).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -169,6 +176,7 @@ def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
             ("remind", ", ".join(f"{o} min before" for o in r.offsets) or "never"),
             ("channels", ",".join(data["channels"]) or "partners' own"),
             ("state", _state(r, now)),
+            ("shared question", "on" if r.ask else "off"),
             ("version", r.version),
             ("uid", r.uid),
         ]

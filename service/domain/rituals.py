@@ -13,6 +13,7 @@ from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.core.timeutil import localize, zone
 from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.domain import validation
+from service.domain.answers import ASKING_KINDS
 from service.domain.events import EventType, record
 from service.domain.pauses import settle_pause
 from service.domain.recurrence import Occurrence, Schedule, is_occurrence, occurrences, schedule_of
@@ -64,6 +65,7 @@ class RitualSpec:
     remind: str | None = None
     channels: str | None = None
     timezone: str | None = None
+    ask: bool | None = None  # the shared question; None: on for check-ins and gratitude
 
 
 def add(
@@ -141,6 +143,7 @@ def add(
         timezone=tz,
         reminder_offsets=",".join(str(o) for o in offsets),
         channels=",".join(chans),
+        ask=spec.ask if spec.ask is not None else kind in ASKING_KINDS,
         version=1,
         created_at=now,
         updated_at=now,
@@ -232,6 +235,9 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
     if spec.channels is not None:
         ritual.channels = ",".join(validation.channels(spec.channels))
         changed.append("channels")
+    if spec.ask is not None:
+        ritual.ask = spec.ask
+        changed.append("ask")
     if not changed:
         raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")
     if {"at", "on", "schedule", "timezone"} & set(changed):

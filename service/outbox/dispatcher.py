@@ -44,6 +44,7 @@ from service.db.models import (
     RitualKind,
     table,
 )
+from service.db.states import ONE_OFF_PURPOSES
 from service.domain import partners, pauses, prompts
 from service.domain.recurrence import is_occurrence, schedule_of
 from service.outbox import backoff, receipts, texts
@@ -233,8 +234,8 @@ class Dispatcher:
     def _gate(self, r: Reminder, ctx: _Context, now: datetime) -> _Verdict | None:
         partner = ctx.partners[r.partner_id]
         ritual = ctx.rituals.get(r.ritual_id) if r.ritual_id is not None else None
-        if r.purpose is ReminderPurpose.NOTICE:
-            if partner.couple.is_paused(now):
+        if r.purpose in ONE_OFF_PURPOSES:  # a reply's message goes out while paused
+            if r.purpose is ReminderPurpose.NOTICE and partner.couple.is_paused(now):
                 return _Verdict(ReminderState.SKIPPED, "paused")
         elif ritual is None:
             return _Verdict(ReminderState.CANCELLED, "ritual removed")
@@ -249,7 +250,7 @@ class Dispatcher:
             return _Verdict(ReminderState.CANCELLED, "occurrence no longer planned")
         elif r.purpose is ReminderPurpose.CHASE and ctx.answered(r):
             return _Verdict(ReminderState.SKIPPED, "already done")
-        if not _reachable(partner, r.channel):
+        if not partners.can_receive(partner, r.channel, r.purpose):
             return _Verdict(ReminderState.SKIPPED, f"partner opted out of {r.channel.value}")
         if now >= r.expires_at:
             return _Verdict(ReminderState.EXPIRED, "stale")
@@ -286,9 +287,10 @@ class Dispatcher:
 
     def _job(self, s: Session, r: Reminder, ctx: _Context, now: datetime) -> Job:
         partner = ctx.partners[r.partner_id]
-        if r.ritual_id is None:
+        if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
             assert r.body is not None, "a notice carries its text"
-            message = texts.notice(r.body, r.channel, _address(partner, r.channel), r.id)
+            body = self.hearth.keys.open(r.body)  # a reply's message is sealed at rest
+            message = texts.notice(body, r.channel, _address(partner, r.channel), r.id)
             return self._as_job(r, message)
         ritual = ctx.rituals[r.ritual_id]
         prompt_text = None
@@ -424,7 +426,7 @@ class Dispatcher:
         with self.db.session() as s:
             row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(mine)).first()
             partner = s.get(Partner, job.partner_id)
-            reachable = partner is not None and _reachable(partner, job.channel)
+            reachable = partner is not None and partners.still_reachable(partner, job.channel)
         if row is not None and (now >= row.expires_at or not reachable):
             state, reason = (
                 (ReminderState.EXPIRED, "stale")
@@ -962,10 +964,6 @@ def _still_in_schedule(r: Reminder, ritual: Ritual) -> bool:
     if r.purpose is ReminderPurpose.NUDGE and r.offset_minutes not in ritual.offsets:
         return False
     return is_occurrence(schedule_of(ritual), r.occurrence_start)
-
-
-def _reachable(p: Partner, channel: Channel) -> bool:
-    return partners.can_text(p) if channel is Channel.SMS else partners.can_email(p)
 
 
 def _address(p: Partner, channel: Channel) -> str:
