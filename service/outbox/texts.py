@@ -121,14 +121,6 @@ def sms_text(ctx: Context) -> str:
         )
     if ctx.purpose is ReminderPurpose.CHASE:
         day = _day(ctx)
-        if asks(ctx.ritual):
-            return fit_title(
-                lambda t: (
-                    f"Hearth: your partner answered {day}'s {t} question. Reply with yours "
-                    "to see theirs. STOP to opt out."
-                ),
-                title,
-            )
         return fit_title(
             lambda t: (
                 f"Hearth: your partner marked {day}'s {t} done. "

@@ -100,7 +100,8 @@ def handle(
             partner_id=partner.id,
             channel=Channel.SMS,
             provider_message_id=sid,
-            body=hearth.keys.seal(body[:1600]),
+            # Without a key, a partner's words are not kept at all (never in clear).
+            body=hearth.keys.seal(body[:1600]) if hearth.keys.configured else "",
             keyword=parsed.keyword,
             action=action[:200],
             ritual_id=ritual_id,

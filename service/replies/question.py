@@ -70,7 +70,8 @@ def reply(
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if last is None or ritual is None:
         return None
-    asking = answers.asks(ritual)
+    # Without a key no answer can be kept (never in clear): only the mood counts.
+    asking = answers.asks(ritual) and hearth.keys.configured
     if not asking and mood is None:
         return None
     occ = last.occurrence_start
