@@ -78,22 +78,26 @@ class MoodWeek:
 
 
 def mood_trend(
-    session: Session, couple: Couple, now: datetime, weeks: int = MOOD_WEEKS
-) -> dict[str, list[MoodWeek]]:
+    session: Session, couple: Couple, now: datetime, weeks: int = MOOD_WEEKS,
+    ritual_id: int | None = None,
+) -> dict[str, list[MoodWeek]]:  # fmt: skip
     """Per partner (by name), the average mood of each of the last ``weeks`` weeks that
-    has one, oldest first, weeks starting on Monday in the couple's home zone."""
+    has one (of one ritual's occurrences if given), oldest first, weeks starting on Monday
+    in the couple's home zone."""
     tz = zone(couple.timezone)
     today = now.astimezone(tz).date()
     first = today - timedelta(days=today.weekday(), weeks=weeks - 1)
     names = {p.id: p.name for p in couple.partners}
     buckets: dict[int, dict[date, list[int]]] = {pid: defaultdict(list) for pid in names}
-    for pid, start, mood in session.execute(
-        sa.select(Answer.partner_id, Answer.occurrence_start, Answer.mood).where(
-            Answer.couple_id == couple.id,
-            Answer.mood.is_not(None),
-            Answer.occurrence_start >= now - timedelta(weeks=weeks + 1),
-        )
-    ):
+    stmt = sa.select(Answer.partner_id, Answer.occurrence_start, Answer.mood).where(
+        Answer.couple_id == couple.id,
+        Answer.mood.is_not(None),
+        Answer.occurrence_start >= now - timedelta(weeks=weeks + 1),
+        Answer.occurrence_start <= now,
+    )
+    if ritual_id is not None:
+        stmt = stmt.where(Answer.ritual_id == ritual_id)
+    for pid, start, mood in session.execute(stmt):
         day = start.astimezone(tz).date()
         monday = day - timedelta(days=day.weekday())
         if monday >= first and pid in buckets and mood is not None:
