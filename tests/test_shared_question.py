@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -42,6 +43,8 @@ from service.db.models import (
 from service.domain import partners
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
+from service.replies import inbound, words
+from service.replies.pausing import until
 from service.replies.question import LATE_TEXT
 from tests.conftest import TEST_KEY, Cli, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
@@ -420,3 +423,80 @@ def test_a_reveal_is_queued_and_rendered_at_send_time_out_of_quiet_hours(
             sa.select(Reminder.state).where(Reminder.purpose == ReminderPurpose.MESSAGE)
         ).all()
     assert sorted(st.value for st in states) == [ReminderState.SENT.value] * 2
+
+
+# -- reading replies, without the peers ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arg", "local_end"),
+    [
+        (None, "2026-01-06 13:00"),  # one day
+        ("3D", "2026-01-08 13:00"),
+        ("2 WEEKS", "2026-01-19 13:00"),
+        ("UNTIL SUN", "2026-01-11 00:00"),  # Monday now: texts start again on Sunday
+        ("UNTIL SUNDAY", "2026-01-11 00:00"),
+        ("UNTIL MON", "2026-01-12 00:00"),  # today is Monday: next week's
+        ("UNTIL 2026-01-20", "2026-01-20 00:00"),
+        ("UNTIL 20 JAN", "2026-01-20 00:00"),
+        ("UNTIL JAN 20", "2026-01-20 00:00"),
+        ("UNTIL TOMORROW", "2026-01-06 00:00"),
+    ],
+)
+def test_pause_lengths(arg: str | None, local_end: str) -> None:
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    end = until(arg, now, "Europe/Berlin")
+    assert end is not None
+    assert end.astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%d %H:%M") == local_end
+
+
+@pytest.mark.parametrize("arg", ["UNTIL NEVER", "FOREVER", "UNTIL 2026-02-30", "UNTIL 32 JAN"])
+def test_unreadable_pauses(arg: str) -> None:
+    assert until(arg, datetime(2026, 1, 5, 12, 0, tzinfo=UTC), "Europe/Berlin") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "mood", "rest"),
+    [("4", 4, ""), ("4 long day but good", 4, "long day but good"), ("5!", 5, ""),
+     ("3/5 ok", 3, "ok"), ("45 minutes late", None, "45 minutes late"), ("6", None, "6"),
+     ("1.5 hours", None, "1.5 hours"), ("2, tired", 2, "tired")],
+)  # fmt: skip
+def test_mood_is_a_number_one_to_five_alone_or_first(
+    body: str, mood: int | None, rest: str
+) -> None:
+    assert words.mood(body) == (mood, rest)
+
+
+def test_without_a_key_no_words_are_kept_and_answers_are_not_taken(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn
+) -> None:
+    settings = make_settings(db, **_sections(twilio_standin), encryption={"keys": ""})
+    keyless = Hearth(settings, db, clock)
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        partners.edit(s, now, sam, phone=SAM, channels="sms", sms_consent="form")
+    add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, timedelta(hours=48), 30)
+    clock.set(TONIGHT)
+    Dispatcher(keyless, {Channel.SMS: build_one(settings, Channel.SMS), Channel.EMAIL:
+               Outbox(Channel.EMAIL)}).run_once()  # fmt: skip
+    with db.session(immediate=True) as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
+        answer = inbound.handle(keyless, s, clock.now(), alice, RIVER, "SM1")
+    assert answer == inbound.GENTLE_TEXT
+    with db.session() as s:
+        assert s.scalars(sa.select(Reply.body)).all() == [""]
+        assert s.scalars(sa.select(Answer)).all() == []
+
+
+def test_ask_is_on_for_check_ins_and_can_be_turned_off(run: Cli, db: Database) -> None:
+    run.ok("couple", "add", "Kim & Lee", "--timezone", "Europe/Berlin")
+    on = json.loads(run.ok("ritual", "add", "Kim & Lee", "-t", "gratitude-three", "--json").output)
+    off = json.loads(run.ok("ritual", "add", "Kim & Lee", "-t", "date-night", "--json").output)
+    assert (on["ask"], off["ask"]) == (True, False)
+    run.ok("ritual", "edit", str(on["id"]), "--no-ask")
+    assert json.loads(run.ok("ritual", "show", str(on["id"]), "--json").output)["ask"] is False
+    run.ok("ritual", "edit", str(off["id"]), "--ask")
+    assert "shared question  on" in run.ok("ritual", "show", str(off["id"])).output

@@ -10,7 +10,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 _WORD = re.compile(r"[A-Z]+")
-_MOOD = re.compile(r"^\s*([1-5])(?:\s*/\s*5)?(?=$|[\s.,!;:)-])[\s.,!;:)-]*(?P<rest>.*)$", re.S)
+# "4", "4!", "3/5 ok", "2, tired"; not "45 min", "1.5 hours" or "2,5".
+_MOOD = re.compile(
+    r"^\s*([1-5])(?:\s*/\s*5)?(?![.,]\d)(?=$|[\s.,!;:)-])[\s.,!;:)-]*(?P<rest>.*)$", re.S
+)
 
 
 @dataclass(frozen=True)
