@@ -100,11 +100,13 @@ def ritual_group() -> None:
 @click.option("--template", "-t", help="Start from a template (see `hearth templates list`).")
 @schedule_options
 @json_option
-def add_cmd(couple: str, template: str | None, as_json: bool, **fields: Any) -> None:
+def add_cmd(
+    couple: str, template: str | None, as_json: bool, ask: bool | None, **fields: Any
+) -> None:
     """Add a ritual to COUPLE, from --template or from --kind/--title/--at/--every."""
     with unit_of_work() as (_, session, now):
         c = couples.resolve(session, couple)
-        r = rituals.add(session, now, c, _spec(fields), template=template)
+        r = rituals.add(session, now, c, _spec(fields), template=template, ask=ask)
         data = ritual_dict(r)
         summary = rituals.describe_schedule(r)
     if as_json:
@@ -195,10 +197,10 @@ def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
 @click.argument("ritual")
 @couple_option
 @schedule_options
-def edit_cmd(ritual: str, couple: str | None, **fields: Any) -> None:
+def edit_cmd(ritual: str, couple: str | None, ask: bool | None, **fields: Any) -> None:
     """Change RITUAL. A schedule change drops its skips and moves."""
     with unit_of_work() as (_, session, now):
-        r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields))
+        r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields), ask=ask)
         click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
 
 

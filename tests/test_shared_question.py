@@ -298,7 +298,7 @@ def test_double_opt_in_holds_back_every_text_until_yes(
     dispatcher.run_once()
     assert len(_texts(twilio_standin, NEW)) == 1  # tonight's nudge held back
     assert text(http, "ok", NEW) == []  # nothing but the confirmation, until YES
-    assert text(http, "Yes", NEW)[0].startswith("Hearth: you're in.")
+    assert text(http, "Yes", NEW) == [inbound.JOINED_TEXT]
     with db.session() as s:
         kim = s.scalars(sa.select(Partner).where(Partner.name == "Kim")).one()
         assert (kim.sms_consent, kim.sms_consent_source) == (ConsentState.CONSENTED, "sms YES")
@@ -357,8 +357,8 @@ def test_answers_are_unreadable_in_the_file_and_the_logs_and_in_the_export(
         assert secret not in logged.lower()
     if db.is_sqlite:
         raw = Path(db.engine.url.database or "").read_bytes()
-        for secret in (b"river", b"dinner", b"love you"):
-            assert secret not in raw.lower()
+        for word in (b"river", b"dinner", b"love you"):
+            assert word not in raw.lower()
         backup = tmp_path / "backup.db"
         Cli(hearth).ok("backup", str(backup))
         assert b"river" not in backup.read_bytes().lower()

@@ -65,7 +65,6 @@ class RitualSpec:
     remind: str | None = None
     channels: str | None = None
     timezone: str | None = None
-    ask: bool | None = None  # the shared question; None: on for check-ins and gratitude
 
 
 def add(
@@ -74,7 +73,10 @@ def add(
     couple: Couple,
     spec: RitualSpec,
     template: str | None = None,
+    ask: bool | None = None,
 ) -> Ritual:
+    """``ask``: the shared question (service/replies/question.py); None: on for check-ins
+    and gratitude."""
     tz = validation.timezone(spec.timezone) if spec.timezone else couple.timezone
     today = now.astimezone(zone(tz)).date()
     if template is not None:
@@ -143,7 +145,7 @@ def add(
         timezone=tz,
         reminder_offsets=",".join(str(o) for o in offsets),
         channels=",".join(chans),
-        ask=spec.ask if spec.ask is not None else kind in ASKING_KINDS,
+        ask=ask if ask is not None else kind in ASKING_KINDS,
         version=1,
         created_at=now,
         updated_at=now,
@@ -196,7 +198,9 @@ def add_one_off(
     return ritual
 
 
-def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> Ritual:
+def edit(
+    session: Session, now: datetime, ritual: Ritual, spec: RitualSpec, ask: bool | None = None
+) -> Ritual:
     ensure_active(ritual)
     changed: list[str] = []
     if spec.title is not None:
@@ -235,8 +239,8 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
     if spec.channels is not None:
         ritual.channels = ",".join(validation.channels(spec.channels))
         changed.append("channels")
-    if spec.ask is not None:
-        ritual.ask = spec.ask
+    if ask is not None:
+        ritual.ask = ask
         changed.append("ask")
     if not changed:
         raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")

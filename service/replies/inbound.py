@@ -13,6 +13,7 @@ a gentle hint (one a day). A one-word reply close to a keyword gets a "did you m
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ HELP_TEXT = (
 )
 STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
 STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
+JOINED_TEXT = "Hearth: you're in, thank you. Reply HELP for what you can text, STOP to opt out."
 GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
 CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
 # "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
@@ -168,7 +170,7 @@ def _start(t: Turn) -> Outcome:
     partners.set_consent(t.session, t.now, t.partner, ConsentState.CONSENTED,
                          f"sms {t.parsed.keyword}")  # fmt: skip
     if was is ConsentState.PENDING:
-        return "Hearth: you're in. " + HELP_TEXT[len("Hearth: ") :], "opted in to sms (YES)", None
+        return JOINED_TEXT, "opted in to sms (YES)", None
     return STARTED_TEXT, "opted in to sms", None
 
 
@@ -238,8 +240,7 @@ def _skip(t: Turn) -> Outcome:
 
 def _next_planned(ritual: Ritual, now: datetime) -> tuple[datetime, datetime] | None:
     """The next occurrence from ``now`` as planned before any skip: (original, actual start)."""
-    sched = schedule_of(ritual)
-    unskipped = type(sched)(**{**sched.__dict__, "skips": frozenset()})
+    unskipped = dataclasses.replace(schedule_of(ritual), skips=frozenset())
     for days in (14, 60, 400, 800):
         found = occurrences(unskipped, now, now + timedelta(days=days))
         if found:
