@@ -12,9 +12,11 @@ import io
 import json
 import logging
 import random
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -86,6 +88,15 @@ def dispatcher(hearth: Hearth, emails: Outbox) -> Dispatcher:
 def http(hearth: Hearth) -> Iterator[httpx.Client]:
     with serve(hearth) as base, httpx.Client(base_url=base, timeout=10) as client:
         yield client
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[.*$\n?", re.M)
+
+
+def _json(output: str) -> Any:
+    """A command's JSON; the web server's thread may log a request line into the captured
+    stdout meanwhile (it logs after the response went out)."""
+    return json.loads(_LOG_LINE.sub("", output))
 
 
 def _texts(standin: TwilioStandIn, to: str) -> list[str]:
@@ -214,7 +225,7 @@ def test_mood_replies_show_in_couple_stats(
     _asked(clock, dispatcher, twilio_standin)
     assert "mood 4 noted" in text(http, "4", ALICE)[0]
     assert "got your answer" in text(http, "2 long day, but you made it better", SAM)[0]
-    out = json.loads(Cli(hearth).ok("couple", "stats", "Alice & Sam", "--json").output)
+    out = _json(Cli(hearth).ok("couple", "stats", "Alice & Sam", "--json").output)
     (row,) = out
     assert row["mood"] == {
         "Alice": [{"week": "2026-01-05", "average": 4.0, "count": 1}],
@@ -362,8 +373,7 @@ def test_answers_are_unreadable_in_the_file_and_the_logs_and_in_the_export(
         backup = tmp_path / "backup.db"
         Cli(hearth).ok("backup", str(backup))
         assert b"river" not in backup.read_bytes().lower()
-    export = Cli(hearth).ok("export", "Alice & Sam").output
-    data = json.loads(export)
+    data = _json(Cli(hearth).ok("export", "Alice & Sam").output)
     assert sorted(a["text"] for a in data["answers"]) == sorted([RIVER, DINNER])
     assert "love you, see you later" in [r["body"] for r in data["replies"]]
 
@@ -390,9 +400,9 @@ def test_key_rotation_reencrypts_every_answer_and_reply(
     rotating = Hearth(
         make_settings(db, **sections, encryption={"keys": f"{fresh},{TEST_KEY}"}), db, clock
     )
-    out = json.loads(Cli(rotating).ok("crypto", "reencrypt", "--json").output)
+    out = _json(Cli(rotating).ok("crypto", "reencrypt", "--json").output)
     assert out["answers"] == 2 and out["replies"] == 2 and out["messages"] == 2
-    assert json.loads(Cli(rotating).ok("crypto", "reencrypt", "--json").output) == {
+    assert _json(Cli(rotating).ok("crypto", "reencrypt", "--json").output) == {
         "replies": 0, "answers": 0, "messages": 0
     }  # fmt: skip
     only_new = Hearth(make_settings(db, **sections, encryption={"keys": fresh}), db, clock)
