@@ -26,6 +26,8 @@ from service.domain import partners, stats
 
 NUDGES = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE, ReminderPurpose.CHASE)
 MESSAGE_FRESH = timedelta(hours=12)
+# A reveal waits out the longest quiet hours and still arrives (an answer is never lost).
+REVEAL_FRESH = timedelta(days=2)
 
 
 def latest_sent(
@@ -101,6 +103,7 @@ def message(
     channel: Channel = Channel.SMS,
     ritual_id: int | None = None,
     occurrence: datetime | None = None,
+    fresh: timedelta = MESSAGE_FRESH,
 ) -> bool:
     """Queue a one-off text (sealed) for ``to``, out now; False if they cannot get it on
     ``channel``, or (with a ritual) it was queued for that occurrence already."""
@@ -110,7 +113,7 @@ def message(
     row = Reminder(
         couple_id=to.couple_id, ritual_id=ritual_id, partner_id=to.id, channel=channel,
         offset_minutes=0, purpose=ReminderPurpose.MESSAGE, occurrence_start=occurrence or now,
-        due_at=now, expires_at=now + MESSAGE_FRESH, state=ReminderState.SCHEDULED, attempts=0,
+        due_at=now, expires_at=now + fresh, state=ReminderState.SCHEDULED, attempts=0,
         next_attempt_at=now, body=hearth.keys.seal(text), created_at=now, updated_at=now,
     )  # fmt: skip
     if ritual_id is None:

@@ -146,13 +146,15 @@ def reveal(
             text = hearth.keys.open(rows[other.id].text or "")
             email = partners.can_email(to)
             sms, cut = reveal_sms(other.name, text, more=MORE_EMAIL if email else "")
-            outgoing.message(hearth, session, now, to, sms, ritual_id=ritual.id, occurrence=occ)
+            outgoing.message(hearth, session, now, to, sms, ritual_id=ritual.id, occurrence=occ,
+                             fresh=outgoing.REVEAL_FRESH)  # fmt: skip
             if cut and email:
                 asked = f'The question was: "{prompt.text}"\n\n' if prompt else ""
                 outgoing.message(
                     hearth, session, now, to,
                     f"{other.name}'s answer to {ritual.title}:\n\n{asked}{text}",
                     channel=Channel.EMAIL, ritual_id=ritual.id, occurrence=occ,
+                    fresh=outgoing.REVEAL_FRESH,
                 )  # fmt: skip
     for a in rows.values():
         a.revealed_at = now
