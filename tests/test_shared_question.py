@@ -26,8 +26,9 @@ import structlog
 
 from service.channels import build_one
 from service.core.clock import FakeClock
-from service.core.config import LogFormat, LogSettings
+from service.core.config import LogFormat, LogSettings, load_settings
 from service.core.crypto import new_key
+from service.core.exceptions import ConfigError
 from service.core.logs import configure
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -43,7 +44,7 @@ from service.db.models import (
     Reply,
 )
 from service.domain import partners
-from service.outbox import planner
+from service.outbox import planner, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import inbound, words
 from service.replies.pausing import until
@@ -513,3 +514,29 @@ def test_ask_is_on_for_check_ins_and_can_be_turned_off(run: Cli, db: Database) -
     assert json.loads(run.ok("ritual", "show", str(on["id"]), "--json").output)["ask"] is False
     run.ok("ritual", "edit", str(off["id"]), "--ask")
     assert "shared question  on" in run.ok("ritual", "show", str(off["id"])).output
+
+
+def test_the_keys_come_from_a_file_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "keys"
+    secret.write_text(f"{TEST_KEY}\n", encoding="utf-8")  # as Docker secrets hand it over
+    settings = load_settings(None, environ={"HEARTH_ENCRYPTION_KEYS_FILE": str(secret)})
+    keys = settings.encryption.keyring
+    assert keys.configured and keys.open(keys.seal(RIVER)) == RIVER
+    assert TEST_KEY not in repr(settings)  # a secret, never printed
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, environ={"HEARTH_ENCRYPTION_KEYS": f"{TEST_KEY},not-a-key"})
+    assert "encryption.keys" in str(err.value) and "key 2 is not a Fernet key" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_retention_deletes_answers_with_the_replies(
+    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:  # fmt: skip
+    _asked(clock, dispatcher, twilio_standin)
+    text(http, RIVER, ALICE)
+    text(http, "4", SAM)
+    removed = retention.prune_in_chunks(db, clock.now() + timedelta(days=366), 365, rest=0)
+    assert removed["answers"] == 2 and removed["replies"] == 2
+    with db.session() as s:
+        assert s.scalars(sa.select(Answer)).all() == []
