@@ -540,3 +540,14 @@ def test_retention_deletes_answers_with_the_replies(
     assert removed["answers"] == 2 and removed["replies"] == 2
     with db.session() as s:
         assert s.scalars(sa.select(Answer)).all() == []
+
+
+def test_yes_and_no_are_answers_like_any_other_words(
+    clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn, http: httpx.Client
+) -> None:
+    _asked(clock, dispatcher, twilio_standin)
+    assert "got your answer" in text(http, "No", ALICE)[0]
+    assert text(http, "Yes!", SAM) == []
+    dispatcher.run_once()
+    assert _texts(twilio_standin, SAM)[-1] == "Hearth: Alice's answer: No"
+    assert _texts(twilio_standin, ALICE)[-1] == "Hearth: Sam's answer: Yes!"

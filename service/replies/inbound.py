@@ -324,12 +324,13 @@ def _resume(t: Turn) -> Outcome:
 
 
 def _no(t: Turn) -> Outcome:
-    """NO answers a repair follow-up; otherwise it is just a word."""
+    """NO answers a repair follow-up; otherwise it is a word like any other (an answer)."""
     followup = outgoing.latest_sent(t.session, t.partner, ReminderPurpose.FOLLOWUP)
     if _recent(followup, t.now):
         assert followup is not None
         return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
-    return _gentle(t.session, t.now, t.partner)
+    got = question.reply(t.hearth, t.session, t.now, t.partner, t.body)
+    return got if got is not None else _gentle(t.session, t.now, t.partner)
 
 
 # Answered whatever the partner's consent (carriers require STOP, START and HELP to work).
