@@ -16,7 +16,7 @@ from cli.common import (
     unit_of_work,
 )
 from service.db.models import Couple
-from service.domain import couples, partners, rituals, stats
+from service.domain import answers, couples, partners, rituals, stats
 from service.domain.validation import until_datetime
 
 
@@ -120,16 +120,21 @@ def show_cmd(couple: str, as_json: bool) -> None:
 @click.argument("couple")
 @json_option
 def stats_cmd(couple: str, as_json: bool) -> None:
-    """Per ritual: completion over 4 and 12 weeks, current and best streak.
+    """Per ritual: completion over 4 and 12 weeks, current and best streak, and each
+    partner's mood (replies 1-5) by week over the last 8 weeks.
 
     An occurrence is kept when every partner who could text DONE then (a phone and SMS
     consent at the time) did so before the next one began, or within replies.grace_hours
     of its start where that is set."""
     with read_only() as (hearth, session, now):
         grace = hearth.settings.replies.grace
-        rows = stats.couple_stats(session, couples.resolve(session, couple), now, grace)
+        c = couples.resolve(session, couple)
+        rows = stats.couple_stats(session, c, now, grace)
+        moods = {
+            r.ritual_id: answers.mood_trend(session, c, now, ritual_id=r.ritual_id) for r in rows
+        }
     if as_json:
-        print_json([_stats_dict(r) for r in rows])
+        print_json([{**_stats_dict(r), "mood": _mood_dict(moods[r.ritual_id])} for r in rows])
         return
     print_table(
         ["ritual", "title", "4 weeks", "12 weeks", "streak", "best"],
@@ -144,6 +149,22 @@ def stats_cmd(couple: str, as_json: bool) -> None:
             for r in rows
         ],
     )
+
+    for r in rows:
+        trend = "; ".join(
+            f"{name} " + " > ".join(f"{w.average:g}" for w in weeks)
+            for name, weeks in moods[r.ritual_id].items()
+            if weeks
+        )
+        if trend:
+            click.echo(f"mood by week, {r.title} (oldest first, 1-5): {trend}")
+
+
+def _mood_dict(trend: dict[str, list[answers.MoodWeek]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: [{"week": w.week.isoformat(), "average": w.average, "count": w.count} for w in weeks]
+        for name, weeks in trend.items()
+    }
 
 
 def _rate_cell(rate: stats.Rate) -> str:

@@ -22,9 +22,10 @@ from service.outbox import retention
     help="Write the JSON to this file instead of standard output.",
 )  # fmt: skip
 def export_cmd(couple: str, output: Path | None) -> None:
-    """Everything stored about COUPLE, as JSON (secrets such as token hashes left out)."""
-    with read_only() as (_, session, now):
-        data = export_couple(session, couples.resolve(session, couple), now)
+    """Everything stored about COUPLE, as JSON (secrets such as token hashes left out; what
+    partners wrote, encrypted at rest, decrypted with the configured keys)."""
+    with read_only() as (hearth, session, now):
+        data = export_couple(session, couples.resolve(session, couple), now, hearth.keys)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if output is None:
         click.echo(text)

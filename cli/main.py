@@ -9,6 +9,7 @@ import click
 
 from cli import (
     couple,
+    crypto,
     daemon,
     data,
     db,
@@ -89,7 +90,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 for module in (
-    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data
+    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data,
+    crypto,
 ):  # fmt: skip
     module.register(cli)
 

@@ -21,7 +21,7 @@ from cli.common import (
 )
 from service.calendar import page_tokens
 from service.core.exceptions import Conflict
-from service.db.models import Partner
+from service.db.models import ConsentState, Partner
 from service.domain import couples, partners
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -104,6 +104,8 @@ def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fie
             f"added partner {data['id']}: {data['name']} to {data['couple']} "
             f"({', '.join(data['channels']) or 'no channels'})"
         )
+        if data["sms_consent"] == ConsentState.PENDING:
+            click.echo("sent a confirmation text; no other text goes to them until they reply YES")
 
 
 @partner_group.command("edit")
@@ -156,7 +158,7 @@ def list_cmd(couple: str | None, as_json: bool) -> None:
             d["timezone"],
             ",".join(d["channels"]) or "-",
             d["quiet_hours"],
-            d["sms_consent"],
+            "pending YES" if d["sms_consent"] == ConsentState.PENDING else d["sms_consent"],
         )
         for d in data
     ]

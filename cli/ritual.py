@@ -45,6 +45,7 @@ def ritual_dict(r: Ritual) -> dict[str, Any]:
         "paused_until": r.paused_until,
         "ended_at": r.ended_at,
         "version": r.version,
+        "ask": r.ask,
         "exceptions": [
             {
                 "kind": e.kind,
@@ -73,6 +74,12 @@ def schedule_options(f: F) -> F:
         click.option("--remind", help="Minutes before the start to remind, e.g. 0,30m,1h."),
         click.option("--channel", "channels", help="Override partners' channels: sms,email."),
         click.option("--timezone", "-z", help="The ritual's zone (default: the couple's)."),
+        click.option(
+            "--ask/--no-ask",
+            default=None,
+            help="Ask the prompt as the shared question: answers by text, each partner sees "
+            "the other's once both answered (default: on for check-ins and gratitude).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -93,11 +100,13 @@ def ritual_group() -> None:
 @click.option("--template", "-t", help="Start from a template (see `hearth templates list`).")
 @schedule_options
 @json_option
-def add_cmd(couple: str, template: str | None, as_json: bool, **fields: Any) -> None:
+def add_cmd(
+    couple: str, template: str | None, as_json: bool, ask: bool | None, **fields: Any
+) -> None:
     """Add a ritual to COUPLE, from --template or from --kind/--title/--at/--every."""
     with unit_of_work() as (_, session, now):
         c = couples.resolve(session, couple)
-        r = rituals.add(session, now, c, _spec(fields), template=template)
+        r = rituals.add(session, now, c, _spec(fields), template=template, ask=ask)
         data = ritual_dict(r)
         summary = rituals.describe_schedule(r)
     if as_json:
@@ -169,6 +178,7 @@ def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
             ("remind", ", ".join(f"{o} min before" for o in r.offsets) or "never"),
             ("channels", ",".join(data["channels"]) or "partners' own"),
             ("state", _state(r, now)),
+            ("shared question", "on" if r.ask else "off"),
             ("version", r.version),
             ("uid", r.uid),
         ]
@@ -187,10 +197,10 @@ def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
 @click.argument("ritual")
 @couple_option
 @schedule_options
-def edit_cmd(ritual: str, couple: str | None, **fields: Any) -> None:
+def edit_cmd(ritual: str, couple: str | None, ask: bool | None, **fields: Any) -> None:
     """Change RITUAL. A schedule change drops its skips and moves."""
     with unit_of_work() as (_, session, now):
-        r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields))
+        r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields), ask=ask)
         click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
 
 

@@ -144,8 +144,12 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
 
 
+# Partners' words are sealed under this key in tests, as in any real deployment.
+TEST_KEY = "nPq3nY0i8m9Yl7m5fGzqkKc1m2y3QWgxv5d1Y9Yj9Q8="
+
+
 def make_settings(db: Database, **sections: Any) -> Settings:
-    data: dict[str, Any] = {"database": {"url": db.url}}
+    data: dict[str, Any] = {"database": {"url": db.url}, "encryption": {"keys": TEST_KEY}}
     data.update(sections)
     return Settings(**data)
 

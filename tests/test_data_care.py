@@ -96,7 +96,7 @@ def test_prune_keeps_recent_rows_and_counts_what_goes(
     out = json.loads(run.ok("prune", "--days", "30", "--json").output)
     assert out["reminders"] == 3 and out["replies"] == 1 and out["events"] > 0
     with db.session() as s:
-        assert [r.body for r in s.scalars(sa.select(Reply))] == ["still here"]
+        assert [hearth.keys.open(r.body) for r in s.scalars(sa.select(Reply))] == ["still here"]
         states = [r.state for r in s.scalars(sa.select(Reminder))]
         assert states.count(ReminderState.SCHEDULED) == pending  # unsent rows are never pruned
         assert ReminderState.SENT not in states
@@ -104,7 +104,7 @@ def test_prune_keeps_recent_rows_and_counts_what_goes(
         oldest = s.scalar(sa.select(sa.func.min(Event.created_at)))
         assert oldest is not None and oldest >= clock.now() - timedelta(days=30)
     again = json.loads(run.ok("prune", "--days", "30", "--json").output)
-    assert again == {"reminders": 0, "replies": 0, "events": 0}
+    assert again == {"reminders": 0, "replies": 0, "answers": 0, "events": 0}
     assert run("prune", "--days", "0").exit_code == 2
 
 
@@ -120,12 +120,12 @@ def test_prune_in_small_chunks_removes_and_counts_the_same(
     assert events is not None and events > 2
     clock.advance(timedelta(days=40))
     removed = retention.prune_in_chunks(db, clock.now(), 30, chunk=2)
-    assert removed == {"reminders": 3, "replies": 1, "events": events}
+    assert removed == {"reminders": 3, "replies": 1, "answers": 0, "events": events}
     with db.session() as s:
         assert sum(d.count for d in s.scalars(sa.select(DeliveryStat))) == 3
         assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
     again = retention.prune_in_chunks(db, clock.now(), 30, chunk=2)
-    assert again == {"reminders": 0, "replies": 0, "events": 0}
+    assert again == {"reminders": 0, "replies": 0, "answers": 0, "events": 0}
 
 
 def test_backup_copies_a_live_sqlite_database(

@@ -197,7 +197,7 @@ def test_the_daemon_prunes_soon_after_start_then_once_a_day(
     clock.advance(timedelta(hours=22, minutes=59))
     assert job.func() is None
     clock.advance(timedelta(minutes=1))
-    assert job.func() == {"reminders": 0, "replies": 0, "events": 0}
+    assert job.func() == {"reminders": 0, "replies": 0, "answers": 0, "events": 0}
     assert _stats_total(hearth.db) == 3
 
 
@@ -233,7 +233,7 @@ def test_a_stop_ends_the_prune_between_chunks_and_gives_the_claim_back(
     clock.advance(timedelta(days=hearth.settings.retention.days + 1))
     stopping = daemons()
     stopping.request_stop()
-    assert stopping.prune() == {"reminders": 0, "replies": 0, "events": 0}
+    assert stopping.prune() == {"reminders": 0, "replies": 0, "answers": 0, "events": 0}
     assert _stats_total(hearth.db) == 0
     clock.advance(timedelta(minutes=1))
     removed = daemons().prune()

@@ -7,7 +7,15 @@ import sqlalchemy as sa
 
 from service.core.clock import FakeClock
 from service.db.engine import Database
-from service.db.models import ConsentState, Couple, Partner, Reminder, ReminderState, Ritual
+from service.db.models import (
+    ConsentState,
+    Couple,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    Ritual,
+)
 from service.domain import couples, partners, rituals
 from service.outbox import planner
 from tests.factories import add_ritual, couple_with_partners
@@ -24,6 +32,8 @@ def _rows(db: Database, state: ReminderState | None = ReminderState.SCHEDULED) -
         stmt = sa.select(
             Reminder.due_at, Reminder.channel, Reminder.partner_id, Reminder.offset_minutes
         ).order_by(Reminder.due_at, Reminder.partner_id, Reminder.channel)
+        # The planner's rows: a pending partner's opt-in confirmation is none of them.
+        stmt = stmt.where(Reminder.purpose != ReminderPurpose.CONFIRM)
         if state is not None:
             stmt = stmt.where(Reminder.state == state)
         return [tuple(r) for r in s.execute(stmt)]

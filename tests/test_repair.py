@@ -231,7 +231,9 @@ def test_follow_up_answers_are_stored(hearth: Hearth, db: Database, clock: FakeC
     assert answers == ["Hearth: thank you, noted."] * 3
     with db.session() as s:
         stored = s.execute(sa.select(Reply.body, Reply.action).order_by(Reply.id)).all()
-    assert [b for b, _ in stored] == ["Yes", "NO", "we went for a walk and talked it over"]
+    assert [hearth.keys.open(b) for b, _ in stored] == [
+        "Yes", "NO", "we went for a walk and talked it over"
+    ]  # fmt: skip
     assert {a for _, a in stored} == {"follow-up answer"}
 
 

@@ -56,6 +56,7 @@ def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> N
             "last_12_weeks": {"done": 6, "counted": 8, "percent": 75.0},
             "current_streak": 2,
             "best_streak": 4,
+            "mood": {"Alice": [], "Sam": []},
         }
     ]
     table = run.ok("couple", "stats", "Alice & Sam").output

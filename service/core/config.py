@@ -36,7 +36,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from service.core.exceptions import ConfigError
+from service.core.crypto import Keyring, parse_keys
+from service.core.exceptions import ConfigError, InvalidInput
 
 
 class _Section(BaseModel):
@@ -217,6 +218,24 @@ class RepliesSettings(_Section):
         return timedelta(hours=self.grace_hours) if self.grace_hours else None
 
 
+class EncryptionSettings(_Section):
+    # Fernet keys, comma-separated; the first encrypts, all decrypt (see service/core/crypto.py).
+    keys: SecretStr = SecretStr("")
+
+    @field_validator("keys")
+    @classmethod
+    def _fernet_keys(cls, v: SecretStr) -> SecretStr:
+        try:
+            parse_keys(v.get_secret_value())
+        except InvalidInput as exc:
+            raise ValueError(exc.problem + "; make one with `hearth crypto new-key`") from None
+        return v
+
+    @property
+    def keyring(self) -> Keyring:
+        return Keyring.from_text(self.keys.get_secret_value())
+
+
 class RetentionSettings(_Section):
     days: int = Field(365, ge=1)
 
@@ -242,6 +261,7 @@ class Settings(BaseSettings):
     defaults: DefaultsSettings = DefaultsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -180,6 +180,8 @@ class Ritual(Base):
     paused_until: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]  # removed: the feed ends the series here (UNTIL)
     version: Mapped[int] = mapped_column(default=1)  # feed SEQUENCE
+    # The shared question: the prompt is asked, answers are revealed once both answered.
+    ask: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -231,6 +233,30 @@ class CheckIn(Base):
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partner.id", ondelete="CASCADE"))
     at: Mapped[datetime]
     source: Mapped[str] = mapped_column(sa.String(30), default="sms")
+
+
+class Answer(Base):
+    """One partner's answer to an occurrence's shared question and/or their mood (1-5).
+
+    ``text`` is sealed (service/core/crypto.py), never clear. ``revealed_at``: when the
+    other partner's copy was queued; from then on the answer is final. ``late``: it came
+    after the occurrence closed and is never revealed."""
+
+    __tablename__ = "answer"
+    __table_args__ = (sa.UniqueConstraint("ritual_id", "occurrence_start", "partner_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    couple_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("couple.id", ondelete="CASCADE"), index=True
+    )
+    ritual_id: Mapped[int] = mapped_column(sa.ForeignKey("ritual.id", ondelete="CASCADE"))
+    occurrence_start: Mapped[datetime]
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partner.id", ondelete="CASCADE"))
+    text: Mapped[str | None] = mapped_column(sa.Text)
+    mood: Mapped[int | None]
+    late: Mapped[bool] = mapped_column(default=False)
+    answered_at: Mapped[datetime] = mapped_column(index=True)
+    revealed_at: Mapped[datetime | None]
 
 
 class Reminder(Base):
@@ -304,7 +330,7 @@ class Reply(Base):
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partner.id", ondelete="CASCADE"))
     channel: Mapped[Channel] = mapped_column(_enum(Channel), default=Channel.SMS)
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(120), unique=True)
-    body: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[str] = mapped_column(sa.Text)  # sealed (service/core/crypto.py)
     keyword: Mapped[str | None] = mapped_column(sa.String(20))
     action: Mapped[str] = mapped_column(sa.String(200))
     ritual_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ritual.id", ondelete="SET NULL"))

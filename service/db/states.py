@@ -20,6 +20,7 @@ class Channel(StrEnum):
 
 class ConsentState(StrEnum):
     UNKNOWN = "unknown"
+    PENDING = "pending"  # double opt-in: the confirmation went out, no YES yet
     CONSENTED = "consented"
     OPTED_OUT = "opted_out"
 
@@ -59,6 +60,13 @@ class ReminderPurpose(StrEnum):
     FOLLOWUP = "followup"  # repair: next-day check
     CHASE = "chase"  # gentle nudge to the partner who has not answered DONE
     NOTICE = "notice"  # a one-off text stored with the row (e.g. no repair slot found)
+    # A one-off text a partner's own reply caused (a reveal of answers, "your partner paused"):
+    # its body is sealed (service/core/crypto.py); it goes out while the couple is paused.
+    MESSAGE = "message"
+    CONFIRM = "confirm"  # double opt-in: the one text a number may get before it says YES
+
+
+ONE_OFF_PURPOSES = (ReminderPurpose.NOTICE, ReminderPurpose.MESSAGE, ReminderPurpose.CONFIRM)
 
 
 class RepairState(StrEnum):

@@ -41,6 +41,8 @@ class EventType(StrEnum):
     OCCURRENCE_SKIPPED = "occurrence.skipped"
     OCCURRENCE_MOVED = "occurrence.moved"
     OCCURRENCE_DONE = "occurrence.done"
+    ANSWER_GIVEN = "answer.given"  # ids only: the text never leaves the answer row
+    ANSWERS_REVEALED = "answers.revealed"
     REMINDER_SENT = "reminder.sent"
     REMINDER_FAILED = "reminder.failed"
     REMINDER_RETRIED = "reminder.retried"

@@ -14,7 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.core.crypto import Keyring
 from service.db.models import (
+    Answer,
     Base,
     CheckIn,
     ConsentRecord,
@@ -32,6 +34,7 @@ from service.db.models import (
 FORMAT = "hearth-export/1"
 _SECRET = {"feed_token_hash", "unsubscribe_token", "claim_token", "page_token_hash",
            "feed_token_sealed"}  # fmt: skip
+_SEALED = {"body", "text"}  # reply and message bodies, answers (service/core/crypto.py)
 
 
 def _plain(value: Any) -> Any:
@@ -52,12 +55,21 @@ def _row(obj: Base) -> dict[str, Any]:
     }
 
 
-def export_couple(session: Session, couple: Couple, now: datetime) -> dict[str, Any]:
+def export_couple(
+    session: Session, couple: Couple, now: datetime, keys: Keyring | None = None
+) -> dict[str, Any]:
+    """With ``keys``, what partners wrote (sealed at rest) is exported as they wrote it."""
     pids = [p.id for p in couple.partners]
     rids = list(session.scalars(sa.select(Ritual.id).where(Ritual.couple_id == couple.id)))
 
     def rows(query: sa.Select[Any]) -> list[dict[str, Any]]:
-        return [_row(o) for o in session.scalars(query)]
+        found = [_row(o) for o in session.scalars(query)]
+        if keys is not None:
+            for row in found:
+                for key in _SEALED.intersection(row):
+                    if isinstance(row[key], str):
+                        row[key] = keys.open(row[key])
+        return found
 
     return {
         "format": FORMAT,
@@ -87,6 +99,7 @@ def export_couple(session: Session, couple: Couple, now: datetime) -> dict[str, 
             sa.select(Reminder).where(Reminder.couple_id == couple.id).order_by(Reminder.id)
         ),
         "replies": rows(sa.select(Reply).where(Reply.couple_id == couple.id).order_by(Reply.id)),
+        "answers": rows(sa.select(Answer).where(Answer.couple_id == couple.id).order_by(Answer.id)),
         "repair_requests": rows(
             sa.select(RepairRequest)
             .where(RepairRequest.couple_id == couple.id)

@@ -18,9 +18,10 @@ from service.db.models import (
     Couple,
     Partner,
     Reminder,
+    ReminderPurpose,
     ReminderState,
 )
-from service.domain import validation
+from service.domain import optin, validation
 from service.domain.events import EventType, record
 
 UNSET = object()
@@ -96,6 +97,19 @@ def can_text(p: Partner) -> bool:
     return bool(p.phone) and p.sms_consent is ConsentState.CONSENTED
 
 
+def can_receive(p: Partner, channel: Channel, purpose: ReminderPurpose) -> bool:
+    """The send-time rule (see service/domain/optin.py)."""
+    return optin.may_receive(p, channel, purpose)
+
+
+def still_reachable(p: Partner, channel: Channel) -> bool:
+    """At the moment of sending, after the gates: not opted out since. A pending partner
+    passed them only with the confirmation (the one text it may get)."""
+    if channel is Channel.SMS and p.sms_consent is ConsentState.PENDING:
+        return bool(p.phone)
+    return can_text(p) if channel is Channel.SMS else can_email(p)
+
+
 def can_email(p: Partner) -> bool:
     return bool(p.email) and p.email_opted_out_at is None
 
@@ -166,6 +180,7 @@ def add(
     session.flush()
     if sms_consent is not None:
         _admin_consent(session, now, partner, sms_consent)
+    request_confirmation(session, now, partner)
     couple.touch(now)
     record(session, EventType.PARTNER_ADDED, now, couple.id, partner_id=partner.id)
     return partner
@@ -182,6 +197,21 @@ def _admin_consent(session: Session, now: datetime, partner: Partner, source: st
             "only START from their phone opts them back in"
         )
     set_consent(session, now, partner, ConsentState.CONSENTED, _source(source))
+
+
+def request_confirmation(session: Session, now: datetime, partner: Partner) -> bool:
+    """Double opt-in: a number with no consent yet gets the one confirmation text (and is
+    pending until YES); a number that said STOP gets nothing. True if one was queued."""
+    if not partner.phone or partner.sms_consent is not ConsentState.UNKNOWN:
+        return False
+    if Channel.SMS not in partner.channel_list:
+        return False
+    if optin.said_stop(session, partner.phone):
+        set_consent(session, now, partner, ConsentState.OPTED_OUT, "number opted out before")
+        return False
+    set_consent(session, now, partner, ConsentState.PENDING, "confirmation sent")
+    optin.queue_confirmation(session, now, partner)
+    return True
 
 
 def _source(text: str) -> str:
@@ -246,6 +276,8 @@ def edit(
     session.flush()
     if sms_consent is not None:
         _admin_consent(session, now, partner, sms_consent)
+    if {"phone", "channels"} & set(changed):
+        request_confirmation(session, now, partner)
     partner.couple.touch(now)
     record(
         session,

@@ -13,6 +13,7 @@ from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.core.timeutil import localize, zone
 from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.domain import validation
+from service.domain.answers import ASKING_KINDS
 from service.domain.events import EventType, record
 from service.domain.pauses import settle_pause
 from service.domain.recurrence import Occurrence, Schedule, is_occurrence, occurrences, schedule_of
@@ -72,7 +73,10 @@ def add(
     couple: Couple,
     spec: RitualSpec,
     template: str | None = None,
+    ask: bool | None = None,
 ) -> Ritual:
+    """``ask``: the shared question (service/replies/question.py); None: on for check-ins
+    and gratitude."""
     tz = validation.timezone(spec.timezone) if spec.timezone else couple.timezone
     today = now.astimezone(zone(tz)).date()
     if template is not None:
@@ -141,6 +145,7 @@ def add(
         timezone=tz,
         reminder_offsets=",".join(str(o) for o in offsets),
         channels=",".join(chans),
+        ask=ask if ask is not None else kind in ASKING_KINDS,
         version=1,
         created_at=now,
         updated_at=now,
@@ -193,7 +198,9 @@ def add_one_off(
     return ritual
 
 
-def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> Ritual:
+def edit(
+    session: Session, now: datetime, ritual: Ritual, spec: RitualSpec, ask: bool | None = None
+) -> Ritual:
     ensure_active(ritual)
     changed: list[str] = []
     if spec.title is not None:
@@ -232,6 +239,9 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
     if spec.channels is not None:
         ritual.channels = ",".join(validation.channels(spec.channels))
         changed.append("channels")
+    if ask is not None:
+        ritual.ask = ask
+        changed.append("ask")
     if not changed:
         raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")
     if {"at", "on", "schedule", "timezone"} & set(changed):

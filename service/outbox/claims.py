@@ -10,7 +10,7 @@ expires and they are claimed again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.channels.base import Message, Transport
 from service.db.engine import Database
 from service.db.models import Channel, Partner, Reminder, ReminderState, table
+from service.domain import partners
 from service.outbox.gates import Verdict
 
 log = structlog.get_logger("hearth.dispatch")
@@ -155,7 +156,6 @@ def recheck(
     now: datetime,
     need: timedelta,
     renew_for: timedelta,
-    reachable: Callable[[Partner, Channel], bool],
 ) -> bool | Verdict:
     """Right before a send that waited (pacing, a full pool): is the claim still ours, the
     reminder still fresh and its partner still reachable? A STOP, or a lease about to run
@@ -165,7 +165,7 @@ def recheck(
     with db.session() as s:
         row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(held(job))).first()
         partner = s.get(Partner, job.partner_id)
-        ok = partner is not None and reachable(partner, job.channel)
+        ok = partner is not None and partners.still_reachable(partner, job.channel)
     if row is None:
         return False
     if not ok:

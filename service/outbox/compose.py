@@ -16,20 +16,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
 from service.channels.base import Message
+from service.core.crypto import Keyring
 from service.db.models import CheckIn, Partner, Reminder, ReminderPurpose, Ritual, RitualKind, table
+from service.db.states import ONE_OFF_PURPOSES
 from service.domain import prompts
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
 
 
 def render(
-    s: Session, r: Reminder, batch: Batch, now: datetime, rng: random.Random, base_url: str
+    s: Session,
+    r: Reminder,
+    batch: Batch,
+    now: datetime,
+    rng: random.Random,
+    base_url: str,
+    keys: Keyring,
 ) -> Message:
     """The message for ``r``; records the prompt it takes and the text in the row."""
     partner = batch.partners[r.partner_id]
-    if r.ritual_id is None:
+    if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
         assert r.body is not None, "a notice carries its text"
-        return texts.notice(r.body, r.channel, address(partner, r.channel), r.id)
+        body = keys.open(r.body)  # a reply's message is sealed at rest
+        return texts.notice(body, r.channel, address(partner, r.channel), r.id)
     ritual = batch.rituals[r.ritual_id]
     prompt_text = None
     if r.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):

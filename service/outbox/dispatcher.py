@@ -102,7 +102,7 @@ class Dispatcher:
                 if verdict is not None:
                     outcomes.settle_row(r, verdict, now, self.tally)
                     continue
-                message = compose.render(s, r, batch, now, self.rng, base_url)
+                message = compose.render(s, r, batch, now, self.rng, base_url, self.hearth.keys)
                 jobs.append(Job.of(r, message, checked=self.clock.monotonic()))
         return jobs
 
@@ -157,7 +157,7 @@ class Dispatcher:
         lease_left = job.lease_until - now if job.lease_until is not None else None
         if fresh and now < job.expires_at and lease_left is not None and lease_left >= need:
             return True
-        verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable)
+        verdict = claims.recheck(self.db, job, now, need, max(lease, need))
         if isinstance(verdict, gates.Verdict):
             self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))
             return False

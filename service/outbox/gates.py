@@ -13,6 +13,7 @@ from datetime import datetime
 
 from service.core.timeutil import in_quiet_hours, quiet_hours_end, zone
 from service.db.models import Channel, Partner, Reminder, ReminderPurpose, ReminderState, Ritual
+from service.db.states import ONE_OFF_PURPOSES
 from service.domain import partners, pauses
 from service.domain.recurrence import is_occurrence, schedule_of
 
@@ -33,8 +34,8 @@ def check(
 ) -> Verdict | None:
     """The first gate that stops ``r`` now, or None. ``answered`` tells whether the
     reminder's partner already reported its occurrence DONE (asked only for a chase)."""
-    if r.purpose is ReminderPurpose.NOTICE:
-        if partner.couple.is_paused(now):
+    if r.purpose in ONE_OFF_PURPOSES:  # a reply's message goes out while paused
+        if r.purpose is ReminderPurpose.NOTICE and partner.couple.is_paused(now):
             return Verdict(ReminderState.SKIPPED, "paused")
     elif ritual is None:
         return Verdict(ReminderState.CANCELLED, "ritual removed")
@@ -48,7 +49,7 @@ def check(
         return Verdict(ReminderState.CANCELLED, "occurrence no longer planned")
     elif r.purpose is ReminderPurpose.CHASE and answered(r):
         return Verdict(ReminderState.SKIPPED, "already done")
-    if not reachable(partner, r.channel):
+    if not partners.can_receive(partner, r.channel, r.purpose):
         return Verdict(ReminderState.SKIPPED, f"partner opted out of {r.channel.value}")
     if now >= r.expires_at:
         return Verdict(ReminderState.EXPIRED, "stale")
@@ -87,10 +88,6 @@ def still_in_schedule(r: Reminder, ritual: Ritual) -> bool:
     if r.purpose is ReminderPurpose.NUDGE and r.offset_minutes not in ritual.offsets:
         return False
     return is_occurrence(schedule_of(ritual), r.occurrence_start)
-
-
-def reachable(p: Partner, channel: Channel) -> bool:
-    return partners.can_text(p) if channel is Channel.SMS else partners.can_email(p)
 
 
 def address(p: Partner, channel: Channel) -> str:

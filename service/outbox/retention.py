@@ -28,7 +28,7 @@ from service.db import migrate
 from service.db.context import Hearth
 from service.db.delivery_stats import FINISHED, as_is, count_into_stats, unindexed
 from service.db.engine import Database
-from service.db.models import Event, Reminder, Reply, table
+from service.db.models import Answer, Event, Reminder, Reply, table
 from service.outbox import receipts
 
 _R = table(Reminder)
@@ -64,11 +64,12 @@ def prune_in_chunks(
     ``stop`` (the daemon's shutdown) ends it between two chunks."""
     stop = stop or threading.Event()
     cutoff = now - timedelta(days=days)
-    replies, events = table(Reply), table(Event)
+    replies, events, answers = table(Reply), table(Event), table(Answer)
     c = unindexed if db.is_sqlite else as_is
     work = (
         ("reminders", _R, sa.and_(c(_R.c.due_at) < cutoff, c(_R.c.state).in_(FINISHED))),
         ("replies", replies, c(replies.c.received_at) < cutoff),
+        ("answers", answers, c(answers.c.answered_at) < cutoff),
         ("events", events, c(events.c.created_at) < cutoff),
     )
     removed = dict.fromkeys((name for name, _, _ in work), 0)

@@ -17,8 +17,15 @@ from service.channels.base import Message
 from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
 from service.core.timeutil import zone
 from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
+from service.domain.answers import asks
 
 SMS_HINTS = "Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out."
+# The shared question (service/replies/question.py): the prompt is asked, answers revealed.
+ASK_HINTS = "Reply with your answer: you'll see your partner's once you both have. STOP to opt out."
+EMAIL_ASK = (
+    "Answer by text message: your partner sees your answer once you have both answered, "
+    "and you see theirs."
+)
 
 
 def fit(text: str, max_segments: int = MAX_SEGMENTS) -> str:
@@ -140,6 +147,8 @@ def sms_text(ctx: Context) -> str:
     )
     head = f"Hearth: {title} {when}."
     tail = SMS_HINTS
+    if prompt and asks(ctx.ritual):
+        tail = ASK_HINTS
     if prompt:
         # The prompt is what gets shortened, never the hints (STOP must always be there).
         words = prompt.split(" ")
@@ -170,6 +179,8 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         lines = [f"{title} {when}.", ""]
     if ctx.prompt:
         lines += [ctx.prompt, ""]
+        if asks(ctx.ritual) and ctx.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
+            lines += [EMAIL_ASK, ""]
     if ctx.ritual.description:
         lines += [ctx.ritual.description, ""]
     headers: dict[str, str] = {}

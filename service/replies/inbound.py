@@ -1,14 +1,21 @@
-"""Replies from partners by SMS: keywords, carrier-standard opt-out, and everything else.
+"""Replies from partners by SMS: the keyword router, carrier-standard opt-out, and the rest.
 
-Each reply is stored with the partner and what Hearth did. The Twilio MessageSid makes
-handling idempotent: a webhook Twilio retries is answered again without acting twice.
-Opt-out words cancel every pending SMS to the partner in the same transaction, before the
-confirmation goes out.
+Each reply is stored with the partner and what Hearth did; its text sealed
+(service/core/crypto.py). The Twilio MessageSid makes handling idempotent: a webhook Twilio
+retries is answered again without acting twice. Opt-out words cancel every pending SMS to
+the partner in the same transaction, before the confirmation goes out.
+
+Keywords are read case- and accent-insensitively (service/replies/words.py) and routed by
+:data:`KEYWORDS`, one handler per word; a reply that is none is an answer to the shared
+question or a mood (service/replies/question.py), else a follow-up answer, else stored with
+a gentle hint (one a day). A one-word reply close to a keyword gets a "did you mean".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +29,6 @@ from service.core.timeutil import in_quiet_hours, zone
 from service.db.context import Hearth
 from service.db.models import (
     Channel,
-    CheckIn,
     ConsentState,
     Partner,
     Reminder,
@@ -30,11 +36,12 @@ from service.db.models import (
     ReminderState,
     Reply,
     Ritual,
-    RitualKind,
 )
-from service.domain import partners, rituals, stats
+from service.domain import partners, rituals
 from service.domain.events import EventType, record
-from service.replies import repair
+from service.domain.recurrence import occurrences, schedule_of
+from service.replies import outgoing, pausing, question, repair, words
+from service.replies.words import Parsed
 
 log = structlog.get_logger("hearth.inbound")
 
@@ -46,56 +53,40 @@ HELP_WORDS = frozenset({"HELP", "INFO"})
 SNOOZE_DEFAULT, SNOOZE_MAX = 30, 180
 
 HELP_TEXT = (
-    "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR; "
-    "LINK for your own page. STOP to opt out, START to opt back in. Msg&data rates may apply."
+    "Hearth: reply DONE, SKIP, SNOOZE 30, PAUSE 3D, RESUME, REPAIR, LINK (your page), a mood 1-5 "
+    "or your answer. STOP opts out, START in. Msg&data rates may apply."
 )
 STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
 STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
+JOINED_TEXT = "Hearth: you're in, thank you. Reply HELP for what you can text, STOP to opt out."
 GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
 CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
 # LINK: a new page link each time (only a hash is stored); the one before stops working.
 LINK_TEXT = "Hearth: your own page (pause, quiet hours, calendar): {url} Any older link now stops."
-_WORD = re.compile(r"[A-Z]+")
 # "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
 _SNOOZE_ARG = re.compile(r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|H|HR|HRS|HOURS?)?")
 
+Outcome = tuple[str | None, str, int | None]  # (answer text, action stored, ritual id)
+
 
 @dataclass(frozen=True)
-class Parsed:
-    keyword: str | None  # the recognised first word, upper case
-    argument: str | None  # e.g. the minutes of SNOOZE
+class Turn:
+    """One reply being handled: what a keyword handler gets."""
+
+    hearth: Hearth
+    session: Session
+    now: datetime
+    partner: Partner
+    parsed: Parsed
+    body: str
+
+
+Handler = Callable[[Turn], Outcome]
 
 
 def parse(body: str) -> Parsed:
-    """Case-insensitive; surrounding whitespace and punctuation ignored ("Stop." is STOP)."""
-    text = body.strip().upper()
-    words = _WORD.findall(text)
-    if not words:
-        return Parsed(None, None)
-    first = words[0]
-    known = (
-        STOP_WORDS | START_WORDS | HELP_WORDS | {"DONE", "SKIP", "SNOOZE", "REPAIR", "NO", "LINK"}
-    )
-    if first not in known:
-        return Parsed(None, None)
-    rest = text[text.find(first) + len(first) :].strip(" .!?,;:-")
-    if first != "SNOOZE" and _WORD.search(rest):
-        return Parsed(None, None)  # "stop by later" is a sentence, not a keyword
-    return Parsed(first, rest or None)
-
-
-def _latest_sent(
-    session: Session, partner: Partner, *purposes: ReminderPurpose, channel: Channel | None = None
-) -> Reminder | None:
-    """The latest reminder of these purposes sent to ``partner`` (on ``channel`` if given)."""
-    stmt = sa.select(Reminder).where(
-        Reminder.partner_id == partner.id,
-        Reminder.purpose.in_(purposes),
-        Reminder.state.in_([ReminderState.SENT, ReminderState.DELIVERED]),
-    )
-    if channel is not None:
-        stmt = stmt.where(Reminder.channel == channel)
-    return session.scalar(stmt.order_by(Reminder.sent_at.desc(), Reminder.id.desc()).limit(1))
+    """Case- and accent-insensitive; punctuation ignored ("Stop." is STOP, "Pausé" PAUSE)."""
+    return words.parse(body, KNOWN, TAKES_ARGUMENT)
 
 
 def handle(
@@ -107,17 +98,15 @@ def handle(
         if seen is not None:
             return None  # a retried webhook: acted on already
     parsed = parse(body)
-    word = parsed.keyword
-    if word == "YES" and partner.sms_consent is not ConsentState.OPTED_OUT:
-        word = None  # a YES from a subscribed partner answers a follow-up, not opt-in
-    answer, action, ritual_id = _act(hearth, session, now, partner, word, parsed, body)
+    answer, action, ritual_id = _act(Turn(hearth, session, now, partner, parsed, body))
     session.add(
         Reply(
             couple_id=partner.couple_id,
             partner_id=partner.id,
             channel=Channel.SMS,
             provider_message_id=sid,
-            body=body[:1600],
+            # Without a key, a partner's words are not kept at all (never in clear).
+            body=hearth.keys.seal(body[:1600]) if hearth.keys.configured else "",
             keyword=parsed.keyword,
             action=action[:200],
             ritual_id=ritual_id,
@@ -132,146 +121,138 @@ def handle(
     return answer
 
 
-def _act(
-    hearth: Hearth,
-    session: Session,
-    now: datetime,
-    partner: Partner,
-    word: str | None,
-    parsed: Parsed,
-    body: str,
-) -> tuple[str | None, str, int | None]:
-    if word in STOP_WORDS:
-        assert partner.phone is not None  # found by the number that texted
-        cancelled = partners.opt_out_sms(session, now, partner.phone, f"sms {word}")
-        return STOPPED_TEXT, f"opted out of sms; {cancelled} pending cancelled", None
-    if word in START_WORDS:
-        partners.set_consent(session, now, partner, ConsentState.CONSENTED, f"sms {word}")
-        return STARTED_TEXT, "opted in to sms", None
-    if word in HELP_WORDS:
-        # Answered even after STOP: carriers require HELP to work for every number.
-        return HELP_TEXT, "help sent", None
-    if partner.sms_consent is ConsentState.OPTED_OUT:
+def _act(t: Turn) -> Outcome:
+    word, consent = t.parsed.keyword, t.partner.sms_consent
+    if word == "YES" and consent is ConsentState.CONSENTED:
+        word = None  # a YES from a subscribed partner answers a follow-up, not opt-in
+    if word in ALWAYS:
+        return ALWAYS[word](t)
+    if consent is ConsentState.OPTED_OUT:
         return None, "ignored: partner opted out", None
-    if word == "DONE":
-        return _done(hearth, session, now, partner)
-    if word == "LINK":
-        token = page_tokens.issue(session, now, partner)
-        url = page_tokens.url(hearth.settings.web, token)
-        return LINK_TEXT.format(url=url), "page link sent", None
-    if word == "SKIP":
-        return _skip(session, now, partner)
-    if word == "SNOOZE":
-        return _snooze(hearth, session, now, partner, parsed.argument)
-    if word == "REPAIR":
-        try:
-            repair.request(session, now, partner.couple, partner, "sms")
-        except Conflict:
-            return "Hearth: a conversation is already being arranged.", "repair pending", None
-        return (
-            "Hearth: we'll find a calm time for you both and text you soon.",
-            "repair requested",
-            None,
-        )
-    followup = _latest_sent(session, partner, ReminderPurpose.FOLLOWUP)
-    if followup is not None and followup.sent_at and now - followup.sent_at < timedelta(hours=36):
+    if consent is ConsentState.PENDING:
+        return None, "ignored: waiting for YES", None  # nothing but the confirmation
+    if word is not None and word in KEYWORDS:
+        return KEYWORDS[word](t)
+    meant = words.typo(t.body, KEYWORDS)
+    if meant is not None:
+        return f"Hearth: did you mean {meant}? HELP lists every reply.", f"hint: {meant}", None
+    followup = outgoing.latest_sent(t.session, t.partner, ReminderPurpose.FOLLOWUP)
+    nudge = outgoing.latest_sent(t.session, t.partner, *outgoing.NUDGES)
+    if (
+        followup is not None
+        and _recent(followup, t.now)
+        and (nudge is None or _later(followup, nudge))
+    ):
         return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
-    return _gentle(session, now, partner)
+    got = question.reply(t.hearth, t.session, t.now, t.partner, t.body)
+    if got is not None:
+        return got
+    if _recent(followup, t.now):
+        assert followup is not None
+        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
+    return _gentle(t.session, t.now, t.partner)
 
 
-def _done(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner
-) -> tuple[str | None, str, int | None]:
+def _recent(r: Reminder | None, now: datetime) -> bool:
+    return r is not None and r.sent_at is not None and now - r.sent_at < timedelta(hours=36)
+
+
+def _later(a: Reminder, b: Reminder) -> bool:
+    return (a.sent_at, a.id) > (b.sent_at, b.id)
+
+
+def _stop(t: Turn) -> Outcome:
+    assert t.partner.phone is not None  # found by the number that texted
+    word = t.parsed.keyword
+    cancelled = partners.opt_out_sms(t.session, t.now, t.partner.phone, f"sms {word}")
+    return STOPPED_TEXT, f"opted out of sms; {cancelled} pending cancelled", None
+
+
+def _start(t: Turn) -> Outcome:
+    was = t.partner.sms_consent
+    partners.set_consent(t.session, t.now, t.partner, ConsentState.CONSENTED,
+                         f"sms {t.parsed.keyword}")  # fmt: skip
+    if was is ConsentState.PENDING:
+        return JOINED_TEXT, "opted in to sms (YES)", None
+    return STARTED_TEXT, "opted in to sms", None
+
+
+def _help(t: Turn) -> Outcome:
+    # Answered even after STOP: carriers require HELP to work for every number.
+    return HELP_TEXT, "help sent", None
+
+
+def _done(t: Turn) -> Outcome:
     # The chase asks for DONE too: it names an occurrence an hour's nudge may have followed.
-    last = _latest_sent(
-        session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE, ReminderPurpose.CHASE
-    )
+    last = outgoing.latest_sent(t.session, t.partner, *outgoing.NUDGES)
     if last is None or last.ritual_id is None:
         return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
-    exists = session.scalar(
-        sa.select(CheckIn).where(
-            CheckIn.ritual_id == last.ritual_id,
-            CheckIn.occurrence_start == last.occurrence_start,
-            CheckIn.partner_id == partner.id,
-        )
-    )
-    if exists is None:
-        session.add(CheckIn(ritual_id=last.ritual_id, occurrence_start=last.occurrence_start,
-                            partner_id=partner.id, at=now, source="sms"))  # fmt: skip
-        session.flush()
-        record(session, EventType.OCCURRENCE_DONE, now, partner.couple_id, partner_id=partner.id,
-               ritual_id=last.ritual_id, occurrence=last.occurrence_start.isoformat())  # fmt: skip
-    ritual = session.get(Ritual, last.ritual_id)
-    if exists is None and ritual is not None:
-        _chase(hearth, session, now, partner, ritual, last.occurrence_start)
-    title = ritual.title if ritual and (partner.full_text or ritual.kind != "repair") else "it"
+    ritual = t.session.get(Ritual, last.ritual_id)
+    if ritual is None:
+        return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
+    question.mark_done(t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, "sms")
+    title = ritual.title if t.partner.full_text or ritual.kind != "repair" else "it"
     return f"Hearth: lovely, {title} marked done.", "done", last.ritual_id
 
 
-def _chase(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
-    occurrence: datetime,
-) -> None:  # fmt: skip
-    """One gentle text to each other partner who has not said DONE, ``chase_hours`` before
-    the grace period ends; the dispatcher drops it if they answer first."""
-    hours = hearth.settings.replies.chase_hours
-    if not hours or ritual.kind is RitualKind.REPAIR:
-        return
-    end = stats.grace_end(ritual, occurrence, hearth.settings.replies.grace)
-    due = max(now, end - timedelta(hours=hours))
-    if due >= end:
-        return
-    answered = set(
-        session.scalars(
-            sa.select(CheckIn.partner_id).where(
-                CheckIn.ritual_id == ritual.id, CheckIn.occurrence_start == occurrence
-            )
-        )
+def _repair(t: Turn) -> Outcome:
+    try:
+        repair.request(t.session, t.now, t.partner.couple, t.partner, "sms")
+    except Conflict:
+        return "Hearth: a conversation is already being arranged.", "repair pending", None
+    return (
+        "Hearth: we'll find a calm time for you both and text you soon.",
+        "repair requested",
+        None,
     )
-    for other in partner.couple.partners:
-        if other.id in answered or not partners.can_text(other):
-            continue
-        if Channel.SMS not in other.channel_list:
-            continue
-        chase = Reminder(
-            couple_id=other.couple_id, ritual_id=ritual.id, partner_id=other.id,
-            channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CHASE,
-            occurrence_start=occurrence, due_at=due, expires_at=end,
-            state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-            created_at=now, updated_at=now,
-        )  # fmt: skip
-        if not _add_once(session, chase):
-            continue  # chased already (one per partner and occurrence)
 
 
-def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None, str, int | None]:
+def _skip(t: Turn) -> Outcome:
+    session, now, partner = t.session, t.now, t.partner
     nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
-    last = _latest_sent(session, partner, *nudges, ReminderPurpose.INVITE)
+    last = outgoing.latest_sent(session, partner, *nudges, ReminderPurpose.INVITE)
     if last is not None and last.purpose is ReminderPurpose.INVITE:
         # The invitation says "Reply SKIP to call it off".
         req = repair.for_invitation(session, last.ritual_id, now)
         if req is not None:
             repair.cancel(session, now, req, by=partner)
             return CALLED_OFF_TEXT, "repair called off", last.ritual_id
-        last = _latest_sent(session, partner, *nudges)
+        last = outgoing.latest_sent(session, partner, *nudges)
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if ritual is None or ritual.ended_at is not None:
         return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
-    upcoming = rituals.upcoming(ritual, now, 1)
-    if not upcoming:
+    occ = _next_planned(ritual, now)
+    if occ is None:
         return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
-    occ = upcoming[0]
+    original, start = occ
+    if original in schedule_of(ritual).skips:
+        # A second SKIP of the same occurrence changes nothing (not the one after it).
+        return "Hearth: that one is already skipped.", "skip: already skipped", ritual.id
     try:
-        rituals.skip(session, now, ritual, occ.original_start, source="sms")
+        rituals.skip(session, now, ritual, original, source="sms")
     except (Conflict, InvalidInput):
         return "Hearth: that one is already skipped.", "skip: already skipped", ritual.id
-    local = occ.start.astimezone(zone(partner.timezone))
+    for other in outgoing.others(partner):
+        when = start.astimezone(zone(other.timezone))
+        outgoing.tell(t.hearth, session, now, other,
+                      f"Hearth: {partner.name} skipped {ritual.title} on {when:%a %d %b %H:%M}. "
+                      "See you next time.")  # fmt: skip
+    local = start.astimezone(zone(partner.timezone))
     return f"Hearth: skipped, see you next time ({local:%a %H:%M} is off).", "skipped", ritual.id
 
 
-def _snooze(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, arg: str | None
-) -> tuple[str | None, str, int | None]:
+def _next_planned(ritual: Ritual, now: datetime) -> tuple[datetime, datetime] | None:
+    """The next occurrence from ``now`` as planned before any skip: (original, actual start)."""
+    unskipped = dataclasses.replace(schedule_of(ritual), skips=frozenset())
+    for days in (14, 60, 400, 800):
+        found = occurrences(unskipped, now, now + timedelta(days=days))
+        if found:
+            return found[0].original_start, found[0].start
+    return None
+
+
+def _snooze(t: Turn) -> Outcome:
+    session, now, partner, arg = t.session, t.now, t.partner, t.parsed.argument
     match = _SNOOZE_ARG.fullmatch(arg or "")
     if arg and match is None:
         return f"Hearth: SNOOZE takes minutes, e.g. SNOOZE {SNOOZE_DEFAULT}.", "snooze: bad", None
@@ -282,9 +263,9 @@ def _snooze(
     # The partner texted: snooze the text they got (an email sent alongside finishes a few
     # milliseconds apart and is not what they answer); email only if no text went out.
     nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
-    last = _latest_sent(session, partner, *nudges, channel=Channel.SMS) or _latest_sent(
-        session, partner, *nudges
-    )
+    last = outgoing.latest_sent(
+        session, partner, *nudges, channel=Channel.SMS
+    ) or outgoing.latest_sent(session, partner, *nudges)
     if last is None or last.ritual_id is None:
         return "Hearth: there is nothing to snooze.", "snooze: nothing", None
     due = now + timedelta(minutes=minutes)
@@ -303,7 +284,7 @@ def _snooze(
         state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
         prompt_id=last.prompt_id, created_at=now, updated_at=now,
     )  # fmt: skip
-    if not _add_once(session, snooze):
+    if not outgoing.add_once(session, snooze):
         return "Hearth: already snoozed to then.", "snooze: duplicate", last.ritual_id
     local = due.astimezone(tz)
     return (
@@ -313,21 +294,7 @@ def _snooze(
     )
 
 
-def _add_once(session: Session, reminder: Reminder) -> bool:
-    """Add a reminder unless its unique key exists; False if it did. The insert runs inside
-    a savepoint (added within it), so a clash rolls back only the savepoint."""
-    try:
-        with session.begin_nested():
-            session.add(reminder)
-            session.flush()
-    except sa.exc.IntegrityError:
-        return False
-    return True
-
-
-def _gentle(
-    session: Session, now: datetime, partner: Partner
-) -> tuple[str | None, str, int | None]:
+def _gentle(session: Session, now: datetime, partner: Partner) -> Outcome:
     """At most one help reply per partner per day to anything Hearth did not understand."""
     recent = session.scalar(
         sa.select(sa.func.count()).where(
@@ -349,3 +316,48 @@ def find_partner(session: Session, phone: str) -> Partner | None:
         .order_by(Partner.updated_at.desc())
         .limit(1)
     )
+
+
+def _pause(t: Turn) -> Outcome:
+    return pausing.pause(t.hearth, t.session, t.now, t.partner, t.parsed.argument)
+
+
+def _resume(t: Turn) -> Outcome:
+    return pausing.resume(t.hearth, t.session, t.now, t.partner, t.parsed.argument)
+
+
+def _link(t: Turn) -> Outcome:
+    token = page_tokens.issue(t.session, t.now, t.partner)
+    url = page_tokens.url(t.hearth.settings.web, token)
+    return LINK_TEXT.format(url=url), "page link sent", None
+
+
+def _no(t: Turn) -> Outcome:
+    """NO answers a repair follow-up; otherwise it is a word like any other (an answer)."""
+    followup = outgoing.latest_sent(t.session, t.partner, ReminderPurpose.FOLLOWUP)
+    if _recent(followup, t.now):
+        assert followup is not None
+        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
+    got = question.reply(t.hearth, t.session, t.now, t.partner, t.body)
+    return got if got is not None else _gentle(t.session, t.now, t.partner)
+
+
+# Answered whatever the partner's consent (carriers require STOP, START and HELP to work).
+ALWAYS: dict[str, Handler] = {
+    **{w: _stop for w in STOP_WORDS},
+    **{w: _start for w in START_WORDS},
+    **{w: _help for w in HELP_WORDS},
+}
+# For a subscribed partner. Another word: one entry here (and in HELP_TEXT if it fits).
+KEYWORDS: dict[str, Handler] = {
+    "DONE": _done,
+    "SKIP": _skip,
+    "SNOOZE": _snooze,
+    "REPAIR": _repair,
+    "PAUSE": _pause,
+    "RESUME": _resume,
+    "NO": _no,
+    "LINK": _link,
+}
+TAKES_ARGUMENT = frozenset({"SNOOZE", "PAUSE"})
+KNOWN = frozenset(ALWAYS) | frozenset(KEYWORDS)

@@ -175,6 +175,10 @@ class Daemon:
             self._start_metrics()  # first: a port in use stops the start, before any thread
         with db.session(immediate=True) as s:
             prompts.sync_builtin(s, self.hearth.clock.now())
+        if not self.hearth.keys.configured:
+            # Partners' words are then not kept at all, and the shared question takes none.
+            log.warning("encryption_keys_missing", hint="set [encryption] keys; see "
+                        "docs/configuration.md")  # fmt: skip
         self.catch_up()
         self.plan()
         repair.schedule_pending(self.hearth)

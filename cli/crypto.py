@@ -1,0 +1,38 @@
+"""``hearth crypto``: the keys that encrypt what partners write, and re-encryption."""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import hearth_from, json_option, print_json
+from service.core.crypto import new_key
+from service.db.sealed import reencrypt
+
+
+@click.group("crypto")
+def crypto_group() -> None:
+    """Encryption at rest of answers and replies ([encryption] keys)."""
+
+
+@crypto_group.command("new-key")
+def new_key_cmd() -> None:
+    """Print a new Fernet key (put it first in encryption.keys to rotate)."""
+    click.echo(new_key())
+
+
+@crypto_group.command("reencrypt")
+@json_option
+def reencrypt_cmd(as_json: bool) -> None:
+    """Encrypt every answer, reply and sealed message again under the first configured key
+    (and any reply stored before encryption was set up). Run after putting a new key first;
+    once it is done, the old keys can be dropped."""
+    hearth = hearth_from(click.get_current_context())
+    done = reencrypt(hearth.db, hearth.keys)
+    if as_json:
+        print_json(done)
+    else:
+        click.echo(", ".join(f"{n} {what} re-encrypted" for what, n in done.items()))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(crypto_group)

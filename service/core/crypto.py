@@ -1,0 +1,96 @@
+"""Encryption at rest for what partners write (answers, free-text replies, reveal texts).
+
+Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under the keys in
+``encryption.keys``: a comma-separated list, the first encrypts, every one decrypts
+(MultiFernet). Rotation: put a new key first, keep the old ones, run
+``hearth crypto reencrypt``, then drop the old keys. A sealed value is ``enc1:`` and the
+Fernet token, so a value written before encryption was configured is told apart and sealed
+by the re-encryption. Texts are never logged; neither are keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from service.core.exceptions import InvalidInput
+
+PREFIX = "enc1:"
+UNREADABLE = "[unreadable: encrypted with a key no longer configured]"
+
+
+def new_key() -> str:
+    return Fernet.generate_key().decode("ascii")
+
+
+def parse_keys(text: str) -> list[str]:
+    """The configured keys, each checked; one clear line names a bad one by position."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    for n, key in enumerate(keys, 1):
+        try:
+            Fernet(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise InvalidInput(
+                "encryption.keys",
+                f"key {n} is not a Fernet key (32 url-safe base64 bytes)",
+                "make one with `hearth crypto new-key`",
+            ) from None
+    return keys
+
+
+def is_sealed(value: str | None) -> bool:
+    return value is not None and value.startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Seals and opens texts; without keys it refuses to seal (nothing is kept in clear)."""
+
+    keys: tuple[str, ...]
+
+    @classmethod
+    def from_text(cls, text: str) -> Keyring:
+        return cls(tuple(parse_keys(text)))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        if not self.keys:
+            raise InvalidInput(
+                "encryption.keys", "no key configured", "see docs/configuration.md, [encryption]"
+            )
+        return MultiFernet([Fernet(k.encode("ascii")) for k in self.keys])
+
+    def seal(self, text: str) -> str:
+        return PREFIX + self._fernet.encrypt(text.encode("utf-8")).decode("ascii")
+
+    def open(self, value: str) -> str:
+        """The text of a sealed value; a value stored before encryption as it is."""
+        if not is_sealed(value):
+            return value
+        if not self.keys:
+            return UNREADABLE
+        try:
+            return self._fernet.decrypt(value[len(PREFIX) :].encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            return UNREADABLE
+
+    def reseal(self, value: str) -> str | None:
+        """``value`` under the current key, or None if it already is (or cannot be read)."""
+        if not is_sealed(value):
+            return self.seal(value)
+        token = value[len(PREFIX) :].encode("ascii")
+        first = Fernet(self.keys[0].encode("ascii"))
+        try:
+            first.decrypt(token)
+            return None  # under the current key already
+        except InvalidToken:
+            pass
+        try:
+            return PREFIX + self._fernet.rotate(token).decode("ascii")
+        except InvalidToken:
+            return None

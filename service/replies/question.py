@@ -1,0 +1,181 @@
+"""The shared question by text: answers, mood, and the reveal.
+
+A reply that is no keyword, sent while the occurrence the partner was last nudged about is
+open (from its nudge until its grace period ends: the next occurrence, or
+``replies.grace_hours``), is that partner's answer, if the ritual asks
+(service/domain/answers.py). The reveal rule: an answer is never shown to the other partner
+unless both answered that occurrence in time; then each gets the other's, once (the
+message's outbox key is unique per occurrence, partner and channel), and the answers are
+final. Until then a partner may change theirs by texting again. A late answer is kept for
+its writer, never revealed, and the writer is told so. Answering counts as DONE.
+
+A reply that is, or begins with, a number 1-5 also records the partner's mood.
+
+The text is sealed in the answer row and in the reveal message's outbox row (the dispatcher
+opens it at send time), and it is never logged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.channels.segments import MAX_SEGMENTS, segments
+from service.db.context import Hearth
+from service.db.models import Answer, Channel, CheckIn, Partner, Prompt, Reminder, Ritual
+from service.domain import answers, partners, stats
+from service.domain.events import EventType, record
+from service.replies import outgoing, words
+
+Outcome = tuple[str | None, str, int | None]
+MAX_ANSWER = 1600
+MORE_EMAIL = " (all of it in your email)"
+LATE_TEXT = (
+    "Hearth: thank you. That came after this one closed, so it stays with you and is not "
+    "shared with your partner."
+)
+
+
+def mark_done(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
+    occurrence: datetime, source: str,
+) -> bool:  # fmt: skip
+    """Record DONE for the partner (once) and chase the other; True if it was new."""
+    exists = session.scalar(
+        sa.select(CheckIn.id).where(
+            CheckIn.ritual_id == ritual.id,
+            CheckIn.occurrence_start == occurrence,
+            CheckIn.partner_id == partner.id,
+        )
+    )
+    if exists is not None:
+        return False
+    session.add(CheckIn(ritual_id=ritual.id, occurrence_start=occurrence,
+                        partner_id=partner.id, at=now, source=source))  # fmt: skip
+    session.flush()
+    record(session, EventType.OCCURRENCE_DONE, now, partner.couple_id, partner_id=partner.id,
+           ritual_id=ritual.id, occurrence=occurrence.isoformat())  # fmt: skip
+    outgoing.chase(hearth, session, now, partner, ritual, occurrence)
+    return True
+
+
+def reply(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, body: str
+) -> Outcome | None:
+    """Act on a reply that is no keyword; None: it is no answer and no mood."""
+    mood, rest = words.mood(body)
+    last = outgoing.latest_sent(session, partner, *outgoing.NUDGES)
+    ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
+    if last is None or ritual is None:
+        return None
+    # Without a key no answer can be kept (never in clear): only the mood counts.
+    asking = answers.asks(ritual) and hearth.keys.configured
+    if not asking and mood is None:
+        return None
+    occ = last.occurrence_start
+    late = now >= stats.grace_end(ritual, occ, hearth.settings.replies.grace)
+    if mood is not None and (not asking or not rest):
+        if late:
+            return "Hearth: that one has closed; your mood was not recorded.", "mood: late", None
+        row, _ = answers.upsert(session, now, ritual, occ, partner)
+        row.mood = mood
+        more = " Reply with a few words to answer the question too." if asking else ""
+        if asking and row.text is not None:
+            more = ""
+        return f"Hearth: mood {mood} noted, thank you.{more}", f"mood {mood}", ritual.id
+    return _answer(hearth, session, now, partner, ritual, last, body.strip(), mood, late)
+
+
+def _answer(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
+    last: Reminder, text: str, mood: int | None, late: bool,
+) -> Outcome:  # fmt: skip
+    occ = last.occurrence_start
+    row, _ = answers.upsert(session, now, ritual, occ, partner)
+    if row.revealed_at is not None:
+        return (
+            "Hearth: your answers were shared already, so this one stays with you.",
+            "answer: after the reveal",
+            ritual.id,
+        )
+    if late:
+        if row.text is None or row.late:
+            row.text, row.late, row.answered_at = hearth.keys.seal(text[:MAX_ANSWER]), True, now
+        return LATE_TEXT, "answer: late, not shared", ritual.id
+    changed = row.text is not None
+    row.text, row.answered_at = hearth.keys.seal(text[:MAX_ANSWER]), now
+    if mood is not None:
+        row.mood = mood
+    session.flush()
+    record(session, EventType.ANSWER_GIVEN, now, partner.couple_id, partner_id=partner.id,
+           ritual_id=ritual.id, occurrence=occ.isoformat())  # fmt: skip
+    mark_done(hearth, session, now, partner, ritual, occ, "answer")
+    if reveal(hearth, session, now, ritual, occ, last.prompt_id):
+        return None, "answer: revealed to both", ritual.id
+    verb = "changed your answer" if changed else "got your answer"
+    return (
+        f"Hearth: {verb}. You'll see your partner's once they answer too; "
+        "text again to change yours.",
+        "answer changed" if changed else "answer stored",
+        ritual.id,
+    )
+
+
+def reveal(
+    hearth: Hearth, session: Session, now: datetime, ritual: Ritual, occ: datetime,
+    prompt_id: int | None,
+) -> bool:  # fmt: skip
+    """If every partner taking part answered in time: queue each the other's answer (SMS,
+    and the whole of a long one by email) and make the answers final. True if revealed."""
+    members = [p for p in ritual.couple.partners if answers.takes_part(p)]
+    rows: dict[int, Answer] = {
+        a.partner_id: a for a in answers.for_occurrence(session, ritual.id, occ)
+    }
+    if len(members) < 2 or any(
+        (a := rows.get(p.id)) is None or a.text is None or a.late or a.revealed_at is not None
+        for p in members
+    ):
+        return False
+    prompt = session.get(Prompt, prompt_id) if prompt_id else None
+    for to in members:
+        for other in members:
+            if other is to:
+                continue
+            text = hearth.keys.open(rows[other.id].text or "")
+            email = partners.can_email(to)
+            sms, cut = reveal_sms(other.name, text, more=MORE_EMAIL if email else "")
+            outgoing.message(hearth, session, now, to, sms, ritual_id=ritual.id, occurrence=occ,
+                             fresh=outgoing.REVEAL_FRESH)  # fmt: skip
+            if cut and email:
+                asked = f'The question was: "{prompt.text}"\n\n' if prompt else ""
+                outgoing.message(
+                    hearth, session, now, to,
+                    f"{other.name}'s answer to {ritual.title}:\n\n{asked}{text}",
+                    channel=Channel.EMAIL, ritual_id=ritual.id, occurrence=occ,
+                    fresh=outgoing.REVEAL_FRESH,
+                )  # fmt: skip
+    for a in rows.values():
+        a.revealed_at = now
+    record(session, EventType.ANSWERS_REVEALED, now, ritual.couple_id, ritual_id=ritual.id,
+           occurrence=occ.isoformat())  # fmt: skip
+    return True
+
+
+def reveal_sms(name: str, text: str, more: str = "") -> tuple[str, bool]:
+    """The partner's answer in at most two segments; (text, whether it was cut). A cut one
+    ends in an ellipsis and ``more`` (where the rest is)."""
+    head = f"Hearth: {name}'s answer: "
+    whole = head + text
+    if segments(whole) <= MAX_SEGMENTS:
+        return whole, False
+    kept = text.split(" ")
+    while kept and segments(head + " ".join(kept) + "..." + more) > MAX_SEGMENTS:
+        kept.pop()
+    if not kept:  # one very long word: cut characters
+        cut = text
+        while cut and segments(head + cut + "..." + more) > MAX_SEGMENTS:
+            cut = cut[:-1]
+        return head + cut + "..." + more, True
+    return head + " ".join(kept) + "..." + more, True
