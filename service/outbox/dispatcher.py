@@ -288,7 +288,9 @@ class Dispatcher:
         partner = ctx.partners[r.partner_id]
         if r.ritual_id is None:
             assert r.body is not None, "a notice carries its text"
-            message = texts.notice(r.body, r.channel, _address(partner, r.channel), r.id)
+            message = texts.notice(
+                r.body, r.channel, _address(partner, r.channel), r.id, partner.language
+            )
             return self._as_job(r, message)
         ritual = ctx.rituals[r.ritual_id]
         prompt_text = None
