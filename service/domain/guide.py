@@ -7,7 +7,7 @@ nobody replaced them with words of their own.
 
 from __future__ import annotations
 
-from service.core.i18n import Lang, N_
+from service.core.i18n import N_, Lang
 from service.db.models import Ritual, RitualKind
 
 REPAIR_TITLE = N_("Repair conversation")

@@ -1,8 +1,8 @@
 """What partners read: the text of each reminder, per channel.
 
 Every text is in the partner's language (service/core/i18n.py), with times and dates in
-their locale's formats and their own zone. SMS texts fit in two segments (GSM-7: 306 characters; anything outside GSM-7 switches the
-whole message to UCS-2: 134) and are discreet by default: a lock screen never shows "repair"
+their locale's formats and their own zone. SMS texts fit in two segments (GSM-7: 306
+characters; anything outside GSM-7 switches the whole message to UCS-2: 134) and are discreet by default: a lock screen never shows "repair"
 or "conflict" unless the partner chose full text. Emails carry a text and an HTML part and the
 one-click unsubscribe headers (RFC 8058).
 """
@@ -146,7 +146,9 @@ def sms_text(ctx: Context) -> str:
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.INVITE:
         if discreet:
-            how = t._("Take turns, listen fully, agree on one small step. Details in your calendar.")
+            how = t._(
+                "Take turns, listen fully, agree on one small step. Details in your calendar."
+            )
         else:
             how = t._(
                 'Each speaks without interruption ("I feel... when... because..."), the other '
@@ -219,9 +221,7 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         to=to,
         text=text,
         subject=subject,
-        html=(
-            f'<!doctype html><html lang="{t.code}"><body>{paragraphs}{foot}</body></html>'
-        ),
+        html=(f'<!doctype html><html lang="{t.code}"><body>{paragraphs}{foot}</body></html>'),
         headers=headers,
         reminder_id=reminder_id,
     )

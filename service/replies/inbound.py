@@ -9,14 +9,18 @@ confirmation goes out.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
+from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
+from service.core.i18n import N_, Lang
 from service.core.timeutil import in_quiet_hours, zone
 from service.db.context import Hearth
 from service.db.models import (
@@ -31,52 +35,87 @@ from service.db.models import (
     Ritual,
     RitualKind,
 )
-from service.domain import partners, rituals, stats
+from service.domain import guide, partners, rituals, stats
 from service.domain.events import EventType, record
 from service.replies import repair
 
 log = structlog.get_logger("hearth.inbound")
 
+# The carrier-standard family: English words work for every partner in every language (the
+# local ones are added, never instead).
 STOP_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE", "STOPP"}
 )
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
-HELP_WORDS = frozenset({"HELP", "INFO"})
+HELP_WORDS = frozenset({"HELP", "INFO", "HILFE", "AYUDA"})
+# Hearth's own commands and the words that say them, per language (folded: upper case,
+# umlauts as AE/OE/UE, other accents dropped). A partner's words and the English ones work.
+KEYWORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "DONE": {"en": ("DONE",), "de": ("FERTIG", "ERLEDIGT"), "es": ("LISTO", "HECHO")},
+    "SKIP": {"en": ("SKIP",), "de": ("AUSLASSEN",), "es": ("SALTAR",)},
+    "SNOOZE": {"en": ("SNOOZE",), "de": ("SPAETER", "SPATER"), "es": ("POSPONER", "LUEGO")},
+    "REPAIR": {"en": ("REPAIR",), "de": ("REDEN",), "es": ("HABLAR",)},
+    "NO": {"en": ("NO",), "de": ("NEIN",), "es": ("NO",)},
+}
 SNOOZE_DEFAULT, SNOOZE_MAX = 30, 180
 
-HELP_TEXT = (
+HELP_TEXT = N_(
     "Hearth: reminders for your relationship rituals. Reply DONE, SKIP, SNOOZE 30 or REPAIR. "
     "STOP to opt out, START to opt back in. Msg&data rates may apply."
 )
-STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
-STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
-GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
-CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
+STOPPED_TEXT = N_("Hearth: you will get no more texts. Reply START to opt back in.")
+STARTED_TEXT = N_("Hearth: texts are back on. Reply STOP to opt out, HELP for help.")
+GENTLE_TEXT = N_("Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more.")
+CALLED_OFF_TEXT = N_("Hearth: called off. We've let your partner know.")
+NOTHING_TO_SKIP = N_("Hearth: there is no upcoming ritual to skip.")
 _WORD = re.compile(r"[A-Z]+")
-# "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
-_SNOOZE_ARG = re.compile(r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|H|HR|HRS|HOURS?)?")
+# "SNOOZE 45", "snooze 45 min", "Snooze 1h", "später 2 Std" (folded by parse)
+_SNOOZE_ARG = re.compile(
+    r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|MINUTEN|MINUTOS?"
+    r"|H|HR|HRS|HOURS?|STD|STUNDEN?|HORAS?)?"
+)
+_FOLD = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ß": "SS", "ẞ": "SS"})
+
+
+def fold(text: str) -> str:
+    """Upper case, umlauts spelled out, other accents dropped: ``später`` is ``SPAETER``,
+    ``después`` is ``DESPUES``."""
+    spelled = unicodedata.normalize("NFC", text.upper()).translate(_FOLD)
+    return "".join(
+        ch for ch in unicodedata.normalize("NFKD", spelled) if not unicodedata.combining(ch)
+    )
+
+
+@cache
+def _words(language: str) -> dict[str, str]:
+    """Every word a partner of ``language`` may start a reply with, to what it means."""
+    known = {w: w for w in STOP_WORDS | START_WORDS | HELP_WORDS}
+    for command, by_language in KEYWORDS.items():
+        for code in dict.fromkeys((i18n.DEFAULT, language)):
+            known.update(dict.fromkeys(by_language.get(code, ()), command))
+    return known
 
 
 @dataclass(frozen=True)
 class Parsed:
-    keyword: str | None  # the recognised first word, upper case
+    keyword: str | None  # what the recognised first word means ("FERTIG" is DONE)
     argument: str | None  # e.g. the minutes of SNOOZE
 
 
-def parse(body: str) -> Parsed:
+def parse(body: str, language: str = i18n.DEFAULT) -> Parsed:
     """Case-insensitive; surrounding whitespace and punctuation ignored ("Stop." is STOP)."""
-    text = body.strip().upper()
+    text = fold(body.strip())
     words = _WORD.findall(text)
     if not words:
         return Parsed(None, None)
     first = words[0]
-    known = STOP_WORDS | START_WORDS | HELP_WORDS | {"DONE", "SKIP", "SNOOZE", "REPAIR", "NO"}
-    if first not in known:
+    keyword = _words(language).get(first)
+    if keyword is None:
         return Parsed(None, None)
-    rest = text[text.find(first) + len(first) :].strip(" .!?,;:-")
-    if first != "SNOOZE" and _WORD.search(rest):
+    rest = text[text.find(first) + len(first) :].strip(" .!?,;:-¡¿")
+    if keyword != "SNOOZE" and _WORD.search(rest):
         return Parsed(None, None)  # "stop by later" is a sentence, not a keyword
-    return Parsed(first, rest or None)
+    return Parsed(keyword, rest or None)
 
 
 def _latest_sent(
@@ -101,11 +140,12 @@ def handle(
         seen = session.scalar(sa.select(Reply).where(Reply.provider_message_id == sid))
         if seen is not None:
             return None  # a retried webhook: acted on already
-    parsed = parse(body)
+    t = i18n.lang(partner.language)
+    parsed = parse(body, t.code)
     word = parsed.keyword
     if word == "YES" and partner.sms_consent is not ConsentState.OPTED_OUT:
         word = None  # a YES from a subscribed partner answers a follow-up, not opt-in
-    answer, action, ritual_id = _act(hearth, session, now, partner, word, parsed, body)
+    answer, action, ritual_id = _act(hearth, session, now, partner, word, parsed, t)
     session.add(
         Reply(
             couple_id=partner.couple_id,
@@ -134,51 +174,51 @@ def _act(
     partner: Partner,
     word: str | None,
     parsed: Parsed,
-    body: str,
+    t: Lang,
 ) -> tuple[str | None, str, int | None]:
     if word in STOP_WORDS:
         assert partner.phone is not None  # found by the number that texted
         cancelled = partners.opt_out_sms(session, now, partner.phone, f"sms {word}")
-        return STOPPED_TEXT, f"opted out of sms; {cancelled} pending cancelled", None
+        return t._(STOPPED_TEXT), f"opted out of sms; {cancelled} pending cancelled", None
     if word in START_WORDS:
         partners.set_consent(session, now, partner, ConsentState.CONSENTED, f"sms {word}")
-        return STARTED_TEXT, "opted in to sms", None
+        return t._(STARTED_TEXT), "opted in to sms", None
     if word in HELP_WORDS:
         # Answered even after STOP: carriers require HELP to work for every number.
-        return HELP_TEXT, "help sent", None
+        return t._(HELP_TEXT), "help sent", None
     if partner.sms_consent is ConsentState.OPTED_OUT:
         return None, "ignored: partner opted out", None
     if word == "DONE":
-        return _done(hearth, session, now, partner)
+        return _done(hearth, session, now, partner, t)
     if word == "SKIP":
-        return _skip(session, now, partner)
+        return _skip(session, now, partner, t)
     if word == "SNOOZE":
-        return _snooze(hearth, session, now, partner, parsed.argument)
+        return _snooze(hearth, session, now, partner, parsed.argument, t)
     if word == "REPAIR":
         try:
             repair.request(session, now, partner.couple, partner, "sms")
         except Conflict:
-            return "Hearth: a conversation is already being arranged.", "repair pending", None
+            return t._("Hearth: a conversation is already being arranged."), "repair pending", None
         return (
-            "Hearth: we'll find a calm time for you both and text you soon.",
+            t._("Hearth: we'll find a calm time for you both and text you soon."),
             "repair requested",
             None,
         )
     followup = _latest_sent(session, partner, ReminderPurpose.FOLLOWUP)
     if followup is not None and followup.sent_at and now - followup.sent_at < timedelta(hours=36):
-        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
-    return _gentle(session, now, partner)
+        return t._("Hearth: thank you, noted."), "follow-up answer", followup.ritual_id
+    return _gentle(session, now, partner, t)
 
 
 def _done(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, t: Lang
 ) -> tuple[str | None, str, int | None]:
     # The chase asks for DONE too: it names an occurrence an hour's nudge may have followed.
     last = _latest_sent(
         session, partner, ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE, ReminderPurpose.CHASE
     )
     if last is None or last.ritual_id is None:
-        return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
+        return t._("Hearth: there is nothing to mark done yet."), "done: nothing to mark", None
     exists = session.scalar(
         sa.select(CheckIn).where(
             CheckIn.ritual_id == last.ritual_id,
@@ -195,8 +235,11 @@ def _done(
     ritual = session.get(Ritual, last.ritual_id)
     if exists is None and ritual is not None:
         _chase(hearth, session, now, partner, ritual, last.occurrence_start)
-    title = ritual.title if ritual and (partner.full_text or ritual.kind != "repair") else "it"
-    return f"Hearth: lovely, {title} marked done.", "done", last.ritual_id
+    if ritual and (partner.full_text or ritual.kind != "repair"):
+        text = t._("Hearth: lovely, {title} marked done.").format(title=guide.title(ritual, t))
+    else:
+        text = t._("Hearth: lovely, marked done.")
+    return text, "done", last.ritual_id
 
 
 def _chase(
@@ -235,7 +278,9 @@ def _chase(
             continue  # chased already (one per partner and occurrence)
 
 
-def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None, str, int | None]:
+def _skip(
+    session: Session, now: datetime, partner: Partner, t: Lang
+) -> tuple[str | None, str, int | None]:
     nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
     last = _latest_sent(session, partner, *nudges, ReminderPurpose.INVITE)
     if last is not None and last.purpose is ReminderPurpose.INVITE:
@@ -243,32 +288,34 @@ def _skip(session: Session, now: datetime, partner: Partner) -> tuple[str | None
         req = repair.for_invitation(session, last.ritual_id, now)
         if req is not None:
             repair.cancel(session, now, req, by=partner)
-            return CALLED_OFF_TEXT, "repair called off", last.ritual_id
+            return t._(CALLED_OFF_TEXT), "repair called off", last.ritual_id
         last = _latest_sent(session, partner, *nudges)
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if ritual is None or ritual.ended_at is not None:
-        return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
+        return t._(NOTHING_TO_SKIP), "skip: nothing to skip", None
     upcoming = rituals.upcoming(ritual, now, 1)
     if not upcoming:
-        return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
+        return t._(NOTHING_TO_SKIP), "skip: nothing to skip", None
     occ = upcoming[0]
     try:
         rituals.skip(session, now, ritual, occ.original_start, source="sms")
     except (Conflict, InvalidInput):
-        return "Hearth: that one is already skipped.", "skip: already skipped", ritual.id
+        return t._("Hearth: that one is already skipped."), "skip: already skipped", ritual.id
     local = occ.start.astimezone(zone(partner.timezone))
-    return f"Hearth: skipped, see you next time ({local:%a %H:%M} is off).", "skipped", ritual.id
+    off = t._("Hearth: skipped, see you next time ({when} is off).")
+    return off.format(when=t.day_time(local)), "skipped", ritual.id
 
 
 def _snooze(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, arg: str | None
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, arg: str | None, t: Lang
 ) -> tuple[str | None, str, int | None]:
     match = _SNOOZE_ARG.fullmatch(arg or "")
     if arg and match is None:
-        return f"Hearth: SNOOZE takes minutes, e.g. SNOOZE {SNOOZE_DEFAULT}.", "snooze: bad", None
+        bad = t._("Hearth: SNOOZE takes minutes, e.g. SNOOZE {minutes}.")
+        return bad.format(minutes=SNOOZE_DEFAULT), "snooze: bad", None
     minutes = SNOOZE_DEFAULT
     if match is not None and match["n"]:
-        minutes = int(match["n"]) * (60 if (match["unit"] or "").startswith("H") else 1)
+        minutes = int(match["n"]) * (60 if (match["unit"] or "M")[0] in "HS" else 1)
     minutes = max(5, min(SNOOZE_MAX, minutes))
     # The partner texted: snooze the text they got (an email sent alongside finishes a few
     # milliseconds apart and is not what they answer); email only if no text went out.
@@ -277,15 +324,15 @@ def _snooze(
         session, partner, *nudges
     )
     if last is None or last.ritual_id is None:
-        return "Hearth: there is nothing to snooze.", "snooze: nothing", None
+        return t._("Hearth: there is nothing to snooze."), "snooze: nothing", None
     due = now + timedelta(minutes=minutes)
     if due >= last.expires_at:
         due = last.expires_at - timedelta(minutes=1)  # never past expiry
     if due <= now + timedelta(minutes=1):
-        return "Hearth: too late to snooze this one.", "snooze: too late", last.ritual_id
+        return t._("Hearth: too late to snooze this one."), "snooze: too late", last.ritual_id
     tz = zone(partner.timezone)
     if in_quiet_hours(due, tz, partner.quiet_start, partner.quiet_end):
-        return "Hearth: that would fall in your quiet hours.", "snooze: quiet hours", None
+        return t._("Hearth: that would fall in your quiet hours."), "snooze: quiet hours", None
     offset = -int((due - last.occurrence_start).total_seconds() // 60)
     snooze = Reminder(
         couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
@@ -295,10 +342,10 @@ def _snooze(
         prompt_id=last.prompt_id, created_at=now, updated_at=now,
     )  # fmt: skip
     if not _add_once(session, snooze):
-        return "Hearth: already snoozed to then.", "snooze: duplicate", last.ritual_id
+        return t._("Hearth: already snoozed to then."), "snooze: duplicate", last.ritual_id
     local = due.astimezone(tz)
     return (
-        f"Hearth: snoozed, we'll remind you at {local:%H:%M}.",
+        t._("Hearth: snoozed, we'll remind you at {time}.").format(time=t.time(local)),
         f"snoozed {minutes} min",
         last.ritual_id,
     )
@@ -317,7 +364,7 @@ def _add_once(session: Session, reminder: Reminder) -> bool:
 
 
 def _gentle(
-    session: Session, now: datetime, partner: Partner
+    session: Session, now: datetime, partner: Partner, t: Lang
 ) -> tuple[str | None, str, int | None]:
     """At most one help reply per partner per day to anything Hearth did not understand."""
     recent = session.scalar(
@@ -329,7 +376,7 @@ def _gentle(
     )
     if recent:
         return None, "stored", None
-    return GENTLE_TEXT, "stored; help sent", None
+    return t._(GENTLE_TEXT), "stored; help sent", None
 
 
 def find_partner(session: Session, phone: str) -> Partner | None:
