@@ -2,9 +2,10 @@
 
 Every text is in the partner's language (service/core/i18n.py), with times and dates in
 their locale's formats and their own zone. SMS texts fit in two segments (GSM-7: 306
-characters; anything outside GSM-7 switches the whole message to UCS-2: 134) and are discreet by default: a lock screen never shows "repair"
-or "conflict" unless the partner chose full text. Emails carry a text and an HTML part and the
-one-click unsubscribe headers (RFC 8058).
+characters; anything outside GSM-7 switches the whole message to UCS-2: 134) and are
+discreet by default: a lock screen never shows "repair" or "conflict" unless the partner chose
+full text. Emails carry a text and an HTML part and the one-click unsubscribe headers
+(RFC 8058).
 """
 
 from __future__ import annotations
