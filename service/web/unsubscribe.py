@@ -32,7 +32,7 @@ def _page(t: Lang, body: str) -> HTMLResponse:
 
 
 def _p(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
+    return f"<p>{html.escape(text, quote=False)}</p>"
 
 
 def _partner(hearth: Hearth, token: str) -> tuple[int, str, bool, str] | None:
@@ -75,7 +75,7 @@ async def unsubscribe(request: Request) -> Response:
     question = t._("Stop Hearth's reminder emails for {name}?").format(name=name)
     button = t._("Unsubscribe")
     body = (
-        f"<p>{html.escape(question)}</p>"
+        f"<p>{html.escape(question, quote=False)}</p>"
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
         f'<button type="submit">{html.escape(button)}</button></form>'
     )
