@@ -38,7 +38,7 @@ def test_a_long_title_is_shortened_never_the_time_or_the_hints(prompt: str | Non
 def test_an_invitation_keeps_its_time_and_how_to_call_it_off() -> None:
     text = texts.sms_text(_ctx(LONG_TITLE, ReminderPurpose.INVITE))
     assert texts.segments(text) <= 2
-    assert "is set for Mon, Jan 5 9:00 PM." in text and text.endswith("Reply SKIP to call it off.")
+    assert "is set for Mon, Jan 5, 9:00 PM." in text and text.endswith("Reply SKIP to call it off.")
 
 
 def test_a_chase_keeps_how_to_answer_and_stop() -> None:

@@ -95,7 +95,9 @@ class Lang:
         return format_date(at, "EEEE", locale=self.locale)
 
     def day_time(self, at: datetime) -> str:
-        return f"{self.day(at)} {self.time(at)}"
+        """``Do., 24. Dez., 21:00`` / ``Thu, Dec 24, 9:00 PM``: joined as CLDR joins them."""
+        glue = str(self.locale.datetime_formats["short"])
+        return glue.replace("{1}", self.day(at)).replace("{0}", self.time(at))
 
     def number(self, value: float) -> str:
         """``1,5`` / ``1.5``: the locale's decimal format."""
