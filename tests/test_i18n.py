@@ -6,6 +6,7 @@ from __future__ import annotations
 import string
 from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -256,6 +257,11 @@ def test_the_default_language_setting_is_validated() -> None:
         DefaultsSettings(language="klingon")
 
 
+def _talk(cal: Calendar) -> Any:
+    [talk] = [e for e in cal.walk("VEVENT") if "repair" in str(e["categories"].to_ical())]
+    return talk
+
+
 def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth) -> None:
     now = hearth.clock.now()
     cid = couple_with_partners(hearth.db, now)
@@ -274,8 +280,7 @@ def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth
             en = Calendar.from_ical(http.get(f"/feeds/{tokens['Sam']}.ics").content)
             assert str(de["x-wr-calname"]) == "Alice & Sam — Rituale"
             assert str(en["x-wr-calname"]) == "Alice & Sam — rituals"
-            [de_talk] = [e for e in de.walk("VEVENT") if "repair" in str(e["categories"].cats)]
-            [en_talk] = [e for e in en.walk("VEVENT") if "repair" in str(e["categories"].cats)]
+            de_talk, en_talk = _talk(de), _talk(en)
             assert str(de_talk["summary"]) == "Klärungsgespräch"
             assert str(de_talk["description"]).startswith("So sprecht ihr es durch:")
             assert str(en_talk["summary"]) == "Repair conversation"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 
 import sqlalchemy as sa
 
@@ -44,6 +45,12 @@ def _couple(db: Database, now: datetime) -> None:
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
 
 
+def _part(mail: EmailMessage, kind: str) -> str:
+    part = mail.get_body((kind,))
+    assert part is not None
+    return str(part.get_content())
+
+
 def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
@@ -79,11 +86,10 @@ def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
     de_mail, en_mail = mails["jana@example.de"], mails["mike@example.com"]
     assert de_mail["Subject"] == "Five-minute check-in um 21:00"
     assert en_mail["Subject"] == "Five-minute check-in at 3:00 PM"
-    de_text = de_mail.get_body(("plain",)).get_content()
-    en_text = en_mail.get_body(("plain",)).get_content()
+    de_text, en_text = _part(de_mail, "plain"), _part(en_mail, "plain")
     assert in_german in de_text and "Diese E-Mails abbestellen: https://" in de_text
     assert source in en_text and "Stop these emails: https://" in en_text
-    de_html = de_mail.get_body(("html",)).get_content()
+    de_html = _part(de_mail, "html")
     assert '<html lang="de">' in de_html and "Diese E-Mails abbestellen</a>" in de_html
     with db.session() as s:
         stored = dict(

@@ -472,7 +472,8 @@ def test_done_marks_tonight_done(db: Database, nudged: Dispatcher, http: httpx.C
 def test_skip_calls_off_the_next_occurrence(
     db: Database, nudged: Dispatcher, http: httpx.Client
 ) -> None:
-    assert text(http, "Skip!") == ["Hearth: skipped, see you next time (Tue, Jan 6, 9:00 PM is off)."]
+    off = "Hearth: skipped, see you next time (Tue, Jan 6, 9:00 PM is off)."
+    assert text(http, "Skip!") == [off]
     with db.session() as s:
         assert s.scalars(sa.select(OccurrenceException.original_start)).all() == [
             TONIGHT + timedelta(days=1)
