@@ -22,7 +22,8 @@ from service.core import i18n
 from service.core.config import DefaultsSettings
 from service.db.context import Hearth
 from service.db.models import Partner, ReminderPurpose, Ritual, RitualKind
-from service.domain import couples, guide, partners, prompts
+from service.domain import couples, partners, prompts, wording
+from service.domain.templates import TEMPLATES
 from service.outbox import texts
 from service.replies import inbound, repair
 from tests.conftest import Cli, snapshot
@@ -122,7 +123,7 @@ def test_plural_forms_follow_the_number() -> None:
 
 def _ctx(code: str, purpose: ReminderPurpose, kind: RitualKind, title: str, full: bool,
          prompt: str | None) -> texts.Context:  # fmt: skip
-    ritual = Ritual(kind=kind, title=title, description=guide.GUIDE, start_time=time(21, 0),
+    ritual = Ritual(kind=kind, title=title, description=wording.GUIDE, start_time=time(21, 0),
                     timezone="Europe/Berlin")  # fmt: skip
     partner = Partner(name="P", timezone="Europe/Berlin", language=code, full_text=full)
     return texts.Context(ritual, partner, purpose, EVE, prompt, "https://h.example/u/x")
@@ -141,7 +142,7 @@ def test_every_sms_renders_within_two_segments_with_its_hints(
     talk = purpose in (ReminderPurpose.INVITE, ReminderPurpose.FOLLOWUP)
     kind = RitualKind.REPAIR if talk else RitualKind.GRATITUDE
     longest = max(prompts.builtin_pool(kind), key=lambda p: len(prompts.localized(kind, p, code)))
-    for title in ("Walk", LONG, guide.REPAIR_TITLE):
+    for title in ("Walk", LONG, wording.REPAIR_TITLE):
         text = texts.sms_text(_ctx(code, purpose, kind, title, full, longest))
         assert segments(text) <= 2, text
         if purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
@@ -228,7 +229,7 @@ def test_a_german_partner_is_answered_in_german(hearth: Hearth) -> None:
         answer = inbound.handle(hearth, s, now, alice, "später 20", "SM2") or ""
         assert answer.startswith("Hearth: verschoben, wir erinnern dich um 21:")
         done = inbound.handle(hearth, s, now, alice, "FERTIG", "SM3") or ""
-        assert done == "Hearth: schön, Five-minute check-in ist als erledigt markiert."
+        assert done == "Hearth: schön, Fünf-Minuten-Check-in ist als erledigt markiert."
         assert inbound.handle(hearth, s, now, alice, "STOP", "SM4") == (
             "Hearth: du bekommst keine SMS mehr. Antworte START, um dich wieder anzumelden."
         )
@@ -284,7 +285,7 @@ def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth
             assert str(de_talk["summary"]) == "Klärungsgespräch"
             assert str(de_talk["description"]).startswith("So sprecht ihr es durch:")
             assert str(en_talk["summary"]) == "Repair conversation"
-            assert str(en_talk["description"]) == guide.GUIDE
+            assert str(en_talk["description"]) == wording.GUIDE
         page = http.get(f"/unsubscribe/{unsub['Alice']}")
         assert '<html lang="de">' in page.text
         assert "Die Erinnerungs-E-Mails von Hearth für Alice abbestellen?" in page.text
@@ -296,3 +297,16 @@ def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth
             headers={"content-type": "application/x-www-form-urlencoded"},
         )  # fmt: skip
         assert "Du bekommst keine E-Mails mehr von Hearth." in done.text
+
+
+def test_a_templates_words_are_translated_until_the_couple_changes_them() -> None:
+    de = i18n.lang("de")
+    tpl = TEMPLATES["five-minute-check-in"]
+    ritual = Ritual(kind=tpl.kind, template=tpl.name, title=tpl.title, description=tpl.description)
+    assert wording.title(ritual, de) == "Fünf-Minuten-Check-in"
+    assert (wording.description(ritual, de) or "").startswith("Jeder erzählt")
+    ritual.title, ritual.description = "Unser Abendritual", "Mit Tee auf dem Balkon."
+    assert wording.title(ritual, de) == "Unser Abendritual"  # their words, in any language
+    assert wording.description(ritual, de) == "Mit Tee auf dem Balkon."
+    custom = Ritual(kind=RitualKind.CUSTOM, template=None, title="Anniversary", description="")
+    assert wording.title(custom, de) == "Anniversary"  # not a template's: not Hearth's words

@@ -64,7 +64,7 @@ def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
     sms = {m.to: m.body or "" for m in twilio_standin.sent}
     assert set(sms) == {JANA, MIKE}
     german, english = sms[JANA], sms[MIKE]
-    assert german.startswith("Hearth: Five-minute check-in um 21:00. ")
+    assert german.startswith("Hearth: Fünf-Minuten-Check-in um 21:00. ")
     assert german.endswith("Antworte FERTIG, AUSLASSEN, SPÄTER oder HILFE. STOP zum Abmelden.")
     assert english.startswith("Hearth: Five-minute check-in at 3:00 PM. ")
     assert english.endswith("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
@@ -84,7 +84,7 @@ def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
 
     mails = {m.rcpt_tos[0]: m.message for m in smtp_sink.messages}
     de_mail, en_mail = mails["jana@example.de"], mails["mike@example.com"]
-    assert de_mail["Subject"] == "Five-minute check-in um 21:00"
+    assert de_mail["Subject"] == "Fünf-Minuten-Check-in um 21:00"
     assert en_mail["Subject"] == "Five-minute check-in at 3:00 PM"
     de_text, en_text = _part(de_mail, "plain"), _part(en_mail, "plain")
     assert in_german in de_text and "Diese E-Mails abbestellen: https://" in de_text

@@ -34,7 +34,7 @@ from service.calendar.vtimezone import transitions, vtimezone
 from service.core.i18n import Lang, lang
 from service.core.timeutil import UTC, localize
 from service.db.models import Couple, ExceptionKind, Ritual
-from service.domain import guide
+from service.domain import wording
 from service.domain.pauses import pause_spans
 from service.domain.recurrence import (
     Schedule,
@@ -163,8 +163,8 @@ def _common(ev: Event, ritual: Ritual, t: Lang) -> None:
     ev.add("uid", ritual.uid)
     ev.add("dtstamp", ritual.updated_at.astimezone(UTC))
     ev.add("sequence", ritual.version)
-    ev.add("summary", guide.title(ritual, t))
-    description = guide.description(ritual, t)
+    ev.add("summary", wording.title(ritual, t))
+    description = wording.description(ritual, t)
     if description:
         ev.add("description", description)
     ev.add("categories", [ritual.kind.value])
@@ -176,7 +176,7 @@ def _alarms(ev: Event, ritual: Ritual, t: Lang) -> None:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
         alarm.add("trigger", timedelta(minutes=-minutes))
-        alarm.add("description", guide.title(ritual, t))
+        alarm.add("description", wording.title(ritual, t))
         ev.add_component(alarm)
 
 

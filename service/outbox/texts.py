@@ -20,7 +20,7 @@ from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
 from service.core.i18n import N_, Lang, lang
 from service.core.timeutil import zone
 from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
-from service.domain import guide, prompts
+from service.domain import prompts, wording
 
 # The source text; sms_hints() gives it in a partner's language.
 SMS_HINTS = N_("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
@@ -104,7 +104,7 @@ class Context:
 def _title(ctx: Context, discreet: bool) -> str:
     if discreet and ctx.ritual.kind is RitualKind.REPAIR:
         return ctx.t._("Your planned conversation")
-    return guide.title(ctx.ritual, ctx.t)
+    return wording.title(ctx.ritual, ctx.t)
 
 
 def _when(ctx: Context) -> str:
@@ -202,7 +202,7 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     prompt = ctx.prompt_text
     if prompt:
         lines += [prompt, ""]
-    description = guide.description(ctx.ritual, t)
+    description = wording.description(ctx.ritual, t)
     if description:
         lines += [description, ""]
     headers: dict[str, str] = {}

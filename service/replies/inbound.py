@@ -35,7 +35,7 @@ from service.db.models import (
     Ritual,
     RitualKind,
 )
-from service.domain import guide, partners, rituals, stats
+from service.domain import partners, rituals, stats, wording
 from service.domain.events import EventType, record
 from service.replies import repair
 
@@ -236,7 +236,7 @@ def _done(
     if exists is None and ritual is not None:
         _chase(hearth, session, now, partner, ritual, last.occurrence_start)
     if ritual and (partner.full_text or ritual.kind != "repair"):
-        text = t._("Hearth: lovely, {title} marked done.").format(title=guide.title(ritual, t))
+        text = t._("Hearth: lovely, {title} marked done.").format(title=wording.title(ritual, t))
     else:
         text = t._("Hearth: lovely, marked done.")
     return text, "done", last.ritual_id

@@ -37,14 +37,14 @@ from service.db.models import (
     Ritual,
     RitualKind,
 )
-from service.domain import guide, partners, rituals
+from service.domain import partners, rituals, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
 from service.replies.reactions import on
 
 log = structlog.get_logger("hearth.repair")
 
-GUIDE = guide.GUIDE  # the repair ritual's description, shown in each partner's language
+GUIDE = wording.GUIDE  # the repair ritual's description, shown in each partner's language
 # Without quiet hours of their own, nobody is invited to a hard talk in the middle of the night.
 DEFAULT_QUIET = (time(22, 0), time(8, 0))
 STEP = timedelta(minutes=15)
@@ -166,7 +166,7 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         now,
         couple,
         kind=RitualKind.REPAIR,
-        title=guide.REPAIR_TITLE,
+        title=wording.REPAIR_TITLE,
         description=GUIDE,
         start=slot,
         duration_minutes=cfg.duration_minutes,
