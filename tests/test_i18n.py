@@ -19,14 +19,16 @@ from icalendar import Calendar
 from service.calendar import feed_tokens
 from service.channels.segments import gsm_only, segments
 from service.core import i18n
+from service.core.clock import FakeClock
 from service.core.config import DefaultsSettings
 from service.db.context import Hearth
+from service.db.engine import Database
 from service.db.models import Partner, ReminderPurpose, Ritual, RitualKind
 from service.domain import couples, partners, prompts, wording
 from service.domain.templates import TEMPLATES
 from service.outbox import texts
 from service.replies import inbound, repair
-from tests.conftest import Cli, snapshot
+from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import check_in_sent, couple_with_partners
 from tests.web import serve
 
@@ -310,3 +312,17 @@ def test_a_templates_words_are_translated_until_the_couple_changes_them() -> Non
     assert wording.description(ritual, de) == "Mit Tee auf dem Balkon."
     custom = Ritual(kind=RitualKind.CUSTOM, template=None, title="Anniversary", description="")
     assert wording.title(custom, de) == "Anniversary"  # not a template's: not Hearth's words
+
+
+def test_a_partner_added_without_a_language_gets_the_configured_default(
+    sqlite_db: Database, clock: FakeClock
+) -> None:
+    german = Hearth(settings=make_settings(sqlite_db, defaults={"language": "de"}),
+                    db=sqlite_db, clock=clock)  # fmt: skip
+    run = Cli(german)
+    run.ok("couple", "add", "Jana & Mike", "--timezone", "Europe/Berlin")
+    run.ok("partner", "add", "Jana & Mike", "Jana", "--email", "j@example.de")
+    run.ok("partner", "add", "Jana & Mike", "Mike", "--email", "m@example.com", "--language", "en")
+    with sqlite_db.session() as s:
+        languages = dict(s.execute(sa.select(Partner.name, Partner.language)).all())
+    assert languages == {"Jana": "de", "Mike": "en"}
