@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+# Compiled message catalogs (service/core/i18n.py compiles a missing or stale one in memory).
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard service/locale/*/LC_MESSAGES/hearth.po))
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean catalogs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(CATALOGS): %.mo: %.po $(STAMP)
+	$(BIN)/pybabel compile -D hearth -i $< -o $@
+
+# After changing a partner-facing text: re-extract and merge into every language's catalog,
+# then translate what is new (docs/i18n.md); make test fails until it is.
+catalogs: $(STAMP)
+	$(BIN)/pybabel extract -F service/locale/babel.cfg -k N_ --no-location --sort-output --omit-header -o service/locale/hearth.pot .
+	$(BIN)/pybabel update -D hearth -i service/locale/hearth.pot -d service/locale --ignore-obsolete --no-fuzzy-matching
+
+run: $(STAMP) $(CATALOGS)
 	$(BIN)/hearth db upgrade
 	$(BIN)/hearth demo
 	exec $(BIN)/hearth serve
 
-test: $(STAMP) tests/js/node_modules/.package-lock.json $(CHROMIUM)
+test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM)
 	$(BIN)/ruff check service cli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -42,4 +53,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm
+	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm $(CATALOGS)

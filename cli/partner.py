@@ -36,6 +36,7 @@ def partner_dict(p: Partner) -> dict[str, Any]:
         "phone": p.phone,
         "email": p.email,
         "timezone": p.timezone,
+        "language": p.language,
         "channels": [str(c) for c in p.channel_list],
         "quiet_hours": partners.format_quiet(p),
         "sms_consent": p.sms_consent,
@@ -53,6 +54,10 @@ def contact_options(f: F) -> F:
         click.option("--phone", help="Mobile number; national formats use defaults.phone_region."),
         click.option("--email", help="Email address."),
         click.option("--timezone", "-z", help="The partner's own IANA zone (default: couple's)."),
+        click.option(
+            "--language",
+            help="What the partner reads Hearth in: en, de or es (default: defaults.language).",
+        ),
         click.option(
             "--channels", help="Reminder channels in order, e.g. sms,email (default: contacts)."
         ),
@@ -87,6 +92,7 @@ def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fie
     """Add partner NAME to COUPLE."""
     with unit_of_work() as (hearth, session, now):
         c = couples.resolve(session, couple)
+        fields["language"] = fields.get("language") or hearth.settings.defaults.language
         p = partners.add(
             session,
             now,
@@ -189,6 +195,7 @@ def show_cmd(partner: str, as_json: bool) -> None:
         ("phone", data["phone"] or "-"),
         ("email", data["email"] or "-"),
         ("timezone", tz),
+        ("language", data["language"]),
         ("channels", ",".join(data["channels"]) or "-"),
         ("quiet hours", data["quiet_hours"]),
         ("text", "full" if data["full_text"] else "discreet"),

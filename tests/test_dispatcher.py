@@ -96,7 +96,7 @@ def test_sends_each_due_reminder_once_through_real_peers(
     assert sms.to == "+4915123456789" and sms.from_ == "+15005550006"
     assert sms.status_callback == "https://hearth.example.org/twilio/status"
     assert sms.body is not None
-    assert "Five-minute check-in at 21:00" in sms.body and "STOP" in sms.body
+    assert "Five-minute check-in at 9:00 PM" in sms.body and "STOP" in sms.body
     mails = smtp_sink.messages
     assert sorted(m.rcpt_tos[0] for m in mails) == ["alice@example.org", "sam@example.org"]
     mail = mails[0].message
@@ -133,7 +133,7 @@ def test_the_console_channel_prints_each_message(db: Database, clock: FakeClock)
     text = out.getvalue()
     assert text.count("--- sms to +4915123456789") == 1
     assert text.count("--- email to") == 2
-    assert "Five-minute check-in at 21:00" in text
+    assert "Five-minute check-in at 9:00 PM" in text
 
 
 @pytest.mark.parametrize(
@@ -411,8 +411,8 @@ def test_a_moved_occurrence_is_announced_at_its_new_time(db: Database, clock: Fa
     assert d.run_once().sent == 3
     text = out.getvalue()
     # The text, and each email's subject and first line.
-    assert text.count("Five-minute check-in at 22:30") == 5
-    assert "21:00" not in text
+    assert text.count("Five-minute check-in at 10:30 PM") == 5
+    assert "9:00 PM" not in text
 
 
 def test_a_pause_ending_before_an_occurrence_lets_its_early_nudge_out(
@@ -434,7 +434,7 @@ def test_a_pause_ending_before_an_occurrence_lets_its_early_nudge_out(
     clock.set(TONIGHT - timedelta(minutes=30))  # still paused; the occurrence is not
     tally = d.run_once()
     assert (tally.sent, tally.skipped) == (3, 0)
-    assert out.getvalue().count("Check-in at 21:00") == 5  # the text, each email twice
+    assert out.getvalue().count("Check-in at 9:00 PM") == 5  # the text, each email twice
 
 
 def test_a_nudge_for_an_occurrence_inside_a_pause_is_skipped(
@@ -554,7 +554,7 @@ def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(
     assert sms.body is not None and sms.params["To"] == "+4915123456789"
     assert num_segments(sms.body) <= 2
     assert sms.body.startswith("Hearth: " + LONG_TITLE[:30])
-    assert " at 21:00. " in sms.body and sms.body.endswith(SMS_HINTS)
+    assert " at 9:00 PM. " in sms.body and sms.body.endswith(SMS_HINTS)
 
 
 @pytest.fixture

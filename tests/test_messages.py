@@ -29,8 +29,8 @@ def test_the_long_title_is_what_it_says() -> None:
 def test_a_long_title_is_shortened_never_the_time_or_the_hints(prompt: str | None) -> None:
     text = texts.sms_text(_ctx(LONG_TITLE, ReminderPurpose.NUDGE, prompt))
     assert texts.segments(text) <= 2 and num_segments(text) <= 2  # ours and the stand-in's
-    assert text.endswith(f" at 21:00. {texts.SMS_HINTS}")
-    title = text.removeprefix("Hearth: ").removesuffix(f" at 21:00. {texts.SMS_HINTS}")
+    assert text.endswith(f" at 9:00 PM. {texts.SMS_HINTS}")
+    title = text.removeprefix("Hearth: ").removesuffix(f" at 9:00 PM. {texts.SMS_HINTS}")
     assert title.endswith("...") and LONG_TITLE.startswith(title.removesuffix("..."))
     assert len(title) > 40  # shortened, not dropped
 
@@ -38,7 +38,7 @@ def test_a_long_title_is_shortened_never_the_time_or_the_hints(prompt: str | Non
 def test_an_invitation_keeps_its_time_and_how_to_call_it_off() -> None:
     text = texts.sms_text(_ctx(LONG_TITLE, ReminderPurpose.INVITE))
     assert texts.segments(text) <= 2
-    assert "is set for Mon 05 Jan 21:00." in text and text.endswith("Reply SKIP to call it off.")
+    assert "is set for Mon, Jan 5, 9:00 PM." in text and text.endswith("Reply SKIP to call it off.")
 
 
 def test_a_chase_keeps_how_to_answer_and_stop() -> None:
@@ -51,11 +51,11 @@ def test_a_chase_keeps_how_to_answer_and_stop() -> None:
 def test_a_title_made_only_of_joined_emoji_is_cut_between_them() -> None:
     couple = "👩\u200d❤️\u200d👨"
     text = texts.sms_text(_ctx(couple * 20, ReminderPurpose.NUDGE))
-    title = text.removeprefix("Hearth: ").split(" at 21:00.")[0].removesuffix("...")
+    title = text.removeprefix("Hearth: ").split(" at 9:00 PM.")[0].removesuffix("...")
     assert title and title == couple * (len(title) // len(couple))
     assert text.endswith(texts.SMS_HINTS)
 
 
 def test_braces_in_a_title_are_just_text() -> None:
     text = texts.sms_text(_ctx("Date {night}", ReminderPurpose.NUDGE, "Plan {it} together."))
-    assert text.startswith("Hearth: Date {night} at 21:00. Plan {it} together.")
+    assert text.startswith("Hearth: Date {night} at 9:00 PM. Plan {it} together.")

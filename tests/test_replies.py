@@ -129,8 +129,8 @@ def test_skip_skips_the_next_occurrence_for_both(
 def test_snooze_resends_later_and_never_past_expiry(
     hearth: Hearth, db: Database, sent: Dispatcher, clock: FakeClock
 ) -> None:
-    assert "21:21" in (reply(hearth, "snooze 20") or "")
-    assert "21:29" in (reply(hearth, "SNOOZE 120") or "")  # clamped: stale from 21:30
+    assert "9:21 PM" in (reply(hearth, "snooze 20") or "")
+    assert "9:29 PM" in (reply(hearth, "SNOOZE 120") or "")  # clamped: stale from 21:30
     clock.advance(timedelta(minutes=20))
     assert sent.run_once().sent == 1  # the first snooze; the second waits until 21:29
     with db.session() as s:
@@ -152,7 +152,7 @@ def test_a_snoozed_nudge_is_not_sent_once_its_occurrence_is_skipped(
     d = Dispatcher(hearth, {ch: ConsoleTransport(ch, out) for ch in Channel})
     clock.set(TONIGHT - timedelta(minutes=30))
     assert d.run_once().sent == 3
-    assert "20:50" in (reply(hearth, "snooze 20") or "")
+    assert "8:50 PM" in (reply(hearth, "snooze 20") or "")
     assert "skipped" in (reply(hearth, "skip") or "")
     clock.set(TONIGHT - timedelta(minutes=10))
     out.truncate(0)

@@ -472,7 +472,8 @@ def test_done_marks_tonight_done(db: Database, nudged: Dispatcher, http: httpx.C
 def test_skip_calls_off_the_next_occurrence(
     db: Database, nudged: Dispatcher, http: httpx.Client
 ) -> None:
-    assert text(http, "Skip!") == ["Hearth: skipped, see you next time (Tue 21:00 is off)."]
+    off = "Hearth: skipped, see you next time (Tue, Jan 6, 9:00 PM is off)."
+    assert text(http, "Skip!") == [off]
     with db.session() as s:
         assert s.scalars(sa.select(OccurrenceException.original_start)).all() == [
             TONIGHT + timedelta(days=1)
@@ -481,10 +482,10 @@ def test_skip_calls_off_the_next_occurrence(
 
 @pytest.mark.parametrize(
     ("body", "local", "due"),
-    [("snooze 45", "21:29", TONIGHT + timedelta(minutes=29)),  # never past the 21:30 expiry
-     (" SNOOZE, 10.", "21:11", TONIGHT + timedelta(minutes=11)),
-     ("snooze 15 min", "21:16", TONIGHT + timedelta(minutes=16)),
-     ("Snooze", "21:29", TONIGHT + timedelta(minutes=29))],  # default 30, clamped to expiry
+    [("snooze 45", "9:29 PM", TONIGHT + timedelta(minutes=29)),  # never past the 21:30 expiry
+     (" SNOOZE, 10.", "9:11 PM", TONIGHT + timedelta(minutes=11)),
+     ("snooze 15 min", "9:16 PM", TONIGHT + timedelta(minutes=16)),
+     ("Snooze", "9:29 PM", TONIGHT + timedelta(minutes=29))],  # default 30, clamped to expiry
 )  # fmt: skip
 def test_snooze_resends_the_nudge_later(
     db: Database,

@@ -85,7 +85,7 @@ def issue(
 
 
 _STAMP = (
-    sa.select(Partner.couple_id, Couple.change_stamp, Couple.created_at)
+    sa.select(Partner.couple_id, Couple.change_stamp, Couple.created_at, Partner.language)
     .join(Couple, Couple.id == Partner.couple_id)
     .where(Partner.feed_token_hash == sa.bindparam("digest"))
 )
@@ -105,11 +105,13 @@ class Stamp(NamedTuple):
     # The couple row's identity beyond its id: SQLite hands a removed couple's id to the
     # next one, whose stamp starts over, and a cache must never take one for the other.
     born: object  # as the driver returns it (text on SQLite); only compared
+    # The token holder's language: the feed is in it (a repair talk's title and guide).
+    language: str = "en"
 
 
 def _stamp(row: Sequence[Any]) -> Stamp:
     """A row of the stamp query as the driver returns it."""
-    return Stamp(int(row[0]), int(row[1]), row[2])
+    return Stamp(int(row[0]), int(row[1]), row[2], str(row[3]))
 
 
 def couple_stamp(engine: Engine, token: str) -> Stamp | None:

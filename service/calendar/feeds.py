@@ -33,8 +33,10 @@ from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
 from sqlalchemy.orm import Session, selectinload
 
 from service.calendar.vtimezone import transitions, vtimezone
+from service.core.i18n import Lang, lang
 from service.core.timeutil import UTC, localize
 from service.db.models import Couple, ExceptionKind, Ritual
+from service.domain import wording
 from service.domain.pauses import pause_spans
 from service.domain.recurrence import (
     Schedule,
@@ -159,23 +161,24 @@ def _exdates(s: Schedule, spans: Iterable[tuple[datetime, datetime]]) -> list[da
     return sorted(out)
 
 
-def _common(ev: Event, ritual: Ritual) -> None:
+def _common(ev: Event, ritual: Ritual, t: Lang) -> None:
     ev.add("uid", ritual.uid)
     ev.add("dtstamp", ritual.updated_at.astimezone(UTC))
     ev.add("sequence", ritual.version)
-    ev.add("summary", ritual.title)
-    if ritual.description:
-        ev.add("description", ritual.description)
+    ev.add("summary", wording.title(ritual, t))
+    description = wording.description(ritual, t)
+    if description:
+        ev.add("description", description)
     ev.add("categories", [ritual.kind.value])
     ev.add("transp", "TRANSPARENT")
 
 
-def _alarms(ev: Event, ritual: Ritual) -> None:
+def _alarms(ev: Event, ritual: Ritual, t: Lang) -> None:
     for minutes in ritual.offsets:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
         alarm.add("trigger", timedelta(minutes=-minutes))
-        alarm.add("description", ritual.title)
+        alarm.add("description", wording.title(ritual, t))
         ev.add_component(alarm)
 
 
@@ -197,26 +200,34 @@ def _duration(s: Schedule) -> timedelta:
 
 
 def _override(
-    ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool
+    ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool, t: Lang
 ) -> Event:
     ev = Event()
-    _common(ev, ritual)
+    _common(ev, ritual, t)
     ev.add("recurrence-id", _value(s, original))
     tz = ZoneInfo(s.timezone)
     ev.add("dtstart", start.astimezone(tz).date() if s.all_day else _unambiguous(start, tz))
     ev.add("duration", _duration(s))
     if alarms:
-        _alarms(ev, ritual)
+        _alarms(ev, ritual, t)
     return ev
 
 
 def ritual_events(
-    couple: Couple, ritual: Ritual, now: datetime, alarms: bool, span: tuple[date, date]
+    couple: Couple,
+    ritual: Ritual,
+    now: datetime,
+    alarms: bool,
+    span: tuple[date, date],
+    t: Lang | None = None,
 ) -> list[Event]:
+    """The ritual's events; Hearth's own words in them (a repair talk's title and guide) in
+    ``t``, the language of the partner the feed belongs to."""
+    t = t or lang(None)
     s = schedule_of(ritual)
     first = _first_start(s)
     ev = Event()
-    _common(ev, ritual)
+    _common(ev, ritual, t)
     ev.add("created", ritual.created_at.astimezone(UTC))
     ev.add("last-modified", ritual.updated_at.astimezone(UTC))
     start = first
@@ -232,7 +243,7 @@ def ritual_events(
         # as an instance), so the event is cancelled outright, as a removed one-off is.
         ev.add("status", "CANCELLED")
         if alarms:
-            _alarms(ev, ritual)
+            _alarms(ev, ritual, t)
         return [ev]
     excluded = _exdates(s, pause_spans(couple, ritual, now + PAUSE_LOOKAHEAD))
     if s.rrule:
@@ -256,7 +267,7 @@ def ritual_events(
     elif excluded or (s.ends_at is not None and s.ends_at <= start):
         ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
     if alarms:
-        _alarms(ev, ritual)
+        _alarms(ev, ritual, t)
     events = [ev]
     if not s.rrule:
         return events
@@ -270,10 +281,10 @@ def ritual_events(
     if not s.all_day:
         for instant in _pinned(s, *span):
             if instant not in excluded and instant not in moved:
-                events.append(_override(ritual, s, instant, instant, alarms))
+                events.append(_override(ritual, s, instant, instant, alarms, t))
     for original, new in sorted(moved.items()):
         if original not in excluded:
-            events.append(_override(ritual, s, original, new, alarms))
+            events.append(_override(ritual, s, original, new, alarms, t))
     return events
 
 
@@ -313,9 +324,12 @@ def build_calendar(
     now: datetime,
     alarms: bool = False,
     refresh_hours: int = 6,
+    language: str | None = None,
 ) -> bytes:
-    """One VCALENDAR for the couple. ``now`` only decides, to the day, how far an open-ended
-    pause is shown and how far the VTIMEZONEs reach; everything else comes from the data."""
+    """One VCALENDAR for the couple, as the partner reading ``language`` sees it. ``now``
+    only decides, to the day, how far an open-ended pause is shown and how far the
+    VTIMEZONEs reach; everything else comes from the data."""
+    t = lang(language)
     now = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     cal = Calendar()
     cal.add("prodid", PRODID)
@@ -323,7 +337,7 @@ def build_calendar(
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
     # icalendar has no type for these two and would write them unescaped; both are TEXT.
-    name = vText(f"{couple.name} — rituals")
+    name = vText(t._("{couple} — rituals").format(couple=couple.name))
     cal.add("name", name)
     cal.add("x-wr-calname", name)
     cal.add("x-wr-timezone", couple.timezone)
@@ -337,7 +351,7 @@ def build_calendar(
     for tzid in zones:
         cal.add_component(vtimezone(tzid, *span))
     for ritual in ordered:
-        for ev in ritual_events(couple, ritual, now, alarms, span):
+        for ev in ritual_events(couple, ritual, now, alarms, span, t):
             cal.add_component(ev)
     return cal.to_ical()
 

@@ -36,6 +36,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from service.core import i18n
 from service.core.crypto import Keyring, parse_keys
 from service.core.exceptions import ConfigError, InvalidInput
 
@@ -163,6 +164,12 @@ class RepairSettings(_Section):
 class DefaultsSettings(_Section):
     phone_region: str = "US"
     timezone: str = "UTC"
+    language: str = "en"
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        return i18n.check(v)
 
     @field_validator("phone_region")
     @classmethod

@@ -111,6 +111,8 @@ class Partner(Base):
     phone: Mapped[str | None] = mapped_column(sa.String(20), index=True)
     email: Mapped[str | None] = mapped_column(sa.String(254))
     timezone: Mapped[str] = mapped_column(sa.String(64))
+    # What the partner reads Hearth in (service/core/i18n.LANGUAGES).
+    language: Mapped[str] = mapped_column(sa.String(8), default="en", server_default="en")
     channels: Mapped[str] = mapped_column(sa.String(40), default="")  # "sms,email" in order
     quiet_start: Mapped[time | None]
     quiet_end: Mapped[time | None]

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from service.core import i18n
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.db.models import (
     Channel,
@@ -48,6 +49,14 @@ def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> P
     if len(found) > 1:
         raise Ambiguous("partner", ref, [f"{p.id}:{p.couple.name}/{p.name}" for p in found])
     return found[0]
+
+
+def language_code(value: str) -> str:
+    """A language Hearth ships (``DE`` and ``de-AT`` read ``de``), or InvalidInput."""
+    try:
+        return i18n.check(value)
+    except ValueError as exc:
+        raise InvalidInput("language", f"unknown language {value!r}", str(exc)) from None
 
 
 def _check_channels(partner: Partner) -> None:
@@ -149,6 +158,7 @@ def add(
     sms_consent: str | None,
     full_text: bool = False,
     region: str = "US",
+    language: str | None = None,
 ) -> Partner:
     name = validation.name(name, "partner name")
     if any(p.name.lower() == name.lower() for p in couple.partners):
@@ -161,6 +171,7 @@ def add(
         phone=validation.phone(phone, region) if phone else None,
         email=validation.email(email) if email else None,
         timezone=validation.timezone(timezone) if timezone else couple.timezone,
+        language=language_code(language) if language else i18n.DEFAULT,
         full_text=full_text,
         sms_consent=ConsentState.UNKNOWN,
         unsubscribe_token=secrets.token_urlsafe(32),
@@ -235,6 +246,7 @@ def edit(
     sms_consent: str | None = None,
     full_text: bool | None = None,
     region: str = "US",
+    language: str | None = None,
 ) -> Partner:
     changed: list[str] = []
     if name is not None:
@@ -259,6 +271,9 @@ def edit(
     if timezone is not None:
         partner.timezone = validation.timezone(timezone)
         changed.append("timezone")
+    if language is not None:
+        partner.language = language_code(language)
+        changed.append("language")
     if channels is not None:
         partner.channels = ",".join(validation.channels(channels))
         changed.append("channels")

@@ -1,7 +1,10 @@
 """Prompt pools and their rotation.
 
-Built-in pools live in ``service/domain/prompt_texts/<kind>.toml`` (``prompts = [...]``) and are
-synced into the ``prompt`` table; admins add their own with ``hearth prompts add``. Each
+Built-in pools live in ``service/domain/prompt_texts/<language>/<kind>.toml`` (a ``[prompts]``
+table of key = text). The English pool is the source: it is synced into the ``prompt`` table,
+and a partner reading another language gets the prompt with the same key from that
+language's file, so both partners of a couple read the same prompt, each in their own
+language. Admins add their own with ``hearth prompts add`` (shown as written). Each
 ritual cycles through its kind's enabled pool in a shuffled order: no prompt repeats until the
 pool is used up, and a new cycle never starts with the prompt that ended the previous one.
 """
@@ -22,16 +25,39 @@ from service.db.models import Prompt, PromptRotation, Ritual, RitualKind
 from service.domain.events import EventType, record
 
 POOL_DIR = Path(__file__).parent / "prompt_texts"
+SOURCE = "en"  # the language the prompt table holds
 MAX_LENGTH = 140  # leaves room in two SMS segments for the title, time and reply hints
 
 
 @cache
-def builtin_pool(kind: RitualKind) -> tuple[str, ...]:
-    path = POOL_DIR / f"{kind.value}.toml"
+def keyed_pool(kind: RitualKind, language: str = SOURCE) -> dict[str, str]:
+    """The built-in prompts of ``kind`` in ``language``, by key, in file order."""
+    path = POOL_DIR / language / f"{kind.value}.toml"
     if not path.exists():
-        return ()
+        return {}
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return tuple(str(p).strip() for p in data.get("prompts", []) if str(p).strip())
+    return {str(k): " ".join(str(v).split()) for k, v in data.get("prompts", {}).items()}
+
+
+@cache
+def builtin_pool(kind: RitualKind) -> tuple[str, ...]:
+    return tuple(t for t in keyed_pool(kind).values() if t)
+
+
+@cache
+def _keys(kind: RitualKind) -> dict[str, str]:
+    return {text: key for key, text in keyed_pool(kind).items()}
+
+
+def localized(kind: RitualKind, text: str, language: str) -> str:
+    """A stored prompt in ``language``: the built-in one with the same key, else as stored
+    (an admin's own prompt, or a built-in the language has not got)."""
+    if language == SOURCE:
+        return text
+    key = _keys(kind).get(text)
+    if key is None:
+        return text
+    return keyed_pool(kind, language).get(key) or text
 
 
 def sync_builtin(session: Session, now: datetime) -> int:

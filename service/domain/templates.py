@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 
+from service.core.i18n import N_
 from service.db.models import RitualKind
 
 
 @dataclass(frozen=True)
 class Template:
+    """A ready-made ritual. Its title and description are Hearth's words: a partner reads
+    them in their own language while the couple has not changed them (domain/wording.py)."""
+
     name: str
     kind: RitualKind
     title: str
@@ -26,8 +30,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "five-minute-check-in",
             RitualKind.CHECK_IN,
-            "Five-minute check-in",
-            "Each of you shares the best part of your day and one challenge.",
+            N_("Five-minute check-in"),
+            N_("Each of you shares the best part of your day and one challenge."),
             time(21, 0),
             5,
             "FREQ=DAILY",
@@ -35,8 +39,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "morning-coffee",
             RitualKind.CHECK_IN,
-            "Morning coffee",
-            "A short screen-free moment together before the day starts.",
+            N_("Morning coffee"),
+            N_("A short screen-free moment together before the day starts."),
             time(7, 30),
             15,
             "FREQ=DAILY",
@@ -44,8 +48,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "evening-recap",
             RitualKind.CHECK_IN,
-            "Evening recap",
-            "A brief recap of each other's day: open questions, listen more than you talk.",
+            N_("Evening recap"),
+            N_("A brief recap of each other's day: open questions, listen more than you talk."),
             time(20, 30),
             10,
             "FREQ=DAILY",
@@ -53,8 +57,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "gratitude-three",
             RitualKind.GRATITUDE,
-            "Three gratitudes",
-            "Each of you names three things you appreciate, ideally something the other did.",
+            N_("Three gratitudes"),
+            N_("Each of you names three things you appreciate, ideally something the other did."),
             time(19, 0),
             5,
             "FREQ=DAILY",
@@ -62,8 +66,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "appreciation-note",
             RitualKind.GRATITUDE,
-            "Appreciation note",
-            "A small gesture: a note, a message, making the other's coffee.",
+            N_("Appreciation note"),
+            N_("A small gesture: a note, a message, making the other's coffee."),
             time(12, 0),
             5,
             "FREQ=WEEKLY;BYDAY=MO,WE,FR",
@@ -71,8 +75,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "weekly-deep-talk",
             RitualKind.CHECK_IN,
-            "Weekly deep talk",
-            "Twenty undistracted minutes around one open question.",
+            N_("Weekly deep talk"),
+            N_("Twenty undistracted minutes around one open question."),
             time(19, 0),
             20,
             "FREQ=WEEKLY;BYDAY=SU",
@@ -81,8 +85,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "date-night",
             RitualKind.DATE_NIGHT,
-            "Date night",
-            "Plan or enjoy a date together; take turns choosing what to do.",
+            N_("Date night"),
+            N_("Plan or enjoy a date together; take turns choosing what to do."),
             time(19, 30),
             120,
             "FREQ=WEEKLY;BYDAY=FR",
@@ -91,8 +95,11 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "mirroring",
             RitualKind.CHECK_IN,
-            "Mirroring",
-            "Take turns sharing a feeling while the other reflects it back: understand, don't fix.",
+            N_("Mirroring"),
+            N_(
+                "Take turns sharing a feeling while the other reflects it back: "
+                "understand, don't fix."
+            ),
             time(20, 0),
             10,
             "FREQ=WEEKLY;BYDAY=WE",
@@ -100,8 +107,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "vulnerability",
             RitualKind.CHECK_IN,
-            "Vulnerability moment",
-            "Share something personal: a worry, a memory, a small disappointment.",
+            N_("Vulnerability moment"),
+            N_("Share something personal: a worry, a memory, a small disappointment."),
             time(21, 0),
             10,
             "FREQ=WEEKLY;BYDAY=TH",
@@ -109,8 +116,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "future-vision",
             RitualKind.CHECK_IN,
-            "Future vision",
-            "Imagine your shared future: hopes, values, and the rituals you want to keep.",
+            N_("Future vision"),
+            N_("Imagine your shared future: hopes, values, and the rituals you want to keep."),
             time(10, 0),
             45,
             "FREQ=MONTHLY;BYDAY=1SA",
@@ -119,8 +126,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "anniversary",
             RitualKind.CUSTOM,
-            "Anniversary",
-            "Celebrate your relationship.",
+            N_("Anniversary"),
+            N_("Celebrate your relationship."),
             None,
             1440,
             None,  # yearly on the date given with --on (or the start date)
@@ -129,8 +136,8 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "repair",
             RitualKind.REPAIR,
-            "Repair conversation",
-            "A calm, structured conversation after a conflict.",
+            N_("Repair conversation"),
+            N_("A calm, structured conversation after a conflict."),
             None,
             45,
             None,  # on request: see `hearth repair request`

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from service.channels import Message, Receipt, build_one
 from service.channels.base import TransportError
 from service.core.exceptions import Conflict, HearthError, InvalidInput, NotFound
+from service.core.i18n import lang
 from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Couple, Partner, Reminder, ReminderState
 from service.domain.events import EventType, record
@@ -86,10 +87,11 @@ def send_test(hearth: Hearth, partner: Partner, channel: Channel) -> Receipt:
             raise InvalidInput("channel", f"{partner.name} has no email address", "add --email")
         to = partner.email
     transport = build_one(hearth.settings, channel)
+    t = lang(partner.language)  # what the partner reads, though an admin sends it
     message = Message(
         to=to,
-        text="Hearth test message: reminders will reach you here. Reply STOP to opt out.",
-        subject="Hearth test message",
+        text=t._("Hearth test message: reminders will reach you here. Reply STOP to opt out."),
+        subject=t._("Hearth test message"),
     )
     try:
         transport.pace(message)

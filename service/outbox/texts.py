@@ -1,9 +1,11 @@
 """What partners read: the text of each reminder, per channel.
 
-SMS texts fit in two segments (GSM-7: 306 characters; anything outside GSM-7 switches the
-whole message to UCS-2: 134) and are discreet by default: a lock screen never shows "repair"
-or "conflict" unless the partner chose full text. Emails carry a text and an HTML part and the
-one-click unsubscribe headers (RFC 8058).
+Every text is in the partner's language (service/core/i18n.py), with times and dates in
+their locale's formats and their own zone. SMS texts fit in two segments (GSM-7: 306
+characters; anything outside GSM-7 switches the whole message to UCS-2: 134) and are
+discreet by default: a lock screen never shows "repair" or "conflict" unless the partner chose
+full text. Emails carry a text and an HTML part and the one-click unsubscribe headers
+(RFC 8058).
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ from datetime import datetime
 
 from service.channels.base import Message
 from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
+from service.core.i18n import N_, Lang, lang
 from service.core.timeutil import zone
 from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
+from service.domain import prompts, wording
 from service.domain.answers import asks
 
-SMS_HINTS = "Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out."
+# The source texts; sms_hints() gives them in a partner's language.
+SMS_HINTS = N_("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
 # The shared question (service/replies/question.py): the prompt is asked, answers revealed.
-ASK_HINTS = "Reply with your answer: you'll see your partner's once you both have. STOP to opt out."
-EMAIL_ASK = (
+ASK_HINTS = N_(
+    "Reply with your answer: you'll see your partner's once you both have. STOP to opt out."
+)
+EMAIL_ASK = N_(
     "Answer by text message: your partner sees your answer once you have both answered, "
     "and you see theirs."
 )
@@ -84,150 +91,178 @@ class Context:
     # When the occurrence really starts: a moved occurrence's new time, not its original
     # start (which only keys the reminder row).
     occurrence_start: datetime
+    # The prompt as stored (the source language); shown in the partner's language.
     prompt: str | None
     unsubscribe_url: str | None = None
+
+    @property
+    def t(self) -> Lang:
+        return lang(self.partner.language)
+
+    @property
+    def local_start(self) -> datetime:
+        return self.occurrence_start.astimezone(zone(self.partner.timezone))
+
+    @property
+    def prompt_text(self) -> str | None:
+        if self.prompt is None:
+            return None
+        return prompts.localized(self.ritual.kind, self.prompt, self.t.code)
 
 
 def _title(ctx: Context, discreet: bool) -> str:
     if discreet and ctx.ritual.kind is RitualKind.REPAIR:
-        return "Your planned conversation"
-    return ctx.ritual.title
+        return ctx.t._("Your planned conversation")
+    return wording.title(ctx.ritual, ctx.t)
 
 
 def _when(ctx: Context) -> str:
-    local = ctx.occurrence_start.astimezone(zone(ctx.partner.timezone))
+    t, local = ctx.t, ctx.local_start
     if ctx.ritual.start_time is None:
-        return f"today ({local:%a %d %b})"
-    return (
-        f"at {local:%H:%M}"
-        if ctx.purpose is not ReminderPurpose.INVITE
-        else f"{local:%a %d %b %H:%M}"
-    )
+        return t._("today ({day})").format(day=t.day(local))
+    if ctx.purpose is ReminderPurpose.INVITE:
+        return t.day_time(local)
+    return t._("at {time}").format(time=t.time(local))
 
 
 def _day(ctx: Context) -> str:
     """The weekday of the talk on the partner's calendar (a follow-up may be deferred past
     "tomorrow" by quiet hours, so never "yesterday")."""
-    return f"{ctx.occurrence_start.astimezone(zone(ctx.partner.timezone)):%A}"
+    return ctx.t.weekday(ctx.local_start)
+
+
+def sms_hints(t: Lang) -> str:
+    return t._(SMS_HINTS)
 
 
 def sms_text(ctx: Context) -> str:
+    t = ctx.t
     discreet = not ctx.partner.full_text
     title = _title(ctx, discreet)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
         return fit(
-            f"Hearth: about your talk on {_day(ctx)}. Did the steps you agreed on happen? "
-            "Reply YES, NO or a few words."
+            t._(
+                "Hearth: about your talk on {day}. Did the steps you agreed on happen? "
+                "Reply YES, NO or a few words."
+            ).format(day=_day(ctx))
         )
     if ctx.purpose is ReminderPurpose.CHASE:
-        day = _day(ctx)
-        return fit_title(
-            lambda t: (
-                f"Hearth: your partner marked {day}'s {t} done. "
-                "Did it happen for you too? Reply DONE. STOP to opt out."
-            ),
-            title,
+        chase = t._(
+            "Hearth: your partner marked {day}'s {title} done. "
+            "Did it happen for you too? Reply DONE. STOP to opt out."
         )
+        day = _day(ctx)
+        return fit_title(lambda x: chase.format(title=x, day=day), title)
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.INVITE:
         if discreet:
-            guide = "Take turns, listen fully, agree on one small step. Details in your calendar."
+            how = t._(
+                "Take turns, listen fully, agree on one small step. Details in your calendar."
+            )
         else:
-            guide = (
+            how = t._(
                 'Each speaks without interruption ("I feel... when... because..."), the other '
                 "mirrors back; validate before solving; agree on one or two steps."
             )
-        return fit_title(
-            lambda t: f"Hearth: {t} is set for {when}. {guide} Reply SKIP to call it off.", title
-        )
+        invite = t._("Hearth: {title} is set for {when}. {guide} Reply SKIP to call it off.")
+        return fit_title(lambda x: invite.format(title=x, when=when, guide=how), title)
     prompt = (
-        ctx.prompt
+        ctx.prompt_text
         if ctx.prompt and (not discreet or ctx.ritual.kind is not RitualKind.REPAIR)
         else None
     )
-    head = f"Hearth: {title} {when}."
-    tail = SMS_HINTS
-    if prompt and asks(ctx.ritual):
-        tail = ASK_HINTS
+    head = t._("Hearth: {title} {when}.")
+    tail = t._(ASK_HINTS) if prompt and asks(ctx.ritual) else sms_hints(t)
     if prompt:
         # The prompt is what gets shortened, never the hints (STOP must always be there).
+        start = head.format(title=title, when=when)
         words = prompt.split(" ")
-        while words and segments(f"{head} {' '.join(words)} {tail}") > MAX_SEGMENTS:
+        while words and segments(f"{start} {' '.join(words)} {tail}") > MAX_SEGMENTS:
             words = words[:-1]
             if words:
                 words[-1] = words[-1].rstrip(",.;:") + "..."
         if words:
-            return f"{head} {' '.join(words)} {tail}"
+            return f"{start} {' '.join(words)} {tail}"
     # No room for the prompt: a title too long for the rest is what gets shortened.
-    return fit_title(lambda t: f"Hearth: {t} {when}. {tail}", title)
+    return fit_title(lambda x: f"{head.format(title=x, when=when)} {tail}", title)
 
 
 def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
+    t = ctx.t
     title = _title(ctx, discreet=False)  # email is not a lock screen
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
-        subject = f"About your conversation on {_day(ctx)}"
+        subject = t._("About your conversation on {day}").format(day=_day(ctx))
         lines = [
-            "Did the steps you agreed on happen? Reply by SMS with YES, NO or a few words.",
+            t._("Did the steps you agreed on happen? Reply by SMS with YES, NO or a few words."),
             "",
         ]
     elif ctx.purpose is ReminderPurpose.INVITE:
         subject = f"{title}: {when}"
-        lines = [f"A calm time for your conversation: {when}. It is in your calendar.", ""]
+        lines = [
+            t._("A calm time for your conversation: {when}. It is in your calendar.").format(
+                when=when
+            ),
+            "",
+        ]
     else:
         subject = f"{title} {when}"
         lines = [f"{title} {when}.", ""]
-    if ctx.prompt:
-        lines += [ctx.prompt, ""]
+    prompt = ctx.prompt_text
+    if prompt:
+        lines += [prompt, ""]
         if asks(ctx.ritual) and ctx.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
-            lines += [EMAIL_ASK, ""]
-    if ctx.ritual.description:
-        lines += [ctx.ritual.description, ""]
+            lines += [t._(EMAIL_ASK), ""]
+    description = wording.description(ctx.ritual, t)
+    if description:
+        lines += [description, ""]
     headers: dict[str, str] = {}
-    page = _page_url(ctx.unsubscribe_url)
+    paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in lines if line)
+    foot = ""
     if ctx.unsubscribe_url:
-        lines += ["", f"Your own page (pause, quiet hours, calendar): {page}"]
-        lines += [f"Stop these emails: {ctx.unsubscribe_url}"]
+        stop = t._("Stop these emails")
+        own = t._("Your own page (pause, quiet hours, calendar)")
+        page = _page_url(ctx.unsubscribe_url)
+        lines += ["", f"{own}: {page}", f"{stop}: {ctx.unsubscribe_url}"]
         headers["List-Unsubscribe"] = f"<{ctx.unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        foot = (
+            f'<p style="color:#777;font-size:small"><a href="{html.escape(page)}">'
+            f"{html.escape(own)}</a> · "
+            f'<a href="{html.escape(ctx.unsubscribe_url)}">{html.escape(stop)}</a></p>'
+        )
     text = "\n".join(lines).strip() + "\n"
-    paragraphs = "".join(
-        f"<p>{html.escape(line)}</p>"
-        for line in lines
-        if line and not line.startswith(("Stop ", "Your own page"))
-    )
-    foot = (
-        f'<p style="color:#777;font-size:small"><a href="{html.escape(page)}">'
-        "Your own page</a> (pause, quiet hours, calendar) · "
-        f'<a href="{html.escape(ctx.unsubscribe_url)}">Stop these emails</a></p>'
-        if ctx.unsubscribe_url
-        else ""
-    )
     return Message(
         to=to,
         text=text,
         subject=subject,
-        html=f"<!doctype html><html><body>{paragraphs}{foot}</body></html>",
+        html=(f'<!doctype html><html lang="{t.code}"><body>{paragraphs}{foot}</body></html>'),
         headers=headers,
         reminder_id=reminder_id,
     )
 
 
-def _page_url(unsubscribe_url: str | None) -> str:
+def _page_url(unsubscribe_url: str) -> str:
     """The footer's way to the partner's page: the page link itself is never stored, so the
     email links to a button that issues one (service/web/page.py), by the same token."""
-    return (unsubscribe_url or "").replace("/unsubscribe/", "/page/from-email/", 1)
+    return unsubscribe_url.replace("/unsubscribe/", "/page/from-email/", 1)
 
 
-def notice(text: str, channel: Channel, to: str, reminder_id: int | None) -> Message:
-    """A stored one-off text (no ritual behind it)."""
+def notice(
+    text: str, channel: Channel, to: str, reminder_id: int | None, language: str | None = None
+) -> Message:
+    """A stored one-off text (no ritual behind it), written in the partner's language when it
+    was queued; only the email's subject is added here."""
     if channel is Channel.SMS:
         return Message(to=to, text=fit(text), reminder_id=reminder_id)
+    t = lang(language)
     return Message(
         to=to,
         text=text + "\n",
-        subject="A note from Hearth",
-        html=f"<!doctype html><html><body><p>{html.escape(text)}</p></body></html>",
+        subject=t._("A note from Hearth"),
+        html=(
+            f'<!doctype html><html lang="{t.code}"><body><p>{html.escape(text)}</p></body></html>'
+        ),
         reminder_id=reminder_id,
     )
 

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict, InvalidInput, NotFound
+from service.core.i18n import N_, Lang, lang
 from service.core.timeutil import in_quiet_hours, localize, quiet_hours_end, zone
 from service.db.context import Hearth
 from service.db.models import (
@@ -36,23 +37,14 @@ from service.db.models import (
     Ritual,
     RitualKind,
 )
-from service.domain import partners, rituals
+from service.domain import partners, rituals, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
 from service.replies.reactions import on
 
 log = structlog.get_logger("hearth.repair")
 
-GUIDE = (
-    "How to talk it through:\n"
-    '1. Each of you speaks without interruption, using "I feel ... when ... because ...".\n'
-    "2. The listener mirrors back what they heard before answering.\n"
-    "3. Validate the feeling before solving anything.\n"
-    "4. Apologise sincerely where it fits.\n"
-    "5. Agree on one or two concrete steps.\n\n"
-    "Hearth is not therapy. Where there is a history of abuse, trauma or repeated betrayal, "
-    "a couples therapist is the right next step."
-)
+GUIDE = wording.GUIDE  # the repair ritual's description, shown in each partner's language
 # Without quiet hours of their own, nobody is invited to a hard talk in the middle of the night.
 DEFAULT_QUIET = (time(22, 0), time(8, 0))
 STEP = timedelta(minutes=15)
@@ -164,7 +156,7 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
     req.updated_at = now
     if slot is None:
         req.state = RepairState.NO_SLOT
-        _tell(session, now, couple, no_slot_text(cfg.window_hours))
+        _tell(session, now, couple, lambda t: no_slot_text(cfg.window_hours, t))
         record(session, EventType.REPAIR_NO_SLOT, now, couple.id, repair_id=req.id)
         log.warning("repair_no_slot", repair_id=req.id, couple_id=couple.id,
                     hint="hearth repair request COUPLE --at 'YYYY-MM-DD HH:MM'")  # fmt: skip
@@ -174,7 +166,7 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         now,
         couple,
         kind=RitualKind.REPAIR,
-        title="Repair conversation",
+        title=wording.REPAIR_TITLE,
         description=GUIDE,
         start=slot,
         duration_minutes=cfg.duration_minutes,
@@ -207,14 +199,22 @@ def _followup_at(p: Partner, ended: datetime, hours: float) -> tuple[datetime, d
     return due, due + timedelta(hours=12)
 
 
-def no_slot_text(window_hours: float) -> str:
-    return (
-        f"Hearth: we could not find a calm time for both of you in the next "
-        f"{window_hours:g} hours. Your Hearth admin can set one for you."
+def no_slot_text(window_hours: float, t: Lang | None = None) -> str:
+    t = t or lang(None)
+    text = t.ngettext(
+        "Hearth: we could not find a calm time for both of you in the next {hours} hour. "
+        "Your Hearth admin can set one for you.",
+        "Hearth: we could not find a calm time for both of you in the next {hours} hours. "
+        "Your Hearth admin can set one for you.",
+        # A fraction takes the plural in all three languages (CLDR: 1.5 hours, 1,5 Stunden).
+        int(window_hours) if window_hours == int(window_hours) else 2,
     )
+    return text.format(hours=t.number(window_hours))
 
 
-CANCELLED_TEXT = "Hearth: your planned conversation is called off. Reply REPAIR to find a new time."
+CANCELLED_TEXT = N_(
+    "Hearth: your planned conversation is called off. Reply REPAIR to find a new time."
+)
 
 
 def _notify(
@@ -224,16 +224,17 @@ def _notify(
     ritual: Ritual | None,
     slot: datetime | None,
     purpose: ReminderPurpose,
-    body: str | None,
+    body: Callable[[Lang], str] | None,
     when: Callable[[Partner], tuple[datetime, datetime]],
     skip: Partner | None = None,
 ) -> None:
     """Queue one message per partner and channel (the dispatcher sends it); ``when`` gives
-    each partner's (due, expires)."""
+    each partner's (due, expires), ``body`` a notice's text in a partner's language."""
     for p in couple.partners:
         if p is skip:
             continue
         due, expires = when(p)
+        text = body(lang(p.language)) if body is not None else None
         for ch in p.channel_list:
             if not (partners.can_text(p) if ch is Channel.SMS else partners.can_email(p)):
                 continue
@@ -243,7 +244,7 @@ def _notify(
                     channel=ch, offset_minutes=0, purpose=purpose,
                     occurrence_start=slot or due,
                     due_at=due, expires_at=expires,
-                    state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due, body=body,
+                    state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due, body=text,
                     created_at=now, updated_at=now,
                 )
             )  # fmt: skip
@@ -251,7 +252,11 @@ def _notify(
 
 
 def _tell(
-    session: Session, now: datetime, couple: Couple, text: str, skip: Partner | None = None
+    session: Session,
+    now: datetime,
+    couple: Couple,
+    text: Callable[[Lang], str],
+    skip: Partner | None = None,
 ) -> None:
     """A notice to the couple (but ``skip``), each out of their quiet hours, fresh for 12 h."""
     _notify(
@@ -280,7 +285,7 @@ def cancel(
     if invited:
         couple = session.get(Couple, req.couple_id)
         assert couple is not None
-        _tell(session, now, couple, CANCELLED_TEXT, skip=by)
+        _tell(session, now, couple, lambda t: t._(CANCELLED_TEXT), skip=by)
     record(session, EventType.REPAIR_CANCELLED, now, req.couple_id, repair_id=req.id)
     return req
 

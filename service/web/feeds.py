@@ -46,6 +46,7 @@ class Key(NamedTuple):
     stamp: int  # the couple's change stamp the build was made from
     alarms: bool
     day: date  # the body depends on "now" only to the day (feeds.build_calendar)
+    language: str  # the token holder's: partners of one couple may read two languages
 
 
 class Built(NamedTuple):
@@ -57,22 +58,23 @@ class Built(NamedTuple):
 
 
 class FeedCache:
-    """The last build per (couple, alarms flag): partners of one couple may subscribe with and
-    without alarms, and one slot per couple would make them evict each other on every poll.
-    Small (at most two entries per couple) and thread-safe."""
+    """The last build per (couple, alarms flag, language): partners of one couple may
+    subscribe with and without alarms, and read different languages; one slot per couple
+    would make them evict each other on every poll. Small (at most four entries per couple)
+    and thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[tuple[int, bool], Built] = {}
+        self._items: dict[tuple[int, bool, str], Built] = {}
 
     def get(self, key: Key) -> Built | None:
         with self._lock:
-            item = self._items.get((key.couple_id, key.alarms))
+            item = self._items.get((key.couple_id, key.alarms, key.language))
         return item if item is not None and item.key == key else None
 
     def put(self, item: Built) -> None:
         with self._lock:
-            self._items[(item.key.couple_id, item.key.alarms)] = item
+            self._items[(item.key.couple_id, item.key.alarms, item.key.language)] = item
 
 
 def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built | None:
@@ -89,22 +91,23 @@ def _lookup(hearth: Hearth, token: str, alarms: bool, cache: FeedCache) -> Built
     with hearth.db.session() as s:
         # Through the token again, in the session the calendar is built from: a couple
         # removed since the first read, and a new one given its id, never get mixed up.
-        couple = s.scalars(
-            sa.select(Couple)
+        row = s.execute(
+            sa.select(Couple, Partner.language)
             .join(Partner, Partner.couple_id == Couple.id)
             .where(Partner.feed_token_hash == feed_tokens.digest(token))
         ).first()
-        if couple is None or couple.id != found.couple_id:
+        if row is None or row[0].id != found.couple_id:
             return None
+        couple, language = row
         # Key the build by the stamp it was built from, which may be newer than the first read.
-        key = Key(couple.id, found.born, couple.change_stamp, alarms, now.date())
+        key = Key(couple.id, found.born, couple.change_stamp, alarms, now.date(), language)
         item = _build(s, couple, key, now, hearth)
     cache.put(item)
     return item
 
 
 def _key(found: Stamp, alarms: bool, now: datetime) -> Key:
-    return Key(found.couple_id, found.born, found.change_stamp, alarms, now.date())
+    return Key(found.couple_id, found.born, found.change_stamp, alarms, now.date(), found.language)
 
 
 def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: Hearth) -> Built:
@@ -116,6 +119,7 @@ def _build(s: sa.orm.Session, couple: Couple, key: Key, now: datetime, hearth: H
         now=now,
         alarms=key.alarms,
         refresh_hours=hearth.settings.web.feed_refresh_hours,
+        language=key.language,
     )
     # A body that depends on the date changes without the couple changing; Last-Modified
     # must move with it, or an If-Modified-Since client keeps a stale copy.

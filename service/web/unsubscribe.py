@@ -14,23 +14,35 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service.core.i18n import Lang, lang
 from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import partners
 
 TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{20,64}")  # secrets.token_urlsafe(32) gives 43
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hearth emails</title></head>
-<body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
+PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
+</head><body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
 
 
-def _partner(hearth: Hearth, token: str) -> tuple[int, str, bool] | None:
+def _page(t: Lang, body: str) -> HTMLResponse:
+    """A page in the partner's language (the token names whose page it is)."""
+    return HTMLResponse(
+        PAGE.format(lang=t.code, title=html.escape(t._("Hearth emails")), body=body)
+    )
+
+
+def _p(text: str) -> str:
+    return f"<p>{html.escape(text, quote=False)}</p>"
+
+
+def _partner(hearth: Hearth, token: str) -> tuple[int, str, bool, str] | None:
     if not TOKEN_FORM.fullmatch(token):
         return None  # not one we issue: never reaches the database (NUL breaks PostgreSQL)
     with hearth.db.session() as s:
         p = s.scalar(sa.select(Partner).where(Partner.unsubscribe_token == token))
         if p is None:
             return None
-        return p.id, p.name, p.email_opted_out_at is not None
+        return p.id, p.name, p.email_opted_out_at is not None, p.language
 
 
 def _opt_out(hearth: Hearth, partner_id: int) -> None:
@@ -48,7 +60,8 @@ async def unsubscribe(request: Request) -> Response:
     found = await run_in_threadpool(_partner, hearth, request.path_params["token"])
     if found is None:
         raise HTTPException(404)  # the app's one 404: no hint whether the token existed
-    partner_id, name, already = found
+    partner_id, name, already, language = found
+    t = lang(language)
     if request.method == "POST":
         # RFC 8058: the one-click POST carries List-Unsubscribe=One-Click, form-encoded or
         # multipart (so the raw body is checked rather than parsed as one encoding).
@@ -56,15 +69,17 @@ async def unsubscribe(request: Request) -> Response:
         if len(form) > 4096 or b"List-Unsubscribe" not in form or b"One-Click" not in form:
             return PlainTextResponse("expected List-Unsubscribe=One-Click\n", status_code=400)
         await run_in_threadpool(_opt_out, hearth, partner_id)
-        return HTMLResponse(PAGE.format(body="<p>You will get no more emails from Hearth.</p>"))
+        return _page(t, _p(t._("You will get no more emails from Hearth.")))
     if already:
-        return HTMLResponse(PAGE.format(body="<p>You are already unsubscribed.</p>"))
+        return _page(t, _p(t._("You are already unsubscribed.")))
+    question = t._("Stop Hearth's reminder emails for {name}?").format(name=name)
+    button = t._("Unsubscribe")
     body = (
-        f"<p>Stop Hearth's reminder emails for {html.escape(name)}?</p>"
+        f"<p>{html.escape(question, quote=False)}</p>"
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">Unsubscribe</button></form>'
+        f'<button type="submit">{html.escape(button)}</button></form>'
     )
-    return HTMLResponse(PAGE.format(body=body))
+    return _page(t, body)
 
 
 routes: list[BaseRoute] = [
