@@ -25,21 +25,23 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
 
-from service.calendar.vtimezone import transitions, vtimezone
+from service.calendar import pins
+from service.calendar.vtimezone import vtimezone
 from service.core.timeutil import UTC, localize
 from service.db.models import Couple, ExceptionKind, Ritual
 from service.domain.pauses import pause_spans
 from service.domain.recurrence import (
+    ALL_DAY_NUDGE_TIME,
     Schedule,
     _local_starts,
     first_local_start,
     moved_within,
     occurrences,
+    reminder_due,
     schedule_of,
     series_until,
     split_until,
@@ -47,7 +49,7 @@ from service.domain.recurrence import (
 
 PRODID = "-//Hearth//Rituals//EN"
 PAUSE_LOOKAHEAD = timedelta(days=400)  # how far an open-ended pause is shown as skipped
-VTIMEZONE_YEARS = 15  # transitions listed past the newest DTSTART or this year, the later
+VTIMEZONE_YEARS = 20  # transitions and pins listed past the newest DTSTART or this year, the later
 _NO_VTIMEZONE = frozenset({"UTC", "Etc/UTC"})  # times in UTC are written with a Z
 
 
@@ -86,46 +88,6 @@ def _first_start(s: Schedule) -> datetime:
     start = datetime.combine(s.dtstart_date, wall)
     first = first_local_start(s) or start
     return first.replace(tzinfo=tz)
-
-
-@lru_cache(maxsize=256)
-def _unclear_walls(tzid: str, first: date, last: date) -> tuple[tuple[datetime, datetime], ...]:
-    """Naive local windows [lo, hi) whose wall times a transition skips or repeats."""
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    out = []
-    for t in transitions(tzid, start, end):
-        onset = (t.at + t.before).replace(tzinfo=None)
-        jump = t.after - t.before
-        out.append((onset, onset + jump) if jump > timedelta(0) else (onset + jump, onset))
-    return tuple(out)
-
-
-def _pinned(s: Schedule, first: date, last: date) -> list[datetime]:
-    """The instants of the occurrences whose wall time a transition skips or repeats."""
-    tz = ZoneInfo(s.timezone)
-    wall = s.start_time or time(0)
-    # Only the ritual's wall time on a transition day can fall in a window; checking those few
-    # candidates against one walk of the rule keeps this linear in the span, where asking the
-    # rule about each window would walk it from DTSTART again every time.
-    candidates = set()
-    for lo, hi in _unclear_walls(s.timezone, first, last):
-        day = lo.date()
-        while day <= hi.date():
-            local = datetime.combine(day, wall)
-            if lo <= local < hi:
-                candidates.add(local)
-            day += timedelta(days=1)
-    if not candidates:
-        return []
-    limit = series_until(s)
-    out = []
-    for local in _local_starts(s, min(candidates), max(candidates)):
-        if local in candidates:
-            instant = localize(local.date(), local.time(), tz)
-            if limit is None or instant <= limit:
-                out.append(instant)
-    return out
 
 
 def _unambiguous(instant: datetime, tz: ZoneInfo) -> datetime:
@@ -168,11 +130,31 @@ def _common(ev: Event, ritual: Ritual) -> None:
     ev.add("transp", "TRANSPARENT")
 
 
-def _alarms(ev: Event, ritual: Ritual) -> None:
+def _alarms(ev: Event, ritual: Ritual, s: Schedule) -> None:
+    """Relative triggers on the master: whole days are nominal days from the wall time
+    (``-P1D`` is the same time the day before), the rest exact, as the planner sends."""
     for minutes in ritual.offsets:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
-        alarm.add("trigger", timedelta(minutes=-minutes))
+        if s.all_day:
+            # A DATE starts at midnight, floating; the nudge goes at ALL_DAY_NUDGE_TIME.
+            anchor = datetime.combine(date.min, ALL_DAY_NUDGE_TIME) - datetime.min
+            alarm.add("trigger", anchor - timedelta(minutes=minutes))
+        else:
+            alarm.add("trigger", timedelta(minutes=-minutes))
+        alarm.add("description", ritual.title)
+        ev.add_component(alarm)
+
+
+def _exact_alarms(ev: Event, ritual: Ritual, s: Schedule, start: datetime) -> None:
+    """Absolute triggers (UTC) on a pinned or moved occurrence: the planner's instants,
+    whatever a reader's arithmetic would make of a relative one near a DST change."""
+    for minutes in ritual.offsets:
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        # VALUE=DATE-TIME: without it a reader expects a duration (RFC 5545 3.8.6.3).
+        alarm.add("trigger", reminder_due(s, start, minutes).astimezone(UTC),
+                  parameters={"VALUE": "DATE-TIME"})  # fmt: skip
         alarm.add("description", ritual.title)
         ev.add_component(alarm)
 
@@ -197,14 +179,27 @@ def _duration(s: Schedule) -> timedelta:
 def _override(
     ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool
 ) -> Event:
+    """One occurrence with its exact instants. DTEND, not DURATION: readers add a DURATION
+    on the wall clock (wrong across a change) or in X-WR-TIMEZONE (wrong for a UTC start).
+    Start and end in one zone: the ritual's when both wall times are unambiguous, else UTC."""
     ev = Event()
     _common(ev, ritual)
     ev.add("recurrence-id", _value(s, original))
     tz = ZoneInfo(s.timezone)
-    ev.add("dtstart", start.astimezone(tz).date() if s.all_day else _unambiguous(start, tz))
-    ev.add("duration", _duration(s))
+    if s.all_day:
+        ev.add("dtstart", start.astimezone(tz).date())
+        ev.add("duration", _duration(s))
+        if alarms:
+            _alarms(ev, ritual, s)
+        return ev
+    end = start + s.duration
+    begin, finish = _unambiguous(start, tz), _unambiguous(end, tz)
+    if begin.tzinfo is UTC or finish.tzinfo is UTC:
+        begin, finish = start.astimezone(UTC), end.astimezone(UTC)
+    ev.add("dtstart", begin)
+    ev.add("dtend", finish)
     if alarms:
-        _alarms(ev, ritual)
+        _exact_alarms(ev, ritual, s, start)
     return ev
 
 
@@ -230,7 +225,7 @@ def ritual_events(
         # as an instance), so the event is cancelled outright, as a removed one-off is.
         ev.add("status", "CANCELLED")
         if alarms:
-            _alarms(ev, ritual)
+            _alarms(ev, ritual, s)
         return [ev]
     excluded = _exdates(s, pause_spans(couple, ritual, now + PAUSE_LOOKAHEAD))
     if s.rrule:
@@ -254,7 +249,7 @@ def ritual_events(
     elif excluded or (s.ends_at is not None and s.ends_at <= start):
         ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
     if alarms:
-        _alarms(ev, ritual)
+        _alarms(ev, ritual, s)
     events = [ev]
     if not s.rrule:
         return events
@@ -266,7 +261,7 @@ def ritual_events(
         and moved_within(s, exc.original_start, exc.new_start)
     }
     if not s.all_day:
-        for instant in _pinned(s, *span):
+        for instant in pins.pinned(s, *span, ritual.offsets if alarms else ()):
             if instant not in excluded and instant not in moved:
                 events.append(_override(ritual, s, instant, instant, alarms))
     for original, new in sorted(moved.items()):
@@ -324,7 +319,6 @@ def build_calendar(
     name = vText(f"{couple.name} — rituals")
     cal.add("name", name)
     cal.add("x-wr-calname", name)
-    cal.add("x-wr-timezone", couple.timezone)
     refresh = timedelta(hours=refresh_hours)
     cal.add("refresh-interval", vDuration(refresh), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(refresh))
