@@ -50,8 +50,8 @@ def main() -> int:
             }
             occ = sum(map(len, want.values()))
             reminders = sum(len(o[2]) for v in want.values() for o in v)
-            figures = [f"{tz}: {len(want)} rituals, {occ} occurrences, {reminders} reminders,"
-                       f" feed {len(body) // 1024} KiB built+planned in {t1 - t0:.1f}s"]  # fmt: skip
+            figures = [f"{tz}: {len(want)} rituals, {occ} occurrences, {reminders} reminders, "
+                       f"feed {len(body) // 1024} KiB, plan+build {t1 - t0:.1f}s"]  # fmt: skip
             for name, read in readings.items():
                 t = time.perf_counter()
                 got = read(body)

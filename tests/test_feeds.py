@@ -30,7 +30,8 @@ from service.db.models import Couple, Reminder, Ritual, RitualKind
 from service.domain import couples, partners, rituals
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox import planner
-from tests.conftest import IN_CI
+from tests import interop
+from tests.conftest import IN_CI, Cli
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
 
@@ -765,3 +766,78 @@ def test_the_loop_reader_never_waits_for_a_locked_database(
         reader.close()
         holder.close()
     assert reader.stamp(token) is False  # closed: every request takes the thread path
+
+
+def test_a_day_before_is_the_same_wall_time_the_evening_before_everywhere(
+    run_sqlite: Cli, clock: FakeClock
+) -> None:
+    """"1 day before" a 21:00 ritual the day summer time starts is 21:00 the evening before
+    (20:00 UTC, not the 19:00 that 1,440 minutes would give): in the outbox, in `ritual
+    preview` and in the feed's VALARM (TRIGGER:-P1D, read by recurring-ical-events)."""
+    run = run_sqlite
+    clock.set(datetime(2027, 3, 26, 12, 0, tzinfo=UTC))
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    run.ok("partner", "add", "1", "Alice", "--phone", "+4915123456789", "--sms-consent", "form")
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in", "--remind", "1d,7d,30m")
+    sunday = datetime(2027, 3, 28, 19, 0, tzinfo=UTC)  # 21:00 CEST
+    want = {1440: datetime(2027, 3, 27, 20, 0, tzinfo=UTC),  # Saturday 21:00 CET
+            10080: datetime(2027, 3, 21, 20, 0, tzinfo=UTC),  # the Sunday before, 21:00 CET
+            30: datetime(2027, 3, 28, 18, 30, tzinfo=UTC)}  # fmt: skip
+    preview = json.loads(run.ok("ritual", "preview", "1", "--count", "3", "--json").output)
+    (entry,) = [p for p in preview if p["start"] == sunday.isoformat()]
+    assert {r["minutes_before"]: r["at"] for r in entry["reminders"]} == {
+        m: at.isoformat() for m, at in want.items()
+    }
+    table = run.ok("ritual", "preview", "1", "--count", "3").output
+    assert "1d: Sat 03-27 21:00" in table and "7d: Sun 03-21 21:00" in table
+    db = run.hearth.db
+    planner.plan(db.write_engine, datetime(2027, 3, 20, tzinfo=UTC), timedelta(days=9), 30)
+    with db.session() as s:
+        rows = s.execute(
+            sa.select(Reminder.offset_minutes, Reminder.due_at).where(
+                Reminder.occurrence_start == sunday
+            )
+        ).all()
+    assert {m: due.astimezone(UTC) for m, due in rows} == want
+    with db.session() as s:
+        couple = couples.resolve(s, 1)
+        body = feeds.build_calendar(couple, list(couple.rituals), now=clock.now(), alarms=True)
+    assert b"TRIGGER:-P1D\r\n" in body and b"TRIGGER:-P7D\r\n" in body
+    cal = Calendar.from_ical(body)
+    alarms = {
+        alarm["TRIGGER"].dt.astimezone(UTC)
+        for ev in recurring_ical_events.of(cal, components=["VALARM"]).between(
+            want[10080] - timedelta(days=1), sunday
+        )
+        if ev.start == sunday
+        for alarm in ev.walk("VALARM")
+    }
+    assert alarms == set(want.values())
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("tz", interop.ZONES)
+def test_three_readers_agree_with_the_planner(
+    sqlite_db: Database, clock: FakeClock, icaljs: Path, tmp_path: Path, tz: str
+) -> None:
+    """The cross-check of tests/interop.py, sampled: in each of the 13 zones, one kind of
+    ritual (daily, weekly, monthly, yearly) per wall time in turn, at the exact onset, inside
+    and at the exact end of every 2027 gap and fold and lasting across it; a daily 21:00 one
+    skipped and moved into a gap and onto a repeated time; offsets of minutes, hours, whole
+    days and a day and an hour; read in the ten days around each change of 2026, 2027 and
+    2045 from a feed built in January 2026. Every occurrence's start, end and reminders, to
+    the second, in recurring-ical-events, ical.js and ``ical``, as the planner sends them.
+    The whole matrix (every kind at every wall, whole years): ``python -m bench.feed_interop``."""
+    db, now = sqlite_db, clock.now()
+    cid = interop.build(db, now, tz, sample=True)
+    windows = interop.windows_near([tz])
+    want = interop.planned(db, cid, windows)
+    body = _feed(db, cid, now, alarms=True)
+    assert sum(map(len, want.values())) > 50
+    assert all(occ and all(o[2] for o in occ) for occ in want.values())  # each has reminders
+    for name, got in (
+        ("recurring-ical-events", interop.recurring_ical_events_reading(body, windows)),
+        ("ical.js", interop.icaljs_reading(body, tmp_path, windows)),
+        ("ical", interop.ical_reading(body, windows)),
+    ):
+        assert interop.differences(want, got) == [], name
