@@ -197,8 +197,9 @@ def recurring_ical_events_reading(body: bytes, windows: Windows = WINDOWS) -> Se
     cal = Calendar.from_ical(body)
     alarms: dict[tuple[str, datetime], set[datetime]] = defaultdict(set)  # windows overlap
     out: Seen = defaultdict(list)
-    events, triggers = recurring_ical_events.of(cal), recurring_ical_events.of(
-        cal, components=["VALARM"]
+    events, triggers = (
+        recurring_ical_events.of(cal),
+        recurring_ical_events.of(cal, components=["VALARM"]),
     )
     for lo, hi in windows:
         for ev in events.between(lo, hi):

@@ -771,9 +771,10 @@ def test_the_loop_reader_never_waits_for_a_locked_database(
 def test_a_day_before_is_the_same_wall_time_the_evening_before_everywhere(
     run_sqlite: Cli, clock: FakeClock
 ) -> None:
-    """"1 day before" a 21:00 ritual the day summer time starts is 21:00 the evening before
-    (20:00 UTC, not the 19:00 that 1,440 minutes would give): in the outbox, in `ritual
-    preview` and in the feed's VALARM (TRIGGER:-P1D, read by recurring-ical-events)."""
+    """A reminder "1 day before" a 21:00 ritual the day summer time starts is at 21:00 the
+    evening before (20:00 UTC, not the 19:00 that 1,440 minutes would give): in the outbox,
+    in `ritual preview` and in the feed's VALARM (TRIGGER:-P1D, read by
+    recurring-ical-events)."""
     run = run_sqlite
     clock.set(datetime(2027, 3, 26, 12, 0, tzinfo=UTC))
     run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")

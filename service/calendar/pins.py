@@ -7,11 +7,11 @@ gap and a repeated 01:45 as the first one, ical.js uses the offset after the cha
 ical.js adds DURATION (and an alarm's TRIGGER) on the wall clock, so a 45-minute event
 across a gap ends before it starts. An occurrence is pinned when any of its instants is
 exposed to one of these readings: its start's wall time is skipped or repeated, a change
-falls between its start and its end, its end's wall time is repeated, or (with alarms) one of its reminders is reached
-through a wall time a change skips or repeats, or across a change within the exact
-(hours and minutes) part of its offset. The whole-day part of an offset is nominal days on
-the wall clock (:func:`service.domain.recurrence.reminder_due`), which every reader
-computes alike from a clear wall time.
+falls between its start and its end, its end's wall time is repeated, or (with alarms) one
+of its reminders is reached through a wall time a change skips or repeats, or across a
+change within the exact (hours and minutes) part of its offset. The whole-day part of an
+offset is nominal days on the wall clock (:func:`service.domain.recurrence.reminder_due`),
+which every reader computes alike from a clear wall time.
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ def _crossed(at: Sequence[datetime], lo: datetime, hi: datetime) -> bool:
     return i < len(at) and at[i] <= hi
 
 
-def exposed(
-    s: Schedule, wall: datetime, offsets: Sequence[int], at: Sequence[datetime]
-) -> bool:
+def exposed(s: Schedule, wall: datetime, offsets: Sequence[int], at: Sequence[datetime]) -> bool:
     """Whether the occurrence at naive local ``wall`` needs a pin (see the module doc)."""
     tz = ZoneInfo(s.timezone)
     if unclear(wall, tz):
