@@ -326,7 +326,10 @@ def test_unclear_wall_times_are_pinned(db: Database, clock: FakeClock) -> None:
     }
     assert overrides["TZID=Europe/Berlin:20260329T023000"] == ";TZID=Europe/Berlin:20260329T033000"
     assert overrides["TZID=Europe/Berlin:20261025T023000"] == ":20261025T003000Z"
-    assert len(overrides) == 2 * 16  # both changes of 2026..2041, nothing else
+    assert len(overrides) == 2 * 21  # both changes of 2026..2046, nothing else
+    # The end in the start's zone, and as DTEND: a DURATION would be added on a wall clock.
+    assert "DTEND;TZID=Europe/Berlin:20260329T033500\r\n" in text  # five minutes
+    assert "DTEND:20261025T003500Z\r\n" in text
     cal = Calendar.from_ical(text)
     vtz = next(iter(cal.walk("VTIMEZONE")))
     # The onset of summer time is 02:00 in the offset before it (RFC 5545 3.6.5).
@@ -485,18 +488,23 @@ def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
     assert sorted(planned) == want
 
 
-def test_vtimezone_and_pins_reach_fifteen_years_past_today(db: Database, clock: FakeClock) -> None:
-    """An old series: the VTIMEZONE and the DST pins end 15 years after today, not after the
-    DTSTART (which would stop them in 2020)."""
+def test_vtimezone_and_pins_reach_twenty_years_past_today(db: Database, clock: FakeClock) -> None:
+    """An old series: the VTIMEZONE's listed changes and the DST pins end 20 years after
+    today, not after the DTSTART (which would stop them in 2025); then the zone's current
+    rule recurs, so the VTIMEZONE never runs out."""
     now = clock.now()
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, kind="custom", title="Late", at="02:30", every="daily",
                on="2005-03-01")  # fmt: skip
     text = _feed(db, cid, now).decode()
     onsets = re.findall(r"BEGIN:DAYLIGHT\r\nDTSTART:(\d{4})", text)
-    assert onsets[0] == "2004" and onsets[-1] == "2041", onsets  # a year before DTSTART on
+    assert onsets[0] == "2004" and onsets[-2] == "2046", onsets  # a year before DTSTART on
+    assert re.search(
+        r"BEGIN:DAYLIGHT\r\nDTSTART:20470331T020000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\n",
+        text,
+    )
     pins = re.findall(r"RECURRENCE-ID;TZID=Europe/Berlin:(\d{4})", text)
-    assert pins[0] == "2005" and pins[-1] == "2041" and len(pins) == 2 * 37
+    assert pins[0] == "2005" and pins[-1] == "2046" and len(pins) == 2 * 42
 
 
 def test_if_modified_since_over_http(db: Database, clock: FakeClock, hearth: Hearth) -> None:
