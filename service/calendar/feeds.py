@@ -8,8 +8,8 @@ EXDATE and RECURRENCE-ID use DTSTART's value type and TZID, and name the rule's 
 time (for a time in a DST gap that is the nominal time the rule generates, not the shifted
 instant); an RRULE never carries both UNTIL and COUNT (RFC 5545 3.3.10), only the limit that
 ends the series first; a series removed before its first instance is CANCELLED rather than
-given an UNTIL before its DTSTART; NAME and X-WR-CALNAME are escaped TEXT (icalendar does not
-know them and would write them raw). "Today" enters only at day granularity: how far an
+given an UNTIL before its DTSTART; NAME and X-WR-CALNAME need no escaping (see
+:func:`calendar_name`). "Today" enters only at day granularity: how far an
 open-ended pause is shown, and how far the VTIMEZONEs reach (see :func:`date_floor`).
 
 Times a DST change skips or repeats are pinned: each such occurrence also gets an override
@@ -22,6 +22,7 @@ without the pin a calendar could show the ritual an hour away from its SMS.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
@@ -282,6 +283,14 @@ def _span(timed: list[Ritual], today: date) -> tuple[date, date]:
     return first, date(newest + VTIMEZONE_YEARS, 12, 31)
 
 
+def calendar_name(couple_name: str) -> str:
+    """The calendar's NAME and X-WR-CALNAME: the couple's name with no character that TEXT
+    escapes. Both are TEXT, but ical.js and icalendar hand ``\\,`` and ``\\;`` back with the
+    backslash (neither knows the properties), so a separator becomes a middle dot instead."""
+    plain = re.sub(r"\s*[,;\\\r\n]+\s*", " · ", couple_name).strip(" ·")
+    return f"{plain or 'Our'} — rituals"
+
+
 def date_floor(couple: Couple, rituals: list[Ritual], now: datetime) -> datetime | None:
     """Since when the calendar built for ``now`` has had its form for a reason other than a
     change of data, or None when it depends on the data only. Today's start when an
@@ -316,7 +325,7 @@ def build_calendar(
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
     # icalendar has no type for these two and would write them unescaped; both are TEXT.
-    name = vText(f"{couple.name} — rituals")
+    name = vText(calendar_name(couple.name))
     cal.add("name", name)
     cal.add("x-wr-calname", name)
     refresh = timedelta(hours=refresh_hours)
