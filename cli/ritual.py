@@ -72,7 +72,11 @@ def schedule_options(f: F) -> F:
         click.option("--rrule", help="An RFC 5545 RRULE instead of --every (at most daily)."),
         click.option("--on", help="First date YYYY-MM-DD (the date itself for anniversaries)."),
         click.option("--duration", help="Length, e.g. 5, 45m, 1h30m."),
-        click.option("--remind", help="Minutes before the start to remind, e.g. 0,30m,1h."),
+        click.option(
+            "--remind",
+            help="When to remind before the start, e.g. 0,30m,1h,1d (1d: the same time the day"
+            " before, whatever a DST change does).",
+        ),
         click.option("--channel", "channels", help="Override partners' channels: sms,email."),
         click.option("--timezone", "-z", help="The ritual's zone (default: the couple's)."),
     ]
