@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dateutil.rrule import rrulestr
+from icalendar import Component, vDDDTypes, vRecur, vUTCOffset
 
 from service.calendar import pins, tzrule
 from service.calendar.vtimezone import transitions, vtimezone
@@ -17,7 +18,7 @@ from service.core.timeutil import localize
 from service.db.engine import Database
 from tests.factories import add_ritual, couple_with_partners
 from tests.interop import ZONES
-from tests.test_feeds import _feed
+from tests.test_feeds import _feed, _prop
 
 SECOND = timedelta(seconds=1)
 # Two more whose rule moves a change off the named day (RFC 8536 hours past 24 or below 0).
@@ -79,17 +80,21 @@ def test_the_recurring_tail_agrees_with_the_tz_database_to_2100(tz: str) -> None
     has, for every year to 2100."""
     comp = vtimezone(tz, date(2025, 1, 1), date(2046, 12, 31))
     recurring = [o for o in comp.subcomponents if "RRULE" in o]
-    listed = [o for o in comp.subcomponents if "RRULE" not in o]
-    last = max(o["DTSTART"].dt for o in listed)
+
+    def onset(o: Component) -> datetime:
+        value = _prop(o, "DTSTART", vDDDTypes).dt
+        assert isinstance(value, datetime)
+        return value
+
+    last = max(onset(o) for o in comp.subcomponents if "RRULE" not in o).replace(tzinfo=UTC)
     end = datetime(2100, 1, 1, tzinfo=UTC)
-    expected = [t.at for t in transitions(tz, last.replace(tzinfo=UTC), end)
-                if t.at > last.replace(tzinfo=UTC) + timedelta(days=1)]  # fmt: skip
+    expected = [t.at for t in transitions(tz, last, end) if t.at > last + timedelta(days=1)]
     got = []
     for o in recurring:
-        before = o["TZOFFSETFROM"].td
-        rule = rrulestr(o["RRULE"].to_ical().decode(), dtstart=o["DTSTART"].dt)
-        got += [(onset - before).replace(tzinfo=UTC) for onset in rule.between(
-            o["DTSTART"].dt, end.replace(tzinfo=None) + timedelta(days=1), inc=True)]  # fmt: skip
+        before = _prop(o, "TZOFFSETFROM", vUTCOffset).td
+        rrule = rrulestr(_prop(o, "RRULE", vRecur).to_ical().decode(), dtstart=onset(o))
+        until = end.replace(tzinfo=None) + timedelta(days=1)
+        got += [(at - before).replace(tzinfo=UTC) for at in rrule.between(onset(o), until, True)]
     got = sorted(g for g in got if g < end)
     rule = tzrule.read(tz).rule
     assert rule is not None
