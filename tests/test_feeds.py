@@ -863,3 +863,35 @@ def test_three_readers_agree_with_the_planner(
         ("ical", interop.ical_reading(body, windows)),
     ):
         assert interop.differences(want, got) == [], name
+
+
+@pytest.mark.node
+def test_one_offs_across_a_change_end_and_remind_alike_in_every_reader(
+    sqlite_db: Database, clock: FakeClock, icaljs: Path, tmp_path: Path
+) -> None:
+    """A repair talk at 01:30 New York time the night the clocks go forward, 45 minutes (it
+    ends at 03:15 EDT, not before it starts), and one at 01:30 the night they go back (the
+    first 01:30), 90 minutes: DTEND and absolute alarms, so start, end and reminders agree."""
+    db, now = sqlite_db, clock.now()
+    cid = couple_with_partners(db, now, name="Talks", tz="America/New_York")
+    with db.session() as s:
+        couple = couples.resolve(s, cid)
+        for start, minutes in ((datetime(2027, 3, 14, 6, 30, tzinfo=UTC), 45),
+                               (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), 90)):  # fmt: skip
+            rituals.add_one_off(
+                s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
+                start=start, duration_minutes=minutes, offsets=[0, 30, 90, 1440],
+            )  # fmt: skip
+    windows = ((datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 12, 1, tzinfo=UTC)),)
+    want = interop.planned(db, cid, windows)
+    assert sorted((o[0], o[1]) for occ in want.values() for o in occ) == [
+        (datetime(2027, 3, 14, 6, 30, tzinfo=UTC), datetime(2027, 3, 14, 7, 15, tzinfo=UTC)),
+        (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), datetime(2027, 11, 7, 7, 0, tzinfo=UTC)),
+    ]
+    body = _feed(db, cid, now, alarms=True)
+    for name, got in (
+        ("recurring-ical-events", interop.recurring_ical_events_reading(body, windows)),
+        ("ical.js", interop.icaljs_reading(body, tmp_path, windows)),
+        ("ical", interop.ical_reading(body, windows)),
+    ):
+        assert interop.differences(want, got) == [], name

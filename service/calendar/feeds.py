@@ -193,15 +193,22 @@ def _override(
         if alarms:
             _alarms(ev, ritual, s)
         return ev
+    _exact_times(ev, s, start)
+    if alarms:
+        _exact_alarms(ev, ritual, s, start)
+    return ev
+
+
+def _exact_times(ev: Event, s: Schedule, start: datetime) -> None:
+    """DTSTART and DTEND in one zone: the ritual's when both wall times name one instant,
+    else UTC."""
+    tz = ZoneInfo(s.timezone)
     end = start + s.duration
     begin, finish = _unambiguous(start, tz), _unambiguous(end, tz)
     if begin.tzinfo is UTC or finish.tzinfo is UTC:
         begin, finish = start.astimezone(UTC), end.astimezone(UTC)
     ev.add("dtstart", begin)
     ev.add("dtend", finish)
-    if alarms:
-        _exact_alarms(ev, ritual, s, start)
-    return ev
 
 
 def ritual_events(
@@ -217,8 +224,14 @@ def ritual_events(
     if not s.rrule and first in s.moves:
         # A moved one-off (a rescheduled repair talk) is simply at its new time.
         start = _unambiguous(s.moves[first], ZoneInfo(s.timezone))
-    ev.add("dtstart", start.date() if s.all_day else start)
-    ev.add("duration", _duration(s))
+    one_off = not s.rrule and not s.all_day
+    if one_off:
+        # Exact, as an override is: a DURATION (or a relative trigger) would be added on a
+        # wall clock by some readers, wrong across a DST change.
+        _exact_times(ev, s, start.astimezone(UTC))
+    else:
+        ev.add("dtstart", start.date() if s.all_day else start)
+        ev.add("duration", _duration(s))
     until = series_until(s) if s.rrule else None
     if s.rrule and until is not None and until < first:
         # Removed (or bounded) before its first instance: the series has none. An UNTIL before
@@ -249,7 +262,9 @@ def ritual_events(
             ev.add("exdate", [_value(s, x) for x in excluded])
     elif excluded or (s.ends_at is not None and s.ends_at <= start):
         ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
-    if alarms:
+    if alarms and one_off:
+        _exact_alarms(ev, ritual, s, start.astimezone(UTC))
+    elif alarms:
         _alarms(ev, ritual, s)
     events = [ev]
     if not s.rrule:
