@@ -1,6 +1,7 @@
 """The iCalendar feed: content to the letter of RFC 5545, served over real HTTP, and expanded
-by two independent parsers (recurring-ical-events and Mozilla's ical.js) to exactly the
-instants ``service.recurrence`` plans reminders for."""
+by three independent readers (recurring-ical-events, Mozilla's ical.js and ``ical``; see
+tests/interop.py) to exactly the instants the planner sends reminders for: start, end and
+every reminder of every occurrence."""
 
 from __future__ import annotations
 
