@@ -18,8 +18,10 @@ from cli.common import (
     unit_of_work,
 )
 from service.core.exceptions import InvalidInput
+from service.core.timeutil import zone
 from service.db.models import Couple, ExceptionKind, Ritual
 from service.domain import couples, pauses, rituals, validation
+from service.domain.recurrence import reminder_due, schedule_of
 from service.domain.validation import until_datetime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +73,11 @@ def schedule_options(f: F) -> F:
         click.option("--rrule", help="An RFC 5545 RRULE instead of --every (at most daily)."),
         click.option("--on", help="First date YYYY-MM-DD (the date itself for anniversaries)."),
         click.option("--duration", help="Length, e.g. 5, 45m, 1h30m."),
-        click.option("--remind", help="Minutes before the start to remind, e.g. 0,30m,1h."),
+        click.option(
+            "--remind",
+            help="When to remind before the start, e.g. 0,30m,1h,1d (1d: the same time the day"
+            " before, whatever a DST change does).",
+        ),
         click.option("--channel", "channels", help="Override partners' channels: sms,email."),
         click.option("--timezone", "-z", help="The ritual's zone (default: the couple's)."),
         click.option(
@@ -286,7 +292,8 @@ def move_cmd(ritual: str, date: str, to: str, couple: str | None) -> None:
 @json_option
 def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: bool) -> None:
     """Next occurrences of RITUAL (or all of --couple's), in the couple's zone and in each
-    partner's own zone.
+    partner's own zone, with the instants their reminders go out (a whole day before is
+    the same wall time the day before, as the calendar's alarms say).
 
     Occurrences inside a pause (the ritual's or the couple's) are listed and marked paused:
     nobody is nudged for them."""
@@ -304,6 +311,7 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             # A list, not a dict by name: partners may share a name (or be called "couple").
             zones: list[tuple[int | None, str, str]] = [(None, r.couple.name, r.couple.timezone)]
             zones += [(p.id, p.name, p.timezone) for p in r.couple.partners]
+            sched = schedule_of(r)
             for occ in rituals.upcoming(r, now, count):
                 data.append(
                     {
@@ -322,6 +330,10 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                             }
                             for pid, name, tz in zones
                         ],
+                        "reminders": [
+                            {"minutes_before": m, "at": reminder_due(sched, occ.start, m)}
+                            for m in r.offsets
+                        ],
                     }
                 )
     if as_json:
@@ -337,10 +349,27 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             + (" (moved)" if d["moved"] else "")
             + (" (paused: no nudge)" if d["paused"] else ""),
             *(z["time"] for z in d["local"]),
+            _reminders(d["reminders"], d["local"][0]["timezone"]),
         )
         for d in data
     ]
-    print_table(("id", "ritual", *_zone_headers(data[0]["local"])), rows)
+    print_table(("id", "ritual", *_zone_headers(data[0]["local"]), "reminders (couple)"), rows)
+
+
+def _reminders(reminders: list[dict[str, Any]], tz: str) -> str:
+    """'1d: Sat 03-27 21:00, 30m: Sun 03-28 20:30' in the couple's zone."""
+    local = zone(tz)
+    return ", ".join(
+        f"{_before(r['minutes_before'])}: {r['at'].astimezone(local):%a %m-%d %H:%M}"
+        for r in reminders
+    )
+
+
+def _before(minutes: int) -> str:
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (mins, "m")) if n)
+    return text or "0"
 
 
 def _zone_headers(local: list[dict[str, Any]]) -> list[str]:

@@ -278,7 +278,9 @@ def test_preview_keeps_partners_apart_whatever_their_names(run: Cli) -> None:
         (2, "Sam", "America/New_York", "Mon 2026-01-05 15:00 EST"),
     ]
     header = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[0]
-    assert [h.strip() for h in header.split("┃")] == ["id", "ritual", "couple", "couple #1", "Sam"]
+    assert [h.strip() for h in header.split("┃")] == [
+        "id", "ritual", "couple", "couple #1", "Sam", "reminders (couple)"
+    ]  # fmt: skip
     row = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[-1]
     assert "CET" in row and "JST" in row and "EST" in row
 

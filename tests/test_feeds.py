@@ -1,6 +1,7 @@
 """The iCalendar feed: content to the letter of RFC 5545, served over real HTTP, and expanded
-by two independent parsers (recurring-ical-events and Mozilla's ical.js) to exactly the
-instants ``service.recurrence`` plans reminders for."""
+by three independent readers (recurring-ical-events, Mozilla's ical.js and ``ical``; see
+tests/interop.py) to exactly the instants the planner sends reminders for: start, end and
+every reminder of every occurrence."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from service.db.models import Couple, Reminder, Ritual, RitualKind
 from service.domain import couples, partners, rituals
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox import planner
-from tests.conftest import IN_CI
+from tests import interop
+from tests.conftest import IN_CI, Cli
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
 
@@ -325,7 +327,10 @@ def test_unclear_wall_times_are_pinned(db: Database, clock: FakeClock) -> None:
     }
     assert overrides["TZID=Europe/Berlin:20260329T023000"] == ";TZID=Europe/Berlin:20260329T033000"
     assert overrides["TZID=Europe/Berlin:20261025T023000"] == ":20261025T003000Z"
-    assert len(overrides) == 2 * 16  # both changes of 2026..2041, nothing else
+    assert len(overrides) == 2 * 21  # both changes of 2026..2046, nothing else
+    # The end in the start's zone, and as DTEND: a DURATION would be added on a wall clock.
+    assert "DTEND;TZID=Europe/Berlin:20260329T033500\r\n" in text  # five minutes
+    assert "DTEND:20261025T003500Z\r\n" in text
     cal = Calendar.from_ical(text)
     vtz = next(iter(cal.walk("VTIMEZONE")))
     # The onset of summer time is 02:00 in the offset before it (RFC 5545 3.6.5).
@@ -484,18 +489,23 @@ def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
     assert sorted(planned) == want
 
 
-def test_vtimezone_and_pins_reach_fifteen_years_past_today(db: Database, clock: FakeClock) -> None:
-    """An old series: the VTIMEZONE and the DST pins end 15 years after today, not after the
-    DTSTART (which would stop them in 2020)."""
+def test_vtimezone_and_pins_reach_twenty_years_past_today(db: Database, clock: FakeClock) -> None:
+    """An old series: the VTIMEZONE's listed changes and the DST pins end 20 years after
+    today, not after the DTSTART (which would stop them in 2025); then the zone's current
+    rule recurs, so the VTIMEZONE never runs out."""
     now = clock.now()
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, kind="custom", title="Late", at="02:30", every="daily",
                on="2005-03-01")  # fmt: skip
     text = _feed(db, cid, now).decode()
     onsets = re.findall(r"BEGIN:DAYLIGHT\r\nDTSTART:(\d{4})", text)
-    assert onsets[0] == "2004" and onsets[-1] == "2041", onsets  # a year before DTSTART on
+    assert onsets[0] == "2004" and onsets[-2] == "2046", onsets  # a year before DTSTART on
+    assert re.search(
+        r"BEGIN:DAYLIGHT\r\nDTSTART:20470331T020000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\n",
+        text,
+    )
     pins = re.findall(r"RECURRENCE-ID;TZID=Europe/Berlin:(\d{4})", text)
-    assert pins[0] == "2005" and pins[-1] == "2041" and len(pins) == 2 * 37
+    assert pins[0] == "2005" and pins[-1] == "2046" and len(pins) == 2 * 42
 
 
 def test_if_modified_since_over_http(db: Database, clock: FakeClock, hearth: Hearth) -> None:
@@ -585,21 +595,34 @@ def test_a_series_removed_before_its_first_instance_is_cancelled(
     assert "UNTIL" not in text
 
 
-def test_calendar_name_is_escaped_text(db: Database, clock: FakeClock) -> None:
+@pytest.mark.node
+def test_calendar_name_needs_no_escaping(
+    db: Database, clock: FakeClock, icaljs: Path, tmp_path: Path
+) -> None:
+    """NAME and X-WR-CALNAME are TEXT, but ical.js and icalendar read ``\\,`` and ``\\;``
+    back with the backslash: the default name has no character TEXT escapes, so every
+    reader shows what was written."""
     now = clock.now()
     name = "Zoë, Ana; A\\B Ünal"  # a comma, a semicolon, a backslash and non-ASCII
     cid = couple_with_partners(db, now, name=name)
     add_ritual(db, now, cid, "five-minute-check-in")
     body = _feed(db, cid, now)
+    shown = "Zoë · Ana · A · B Ünal — rituals"
     for prop in ("NAME", "X-WR-CALNAME"):
-        assert f"\r\n{prop}:Zoë\\, Ana\\; A\\\\B Ünal — rituals\r\n".encode() in body
+        assert f"\r\n{prop}:{shown}\r\n".encode() in body
     cal = Calendar.from_ical(body)
-
-    def text(value: object) -> str:  # RFC 5545 3.3.11 TEXT, unescaped
-        return re.sub(r"\\([\\;,nN])", lambda m: {"n": "\n", "N": "\n"}.get(m[1], m[1]), str(value))
-
-    # icalendar knows neither property, so it hands back the raw value to unescape here.
-    assert text(cal["NAME"]) == text(cal["X-WR-CALNAME"]) == f"{name} — rituals"
+    assert str(cal["NAME"]) == str(cal["X-WR-CALNAME"]) == shown
+    ics = tmp_path / "feed.ics"
+    ics.write_bytes(body)
+    script = (
+        'import ICAL from "ical.js"; import { readFileSync } from "node:fs";'
+        "const c = new ICAL.Component(ICAL.parse(readFileSync(process.argv[1], 'utf8')));"
+        "console.log(JSON.stringify([c.getFirstPropertyValue('name'),"
+        " c.getFirstPropertyValue('x-wr-calname')]));"
+    )
+    run = subprocess.run(["node", "--input-type=module", "-e", script, str(ics)], cwd=JS,
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    assert json.loads(run.stdout) == [shown, shown]
 
 
 def test_token_shape_is_matched_in_full() -> None:
@@ -765,3 +788,111 @@ def test_the_loop_reader_never_waits_for_a_locked_database(
         reader.close()
         holder.close()
     assert reader.stamp(token) is False  # closed: every request takes the thread path
+
+
+def test_a_day_before_is_the_same_wall_time_the_evening_before_everywhere(
+    run_sqlite: Cli, clock: FakeClock
+) -> None:
+    """A reminder "1 day before" a 21:00 ritual the day summer time starts is at 21:00 the
+    evening before (20:00 UTC, not the 19:00 that 1,440 minutes would give): in the outbox,
+    in `ritual preview` and in the feed's VALARM (TRIGGER:-P1D, read by
+    recurring-ical-events)."""
+    run = run_sqlite
+    clock.set(datetime(2027, 3, 26, 12, 0, tzinfo=UTC))
+    run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
+    run.ok("partner", "add", "1", "Alice", "--phone", "+4915123456789", "--sms-consent", "form")
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in", "--remind", "1d,7d,30m")
+    sunday = datetime(2027, 3, 28, 19, 0, tzinfo=UTC)  # 21:00 CEST
+    want = {1440: datetime(2027, 3, 27, 20, 0, tzinfo=UTC),  # Saturday 21:00 CET
+            10080: datetime(2027, 3, 21, 20, 0, tzinfo=UTC),  # the Sunday before, 21:00 CET
+            30: datetime(2027, 3, 28, 18, 30, tzinfo=UTC)}  # fmt: skip
+    preview = json.loads(run.ok("ritual", "preview", "1", "--count", "3", "--json").output)
+    (entry,) = [p for p in preview if p["start"] == sunday.isoformat()]
+    assert {r["minutes_before"]: r["at"] for r in entry["reminders"]} == {
+        m: at.isoformat() for m, at in want.items()
+    }
+    table = run.ok("ritual", "preview", "1", "--count", "3").output
+    assert "1d: Sat 03-27 21:00" in table and "7d: Sun 03-21 21:00" in table
+    db = run.hearth.db
+    planner.plan(db.write_engine, datetime(2027, 3, 20, tzinfo=UTC), timedelta(days=9), 30)
+    with db.session() as s:
+        rows = s.execute(
+            sa.select(Reminder.offset_minutes, Reminder.due_at).where(
+                Reminder.occurrence_start == sunday
+            )
+        ).all()
+    assert {m: due.astimezone(UTC) for m, due in rows} == want
+    with db.session() as s:
+        couple = couples.resolve(s, 1)
+        body = feeds.build_calendar(couple, list(couple.rituals), now=clock.now(), alarms=True)
+    assert b"TRIGGER:-P1D\r\n" in body and b"TRIGGER:-P7D\r\n" in body
+    cal = Calendar.from_ical(body)
+    alarms = {
+        alarm["TRIGGER"].dt.astimezone(UTC)
+        for ev in recurring_ical_events.of(cal, components=["VALARM"]).between(
+            want[10080] - timedelta(days=1), sunday
+        )
+        if ev.start == sunday
+        for alarm in ev.walk("VALARM")
+    }
+    assert alarms == set(want.values())
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("tz", interop.ZONES)
+def test_three_readers_agree_with_the_planner(
+    sqlite_db: Database, clock: FakeClock, icaljs: Path, tmp_path: Path, tz: str
+) -> None:
+    """The cross-check of tests/interop.py, sampled: in each of the 13 zones, one kind of
+    ritual (daily, weekly, monthly, yearly) per wall time in turn, at the exact onset, inside
+    and at the exact end of every 2027 gap and fold and lasting across it; a daily 21:00 one
+    skipped and moved into a gap and onto a repeated time; offsets of minutes, hours, whole
+    days and a day and an hour; read in the ten days around each change of 2026, 2027 and
+    2045 from a feed built in January 2026. Every occurrence's start, end and reminders, to
+    the second, in recurring-ical-events, ical.js and ``ical``, as the planner sends them.
+    The whole matrix (every kind at every wall, whole years): ``python -m bench.feed_interop``."""
+    db, now = sqlite_db, clock.now()
+    cid = interop.build(db, now, tz, sample=True)
+    windows = interop.windows_near([tz])
+    want = interop.planned(db, cid, windows)
+    body = _feed(db, cid, now, alarms=True)
+    assert sum(map(len, want.values())) > 50
+    assert all(occ and all(o[2] for o in occ) for occ in want.values())  # each has reminders
+    for name, got in (
+        ("recurring-ical-events", interop.recurring_ical_events_reading(body, windows)),
+        ("ical.js", interop.icaljs_reading(body, tmp_path, windows)),
+        ("ical", interop.ical_reading(body, windows)),
+    ):
+        assert interop.differences(want, got) == [], name
+
+
+@pytest.mark.node
+def test_one_offs_across_a_change_end_and_remind_alike_in_every_reader(
+    sqlite_db: Database, clock: FakeClock, icaljs: Path, tmp_path: Path
+) -> None:
+    """A repair talk at 01:30 New York time the night the clocks go forward, 45 minutes (it
+    ends at 03:15 EDT, not before it starts), and one at 01:30 the night they go back (the
+    first 01:30), 90 minutes: DTEND and absolute alarms, so start, end and reminders agree."""
+    db, now = sqlite_db, clock.now()
+    cid = couple_with_partners(db, now, name="Talks", tz="America/New_York")
+    with db.session() as s:
+        couple = couples.resolve(s, cid)
+        for start, minutes in ((datetime(2027, 3, 14, 6, 30, tzinfo=UTC), 45),
+                               (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), 90)):  # fmt: skip
+            rituals.add_one_off(
+                s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
+                start=start, duration_minutes=minutes, offsets=[0, 30, 90, 1440],
+            )  # fmt: skip
+    windows = ((datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 12, 1, tzinfo=UTC)),)
+    want = interop.planned(db, cid, windows)
+    assert sorted((o[0], o[1]) for occ in want.values() for o in occ) == [
+        (datetime(2027, 3, 14, 6, 30, tzinfo=UTC), datetime(2027, 3, 14, 7, 15, tzinfo=UTC)),
+        (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), datetime(2027, 11, 7, 7, 0, tzinfo=UTC)),
+    ]
+    body = _feed(db, cid, now, alarms=True)
+    for name, got in (
+        ("recurring-ical-events", interop.recurring_ical_events_reading(body, windows)),
+        ("ical.js", interop.icaljs_reading(body, tmp_path, windows)),
+        ("ical", interop.ical_reading(body, windows)),
+    ):
+        assert interop.differences(want, got) == [], name

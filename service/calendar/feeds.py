@@ -8,8 +8,8 @@ EXDATE and RECURRENCE-ID use DTSTART's value type and TZID, and name the rule's 
 time (for a time in a DST gap that is the nominal time the rule generates, not the shifted
 instant); an RRULE never carries both UNTIL and COUNT (RFC 5545 3.3.10), only the limit that
 ends the series first; a series removed before its first instance is CANCELLED rather than
-given an UNTIL before its DTSTART; NAME and X-WR-CALNAME are escaped TEXT (icalendar does not
-know them and would write them raw). "Today" enters only at day granularity: how far an
+given an UNTIL before its DTSTART; NAME and X-WR-CALNAME need no escaping (see
+:func:`calendar_name`). "Today" enters only at day granularity: how far an
 open-ended pause is shown, and how far the VTIMEZONEs reach (see :func:`date_floor`).
 
 Times a DST change skips or repeats are pinned: each such occurrence also gets an override
@@ -22,28 +22,31 @@ without the pin a calendar could show the ritual an hour away from its SMS.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from icalendar import Alarm, Calendar, Event, vDuration, vRecur, vText
 from sqlalchemy.orm import Session, selectinload
 
-from service.calendar.vtimezone import transitions, vtimezone
+from service.calendar import pins
+from service.calendar.vtimezone import vtimezone
 from service.core.i18n import Lang, lang
 from service.core.timeutil import UTC, localize
 from service.db.models import Couple, ExceptionKind, Ritual
 from service.domain import wording
 from service.domain.pauses import pause_spans
 from service.domain.recurrence import (
+    ALL_DAY_NUDGE_TIME,
     Schedule,
     _local_starts,
     first_local_start,
     moved_within,
     occurrences,
+    reminder_due,
     schedule_of,
     series_until,
     split_until,
@@ -51,7 +54,7 @@ from service.domain.recurrence import (
 
 PRODID = "-//Hearth//Rituals//EN"
 PAUSE_LOOKAHEAD = timedelta(days=400)  # how far an open-ended pause is shown as skipped
-VTIMEZONE_YEARS = 15  # transitions listed past the newest DTSTART or this year, the later
+VTIMEZONE_YEARS = 20  # transitions and pins listed past the newest DTSTART or this year, the later
 _NO_VTIMEZONE = frozenset({"UTC", "Etc/UTC"})  # times in UTC are written with a Z
 
 
@@ -90,46 +93,6 @@ def _first_start(s: Schedule) -> datetime:
     start = datetime.combine(s.dtstart_date, wall)
     first = first_local_start(s) or start
     return first.replace(tzinfo=tz)
-
-
-@lru_cache(maxsize=256)
-def _unclear_walls(tzid: str, first: date, last: date) -> tuple[tuple[datetime, datetime], ...]:
-    """Naive local windows [lo, hi) whose wall times a transition skips or repeats."""
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    out = []
-    for t in transitions(tzid, start, end):
-        onset = (t.at + t.before).replace(tzinfo=None)
-        jump = t.after - t.before
-        out.append((onset, onset + jump) if jump > timedelta(0) else (onset + jump, onset))
-    return tuple(out)
-
-
-def _pinned(s: Schedule, first: date, last: date) -> list[datetime]:
-    """The instants of the occurrences whose wall time a transition skips or repeats."""
-    tz = ZoneInfo(s.timezone)
-    wall = s.start_time or time(0)
-    # Only the ritual's wall time on a transition day can fall in a window; checking those few
-    # candidates against one walk of the rule keeps this linear in the span, where asking the
-    # rule about each window would walk it from DTSTART again every time.
-    candidates = set()
-    for lo, hi in _unclear_walls(s.timezone, first, last):
-        day = lo.date()
-        while day <= hi.date():
-            local = datetime.combine(day, wall)
-            if lo <= local < hi:
-                candidates.add(local)
-            day += timedelta(days=1)
-    if not candidates:
-        return []
-    limit = series_until(s)
-    out = []
-    for local in _local_starts(s, min(candidates), max(candidates)):
-        if local in candidates:
-            instant = localize(local.date(), local.time(), tz)
-            if limit is None or instant <= limit:
-                out.append(instant)
-    return out
 
 
 def _unambiguous(instant: datetime, tz: ZoneInfo) -> datetime:
@@ -173,11 +136,31 @@ def _common(ev: Event, ritual: Ritual, t: Lang) -> None:
     ev.add("transp", "TRANSPARENT")
 
 
-def _alarms(ev: Event, ritual: Ritual, t: Lang) -> None:
+def _alarms(ev: Event, ritual: Ritual, s: Schedule, t: Lang) -> None:
+    """Relative triggers on the master: whole days are nominal days from the wall time
+    (``-P1D`` is the same time the day before), the rest exact, as the planner sends."""
     for minutes in ritual.offsets:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
-        alarm.add("trigger", timedelta(minutes=-minutes))
+        if s.all_day:
+            # A DATE starts at midnight, floating; the nudge goes at ALL_DAY_NUDGE_TIME.
+            anchor = datetime.combine(date.min, ALL_DAY_NUDGE_TIME) - datetime.min
+            alarm.add("trigger", anchor - timedelta(minutes=minutes))
+        else:
+            alarm.add("trigger", timedelta(minutes=-minutes))
+        alarm.add("description", wording.title(ritual, t))
+        ev.add_component(alarm)
+
+
+def _exact_alarms(ev: Event, ritual: Ritual, s: Schedule, start: datetime, t: Lang) -> None:
+    """Absolute triggers (UTC) on a pinned or moved occurrence: the planner's instants,
+    whatever a reader's arithmetic would make of a relative one near a DST change."""
+    for minutes in ritual.offsets:
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        # VALUE=DATE-TIME: without it a reader expects a duration (RFC 5545 3.8.6.3).
+        alarm.add("trigger", reminder_due(s, start, minutes).astimezone(UTC),
+                  parameters={"VALUE": "DATE-TIME"})  # fmt: skip
         alarm.add("description", wording.title(ritual, t))
         ev.add_component(alarm)
 
@@ -202,15 +185,35 @@ def _duration(s: Schedule) -> timedelta:
 def _override(
     ritual: Ritual, s: Schedule, original: datetime, start: datetime, alarms: bool, t: Lang
 ) -> Event:
+    """One occurrence with its exact instants. DTEND, not DURATION: readers add a DURATION
+    on the wall clock (wrong across a change) or in X-WR-TIMEZONE (wrong for a UTC start).
+    Start and end in one zone: the ritual's when both wall times are unambiguous, else UTC."""
     ev = Event()
     _common(ev, ritual, t)
     ev.add("recurrence-id", _value(s, original))
     tz = ZoneInfo(s.timezone)
-    ev.add("dtstart", start.astimezone(tz).date() if s.all_day else _unambiguous(start, tz))
-    ev.add("duration", _duration(s))
+    if s.all_day:
+        ev.add("dtstart", start.astimezone(tz).date())
+        ev.add("duration", _duration(s))
+        if alarms:
+            _alarms(ev, ritual, s, t)
+        return ev
+    _exact_times(ev, s, start)
     if alarms:
-        _alarms(ev, ritual, t)
+        _exact_alarms(ev, ritual, s, start, t)
     return ev
+
+
+def _exact_times(ev: Event, s: Schedule, start: datetime) -> None:
+    """DTSTART and DTEND in one zone: the ritual's when both wall times name one instant,
+    else UTC."""
+    tz = ZoneInfo(s.timezone)
+    end = start + s.duration
+    begin, finish = _unambiguous(start, tz), _unambiguous(end, tz)
+    if begin.tzinfo is UTC or finish.tzinfo is UTC:
+        begin, finish = start.astimezone(UTC), end.astimezone(UTC)
+    ev.add("dtstart", begin)
+    ev.add("dtend", finish)
 
 
 def ritual_events(
@@ -234,8 +237,14 @@ def ritual_events(
     if not s.rrule and first in s.moves:
         # A moved one-off (a rescheduled repair talk) is simply at its new time.
         start = _unambiguous(s.moves[first], ZoneInfo(s.timezone))
-    ev.add("dtstart", start.date() if s.all_day else start)
-    ev.add("duration", _duration(s))
+    one_off = not s.rrule and not s.all_day
+    if one_off:
+        # Exact, as an override is: a DURATION (or a relative trigger) would be added on a
+        # wall clock by some readers, wrong across a DST change.
+        _exact_times(ev, s, start.astimezone(UTC))
+    else:
+        ev.add("dtstart", start.date() if s.all_day else start)
+        ev.add("duration", _duration(s))
     until = series_until(s) if s.rrule else None
     if s.rrule and until is not None and until < first:
         # Removed (or bounded) before its first instance: the series has none. An UNTIL before
@@ -243,7 +252,7 @@ def ritual_events(
         # as an instance), so the event is cancelled outright, as a removed one-off is.
         ev.add("status", "CANCELLED")
         if alarms:
-            _alarms(ev, ritual, t)
+            _alarms(ev, ritual, s, t)
         return [ev]
     excluded = _exdates(s, pause_spans(couple, ritual, now + PAUSE_LOOKAHEAD))
     if s.rrule:
@@ -266,8 +275,10 @@ def ritual_events(
             ev.add("exdate", [_value(s, x) for x in excluded])
     elif excluded or (s.ends_at is not None and s.ends_at <= start):
         ev.add("status", "CANCELLED")  # a one-off that was skipped, paused or removed
-    if alarms:
-        _alarms(ev, ritual, t)
+    if alarms and one_off:
+        _exact_alarms(ev, ritual, s, start.astimezone(UTC), t)
+    elif alarms:
+        _alarms(ev, ritual, s, t)
     events = [ev]
     if not s.rrule:
         return events
@@ -279,7 +290,7 @@ def ritual_events(
         and moved_within(s, exc.original_start, exc.new_start)
     }
     if not s.all_day:
-        for instant in _pinned(s, *span):
+        for instant in pins.pinned(s, *span, ritual.offsets if alarms else ()):
             if instant not in excluded and instant not in moved:
                 events.append(_override(ritual, s, instant, instant, alarms, t))
     for original, new in sorted(moved.items()):
@@ -298,6 +309,14 @@ def _span(timed: list[Ritual], today: date) -> tuple[date, date]:
     first = date(min(r.dtstart_date for r in timed).year - 1, 1, 1)
     newest = max(max(r.dtstart_date for r in timed).year, today.year)
     return first, date(newest + VTIMEZONE_YEARS, 12, 31)
+
+
+def calendar_name(couple_name: str, t: Lang | None = None) -> str:
+    """The calendar's NAME and X-WR-CALNAME: the couple's name with no character that TEXT
+    escapes. Both are TEXT, but ical.js and icalendar hand ``\\,`` and ``\\;`` back with the
+    backslash (neither knows the properties), so a separator becomes a middle dot instead."""
+    plain = re.sub(r"\s*[,;\\\r\n]+\s*", " · ", couple_name).strip(" ·")
+    return (t or lang(None))._("{couple} — rituals").format(couple=plain or "Our")
 
 
 def date_floor(couple: Couple, rituals: list[Ritual], now: datetime) -> datetime | None:
@@ -337,10 +356,9 @@ def build_calendar(
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
     # icalendar has no type for these two and would write them unescaped; both are TEXT.
-    name = vText(t._("{couple} — rituals").format(couple=couple.name))
+    name = vText(calendar_name(couple.name, t))
     cal.add("name", name)
     cal.add("x-wr-calname", name)
-    cal.add("x-wr-timezone", couple.timezone)
     refresh = timedelta(hours=refresh_hours)
     cal.add("refresh-interval", vDuration(refresh), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vDuration(refresh))

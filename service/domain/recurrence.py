@@ -190,6 +190,24 @@ def nudge_anchor(s: Schedule, occurrence_start: datetime) -> datetime:
     return localize(occurrence_start.astimezone(tz).date(), ALL_DAY_NUDGE_TIME, tz)
 
 
+def reminder_due(s: Schedule, occurrence_start: datetime, offset_minutes: int) -> datetime:
+    """When the reminder ``offset_minutes`` before an occurrence goes out.
+
+    Whole days are nominal days on the ritual's wall clock, as a VALARM's ``-P1D`` means (RFC
+    5545 3.3.6): "1 day before" a 21:00 ritual is 21:00 the evening before, an hour more or
+    less than 1,440 minutes across a DST change. A wall time the day-shift lands in a gap or
+    on a repeated hour is placed like any other (:func:`localize`). The rest of the offset
+    (hours, minutes) is exact time before that.
+    """
+    anchor = nudge_anchor(s, occurrence_start)
+    days, minutes = divmod(offset_minutes, 24 * 60)
+    if days:
+        tz = zone(s.timezone)
+        wall = anchor.astimezone(tz).replace(tzinfo=None) - timedelta(days=days)
+        anchor = localize(wall.date(), wall.time(), tz)
+    return anchor - timedelta(minutes=minutes)
+
+
 def schedule_of(ritual: Ritual) -> Schedule:
     """The schedule a stored ritual describes, its skips and moves included."""
     skips = frozenset(e.original_start for e in ritual.exceptions if e.kind is ExceptionKind.SKIP)

@@ -34,7 +34,7 @@ from service.db.models import (
     table,
 )
 from service.domain.pauses import in_pause
-from service.domain.recurrence import Schedule, nudge_anchor, occurrences
+from service.domain.recurrence import Schedule, occurrences, reminder_due
 from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
 
 CHUNK_COUPLES = 2000
@@ -115,15 +115,15 @@ def wanted_rows(
         max_offset = timedelta(minutes=max(r.offsets, default=0))
         stale = stale_after(int(r.schedule.duration.total_seconds() // 60), stale_minutes)
         lo = now - stale - timedelta(days=1 if r.schedule.all_day else 0)
-        hi = end + max_offset + timedelta(days=1 if r.schedule.all_day else 0)
+        far = r.schedule.all_day or max_offset >= timedelta(days=1)  # a nominal day may be 25 h
+        hi = end + max_offset + timedelta(days=1 if far else 0)
         cp_at, cp_until = couple_pause.get(r.couple_id, (None, None))
         slots = []  # (offset, original, due, expires) for this ritual
         for start, original in _expand(r.schedule, lo, hi, memo):
-            anchor = nudge_anchor(r.schedule, start)
             if in_pause(start, r.paused_at, r.paused_until) or in_pause(start, cp_at, cp_until):
                 continue
             for offset in r.offsets:
-                due = anchor - timedelta(minutes=offset)
+                due = reminder_due(r.schedule, start, offset)  # whole days: nominal days
                 expires = due + stale
                 if due < end and expires > now:
                     slots.append((offset, original, due, expires))
