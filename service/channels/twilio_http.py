@@ -38,7 +38,12 @@ from requests.adapters import HTTPAdapter
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 from service.core.clock import SYSTEM_CLOCK
 from service.core.timeutil import http_date
@@ -202,11 +207,13 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
                 method.upper(), url, body=body, headers=out, redirect=False, retries=False,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
             )  # fmt: skip
+        except NewConnectionError as exc:  # refused, no such host (a ConnectTimeoutError too)
+            raise requests.exceptions.ConnectionError(exc) from exc
         except ConnectTimeoutError as exc:
             raise requests.exceptions.ConnectTimeout(exc) from exc
         except ReadTimeoutError as exc:
             raise requests.exceptions.ReadTimeout(exc) from exc
-        except HTTPError as exc:  # refused, reset, protocol errors: as requests raises them
+        except HTTPError as exc:  # reset, protocol errors: as requests raises them
             raise requests.exceptions.ConnectionError(exc) from exc
         response = Response(raw.status, raw.data.decode("utf-8", "replace"), raw.headers)
         if self.logger.isEnabledFor(20):

@@ -65,7 +65,7 @@ class DaemonSettings(_Section):
     dispatch_interval_seconds: float = Field(1.0, gt=0, le=60)
     batch_size: int = Field(500, ge=1, le=10_000)
     concurrency: int = Field(50, ge=1, le=1000)
-    lease_seconds: float = Field(120.0, ge=5)
+    lease_seconds: float = Field(30.0, ge=5)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     stale_after_minutes: float = Field(30.0, gt=0)
     retry_base_seconds: float = Field(30.0, gt=0)

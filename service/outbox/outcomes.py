@@ -14,6 +14,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -265,14 +266,22 @@ class Finisher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # Claim tokens of outcomes not yet written: their leases are still to be renewed.
+        self._tokens: Counter[str] = Counter()
 
     @property
     def unfinished(self) -> int:
         return self._queue.unfinished_tasks
 
+    def tokens(self) -> set[str]:
+        """The claims of outcomes recorded but not yet written (see :mod:`leases`)."""
+        with self._lock:
+            return set(self._tokens)
+
     def record(self, o: Outcome) -> None:
         with self._lock:
             late = self._closed
+            self._tokens[o.job.token] += 1
             if not late:
                 self._queue.put(o)
                 if self._thread is None or not self._thread.is_alive():
@@ -283,7 +292,17 @@ class Finisher:
         if late:
             # The interpreter waits for the pool's threads at exit: a send that outlasted
             # the grace period is still recorded, not left 'sending' to be sent again.
-            self.write_until_done([o])
+            try:
+                self.write_until_done([o])
+            finally:
+                self._written([o])
+
+    def _written(self, batch: list[Outcome]) -> None:
+        with self._lock:
+            self._tokens.subtract(o.job.token for o in batch)
+            for o in batch:
+                if self._tokens[o.job.token] <= 0:
+                    self._tokens.pop(o.job.token, None)
 
     def _run(self) -> None:
         while True:
@@ -296,6 +315,7 @@ class Finisher:
             try:
                 self.write_until_done(batch)
             finally:
+                self._written(batch)
                 for _ in batch:
                     self._queue.task_done()
                 with self._idle:
