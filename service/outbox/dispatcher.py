@@ -3,7 +3,7 @@ pool, record each outcome exactly once.
 
 One pass: :func:`claims.claim` marks due rows ``sending`` under a token and a lease;
 :meth:`Dispatcher.prepare` applies the gates (:mod:`gates`) and renders (:mod:`compose`); pool
-threads pace, look again where a job waited, send; :class:`outcomes.Finisher` writes results.
+threads pace, look again where a job waited, send; :class:`finisher.Finisher` writes results.
 :mod:`leases` renews held claims: a crash leaves rows ``sending`` for at most a lease. On
 SIGTERM :meth:`Dispatcher.stop` stops claiming, hands unsent rows back, gives sends a grace.
 """
@@ -26,7 +26,7 @@ from service.core.metrics import LAST_TICK
 from service.db import daemon_state
 from service.db.context import Hearth
 from service.db.models import Channel, Reminder, table
-from service.outbox import backoff, claims, compose, gates, leases, outcomes
+from service.outbox import backoff, claims, compose, finisher, gates, leases, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
@@ -68,11 +68,9 @@ class Dispatcher:
         self.tally = Tally()
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._finisher = outcomes.Finisher(
-            self._apply, self.clock, self.cfg.lease_seconds, self._idle
-        )
+        self._finisher = finisher.Finisher(self._apply, self.clock, self.cfg, self._idle)
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
-        self.leases = leases.LeaseKeeper(self.db, self.clock, self.cfg.lease_seconds, self._held)
+        self.leases = leases.LeaseKeeper(self.hearth, self._held, self._finisher.recover)
 
     # -- claiming and send-time checks ------------------------------------------------------
 

@@ -22,8 +22,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 import structlog
 
-from service.core.clock import Clock
-from service.db.engine import Database
+from service.db.context import Hearth
 from service.db.models import Reminder, ReminderState, table
 
 log = structlog.get_logger("hearth.dispatch")
@@ -37,16 +36,19 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        db: Database,
-        clock: Clock,
-        lease_seconds: float,
+        hearth: Hearth,
         held: Callable[[], Collection[str]],
+        recover: Callable[[], object] | None = None,
     ) -> None:
-        self.db = db
-        self.clock = clock
+        self.db = hearth.db
+        self.clock = hearth.clock
+        lease_seconds = hearth.settings.daemon.lease_seconds
         self.lease = timedelta(seconds=lease_seconds)
         self.interval = lease_seconds / BEATS_PER_LEASE
         self._held = held
+        # Run before each beat's renewal (the first one at start): the finisher's replay of
+        # outcomes dead processes journaled, whose rows are then no longer 'sending'.
+        self._recover = recover
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,8 +63,15 @@ class LeaseKeeper:
             self._thread.join(5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            if self._recover is not None:
+                try:
+                    self._recover()
+                except Exception:
+                    log.exception("journal_replay_failed")
             self.renew()
+            if self._stop.wait(self.interval):
+                return
 
     def renew(self) -> int:
         """Extend to a full lease from now every row still ``sending`` under a held token;
