@@ -49,7 +49,8 @@ def from_record(r: dict[str, Any]) -> Outcome:
               r["expires"], r["attempts"], Message("", ""), None, 0.0)  # fmt: skip
     fields = dict(r["fields"])
     fields["state"] = ReminderState(fields["state"])
-    return Outcome(job, fields, r["outcome"], r["at"], r["latency"], r["error"], r["opted_out"])
+    return Outcome(job, fields, r["outcome"], r["at"], r["latency"], r["error"], r["opted_out"],
+                   replayed=True)  # fmt: skip
 
 
 class Finisher:

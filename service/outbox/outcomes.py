@@ -42,6 +42,7 @@ class Outcome:
     error: str | None
     opted_out: bool = False
     segment: int | None = None  # where the journal holds it until it is written
+    replayed: bool = False  # from the journal of a dead process: most were written already
 
 
 @dataclass
@@ -160,6 +161,8 @@ _OUTCOME_UPDATE = _T.update().where(
 def report(o: Outcome, written: int, tally: Tally) -> None:
     """Count and log one outcome whose update ran (``written``: rows it changed)."""
     job = o.job
+    if written != 1 and o.replayed:
+        return  # written before the process died, or another worker's by now
     if written != 1:
         # Our lease ran out and another worker took the row: its outcome stands.
         tally.add("lost_claims")
