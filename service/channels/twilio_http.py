@@ -125,6 +125,7 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         *,
         timeout: float | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        lean: bool = True,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
@@ -135,6 +136,7 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         self.base_url = base_url.rstrip("/")
         self._local = threading.local()
         self._pool_size = pool_size
+        self._lean_ok = lean  # False: always the stock requests path (benchmarks compare)
         self._pools: dict[str, urllib3.PoolManager] = {}
         self._pools_lock = threading.Lock()
         self._auth_header: tuple[tuple[str, str], str] | None = None
@@ -162,7 +164,8 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
             raise ValueError(timeout)
         settings = self._env.merge_environment_settings(url, {}, None, None, None)
         lean = (
-            not settings["proxies"]
+            self._lean_ok
+            and not settings["proxies"]
             and not allow_redirects
             and not (headers and "json" in headers.get("Content-Type", ""))
         )
@@ -268,13 +271,14 @@ def make_client(
     base_url: str = "",
     timeout: float | None = 10.0,
     pool_size: int = DEFAULT_POOL_SIZE,
+    lean: bool = True,
 ) -> Client:
     """The real ``twilio.rest.Client``; its requests go to ``base_url`` when one is given.
 
     ``client.http_client`` is a :class:`RebasedTwilioHttpClient`; call :func:`close_client`
     when done with the client.
     """
-    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout, pool_size=pool_size)
+    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout, pool_size=pool_size, lean=lean)
     return Client(account_sid, auth_token, http_client=http_client)
 
 
