@@ -182,7 +182,7 @@ def serve(url: str, conn: Connection) -> None:
     from service.web import create_app
 
     configure(LogSettings(level="warning"))
-    settings = Settings(database=DatabaseSettings(url=url))
+    settings = Settings(database=DatabaseSettings(url=url), web={"feed_async_lookup": True})
     hearth = Hearth(settings=settings, db=Database(url), clock=SystemClock())
     app = create_app(hearth)
     cold = Starlette(routes=web_feeds.routes)

@@ -15,7 +15,7 @@ from service.db.engine import Database
 from service.domain import couples as couples_
 from service.domain import partners, rituals
 from service.web import create_app, feeds
-from tests.conftest import _database
+from tests.conftest import _database, make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
 
@@ -35,6 +35,8 @@ def test_a_304_on_postgres_is_answered_on_the_loop_and_sees_every_commit(
     add_ritual(db, now, cid, "five-minute-check-in")
     with db.session() as s:
         token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
+    on = make_settings(db, web={"feed_async_lookup": True})
+    hearth = Hearth(settings=on, db=db, clock=clock)
     app = create_app(hearth)
     with (
         serve(hearth, app=app, lifespan="on") as base,  # the lifespan opens the pool

@@ -93,6 +93,7 @@ class WebSettings(_Section):
     public_base_url: str = "http://127.0.0.1:8080"
     feed_max_age_seconds: int = Field(900, ge=0)
     feed_refresh_hours: int = Field(6, ge=1, le=168)
+    feed_async_lookup: bool = False  # PostgreSQL: token lookups on the loop (async pool)
 
     @field_validator("public_base_url")
     @classmethod
