@@ -29,7 +29,13 @@ endpoint of the same app", which is ``/ping``: the verdicts that count are again
 second reference, to show how much of the gap is the database round trip itself. p99 <= 50 ms
 on the feed paths.
 
-    python -m bench.feeds [--seconds 5] [--concurrency 16] [--warmup 1]
+- ``/threads/feeds/{token}.ics`` with ``If-None-Match``: the 304 with no reader on the event
+  loop (every lookup through the feed threads), as PostgreSQL answered before the async pool.
+
+Each part runs on SQLite (the goals above) and on PostgreSQL (its own figures: the lookup is
+a network round trip there, awaited on the loop through psycopg's async pool).
+
+    python -m bench.feeds [--seconds 5] [--concurrency 16] [--backends sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -176,18 +182,25 @@ def serve(url: str, conn: Connection) -> None:
     from service.web import create_app
 
     configure(LogSettings(level="warning"))
-    settings = Settings(database=DatabaseSettings(url=url))
+    settings = Settings(database=DatabaseSettings(url=url), web={"feed_async_lookup": True})
     hearth = Hearth(settings=settings, db=Database(url), clock=SystemClock())
     app = create_app(hearth)
     cold = Starlette(routes=web_feeds.routes)
     cold.state.hearth = hearth
     cold.state.feed_cache = NeverCache()
     cold.state.feed_reader = app.state.feed_reader
+    # The same cache with no reader on the loop: every lookup through the feed threads.
+    threads = Starlette(routes=web_feeds.routes)
+    threads.state.hearth = hearth
+    threads.state.feed_cache = app.state.feed_cache
+    threads.state.feed_reader = None
     app.router.routes.append(Route("/ping", ping, methods=["GET"]))
     app.router.routes.append(Mount("/cold", app=cold))
+    app.router.routes.append(Mount("/threads", app=threads))
+    # lifespan on, as `hearth web` runs: on PostgreSQL it opens the async pool for lookups.
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
         )
     )
 
@@ -344,9 +357,10 @@ def cold_build(db: Database, now: datetime, budget: float) -> tuple[int, float, 
 # --- main ------------------------------------------------------------------------------------
 
 
-def run(seconds: float, concurrency: int, warmup: float) -> None:
+def run(seconds: float, concurrency: int, warmup: float, backend: str = "sqlite") -> None:
     now = datetime.now(UTC)
-    with database("sqlite") as db:
+    print(f"\n=== {backend} ===")
+    with database(backend) as db:
         t0 = time.perf_counter()
         token = seed_couple(db, now)
         with db.session() as s:
@@ -396,6 +410,7 @@ async def _measure(
         Phase("healthz", "/healthz", 200),
         Phase("feed 200", path, 200, size=len(body)),
         Phase("feed 304", path, 304, {"If-None-Match": etag}, size=0),
+        Phase("feed 304 thread path", "/threads" + path, 304, {"If-None-Match": etag}, size=0),
     ]
     rounds = max(1, round(seconds))
     for i in range(rounds):
@@ -445,6 +460,10 @@ def report(phases: list[Phase]) -> None:
             f"{'PASS' if hit else 'MISS'}  {label}: p99 {p.pct(0.99):.1f} ms at "
             f"{p.concurrency} connections, goal <= {P99_GOAL_MS:.0f} ms"
         )
+    loop, threads = by["feed 304"].rate, by["feed 304 thread path"].rate
+    print(
+        f"      feed 304 with the lookup on the event loop: {loop / threads:.2f}x the thread path"
+    )
     errors = sum(p.errors for p in phases)
     print(
         f"{'PASS' if errors == 0 else 'MISS'}  unexpected answers (status or body length): {errors}"
@@ -456,8 +475,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured, per endpoint")
     parser.add_argument("--concurrency", type=int, default=16, help="keep-alive connections")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured, per endpoint")
+    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
     args = parser.parse_args()
-    run(args.seconds, args.concurrency, args.warmup)
+    for backend in args.backends.split(","):
+        run(args.seconds, args.concurrency, args.warmup, backend)
 
 
 if __name__ == "__main__":

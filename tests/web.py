@@ -6,23 +6,32 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import uvicorn
+from starlette.applications import Starlette
 
 from service.db.context import Hearth
 from service.web import create_app
 
 
 @contextmanager
-def serve(hearth: Hearth, *, runs_dispatcher: bool = False) -> Iterator[str]:
-    """Yields the base URL (``http://127.0.0.1:PORT``) while the server runs."""
+def serve(
+    hearth: Hearth,
+    *,
+    runs_dispatcher: bool = False,
+    app: Starlette | None = None,
+    lifespan: Literal["on", "off"] = "off",
+) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:PORT``) while the server runs (``app``: one
+    made by the caller, to look at its state; ``lifespan="on"``: as ``hearth web`` runs)."""
     config = uvicorn.Config(
-        create_app(hearth, runs_dispatcher=runs_dispatcher),
+        app or create_app(hearth, runs_dispatcher=runs_dispatcher),
         host="127.0.0.1",
         port=0,
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan=lifespan,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

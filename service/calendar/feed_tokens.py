@@ -21,7 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import psycopg
 import sqlalchemy as sa
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -219,6 +221,62 @@ class LoopReader:
     def close(self) -> None:
         self._closed = True
         self._finalizer()
+
+
+class AsyncReader:
+    """Answers :func:`couple_stamp` on the event loop for PostgreSQL, through psycopg's async
+    connection pool: the lookup is a network round trip, which the loop awaits instead of
+    handing it to a thread and back (the hand-off cost more than the rest of a 304).
+
+    Opened by the app's lifespan (a pool belongs to one event loop) and closed with it; an
+    app run without a lifespan keeps the thread path. Connections are in autocommit, so a
+    lookup is one statement with no BEGIN or ROLLBACK, and each sees every commit before it.
+    A pool that cannot hand out a connection in time, or a failing query, answers ``False``:
+    the caller takes the thread path, which waits and reports as before.
+
+    Up to 16 connections per web process (opened as polls need them): with 4, a burst of
+    polls queued for a connection and the loop path was slower than the 4 feed threads
+    (0.80x in bench/feeds.py); with 16 it is 1.27x, with a third of the p99."""
+
+    def __init__(self, conninfo: str, sql: str, size: int = 16, wait: float = 1.0) -> None:
+        self._conninfo = conninfo
+        self._sql = sql
+        self._size = size
+        self._wait = wait
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> AsyncReader | None:
+        if engine.url.get_backend_name() != "postgresql":
+            return None
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(conninfo, _stamp_sql(engine)[0])
+
+    async def open(self) -> None:
+        self._pool = AsyncConnectionPool(
+            self._conninfo, min_size=1, max_size=self._size, open=False,
+            kwargs={"autocommit": True}, name="hearth-feeds",
+        )  # fmt: skip
+        await self._pool.open(wait=False)
+
+    async def stamp(self, token: str) -> Stamp | Literal[False] | None:
+        """As :func:`couple_stamp`, or ``False`` when this reader cannot answer now."""
+        if not well_formed(token):
+            return None
+        pool = self._pool
+        if pool is None or pool.closed:
+            return False
+        try:
+            async with pool.connection(timeout=self._wait) as conn:
+                cursor = await conn.execute(self._sql, {"digest": digest(token)})
+                row = await cursor.fetchone()
+        except (psycopg.Error, PoolTimeout):
+            return False
+        return None if row is None else _stamp(row)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
 
 
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # primary codes: the rest of the file is fine

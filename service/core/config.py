@@ -67,7 +67,8 @@ class DaemonSettings(_Section):
     dispatch_interval_seconds: float = Field(1.0, gt=0, le=60)
     batch_size: int = Field(500, ge=1, le=10_000)
     concurrency: int = Field(50, ge=1, le=1000)
-    lease_seconds: float = Field(120.0, ge=5)
+    lease_seconds: float = Field(30.0, ge=5)
+    journal_dir: str = ""  # each outcome is journaled here before the database has it
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     stale_after_minutes: float = Field(30.0, gt=0)
     retry_base_seconds: float = Field(30.0, gt=0)
@@ -94,6 +95,7 @@ class WebSettings(_Section):
     public_base_url: str = "http://127.0.0.1:8080"
     feed_max_age_seconds: int = Field(900, ge=0)
     feed_refresh_hours: int = Field(6, ge=1, le=168)
+    feed_async_lookup: bool = False  # PostgreSQL: token lookups on the loop (async pool)
 
     @field_validator("public_base_url")
     @classmethod

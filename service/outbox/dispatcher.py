@@ -2,12 +2,10 @@
 pool, record each outcome exactly once.
 
 One pass: :func:`claims.claim` marks due rows ``sending`` under a token and a lease;
-:meth:`Dispatcher.prepare` applies the send-time gates (:mod:`gates`) and renders the rest
-(:mod:`compose`); the pool's threads pace, look once more where a job waited, and send; the
-:class:`outcomes.Finisher` writes the results in batches. Delivery is at least once: a crash
-leaves rows ``sending`` until their lease runs out, so duplicates are limited to the sends in
-flight at the crash. On SIGTERM the daemon calls :meth:`Dispatcher.stop`: claiming stops, rows
-not yet sent go back at once, running sends get a grace period.
+:meth:`Dispatcher.prepare` applies the gates (:mod:`gates`) and renders (:mod:`compose`); pool
+threads pace, look again where a job waited, send; :class:`finisher.Finisher` writes results.
+:mod:`leases` renews held claims: a crash leaves rows ``sending`` for at most a lease. On
+SIGTERM :meth:`Dispatcher.stop` stops claiming, hands unsent rows back, gives sends a grace.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from service.core.metrics import LAST_TICK
 from service.db import daemon_state
 from service.db.context import Hearth
 from service.db.models import Channel, Reminder, table
-from service.outbox import backoff, claims, compose, gates, outcomes
+from service.outbox import backoff, claims, compose, finisher, gates, leases, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
@@ -58,9 +56,8 @@ class Dispatcher:
         self.backoff = backoff.policy(self.cfg, self.rng)
         settings = hearth.settings
         # The longest a send can take: the slower provider's timeout, and a margin.
-        self._send_window = timedelta(
-            seconds=max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds) + 5
-        )
+        longest = max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds)
+        self._send_window = timedelta(seconds=longest + 5)
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
         self.pool = ThreadPoolExecutor(
             max_workers=self.cfg.concurrency, thread_name_prefix="hearth-send"
@@ -71,10 +68,9 @@ class Dispatcher:
         self.tally = Tally()
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._finisher = outcomes.Finisher(
-            self._apply, self.clock, self.cfg.lease_seconds, self._idle
-        )
+        self._finisher = finisher.Finisher(self._apply, self.clock, self.cfg, self._idle)
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
+        self.leases = leases.LeaseKeeper(self.hearth, self._held, self._finisher.recover)
 
     # -- claiming and send-time checks ------------------------------------------------------
 
@@ -109,8 +105,7 @@ class Dispatcher:
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, job: Job) -> None:
-        """Send one job and record its outcome (runs in a worker thread). Every line logged
-        meanwhile, ours or a library's, carries the reminder's and the couple's ids."""
+        """Send one job, record its outcome (a pool thread; every log line carries its ids)."""
         with bound_contextvars(reminder_id=job.id, couple_id=job.couple_id):
             if self.stopping.is_set():
                 self._release([job])
@@ -147,8 +142,7 @@ class Dispatcher:
         self._finisher.record(outcomes.classify(job, result, latency, now, self.cfg, self.rng))
 
     def _still_ours(self, job: Job, fresh: bool) -> bool:
-        """Right before the send: see :func:`claims.recheck`. A job checked moments ago whose
-        lease outlasts the send costs no query."""
+        """Right before the send (:func:`claims.recheck`); a fresh job with lease left: no query."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
         # The lease left must outlast the send itself (its provider timeout), else another
@@ -187,6 +181,10 @@ class Dispatcher:
         self._wake.set()
         with self._idle:
             self._idle.notify_all()
+
+    def _held(self) -> set[str]:  # the claims still ours: queued, sending, or unwritten
+        with self._lock:
+            return {job.token for job in self._in_flight.values()} | self._finisher.tokens()
 
     @property
     def in_flight(self) -> int:
@@ -233,6 +231,7 @@ class Dispatcher:
         sleep until the next due row, an event, or a finished send."""
         cap = sleep_cap if sleep_cap is not None else self.cfg.dispatch_interval_seconds
         window = 2 * self.cfg.concurrency
+        self.leases.start()
         while not self.stopping.is_set():
             free = window - self.in_flight
             claimed = 0
@@ -273,9 +272,8 @@ class Dispatcher:
             return None
 
     def stop(self, grace: float) -> int:
-        """Stop claiming; hand back at once the rows of jobs that have not started (those
-        waiting for pacing wake up and do the same); give running sends ``grace`` seconds.
-        Returns how many were still running: each records its own outcome when it ends."""
+        """Stop claiming; hand back the rows of jobs not started (pacing waits wake and do so);
+        give running sends ``grace`` s. Returns how many still run (each records its own)."""
         self.stopping.set()
         self._wake.set()
         with self._lock:
@@ -289,11 +287,11 @@ class Dispatcher:
             self.tally.add("released", len(jobs))
 
     def close(self) -> None:
-        """After :meth:`stop`. Outcomes still queued are written now; a send still running
-        writes its own. Transports are closed only when no send uses them any more."""
+        """After :meth:`stop`: write queued outcomes; close transports once no send uses them."""
         with self._lock:
             running = bool(self._in_flight)
         self._finisher.close(timeout=10)
+        self.leases.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if not running:
             for t in self.transports.values():

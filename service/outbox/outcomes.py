@@ -1,20 +1,15 @@
 """Outcomes of sends: classified once, written in batches, counted and logged.
 
 A send's result (a receipt or a :class:`TransportError`) becomes an :class:`Outcome`: the
-row's new state, or a retry after the backoff. The :class:`Finisher` writes outcomes on its
-own thread, many per transaction, and keeps trying while the database is busy or away: an
-outcome not written leaves its row 'sending', and once the lease runs out it would be sent
-again. Every update is conditional on the claim token, so a late write changes nothing a
-reclaiming worker owns.
+row's new state, or a retry after the backoff. :class:`finisher.Finisher` writes them, many
+per transaction (:func:`apply`). Every update is conditional on the claim token, so a late
+write changes nothing a reclaiming worker owns.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
@@ -24,7 +19,6 @@ from sqlalchemy.orm import Session
 from structlog.contextvars import bound_contextvars
 
 from service.channels.base import Receipt, TransportError
-from service.core.clock import Clock
 from service.core.config import DaemonSettings
 from service.core.metrics import observe_send
 from service.db.engine import Database
@@ -36,8 +30,6 @@ from service.outbox.gates import Verdict
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
-RECORD_RETRY_FIRST = 0.2  # seconds before writing outcomes again after a failed write
-BATCH_MAX = 1000  # outcomes per write transaction
 
 
 @dataclass
@@ -49,6 +41,8 @@ class Outcome:
     latency: float | None  # None: nothing was sent
     error: str | None
     opted_out: bool = False
+    segment: int | None = None  # where the journal holds it until it is written
+    replayed: bool = False  # from the journal of a dead process: most were written already
 
 
 @dataclass
@@ -167,6 +161,8 @@ _OUTCOME_UPDATE = _T.update().where(
 def report(o: Outcome, written: int, tally: Tally) -> None:
     """Count and log one outcome whose update ran (``written``: rows it changed)."""
     job = o.job
+    if written != 1 and o.replayed:
+        return  # written before the process died, or another worker's by now
     if written != 1:
         # Our lease ran out and another worker took the row: its outcome stands.
         tally.add("lost_claims")
@@ -242,88 +238,3 @@ def settle_row(r: Reminder, v: Verdict, now: datetime, tally: Tally) -> None:
         channel=r.channel.value,
         reason=v.reason,
     )
-
-
-class Finisher:
-    """Writes queued outcomes in batches on a thread of its own (one write transaction for
-    many sends, instead of many threads queueing for SQLite's one lock). After
-    :meth:`close` the thread that has an outcome writes it itself: the finisher is a daemon
-    thread and may die with the process before it would."""
-
-    def __init__(
-        self,
-        apply: Callable[[list[Outcome]], None],
-        clock: Clock,
-        give_up_after: float,
-        idle: threading.Condition,
-    ) -> None:
-        self._apply = apply
-        self._clock = clock
-        self._give_up_after = give_up_after
-        self._idle = idle
-        self._queue: queue.Queue[Outcome] = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    @property
-    def unfinished(self) -> int:
-        return self._queue.unfinished_tasks
-
-    def record(self, o: Outcome) -> None:
-        with self._lock:
-            late = self._closed
-            if not late:
-                self._queue.put(o)
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="hearth-finish", daemon=True
-                    )
-                    self._thread.start()
-        if late:
-            # The interpreter waits for the pool's threads at exit: a send that outlasted
-            # the grace period is still recorded, not left 'sending' to be sent again.
-            self.write_until_done([o])
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH_MAX:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self.write_until_done(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-                with self._idle:
-                    self._idle.notify_all()
-
-    def write_until_done(self, batch: list[Outcome]) -> None:
-        """Write the outcomes, trying again while the database is busy or away, for as long
-        as a lease lasts (after that the rows are another worker's to send)."""
-        delay = RECORD_RETRY_FIRST
-        deadline = self._clock.monotonic() + self._give_up_after
-        while True:
-            try:
-                self._apply(batch)
-                return
-            except Exception:
-                if self._clock.monotonic() + delay >= deadline:
-                    log.exception("outcomes_not_recorded", count=len(batch))
-                    return
-                log.warning("outcomes_retrying", count=len(batch), in_s=delay, exc_info=True)
-            time.sleep(delay)  # this thread only writes outcomes; the sends go on meanwhile
-            delay = min(delay * 2, 10.0)
-
-    def close(self, timeout: float) -> None:
-        """From now on each outcome is written by its own thread; wait (bounded, should the
-        database hang) for the queued ones to be written."""
-        with self._lock:
-            self._closed = True
-        deadline = self._clock.monotonic() + timeout
-        with self._idle:
-            while self._queue.unfinished_tasks and self._clock.monotonic() < deadline:
-                self._idle.wait(0.1)

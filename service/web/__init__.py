@@ -71,9 +71,18 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    reader: feed_tokens.LoopReader | feed_tokens.AsyncReader | None = app.state.feed_reader
+    hearth: Hearth = app.state.hearth
+    if reader is None and hearth.settings.web.feed_async_lookup:
+        # PostgreSQL: the token lookup on this loop, through an async pool that lives with it.
+        reader = feed_tokens.AsyncReader.for_engine(hearth.db.engine)
+        if reader is not None:
+            await reader.open()
+            app.state.feed_reader = reader
     yield
-    reader: feed_tokens.LoopReader | None = app.state.feed_reader
-    if reader is not None:
+    if isinstance(reader, feed_tokens.AsyncReader):
+        await reader.close()
+    elif reader is not None:
         reader.close()  # without a lifespan (tests), it closes when the app is collected
 
 

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import sqlalchemy as sa
 from starlette.exceptions import HTTPException
@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.calendar import feed_tokens, feeds
-from service.calendar.feed_tokens import LoopReader, Stamp
+from service.calendar.feed_tokens import AsyncReader, LoopReader, Stamp
 from service.core.metrics import FEED_BUILDS, FEED_REQUESTS
 from service.core.timeutil import http_date
 from service.db.context import Hearth
@@ -168,11 +168,21 @@ async def feed(request: Request) -> Response:
 
 
 async def _find(
-    hearth: Hearth, cache: FeedCache, reader: LoopReader | None, token: str, alarms: bool
+    hearth: Hearth,
+    cache: FeedCache,
+    reader: LoopReader | AsyncReader | None,
+    token: str,
+    alarms: bool,
 ) -> Built | None:
-    """A cache hit answered on the event loop where the database allows (LoopReader), so an
-    unchanged couple costs no thread hand-off; anything else goes to the feed threads."""
-    found = reader.stamp(token) if reader is not None else False
+    """A cache hit answered on the event loop (LoopReader on SQLite, AsyncReader's pool on
+    PostgreSQL), so an unchanged couple costs no thread hand-off; anything else goes to the
+    feed threads."""
+    if reader is None:
+        found: Stamp | Literal[False] | None = False
+    elif isinstance(reader, AsyncReader):
+        found = await reader.stamp(token)
+    else:
+        found = reader.stamp(token)
     if found is None:
         return None
     if found is not False:
