@@ -18,6 +18,7 @@ from cli.common import (
 )
 from service.db.models import Partner
 from service.domain import couples, partners
+from service.domain import unsubscribe as links
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,6 +112,21 @@ def edit_cmd(partner: str, **fields: Any) -> None:
         p = partners.resolve(session, partner)
         partners.edit(session, now, p, region=hearth.settings.defaults.phone_region, **fields)
         click.echo(f"updated partner {p.id}: {p.name}")
+
+
+@partner_group.command("resubscribe")
+@click.argument("partner")
+@click.option(
+    "--source",
+    required=True,
+    help="Where the partner asked for emails again (e.g. 'phone call 2026-12-03').",
+)
+def resubscribe_cmd(partner: str, source: str) -> None:
+    """Send PARTNER reminder emails again after they unsubscribed (at their request)."""
+    with unit_of_work() as (_, session, now):
+        p = partners.resolve(session, partner)
+        links.resubscribe(session, now, p, partners.consent_source(source, "source"))
+        click.echo(f"partner {p.id}: {p.name} gets emails again")
 
 
 @partner_group.command("remove")

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.text import as_id, name_key
 from service.core.timeutil import localize, zone
 from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.domain import validation
@@ -22,20 +23,18 @@ from service.domain.templates import TEMPLATES
 def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> Ritual:
     """A ritual by id, or by title within a couple."""
     text = str(ref).strip()
-    if text.isdigit():
-        ritual = session.get(Ritual, int(text))
+    ritual_id = as_id(text)
+    if ritual_id is not None:
+        ritual = session.get(Ritual, ritual_id)
     elif couple is not None:
-        found = list(
-            session.scalars(
-                sa.select(Ritual)
-                .where(
-                    Ritual.couple_id == couple.id,
-                    sa.func.lower(Ritual.title) == text.lower(),
-                    Ritual.ended_at.is_(None),
-                )
-                .order_by(Ritual.id)
-            )
+        # A couple has few rituals: titles are matched in Python, by the one name rule.
+        key = name_key(text)
+        candidates = session.scalars(
+            sa.select(Ritual)
+            .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
+            .order_by(Ritual.id)
         )
+        found = [r for r in candidates if name_key(r.title) == key]
         # Titles need not be unique: picking one would act on a ritual nobody chose.
         if len(found) > 1:
             raise Ambiguous("ritual", ref, [f"{r.id}:{r.title}" for r in found])

@@ -45,6 +45,7 @@ from service.db.models import (
     table,
 )
 from service.domain import partners, pauses, prompts
+from service.domain import unsubscribe as links
 from service.domain.recurrence import is_occurrence, schedule_of
 from service.outbox import backoff, receipts, texts
 
@@ -309,13 +310,12 @@ class Dispatcher:
                 ctx.remember_prompt(r, prompt.id)
                 r.prompt_id, prompt_text = prompt.id, prompt.text
         base = self.hearth.settings.web.public_base_url
-        unsubscribe = (
-            f"{base}/unsubscribe/{partner.unsubscribe_token}" if partner.unsubscribe_token else None
-        )
+        # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
+        unsubscribe = links.url(s, base, partner) if r.channel is Channel.EMAIL else None
         start = _actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
         mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe)
         message = texts.render(mctx, r.channel, _address(partner, r.channel), r.id)
-        r.body = message.text
+        r.body = links.without_link(message.text, unsubscribe)
         return self._as_job(r, message)
 
     def _as_job(self, r: Reminder, message: Message) -> Job:
