@@ -186,7 +186,7 @@ def pause_cmd(couple: str, until: str | None) -> None:
     """Pause all of COUPLE's reminders (the feed shows the span as skipped)."""
     with unit_of_work() as (_, session, now):
         c = couples.resolve(session, couple)
-        end = until_datetime(until, c.timezone) if until else None
+        end = until_datetime(until, c.timezone) if until is not None else None
         couples.pause(session, now, c, end)
         suffix = f" until {fmt_local(end, c.timezone)}" if end else " until resumed"
         click.echo(f"paused couple {c.id}{suffix}")

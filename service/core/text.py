@@ -18,6 +18,11 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", folded)
 
 
+def cut(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` for an error message, unquoted, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def echo(value: object, limit: int = ECHO_LIMIT) -> str:
     """``repr`` of a value for an error message, cut to ``limit`` characters."""
     text = str(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -22,17 +24,36 @@ def _config() -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    cfg = _config()
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
+    with _migrating(db) as cfg:
         command.upgrade(cfg, revision)
 
 
 def downgrade(db: Database, revision: str) -> None:
-    cfg = _config()
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
+    with _migrating(db) as cfg:
         command.downgrade(cfg, revision)
+
+
+@contextmanager
+def _migrating(db: Database) -> Iterator[Config]:
+    """One transaction for the migrations. On SQLite with foreign keys off meanwhile: batch
+    mode rebuilds a table by copy, drop and rename, and the drop of ``couple`` with foreign
+    keys on would cascade into every partner, ritual and reminder (SQLite's own advice for
+    table rebuilds; the pragma is a no-op inside a transaction, so it is set before)."""
+    cfg = _config()
+    with db.engine.connect() as conn:
+        raw = conn.connection.driver_connection if db.is_sqlite else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                yield cfg
+                if raw is not None:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    assert broken is None, f"migration left a dangling reference: {broken}"
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def head() -> str:

@@ -94,11 +94,7 @@ def add(
     else:
         if not spec.kind or not spec.title:
             raise InvalidInput("ritual", "give --template NAME, or --kind and --title")
-        kind = validation.kind(spec.kind)
-        if kind is RitualKind.REPAIR:
-            raise InvalidInput(
-                "kind", "repair conversations start on request", "use `hearth repair request`"
-            )
+        kind = _scheduled_kind(spec.kind)
         title, description = spec.title, ""
         at, rule, duration, offsets = None, None, 5, [0]
         if not spec.at:
@@ -144,10 +140,9 @@ def add(
         created_at=now,
         updated_at=now,
     )
+    _has_future(ritual, now)
     session.add(ritual)
     session.flush()
-    if not occurrences(schedule_of(ritual), now, now + timedelta(days=800)):
-        raise InvalidInput("schedule", "the rule produces no future occurrence")
     couple.touch(now)
     record(session, EventType.RITUAL_ADDED, now, couple.id, ritual_id=ritual.id)
     return ritual
@@ -202,7 +197,9 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
         ritual.description = spec.description
         changed.append("description")
     if spec.kind is not None:
-        ritual.kind = validation.kind(spec.kind)
+        if ritual.kind is RitualKind.REPAIR:
+            raise InvalidInput("kind", "a repair conversation keeps its kind")
+        ritual.kind = _scheduled_kind(spec.kind)
         changed.append("kind")
     if spec.timezone is not None:
         ritual.timezone = validation.timezone(spec.timezone)
@@ -234,6 +231,7 @@ def edit(session: Session, now: datetime, ritual: Ritual, spec: RitualSpec) -> R
     if not changed:
         raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")
     if {"at", "on", "schedule", "timezone"} & set(changed):
+        _has_future(ritual, now)  # as add checks: one validation path for both
         # Exceptions refer to instants of the old schedule; they no longer apply.
         ritual.exceptions.clear()
     ritual.version += 1
@@ -278,6 +276,21 @@ def resume(session: Session, now: datetime, ritual: Ritual) -> Ritual:
     ritual.couple.touch(now)
     record(session, EventType.RITUAL_RESUMED, now, ritual.couple_id, ritual_id=ritual.id)
     return ritual
+
+
+def _scheduled_kind(value: str) -> RitualKind:
+    """The kinds a person schedules (add and edit alike): repair starts on request."""
+    kind = validation.kind(value, exclude=RitualKind.REPAIR)
+    if kind is RitualKind.REPAIR:
+        raise InvalidInput(
+            "kind", "repair conversations start on request", "use `hearth repair request`"
+        )
+    return kind
+
+
+def _has_future(ritual: Ritual, now: datetime) -> None:
+    if ritual.rrule and not occurrences(schedule_of(ritual), now, now + timedelta(days=800)):
+        raise InvalidInput("schedule", "the rule produces no future occurrence")
 
 
 def ensure_active(ritual: Ritual) -> None:
