@@ -81,6 +81,17 @@ class ChannelNotConfigured(HearthError):
         super().__init__(f"channel {channel} is not configured: set {missing}")
 
 
+class ConsoleInProduction(HearthError):
+    exit_code = 2
+
+    def __init__(self, channel: str) -> None:
+        backend = "twilio" if channel == "sms" else "smtp"
+        super().__init__(
+            f"config: channels.{channel}: console prints full numbers, addresses and bodies; "
+            f"refused with an https web.public_base_url (production): use {backend}"
+        )
+
+
 class SchemaMissing(HearthError):
     exit_code = 1
 

@@ -11,7 +11,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.core.exceptions import SchemaBehind
+from service.core.exceptions import InvalidInput, SchemaBehind
+from service.core.text import echo
 from service.db.engine import Database
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -24,6 +25,7 @@ def _config() -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
+    check_target(db, revision)
     with _migrating(db) as cfg:
         command.upgrade(cfg, revision)
 
@@ -54,6 +56,27 @@ def _migrating(db: Database) -> Iterator[Config]:
         finally:
             if raw is not None:
                 raw.execute("PRAGMA foreign_keys=ON")
+
+
+def check_target(db: Database, revision: str) -> None:
+    """``revision`` is ``head`` or a known revision not behind the database's: an upgrade
+    never goes back (alembic would quietly do nothing, or fail on a typo with a traceback)."""
+    order = [
+        r.revision for r in reversed(list(ScriptDirectory.from_config(_config()).walk_revisions()))
+    ]
+    if revision == "head":
+        return
+    if revision not in order:
+        raise InvalidInput(
+            "revision", f"unknown revision {echo(revision)}", f"one of {', '.join(order)} or head"
+        )
+    now = current(db)
+    if now in order and order.index(revision) < order.index(now):
+        raise InvalidInput(
+            "revision",
+            f"{revision} is behind the database's {now}",
+            "upgrade never goes back; restore a backup to return to an older release",
+        )
 
 
 def head() -> str:
