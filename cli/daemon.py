@@ -32,7 +32,7 @@ def _run(ctx: click.Context, web: bool | None) -> int:
     from service.runtime.daemon import Daemon
 
     hearth = hearth_from(ctx)
-    configure(hearth.settings.log)
+    configure(hearth.settings.log, phone_region=hearth.settings.defaults.phone_region)
     daemon = Daemon(hearth, web=web)
     if daemon.web_enabled:
         w = hearth.settings.web
@@ -57,7 +57,7 @@ def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     from service.web import create_app
 
     hearth = hearth_from(ctx)
-    configure(hearth.settings.log)
+    configure(hearth.settings.log, phone_region=hearth.settings.defaults.phone_region)
     migrate.require_current(hearth.db)
     w = hearth.settings.web
     host, port = host or w.host, port if port is not None else w.port

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
-from service.core.text import as_id, name_key
+from service.core.text import as_id, echo, name_key
 from service.core.timeutil import localize, zone
 from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.domain import validation
@@ -41,7 +41,9 @@ def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> R
         ritual = found[0] if found else None
     else:
         raise InvalidInput(
-            "ritual", f"{ref!r} is not an id", "use the id from `hearth ritual list`"
+            "ritual",
+            f"{echo(text)} is not an id",
+            "give --couple to name it by title, or the id from `hearth ritual list`",
         )
     if ritual is None or (couple is not None and ritual.couple_id != couple.id):
         raise NotFound("ritual", ref)

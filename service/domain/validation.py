@@ -50,6 +50,8 @@ def _suggest_zone(value: str) -> str:
 
 
 def phone(value: str, region: str, field: str = "phone") -> str:
+    if value.strip().startswith("++"):  # phonenumbers would take it; it is a slip
+        raise InvalidInput(field, "has two + signs", "use E.164, e.g. +4915123456789")
     try:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
