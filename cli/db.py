@@ -8,6 +8,7 @@ import click
 
 from cli.common import hearth_from
 from service.core.exceptions import InvalidInput
+from service.core.files import write_private
 from service.db import migrate
 from service.db.engine import redact_url
 
@@ -41,7 +42,7 @@ def init_cmd(path: str, force: bool) -> None:
     if target.exists() and not force:
         raise InvalidInput("path", f"{path} already exists", "use --force to overwrite")
     try:
-        target.write_text(STARTER, encoding="utf-8")
+        write_private(target, STARTER)  # it will hold secrets: owner only
     except OSError as exc:
         raise InvalidInput("path", f"cannot write {path}: {exc.strerror}") from None
     click.echo(f"wrote {path}; next: hearth db upgrade")

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.exceptions import DatabaseBusy, DatabaseUnavailable, SchemaMissing
+from service.core.files import create_private
 
 _IMMEDIATE = "hearth_sqlite_immediate"
 
@@ -58,7 +60,20 @@ def make_engine(url: str, *, echo: bool = False, lock_timeout: float = 30.0) -> 
     return engine
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite file is made 0600 before SQLite makes it with the umask's mode."""
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if path.parent.is_dir():
+            create_private(path)
+
+
 def _sqlite_events(engine: Engine, lock_timeout: float) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        _create_private(str(engine.url))  # just before SQLite would create the file itself
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is possible.

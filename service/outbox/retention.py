@@ -24,6 +24,7 @@ from urllib.request import pathname2url
 import sqlalchemy as sa
 
 from service.core.exceptions import InvalidInput
+from service.core.files import create_private
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.delivery_stats import FINISHED, as_is, count_into_stats, unindexed
@@ -117,6 +118,7 @@ def backup_sqlite(hearth: Hearth, dest: Path) -> int:
     partial = dest.with_name(dest.name + ".partial")
     src = sqlite3.connect(f"file:{pathname2url(url.database)}?mode=ro", uri=True)
     try:
+        create_private(partial)  # a copy of everyone's data: owner only
         out = sqlite3.connect(partial)
         try:
             src.backup(out)
