@@ -213,12 +213,18 @@ def remove_cmd(couple: str, yes: bool) -> None:
     # write lock the daemon and every other command wait for.
     if not yes:
         click.confirm(f"Remove couple {name!r} and erase its partners' personal data?", abort=True)
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         # By id: the couple the admin confirmed, even if it was renamed meanwhile.
         c = couples.resolve(session, couple_id)
         label = f"{c.id}: {c.name}"
         couples.remove(session, now, c)
     click.echo(f"removed couple {label}")
+    if not hearth.db.erase_traces():
+        click.echo(
+            "note: another process is reading the database; the erased data leaves the "
+            "write-ahead log at the next checkpoint (docs/operations.md)",
+            err=True,
+        )
 
 
 def register(cli: click.Group) -> None:

@@ -141,11 +141,12 @@ def remove_cmd(partner: str, yes: bool) -> None:
     # write lock the daemon and every other command wait for.
     if not yes:
         click.confirm(question, abort=True)
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner_id)  # by id: the partner the admin confirmed
         label = f"{p.id}: {p.name}"
         partners.remove(session, now, p)
     click.echo(f"removed partner {label}")
+    hearth.db.erase_traces()
 
 
 @partner_group.command("list")

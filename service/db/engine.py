@@ -144,6 +144,19 @@ class Database:
         with self._translated(), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def erase_traces(self) -> bool:
+        """After personal data was deleted: on SQLite, copy the write-ahead log into the
+        database and empty it, so the old copies of the deleted rows' pages go too. False
+        when a reader kept it from completing (the next checkpoint finishes the job).
+        PostgreSQL keeps dead rows until VACUUM (docs/operations.md)."""
+        if not self.is_sqlite:
+            return True
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -98,10 +98,19 @@ def resume(session: Session, now: datetime, couple: Couple) -> Couple:
     return couple
 
 
+def erase_on_delete(session: Session) -> None:
+    """On SQLite, deleted rows are overwritten with zeros rather than left in free pages
+    (PRAGMA secure_delete; for this connection, on from here). The write-ahead log keeps
+    older copies of the pages until a checkpoint: Database.erase_traces after the commit."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sa.text("PRAGMA secure_delete=ON"))
+
+
 def remove(session: Session, now: datetime, couple: Couple) -> None:
     """Delete the couple and, by cascade, its partners' personal data, rituals, reminders and
     replies. Events keep only ids (no personal data) for the audit trail."""
     couple_id, partner_count = couple.id, len(couple.partners)
+    erase_on_delete(session)
     # Keep the anonymous delivery counts; everything else about the couple goes.
     count_into_stats(session.connection(), Reminder.__table__.c.couple_id == couple_id)
     session.delete(couple)

@@ -264,6 +264,8 @@ def edit(
 
 
 def remove(session: Session, now: datetime, partner: Partner) -> None:
+    if session.get_bind().dialect.name == "sqlite":  # as couples.erase_on_delete
+        session.execute(sa.text("PRAGMA secure_delete=ON"))
     couple = partner.couple
     partner_id = partner.id
     couple.partners.remove(partner)
