@@ -51,12 +51,13 @@ class HearthGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HearthError as exc:
-            click.echo(f"error: {one_line(str(exc))}", err=True)
+            click.echo(one_line(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
         except sa.exc.SQLAlchemyError as exc:
             # A database failure no layer below knew to name: still one line, exit 1.
             orig = getattr(exc, "orig", None) or exc
-            click.echo(f"error: database: {one_line(str(orig).strip().splitlines()[0])}", err=True)
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            click.echo(one_line(f"error: database: {first}"), err=True)
             ctx.exit(1)
         except click.ClickException as exc:
             _fail(exc)
@@ -78,8 +79,8 @@ def _fail(exc: click.ClickException) -> NoReturn:
     where = ""
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         where = f"{exc.ctx.command_path}: "
-    message = one_line(exc.format_message())  # Click may wrap long messages
-    click.echo(f"error: {where}{message}", err=True)
+    # Click may wrap long messages, and quotes the value it refused however long.
+    click.echo(one_line(f"error: {where}{exc.format_message()}"), err=True)
     raise click.exceptions.Exit(exc.exit_code)
 
 

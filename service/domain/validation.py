@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from datetime import date, datetime, time, timedelta
 
 import phonenumbers
@@ -378,6 +379,9 @@ def local_datetime(value: str, field: str = "datetime", hint: str | None = None)
 
 def name(value: str, field: str = "name", max_len: int = 120) -> str:
     text = " ".join(value.split())
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        # NUL cannot be stored on PostgreSQL; the other controls garble a terminal or a feed.
+        raise InvalidInput(field, "must not contain control characters")
     if not text:
         raise InvalidInput(field, "must not be empty")
     if len(text) > max_len:
