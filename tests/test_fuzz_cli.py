@@ -16,16 +16,18 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 import sqlalchemy as sa
-from click.testing import Result
+from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
 from cli.main import cli
+from service.core.config import SECTIONS, Settings
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Base
@@ -145,7 +147,9 @@ def world(hearth: Hearth, db: Database, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     couple_id = couple_with_partners(db, hearth.clock.now())
     add_ritual(db, hearth.clock.now(), couple_id, "five-minute-check-in")
-    return Cli(hearth)
+    run = Cli(hearth)
+    run.ok("couple", "add", "Solo", "-z", "UTC")  # room for a partner
+    return run
 
 
 # -- every command, every parameter ---------------------------------------------------------
@@ -183,3 +187,219 @@ def test_arbitrary_text_for_any_parameter(
 ) -> None:
     path, name = case
     check(world, db, argv(path, dict(COMMANDS)[path], name, value))
+
+
+# -- the cases issue 15 lists ------------------------------------------------------------------
+
+ZONE_DIRS = ("Europe", "America/Argentina", "Asia", "Pacific", "Antarctica")
+TOO_BIG = "9" * 23
+CONCRETE: list[tuple[list[str], int, str]] = [
+    *[(args(z), 2, "unknown timezone") for z in ZONE_DIRS for args in (
+        lambda z: ["couple", "add", "Other", "-z", z],
+        lambda z: ["couple", "edit", "Alice & Sam", "--timezone", z],
+        lambda z: ["partner", "add", "Solo", "Kim", "-z", z],
+        lambda z: ["partner", "edit", "Alice", "--timezone", z],
+        lambda z: ["ritual", "add", "Alice & Sam", "-t", "date-night", "-z", z],
+        lambda z: ["ritual", "edit", "1", "--timezone", z],
+    )],
+    *[(args, 2, "not found") for args in (
+        ["couple", "show", TOO_BIG], ["couple", "remove", TOO_BIG, "--yes"],
+        ["partner", "show", TOO_BIG], ["ritual", "show", TOO_BIG], ["feed", "url", TOO_BIG],
+    )],
+    *[(args, 2, "is not in the range") for args in (
+        ["deliveries", "retry", TOO_BIG], ["prompts", "disable", TOO_BIG],
+        ["prompts", "enable", TOO_BIG], ["repair", "cancel", TOO_BIG],
+    )],
+    (["deliveries", "list", "--since", "999999999d"], 2, "reaches back past year 1"),
+    (["deliveries", "list", "--since", "99999999999999h"], 2, "reaches back past year 1"),
+    (["db", "upgrade", "--revision", "bogus"], 2, "unknown revision 'bogus'"),
+    (["db", "upgrade", "--revision", ""], 2, "unknown revision ''"),
+    (["db", "upgrade", "--revision", "head+1"], 2, "unknown revision 'head+1'"),
+    (["db", "upgrade", "--revision", "0001"], 2, "upgrade never goes back"),
+    (["couple", "pause", "1", "--until", ""], 2, "'' is not a date"),
+    (["ritual", "pause", "1", "--until", ""], 2, "'' is not a date"),
+    (["ritual", "edit", "1", "--kind", "repair"], 2, "repair conversations start on request"),
+    (["ritual", "edit", "1", "--rrule", "FREQ=DAILY;UNTIL=20200101"], 2, "no future occurrence"),
+    (["ritual", "edit", "1", "--on", "2020-01-01", "--rrule", "FREQ=DAILY;COUNT=2"], 2,
+     "no future occurrence"),
+    (["ritual", "edit", "1", "--rrule", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"], 2,
+     "no future occurrence"),
+    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
+      "--rrule", "FREQ=DAILY;COUNT=abc"], 2, "COUNT=ABC is not a whole number"),
+    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
+      "--rrule", "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=a"], 2, "BYSETPOS=A is not a number"),
+    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
+      "--rrule", "FREQ=DAILY;INTERVAL=1.5"], 2, "INTERVAL=1.5 is not a whole number"),
+    (["ritual", "preview", "Five-minute check-in"], 2, "give --couple to name it by title"),
+    (["couple", "add", "Other", "-z", "/etc/localtime"], 2, "timedatectl"),
+    (["couple", "add", "Other", "-z", "x" * 10_000], 2, "(10000 characters)"),
+    (["partner", "add", "Solo", "Kim", "--phone", "++4915123456789"], 2, "two + signs"),
+    (["web", "--port", "99999"], 2, "is not in the range"),
+    (["web", "--port", "-1"], 2, "is not in the range"),
+    (["web", "--host", "256.256.256.256"], 2, "is not an address or a known host name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), CONCRETE, ids=lambda v: str(v)[:40])
+def test_the_cases_that_were_found(
+    world: Cli, db: Database, args: list[str], code: int, fragment: str
+) -> None:
+    result = check(world, db, args).result
+    assert result.exit_code == code, result.output
+    assert fragment in result.stderr, result.stderr
+    assert "repair" not in result.stderr or "repair" in fragment or "repair" in " ".join(args)
+
+
+def test_kind_hints_leave_out_repair(world: Cli, db: Database) -> None:
+    args = ["ritual", "add", "Alice & Sam", "--kind", "bogus", "--title", "T", "--at", "21:00"]
+    result = check(world, db, args).result
+    assert result.exit_code == 2
+    assert "one of check_in, gratitude, date_night, custom" in result.stderr
+    assert "repair" not in result.stderr
+
+
+def test_a_repair_needs_partners_to_invite(world: Cli, db: Database) -> None:
+    world.ok("couple", "add", "Lonely", "-z", "UTC")
+    result = check(world, db, ["repair", "request", "Lonely"]).result
+    assert result.exit_code == 2
+    assert (
+        result.stderr == "error: couple 'Lonely' has no partners yet: `hearth partner add` first\n"
+    )
+
+
+# -- configuration: every key, from a file and from the environment ------------------------
+
+
+def _keys() -> list[tuple[str, str]]:
+    return [
+        (section, key)
+        for section in SECTIONS
+        for key in Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+    ]
+
+
+FILE_VALUES: list[Any] = [
+    "abc",
+    True,
+    -1,
+    0,
+    1.5,
+    float("inf"),
+    "",
+    [],
+    {"a": 1},
+    "x" * 10_000,
+    "\x00",
+]
+ENV_VALUES = ["abc", "inf", "nan", "-1", "", "x" * 10_000, "true", "Europe", "http://"]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
+    if isinstance(value, str):
+        return (
+            '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "\\u0000") + '"'
+        )
+    if isinstance(value, list):
+        return "[]"
+    if isinstance(value, dict):
+        return "{ a = 1 }"
+    return str(value)
+
+
+def shell(args: list[str], env: dict[str, str], db: Database) -> Result:
+    """``hearth ARGS`` as from a shell, settings from files and the environment only."""
+    before = fingerprint(db)
+    result = CliRunner().invoke(cli, args, env=env)
+    shown = f"hearth {' '.join(args)} with {str(env)[:120]}"
+    assert "Traceback" not in result.output, f"{shown}: {result.output[-1500:]}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"{shown} raised {result.exception!r}") from result.exception
+    if result.exit_code != 0:
+        assert result.exit_code in (1, 2), f"{shown}: exit {result.exit_code}"
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and len(lines[0]) < LINE_LIMIT, f"{shown}: {lines[:3]}"
+    assert fingerprint(db) == before, shown
+    return result
+
+
+@pytest.fixture
+def shell_db(sqlite_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Database:
+    monkeypatch.chdir(tmp_path)
+    return sqlite_db
+
+
+def test_every_config_key_with_bad_values(shell_db: Database, tmp_path: Path) -> None:
+    url = {"HEARTH_DATABASE_URL": shell_db.url}
+    broken = []
+    for section, key in _keys():
+        for value in FILE_VALUES:
+            path = tmp_path / "c.toml"
+            path.write_text(f"[{section}]\n{key} = {_toml(value)}\n", encoding="utf-8")
+            env = {} if (section, key) == ("database", "url") else url
+            try:
+                shell(["--config", str(path), "couple", "list"], env, shell_db)
+            except AssertionError as exc:
+                broken.append(str(exc).splitlines()[0][:300])
+        for text in ENV_VALUES:
+            env = {**url, f"HEARTH_{section.upper()}_{key.upper()}": text}
+            try:
+                shell(["couple", "list"], env, shell_db)
+            except AssertionError as exc:
+                broken.append(str(exc).splitlines()[0][:300])
+    assert not broken, f"{len(broken)} broken promises:\n" + "\n".join(broken)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite", "database.url: must be a sqlite:/// or postgresql+psycopg:// URL"),
+        ("sqlitefoo:///x.db", "database.url: must be a sqlite:/// or postgresql+psycopg:// URL"),
+        (
+            "postgresql+asyncpg://u@h/db",
+            "database.url: must be a sqlite:/// or postgresql+psycopg://",
+        ),
+        ("postgresql+psycopg://u@h:notaport/db", "database.url: has a port that is not a number"),
+    ],
+)
+def test_database_urls_that_pass_a_glance_but_cannot_be_used(
+    shell_db: Database, url: str, message: str
+) -> None:
+    result = shell(["couple", "list"], {"HEARTH_DATABASE_URL": url}, shell_db)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        (b'[web]\npublic_base_url = "http://"\n', {}, "needs a host"),
+        (b"[daemon]\nbatch_size = true\n", {}, "must be a number, not true or false"),
+        (b'[defaults]\ntimezone = "Europe"\n', {}, "must be an IANA timezone"),
+        (b"\xff\xfe[daemon]\n", {}, "not UTF-8 text"),
+        (b"", {"HEARTH_DAEMON_PLAN_INTERVAL_SECONDS": "inf"}, "finite number"),
+    ],
+)
+def test_config_values_accepted_though_wrong(
+    shell_db: Database, tmp_path: Path, toml: bytes, env: dict[str, str], message: str
+) -> None:
+    (tmp_path / "c.toml").write_bytes(toml)
+    env = {"HEARTH_DATABASE_URL": shell_db.url, **env}
+    result = shell(["--config", str(tmp_path / "c.toml"), "couple", "list"], env, shell_db)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_operational_failures_are_one_line_exit_1(shell_db: Database, tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 100)
+    cases = {
+        "postgresql+psycopg://u@unresolvable.invalid/db": "failed to resolve host",
+        f"sqlite:///{text}": "file is not a database",
+        f"sqlite:///file:{shell_db.url.removeprefix('sqlite:///')}?mode=ro&uri=true": "readonly",
+    }
+    for url, fragment in cases.items():
+        args = ["couple", "add", "New", "-z", "UTC"]
+        result = shell(args, {"HEARTH_DATABASE_URL": url}, shell_db)
+        assert result.exit_code == 1 and fragment in result.stderr, (url, result.stderr)
