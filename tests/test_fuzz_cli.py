@@ -102,11 +102,11 @@ def fingerprint(db: Database) -> str:
     if db.is_sqlite:
         path = sa.engine.make_url(db.url).database
         assert path
-        conn = sqlite3.connect(path)
+        raw = sqlite3.connect(path)
         try:
-            return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+            return hashlib.sha256("\n".join(raw.iterdump()).encode()).hexdigest()
         finally:
-            conn.close()
+            raw.close()
     parts = []
     with db.engine.connect() as conn:
         for table in sorted(Base.metadata.tables):
