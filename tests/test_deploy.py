@@ -398,13 +398,41 @@ def test_dockerfile_final_image() -> None:
 
 def test_dockerfile_installs_the_project() -> None:
     instructions = dockerfile()
-    assert any("pip install ." in rest for ins, rest in instructions if ins == "RUN")
+    assert any(
+        re.search(r"pip install (-c \S+ )?\.(\s|$)", rest)
+        for ins, rest in instructions
+        if ins == "RUN"
+    )
     for ins, rest in instructions:
         if ins != "COPY" or "--from=" in rest:
             continue
         *sources, _dest = [word for word in rest.split() if not word.startswith("--")]
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_dockerfile_installs_pinned_versions() -> None:
+    """Every runtime dependency of pyproject.toml is pinned in deploy/constraints.txt, and
+    the image installs through it."""
+    assert any("pip install -c constraints.txt ." in rest for ins, rest in dockerfile())
+    pinned = {
+        re.split(r"==", line)[0].lower().replace("_", "-")
+        for line in (DEPLOY / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    }
+    lines = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    block = lines.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    wanted = {
+        re.match(r"[A-Za-z0-9_.-]+", dep.strip().strip('",'))[0].lower().replace("_", "-")  # type: ignore[index]
+        for dep in block.splitlines()
+        if dep.strip().startswith('"')
+    }
+    assert wanted <= pinned, wanted - pinned
+
+
+def test_dockerignore_leaves_out_env_files() -> None:
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "deploy/*.env" in ignored  # hearth.env holds the secrets
 
 
 def test_dockerfile_entrypoint_is_the_repository_script() -> None:
