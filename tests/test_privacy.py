@@ -8,17 +8,19 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.channels import build_one
 from service.core.clock import FakeClock
 from service.core.config import Settings
-from service.core.exceptions import ConsoleInProduction
+from service.core.exceptions import ConsoleInProduction, InvalidInput
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel
+from service.domain import validation
 from tests.conftest import Cli, make_settings
 from tests.factories import couple_with_partners
 
@@ -87,3 +89,23 @@ def test_serve_refuses_console_under_https(run_sqlite: Cli) -> None:
     assert result.exit_code == 2
     assert result.output.startswith("error: config: channels.sms: console prints full numbers")
     assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (lambda v: validation.phone(v, "DE"), "+49 151 2345"),
+        (lambda v: validation.phone(v, "US"), "call me maybe 0151"),
+        (validation.email, "sam.private@@example.org"),
+    ],
+)
+def test_refused_numbers_and_addresses_are_not_echoed_beyond_the_terminal(
+    check: Any, value: str
+) -> None:
+    """The terminal line quotes what was typed; ``public`` (for an HTTP answer or a log
+    line) says what is wrong without it."""
+    with pytest.raises(InvalidInput) as refused:
+        check(value)
+    assert value in str(refused.value)
+    assert value not in refused.value.public and "sam.private" not in refused.value.public
+    assert refused.value.public.startswith(refused.value.field + ": not a ")

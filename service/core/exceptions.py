@@ -16,13 +16,18 @@ class InvalidInput(HearthError):
 
     exit_code = 2
 
-    def __init__(self, field: str, problem: str, hint: str | None = None) -> None:
+    def __init__(
+        self, field: str, problem: str, hint: str | None = None, *, public: str | None = None
+    ) -> None:
         self.field = field
         self.problem = problem
         self.hint = hint
         message = f"{field}: {problem}"
         if hint:
             message += f" ({hint})"
+        # What may leave the terminal (an HTTP answer, a log line): for a problem that
+        # quotes a phone number or an address, the same without the quote.
+        self.public = message if public is None else f"{field}: {public}"
         super().__init__(message)
 
 

@@ -57,13 +57,17 @@ def phone(value: str, region: str, field: str = "phone") -> str:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
         raise InvalidInput(
-            field, f"{echo(value)} is not a phone number", "use +14155550123"
+            field,
+            f"{echo(value)} is not a phone number",
+            "use +14155550123",
+            public="not a phone number",
         ) from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput(
             field,
             f"{echo(value)} is not a valid number for its region",
             "use E.164, e.g. +4915123456789",
+            public="not a valid number for its region",
         )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -72,7 +76,11 @@ def email(value: str, field: str = "email") -> str:
     try:
         return validate_email(value.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise InvalidInput(field, f"{echo(value)} is not a valid email address: {exc}") from None
+        raise InvalidInput(
+            field,
+            f"{echo(value)} is not a valid email address: {exc}",
+            public="not a valid email address",
+        ) from None
 
 
 def clock_time(value: str, field: str = "time") -> time:
