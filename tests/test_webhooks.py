@@ -956,6 +956,8 @@ def test_a_tampered_unsubscribe_token_opts_nobody_out(
         "NUL": token + "%00",
         "overlong": token * 12,
         "dot segments": "..%2F..%2Ftwilio%2Fstatus",
+        "an id past 64 bits": "9999999999999999999" + token[token.index(".") :],
+        "another generation": token.replace(".1.", ".2.", 1),
     }
     before = snapshot(db)
     for how, bad in tampered.items():

@@ -170,8 +170,9 @@ class Failure(StrEnum):
 
 # SQLite primary result codes (https://sqlite.org/rescode.html), the low byte of
 # sqlite_errorcode: the file is missing, unreadable, not a database, read-only or full.
-_SQLITE_UNUSABLE = {3, 8, 10, 11, 13, 14, 15, 26}  # PERM READONLY IOERR CORRUPT FULL CANTOPEN
-_SQLITE_BUSY = {5, 6}  # BUSY, LOCKED                 # PROTOCOL NOTADB
+# PERM 3, READONLY 8, IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14, PROTOCOL 15, NOTADB 26.
+_SQLITE_UNUSABLE = {3, 8, 10, 11, 13, 14, 15, 26}
+_SQLITE_BUSY = {5, 6}  # BUSY, LOCKED
 # PostgreSQL SQLSTATE classes and codes: language-independent, unlike the message text.
 _PG_UNREACHABLE = ("08", "28", "3D000", "53", "57P01", "57P02", "57P03")
 _PG_NO_SCHEMA = ("42P01", "3F000")

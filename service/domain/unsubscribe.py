@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict
+from service.core.text import MAX_ID
 from service.db.models import Channel, ConsentState, Partner, ServerSecret
 from service.domain import partners
 
@@ -58,7 +59,7 @@ def token(session: Session, partner: Partner) -> str:
 def partner_for(session: Session, text: str) -> Partner | None:
     """The partner a token names, if it is one we issued for their current address."""
     m = TOKEN_FORM.fullmatch(text)
-    if m is None:
+    if m is None or int(m[1]) > MAX_ID:  # 19 digits can pass 64 bits: no such row
         return None
     partner = session.get(Partner, int(m[1]))
     if partner is None or int(m[2]) != partner.unsubscribe_generation:
