@@ -16,9 +16,14 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from service.core.config import load_settings
+from service.core.text import MAX_ID
 from service.db.context import Hearth
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A row id as the databases store it (64 bits): a longer number is refused in one line
+# instead of overflowing in the driver.
+ID = click.IntRange(0, MAX_ID)
 
 
 @dataclass

@@ -207,7 +207,7 @@ def pause_cmd(couple: str, until: str | None) -> None:
     """Pause all of COUPLE's reminders (the feed shows the span as skipped)."""
     with unit_of_work() as (_, session, now):
         c = couples.resolve(session, couple)
-        end = until_datetime(until, c.timezone) if until else None
+        end = until_datetime(until, c.timezone) if until is not None else None
         couples.pause(session, now, c, end)
         suffix = f" until {fmt_local(end, c.timezone)}" if end else " until resumed"
         click.echo(f"paused couple {c.id}{suffix}")
@@ -234,12 +234,18 @@ def remove_cmd(couple: str, yes: bool) -> None:
     # write lock the daemon and every other command wait for.
     if not yes:
         click.confirm(f"Remove couple {name!r} and erase its partners' personal data?", abort=True)
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         # By id: the couple the admin confirmed, even if it was renamed meanwhile.
         c = couples.resolve(session, couple_id)
         label = f"{c.id}: {c.name}"
         couples.remove(session, now, c)
     click.echo(f"removed couple {label}")
+    if not hearth.db.erase_traces():
+        click.echo(
+            "note: another process is reading the database; the erased data leaves the "
+            "write-ahead log at the next checkpoint (docs/operations.md)",
+            err=True,
+        )
 
 
 def register(cli: click.Group) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from cli.common import hearth_from
+from service.core.exceptions import HearthError, InvalidInput
 from service.core.logs import configure
+from service.core.text import echo
 
 
 @click.command("serve")
@@ -27,10 +32,11 @@ def _run(ctx: click.Context, web: bool | None) -> int:
     from service.runtime.daemon import Daemon
 
     hearth = hearth_from(ctx)
-    configure(hearth.settings.log)
+    configure(hearth.settings.log, phone_region=hearth.settings.defaults.phone_region)
     daemon = Daemon(hearth, web=web)
     if daemon.web_enabled:
         w = hearth.settings.web
+        check_bind(w.host, w.port)
         click.echo(f"hearth: web service on http://{w.host}:{w.port} (public {w.public_base_url})")
     elif hearth.settings.daemon.metrics_port:
         d = hearth.settings.daemon
@@ -41,7 +47,7 @@ def _run(ctx: click.Context, web: bool | None) -> int:
 
 @click.command("web")
 @click.option("--host", help="Bind address (default: web.host).")
-@click.option("--port", type=int, help="Port (default: web.port).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: web.port).")
 @click.pass_context
 def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run only the web service: feeds, Twilio webhooks, unsubscribe, health, metrics."""
@@ -51,16 +57,36 @@ def web_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     from service.web import create_app
 
     hearth = hearth_from(ctx)
-    configure(hearth.settings.log)
+    configure(hearth.settings.log, phone_region=hearth.settings.defaults.phone_region)
     migrate.require_current(hearth.db)
     w = hearth.settings.web
+    host, port = host or w.host, port if port is not None else w.port
+    check_bind(host, port)
     uvicorn.run(
         create_app(hearth),
-        host=host or w.host,
-        port=port if port is not None else w.port,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
     )
+
+
+def check_bind(host: str, port: int) -> None:
+    """One line before start, rather than a server that starts and then dies in its log:
+    an address that is none of this machine's (exit 2), a port taken or forbidden (exit 1)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        # create_server re-raises a failed name lookup as OSError with gaierror's (negative)
+        # errno: EAI_NONAME, EAI_SERVICE...
+        if isinstance(exc, socket.gaierror) or (exc.errno or 0) < 0:
+            raise InvalidInput(
+                "host", f"{echo(host)} is not an address or a known host name"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise InvalidInput("host", f"{echo(host)} is not an address of this machine") from None
+        raise HearthError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def register(cli: click.Group) -> None:

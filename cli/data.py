@@ -9,6 +9,7 @@ import click
 
 from cli.common import hearth_from, json_option, print_json, read_only
 from service.core.exceptions import InvalidInput
+from service.core.files import write_private
 from service.db import migrate
 from service.domain import couples
 from service.domain.export import export_couple
@@ -31,7 +32,7 @@ def export_cmd(couple: str, output: Path | None) -> None:
         click.echo(text)
     else:
         try:
-            output.write_text(text + "\n", encoding="utf-8")
+            write_private(output, text + "\n")
         except OSError as exc:
             raise InvalidInput("--output", f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"wrote {output}", err=True)

@@ -8,6 +8,8 @@ import click
 
 from cli.common import hearth_from
 from service.core.exceptions import InvalidInput
+from service.core.files import write_private
+from service.core.text import cut
 from service.db import migrate
 from service.db.engine import redact_url
 
@@ -38,12 +40,12 @@ timezone = "UTC"
 def init_cmd(path: str, force: bool) -> None:
     """Write a starter hearth.toml."""
     target = Path(path)
-    if target.exists() and not force:
-        raise InvalidInput("path", f"{path} already exists", "use --force to overwrite")
     try:
-        target.write_text(STARTER, encoding="utf-8")
+        if target.exists() and not force:
+            raise InvalidInput("path", f"{cut(path)} already exists", "use --force to overwrite")
+        write_private(target, STARTER)  # it will hold secrets: owner only
     except OSError as exc:
-        raise InvalidInput("path", f"cannot write {path}: {exc.strerror}") from None
+        raise InvalidInput("path", f"cannot write {cut(path)}: {exc.strerror}") from None
     click.echo(f"wrote {path}; next: hearth db upgrade")
 
 

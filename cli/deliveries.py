@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from cli.common import (
+    ID,
     fmt_local,
     json_option,
     print_json,
@@ -92,7 +93,7 @@ def list_cmd(
 
 
 @deliveries_group.command("retry")
-@click.argument("reminder_id", type=int)
+@click.argument("reminder_id", type=ID)
 def retry_cmd(reminder_id: int) -> None:
     """Send a failed, expired, skipped or undelivered reminder again, now."""
     with unit_of_work() as (hearth, session, now):

@@ -6,6 +6,7 @@ import sys
 from typing import Any, NoReturn
 
 import click
+import sqlalchemy as sa
 
 from cli import (
     couple,
@@ -51,10 +52,25 @@ class HearthGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HearthError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(one_line(f"error: {exc}"), err=True)
             ctx.exit(exc.exit_code)
+        except sa.exc.SQLAlchemyError as exc:
+            # A database failure no layer below knew to name: still one line, exit 1.
+            orig = getattr(exc, "orig", None) or exc
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            click.echo(one_line(f"error: database: {first}"), err=True)
+            ctx.exit(1)
         except click.ClickException as exc:
             _fail(exc)
+
+
+# Every error is one line under 300 characters, however long what it quotes.
+LINE_LIMIT = 280
+
+
+def one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…"
 
 
 def _fail(exc: click.ClickException) -> NoReturn:
@@ -64,8 +80,8 @@ def _fail(exc: click.ClickException) -> NoReturn:
     where = ""
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         where = f"{exc.ctx.command_path}: "
-    message = " ".join(exc.format_message().split())  # Click may wrap long messages
-    click.echo(f"error: {where}{message}", err=True)
+    # Click may wrap long messages, and quotes the value it refused however long.
+    click.echo(one_line(f"error: {where}{exc.format_message()}"), err=True)
     raise click.exceptions.Exit(exc.exit_code)
 
 

@@ -23,6 +23,7 @@ from service.calendar import page_tokens
 from service.core.exceptions import Conflict
 from service.db.models import ConsentState, Partner
 from service.domain import couples, partners
+from service.domain import unsubscribe as links
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,6 +127,21 @@ def edit_cmd(partner: str, **fields: Any) -> None:
         click.echo(f"updated partner {p.id}: {p.name}")
 
 
+@partner_group.command("resubscribe")
+@click.argument("partner")
+@click.option(
+    "--source",
+    required=True,
+    help="Where the partner asked for emails again (e.g. 'phone call 2026-12-03').",
+)
+def resubscribe_cmd(partner: str, source: str) -> None:
+    """Send PARTNER reminder emails again after they unsubscribed (at their request)."""
+    with unit_of_work() as (_, session, now):
+        p = partners.resolve(session, partner)
+        links.resubscribe(session, now, p, partners.consent_source(source, "source"))
+        click.echo(f"partner {p.id}: {p.name} gets emails again")
+
+
 @partner_group.command("remove")
 @click.argument("partner")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -138,11 +154,12 @@ def remove_cmd(partner: str, yes: bool) -> None:
     # write lock the daemon and every other command wait for.
     if not yes:
         click.confirm(question, abort=True)
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner_id)  # by id: the partner the admin confirmed
         label = f"{p.id}: {p.name}"
         partners.remove(session, now, p)
     click.echo(f"removed partner {label}")
+    hearth.db.erase_traces()
 
 
 @partner_group.command("list")

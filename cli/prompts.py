@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import json_option, print_json, print_table, unit_of_work
+from cli.common import ID, json_option, print_json, print_table, unit_of_work
 from service.db.models import RitualKind
 from service.domain import prompts, validation
 
@@ -56,7 +56,7 @@ def add_cmd(kind: str, text: str) -> None:
 
 
 @prompts_group.command("disable")
-@click.argument("prompt_id", type=int)
+@click.argument("prompt_id", type=ID)
 def disable_cmd(prompt_id: int) -> None:
     """Take a prompt out of rotation (built-in ones too)."""
     with unit_of_work() as (_, session, now):
@@ -65,7 +65,7 @@ def disable_cmd(prompt_id: int) -> None:
 
 
 @prompts_group.command("enable")
-@click.argument("prompt_id", type=int)
+@click.argument("prompt_id", type=ID)
 def enable_cmd(prompt_id: int) -> None:
     """Put a disabled prompt back into rotation."""
     with unit_of_work() as (_, session, now):

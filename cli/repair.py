@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.common import fmt_local, json_option, print_json, print_table, read_only, unit_of_work
+from cli.common import ID, fmt_local, json_option, print_json, print_table, read_only, unit_of_work
 from service.core.timeutil import localize, zone
 from service.domain import couples, partners, validation
 from service.replies import repair
@@ -67,7 +67,7 @@ def list_cmd(couple: str | None, as_json: bool) -> None:
 
 
 @repair_group.command("cancel")
-@click.argument("repair_id", type=int)
+@click.argument("repair_id", type=ID)
 def cancel_cmd(repair_id: int) -> None:
     """Cancel a requested or scheduled repair conversation (its reminders and feed event)."""
     with unit_of_work() as (_, session, now):

@@ -218,7 +218,7 @@ def pause_cmd(ritual: str, couple: str | None, until: str | None) -> None:
     """Pause RITUAL's reminders (the feed shows the span as skipped)."""
     with unit_of_work() as (_, session, now):
         r = _ritual(session, ritual, couple)
-        end = until_datetime(until, r.timezone) if until else None
+        end = until_datetime(until, r.timezone) if until is not None else None
         rituals.pause(session, now, r, end)
         suffix = f" until {fmt_local(end, r.timezone)}" if end else " until resumed"
         click.echo(f"paused ritual {r.id}{suffix}")

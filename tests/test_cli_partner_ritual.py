@@ -358,7 +358,7 @@ def test_moving_onto_another_occurrence_is_refused(run: Cli, db: Database) -> No
         ("FREQ=DAILY;COUNT", "rrule: 'COUNT' is not NAME=VALUE"),
         ("FREQ=DAILY;COUNT=0", "rrule: COUNT=0 is out of range"),
         ("FREQ=DAILY;INTERVAL=0", "rrule: INTERVAL=0 is out of range"),
-        ("FREQ=DAILY;INTERVAL=x", "rrule: INTERVAL=X is out of range"),
+        ("FREQ=DAILY;INTERVAL=x", "rrule: INTERVAL=X is not a whole number"),
         ("FREQ=DAILY;UNTIL=tomorrow", "rrule: UNTIL=TOMORROW is not a date"),
         ("FREQ=DAILY;UNTIL=99991231", "rrule: UNTIL=99991231 is too far ahead"),
         ("FREQ=DAILY;INTERVAL=" + "9" * 5000, "rrule: INTERVAL=999"),

@@ -318,7 +318,7 @@ def test_serve_on_postgres_reports_a_burst_in_metrics(
     d = DaemonProcess(
         db.url, tmp_path, twilio_standin,
         HEARTH_DAEMON_RUN_WEB="true", HEARTH_WEB_PORT=str(port),
-        HEARTH_WEB_PUBLIC_BASE_URL="https://hearth.example.org",
+        HEARTH_WEB_PUBLIC_BASE_URL="https://hearth.example.org", HEARTH_CHANNELS_EMAIL="smtp",
     )  # fmt: skip
     daemons.append(d.start("serve"))
     base = f"http://127.0.0.1:{port}"

@@ -4,7 +4,8 @@ Everything that needs no Docker daemon or running systemd is checked here: the u
 ``systemd-analyze`` (when installed) and as parsed files, the Compose file against the Compose
 specification's JSON schema (vendored in tests/schemas/), the entrypoint and the image's
 health check against a real ``hearth serve``, and the proxy configurations with ``caddy`` and
-``nginx`` when they are installed. Checks that need a missing tool skip with the reason.
+``nginx`` when they are installed. Checks that need a missing tool skip with the reason, and
+fail under ``CI=true`` (where .ci/run installs them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -204,8 +206,13 @@ def env_file_lines(path: Path) -> dict[str, str]:
 
 
 def require(tool: str) -> str:
+    """The tool's path; a skip where it is missing, but a failure under CI=true, where
+    .ci/run installs it from Debian's packages (a skipped check there would hide a
+    broken config)."""
     path = shutil.which(tool)
     if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true requires {tool} (.ci/run installs it)")
         pytest.skip(f"{tool} is not installed")
     return path
 
@@ -391,13 +398,41 @@ def test_dockerfile_final_image() -> None:
 
 def test_dockerfile_installs_the_project() -> None:
     instructions = dockerfile()
-    assert any("pip install ." in rest for ins, rest in instructions if ins == "RUN")
+    assert any(
+        re.search(r"pip install (-c \S+ )?\.(\s|$)", rest)
+        for ins, rest in instructions
+        if ins == "RUN"
+    )
     for ins, rest in instructions:
         if ins != "COPY" or "--from=" in rest:
             continue
         *sources, _dest = [word for word in rest.split() if not word.startswith("--")]
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_dockerfile_installs_pinned_versions() -> None:
+    """Every runtime dependency of pyproject.toml is pinned in deploy/constraints.txt, and
+    the image installs through it."""
+    assert any("pip install -c constraints.txt ." in rest for ins, rest in dockerfile())
+    pinned = {
+        re.split(r"==", line)[0].lower().replace("_", "-")
+        for line in (DEPLOY / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    }
+    lines = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    block = lines.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    wanted = {
+        re.match(r"[A-Za-z0-9_.-]+", dep.strip().strip('",'))[0].lower().replace("_", "-")  # type: ignore[index]
+        for dep in block.splitlines()
+        if dep.strip().startswith('"')
+    }
+    assert wanted <= pinned, wanted - pinned
+
+
+def test_dockerignore_leaves_out_env_files() -> None:
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "deploy/*.env" in ignored  # hearth.env holds the secrets
 
 
 def test_dockerfile_entrypoint_is_the_repository_script() -> None:
@@ -613,6 +648,74 @@ def test_nginx_conf_validates(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_caddy_keeps_token_paths_out_of_its_access_log(tmp_path: Path) -> None:
+    caddy = require("caddy")
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [caddy, "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (site,) = json.loads(result.stdout)["apps"]["http"]["servers"]["srv0"]["routes"]
+    routes = site["handle"][0]["routes"]
+    skipped = [
+        path
+        for r in routes
+        if any(h.get("skip_log") for h in r["handle"])
+        for m in r.get("match", [])
+        for path in m.get("path", [])
+    ]
+    assert set(skipped) >= {"/feeds/*", "/unsubscribe/*"}
+    # Before anything else: a later route must not answer a token path unskipped.
+    assert routes.index(next(r for r in routes if any(h.get("skip_log") for h in r["handle"]))) == 0
+
+
+def test_nginx_logs_no_token_path(tmp_path: Path) -> None:
+    """The real nginx with deploy/nginx.conf (ports moved, certificates self-signed): a feed
+    and an unsubscribe request leave no line in the access log, another request does."""
+    nginx = require("nginx")
+    openssl = require("openssl")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=hearth.example.org", "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    http_port, https_port = free_port(), free_port()
+    site = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    site = re.sub(r"/etc/letsencrypt/live/[^;]*/fullchain\.pem", str(tmp_path / "cert.pem"), site)
+    site = re.sub(r"/etc/letsencrypt/live/[^;]*/privkey\.pem", str(tmp_path / "key.pem"), site)
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
+    site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;")
+    site = re.sub(r"\s*listen \[::\]:\d+[^;]*;", "", site)
+    log = tmp_path / "access.log"
+    (tmp_path / "site.conf").write_text(site, encoding="utf-8")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\ndaemon off;\n"
+        f"events {{}}\nhttp {{\n    access_log {log};\n    include {tmp_path}/site.conf;\n}}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: log.exists(), 10, "nginx to start")
+        secret = "7.1.Q" + "z" * 31
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        for path in (f"/feeds/{secret}.ics", f"/unsubscribe/{secret}", "/healthz"):
+            url = f"https://127.0.0.1:{https_port}{path}"
+            try:
+                urllib.request.urlopen(url, timeout=5, context=insecure).close()
+            except urllib.error.HTTPError as exc:  # 502: no Hearth behind it, as intended
+                exc.close()
+        wait_for(lambda: "/healthz" in log.read_text(encoding="utf-8"), 10, "the log line")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = log.read_text(encoding="utf-8")
+    assert secret not in text and "/feeds/" not in text and "/unsubscribe/" not in text, text
 
 
 # -- watching the workers ------------------------------------------------------------------

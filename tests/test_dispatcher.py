@@ -101,7 +101,7 @@ def test_sends_each_due_reminder_once_through_real_peers(
     assert sorted(m.rcpt_tos[0] for m in mails) == ["alice@example.org", "sam@example.org"]
     mail = mails[0].message
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert mail["List-Unsubscribe"].startswith("<https://hearth.example.org/unsubscribe/")
+    assert mail["List-Unsubscribe"].strip().startswith("<https://hearth.example.org/unsubscribe/")
     assert mail.get_body(("html",)) is not None and mail.get_body(("plain",)) is not None
     with db.session() as s:
         rows = list(s.scalars(sa.select(Reminder).order_by(Reminder.id)))

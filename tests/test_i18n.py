@@ -25,6 +25,7 @@ from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Partner, ReminderPurpose, Ritual, RitualKind
 from service.domain import couples, partners, prompts, wording
+from service.domain import unsubscribe as links
 from service.domain.templates import TEMPLATES
 from service.outbox import texts
 from service.replies import inbound, repair
@@ -276,7 +277,7 @@ def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth
         req = repair.get(s, 1)
         repair.schedule(hearth, s, req, now)
         tokens = {p.name: feed_tokens.issue(s, now, p) for p in (alice, sam)}
-        unsub = {p.name: p.unsubscribe_token for p in (alice, sam)}
+        unsub = {p.name: links.token(s, p) for p in (alice, sam)}
     with serve(hearth) as base, httpx.Client(base_url=base) as http:
         for _ in range(2):  # built, then from the cache: neither language evicts the other
             de = Calendar.from_ical(http.get(f"/feeds/{tokens['Alice']}.ics").content)

@@ -88,7 +88,7 @@ def test_web_paths_and_a_failed_send(
     cid = couple_with_partners(sqlite_db, now)
     add_ritual(sqlite_db, now, cid, "five-minute-check-in")
     planner.plan(sqlite_db.write_engine, now, timedelta(hours=48), 30)
-    public = "https://hearth.example.org"
+    public = "http://hearth.example.org"  # https with a console channel is refused
     hearth = Hearth(
         settings=make_settings(
             sqlite_db,
@@ -239,3 +239,36 @@ def test_every_line_logged_while_sending_names_the_reminder_and_couple(
     bodies = [b for b in sent.values() if b] + [r.body for r in twilio_standin.requests if r.body]
     for secret in (PHONE, PHONE[1:], EMAIL, "sam@example.org", *bodies):
         assert secret not in text, f"{secret!r} leaked into the log:\n{text}"
+
+
+def test_nested_url_encoded_and_national_secrets(log_stream: io.StringIO) -> None:
+    """Values inside dicts, lists and tuples are scrubbed too; so are URL-encoded numbers and
+    addresses and numbers in national formats."""
+    log = structlog.get_logger("hearth.test")
+    log.info(
+        "provider_answer",
+        payload={"error": {"to": PHONE, "detail": f"cannot reach {EMAIL}"}, "ok": False},
+        recipients=[PHONE, ("x", EMAIL)],
+        form="To=%2B4915123456789&From=sam%40example.org",
+        national="call (415) 555-0123 or 415.555.0199",
+    )
+    text = log_stream.getvalue()
+    _clean(text, PHONE, PHONE[1:], EMAIL, "sam@example.org", "sam%40example.org",
+           "%2B4915123456789", "555-0123", "555.0199")  # fmt: skip
+    assert "provider_answer" in text and "false" in text.lower()
+
+
+def test_national_numbers_in_the_configured_region() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure(LogSettings(format=LogFormat.JSON), stream, phone_region="DE")
+    try:
+        structlog.get_logger("hearth.test").info("x", note="Handy 0151 23456789, 2026-12-03")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    _clean(text, "0151 23456789")
+    assert "2026-12-03" in text  # a date is no number

@@ -54,10 +54,11 @@ from service.db.models import (
     RepairRequest,
     Reply,
 )
-from service.domain import partners
+from service.domain import couples, partners
+from service.domain.export import export_couple
 from service.outbox import planner, receipts, retention
 from service.outbox.dispatcher import FRESH_SECONDS, Dispatcher
-from tests.conftest import make_settings, snapshot
+from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
 from tests.web import serve
@@ -956,6 +957,8 @@ def test_a_tampered_unsubscribe_token_opts_nobody_out(
         "NUL": token + "%00",
         "overlong": token * 12,
         "dot segments": "..%2F..%2Ftwilio%2Fstatus",
+        "an id past 64 bits": "9999999999999999999" + token[token.index(".") :],
+        "another generation": token.replace(".1.", ".2.", 1),
     }
     before = snapshot(db)
     for how, bad in tampered.items():
@@ -972,6 +975,63 @@ def test_one_partners_link_unsubscribes_only_that_partner(
     assert _one_click(http, url).status_code == 200
     assert _partner(db, "Sam").email_opted_out_at is not None
     assert _partner(db).email_opted_out_at is None
+
+
+def test_no_stored_body_or_export_holds_an_unsubscribe_link(
+    db: Database, hearth: Hearth, emailed: tuple[Dispatcher, Outbox, Outbox]
+) -> None:
+    """The link is rendered at send time: the outbox keeps a reference, so an export (or a
+    backup) of the couple hands neither partner the other's link."""
+    tokens = {
+        _unsubscribe_url(emailed[2], to, "").rsplit("/", 1)[1]
+        for to in ("alice@example.org", "sam@example.org")
+    }
+    with db.session() as s:
+        sent = sa.select(Reminder.body).where(
+            Reminder.channel == "email", Reminder.body.is_not(None)
+        )
+        bodies = list(s.scalars(sent))
+        exported = json.dumps(
+            export_couple(s, couples.resolve(s, "Alice & Sam"), hearth.clock.now()), default=str
+        )
+    assert len(bodies) == 2
+    assert all("Stop these emails: [unsubscribe link]" in (b or "") for b in bodies)
+    stored = json.dumps(snapshot(db), default=str)
+    for token in tokens:
+        assert token not in stored and token not in exported
+
+
+def test_a_new_address_ends_the_old_link_and_an_admin_can_resubscribe(
+    db: Database,
+    clock: FakeClock,
+    run: Cli,
+    emailed: tuple[Dispatcher, Outbox, Outbox],
+    http: httpx.Client,
+    base: str,
+) -> None:
+    old = _unsubscribe_url(emailed[2], "alice@example.org", base)
+    run.ok("partner", "edit", "Alice", "--email", "alice.new@example.org")
+    assert _one_click(http, old).status_code == 404  # the old address's link is dead
+    assert _partner(db).email_opted_out_at is None
+    refused = run("partner", "resubscribe", "Alice", "--source", "phone call")
+    assert refused.exit_code == 2
+    assert refused.output == "error: partner 'Alice' is not unsubscribed from email\n"
+    d, _, outbox = emailed
+    clock.set(TONIGHT + timedelta(days=1))
+    outbox.messages.clear()
+    d.run_once()
+    new = _unsubscribe_url(outbox, "alice.new@example.org", base)
+    assert new != old and _one_click(http, new).status_code == 200
+    assert _partner(db).email_opted_out_at is not None
+    assert run.ok("partner", "resubscribe", "Alice", "--source", "phone call").output == (
+        "partner 1: Alice gets emails again\n"
+    )
+    alice = _partner(db)
+    assert alice.email_opted_out_at is None
+    history = json.loads(run.ok("partner", "show", "Alice", "--json").output)["consent_history"]
+    assert [(h["channel"], h["state"], h["source"]) for h in history][-2:] == [
+        ("email", "opted_out", "email unsubscribe"), ("email", "consented", "phone call"),
+    ]  # fmt: skip
 
 
 # -- fuzz ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.config import EmailBackend, Settings, SmsBackend
-from service.core.exceptions import ChannelNotConfigured
+from service.core.exceptions import ChannelNotConfigured, ConsoleInProduction
 from service.db.models import Channel
 
 __all__ = ["Message", "Receipt", "Transport", "TransportError", "build", "build_one"]
@@ -14,6 +14,13 @@ def build_one(settings: Settings, channel: Channel) -> Transport:
     """The configured transport for ``channel``; refuses a half-configured provider."""
     from service.channels.console import ConsoleTransport
 
+    console = (settings.channels.sms if channel is Channel.SMS else settings.channels.email) == (
+        "console"
+    )
+    if console and settings.web.public_base_url.startswith("https://"):
+        # An https public URL is production: the console would print every number, address
+        # and message body into the service's log.
+        raise ConsoleInProduction(str(channel))
     if channel is Channel.SMS:
         if settings.channels.sms is SmsBackend.CONSOLE:
             return ConsoleTransport(Channel.SMS)

@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,10 +40,25 @@ from pydantic_settings import (
 from service.core import i18n
 from service.core.crypto import Keyring, parse_keys
 from service.core.exceptions import ConfigError, InvalidInput
+from service.core.timeutil import is_zone
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: an interval of inf starts, then crashes the first time it is waited.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic takes true as 1: `batch_size = true` is a slip, not a batch of one.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("must be a number, not true or false")
+        return v
+
+
+# scheme -> the driver SQLAlchemy loads for it; the ones Hearth ships with.
+_DB_SCHEMES = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql+psycopg": "postgresql"}
 
 
 class DatabaseSettings(_Section):
@@ -53,10 +69,15 @@ class DatabaseSettings(_Section):
     @field_validator("url")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        if not (v.startswith("sqlite") or v.startswith("postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         if v.startswith("postgresql://") or v.startswith("postgres://"):
             v = "postgresql+psycopg://" + v.split("://", 1)[1]
+        scheme, sep, _rest = v.partition("://")
+        if not sep or scheme not in _DB_SCHEMES:
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        try:
+            urlsplit(v).port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
         return v
 
 
@@ -102,6 +123,15 @@ class WebSettings(_Section):
     def _http_url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("is not a URL (its port is not a number)") from None
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. https://hearth.example.org")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
         return v.rstrip("/")
 
 
@@ -183,10 +213,8 @@ class DefaultsSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("must be an IANA timezone such as Europe/Berlin") from None
+        if not is_zone(v):
+            raise ValueError("must be an IANA timezone such as Europe/Berlin")
         return v
 
 
@@ -420,6 +448,10 @@ def load_settings(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(str(file), "file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(str(file), f"not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(str(file), f"cannot read: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), f"not valid TOML: {exc}") from None
     _check_env_keys(env)

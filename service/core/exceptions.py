@@ -16,13 +16,18 @@ class InvalidInput(HearthError):
 
     exit_code = 2
 
-    def __init__(self, field: str, problem: str, hint: str | None = None) -> None:
+    def __init__(
+        self, field: str, problem: str, hint: str | None = None, *, public: str | None = None
+    ) -> None:
         self.field = field
         self.problem = problem
         self.hint = hint
         message = f"{field}: {problem}"
         if hint:
             message += f" ({hint})"
+        # What may leave the terminal (an HTTP answer, a log line): for a problem that
+        # quotes a phone number or an address, the same without the quote.
+        self.public = message if public is None else f"{field}: {public}"
         super().__init__(message)
 
 
@@ -79,6 +84,17 @@ class ChannelNotConfigured(HearthError):
 
     def __init__(self, channel: str, missing: str) -> None:
         super().__init__(f"channel {channel} is not configured: set {missing}")
+
+
+class ConsoleInProduction(HearthError):
+    exit_code = 2
+
+    def __init__(self, channel: str) -> None:
+        backend = "twilio" if channel == "sms" else "smtp"
+        super().__init__(
+            f"config: channels.{channel}: console prints full numbers, addresses and bodies; "
+            f"refused with an https web.public_base_url (production): use {backend}"
+        )
 
 
 class SchemaMissing(HearthError):

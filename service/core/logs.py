@@ -13,8 +13,11 @@ import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
+import phonenumbers
 import structlog
+from phonenumbers import Leniency
 
 from service.core.config import LogFormat, LogSettings
 
@@ -33,27 +36,57 @@ _PATTERNS = (
 )
 
 
+# Numbers in national formats ("(415) 555-0123", "0151 23456789") are found by
+# phonenumbers' matcher for the region Hearth reads national numbers in
+# (defaults.phone_region, set by configure); a cheap look for seven digits comes first.
+_DIGITS = re.compile(r"\d(?:[\s().\-/]*\d){6}")
+_region = "US"
+
+
 def scrub(text: str) -> str:
+    if "%" in text:  # URL-encoded: %2B4915..., sam%40example.org, %2Ffeeds%2F
+        text = unquote(text)
     text = _PATTERNS[2].sub(r"\1" + REDACTED, text)
     for pattern in (_PATTERNS[0], _PATTERNS[1], _PATTERNS[3]):
         text = pattern.sub(REDACTED, text)
+    if _DIGITS.search(text):
+        found = phonenumbers.PhoneNumberMatcher(text, _region, leniency=Leniency.VALID)
+        for match in reversed(list(found)):
+            text = text[: match.start] + REDACTED + text[match.end :]
     return text
+
+
+def _redacted(key: str, value: Any, depth: int = 0) -> Any:
+    """``value`` as it may be logged: sensitive keys dropped at any depth, strings scrubbed
+    inside dicts, lists and tuples (a provider's error payload, a request's headers)."""
+    if key.lower() in SENSITIVE_KEYS:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub(value)
+    if depth > 8:  # a structure this deep is not what an operator reads: said, not shown
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redacted(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted("", v, depth + 1) for v in value]
+    if isinstance(value, BaseException):
+        return scrub(repr(value))
+    if isinstance(value, bytes):
+        return scrub(value.decode("utf-8", "replace"))
+    return value
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        value = event[key]
-        if key.lower() in SENSITIVE_KEYS:
-            event[key] = REDACTED
-        elif isinstance(value, str) and key != "timestamp":
-            event[key] = scrub(value)
-        elif isinstance(value, BaseException):
-            event[key] = scrub(repr(value))
+        if key != "timestamp":
+            event[key] = _redacted(key, event[key])
     return event
 
 
-def configure(settings: LogSettings, stream: Any = None) -> None:
+def configure(settings: LogSettings, stream: Any = None, phone_region: str = "US") -> None:
     """Route structlog and stdlib logging (uvicorn, apscheduler) through one pipeline."""
+    global _region
+    _region = phone_region
     level = getattr(logging, settings.level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer()

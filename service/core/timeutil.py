@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
-from zoneinfo import ZoneInfo
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
 
 __all__ = [
-    "UTC", "exists", "http_date", "in_quiet_hours", "localize", "quiet_hours_end", "zone",
+    "UTC", "exists", "http_date", "in_quiet_hours", "is_zone", "known_zones", "localize",
+    "quiet_hours_end", "zone",
 ]  # fmt: skip
+
+
+@cache
+def known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA zone. Asked of the list, not of ZoneInfo, which opens
+    whatever path it is given (``Europe`` is a tzdata folder: IsADirectoryError)."""
+    return name in known_zones()
 
 
 def zone(name: str) -> ZoneInfo:

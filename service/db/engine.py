@@ -8,8 +8,11 @@ must not interleave with another (the dispatcher's claim) asks for ``BEGIN IMMED
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.exceptions import DatabaseBusy, DatabaseUnavailable, SchemaMissing
+from service.core.files import create_private
 
 _IMMEDIATE = "hearth_sqlite_immediate"
 
@@ -56,7 +60,20 @@ def make_engine(url: str, *, echo: bool = False, lock_timeout: float = 30.0) -> 
     return engine
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite file is made 0600 before SQLite makes it with the umask's mode."""
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if path.parent.is_dir():
+            create_private(path)
+
+
 def _sqlite_events(engine: Engine, lock_timeout: float) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        _create_private(str(engine.url))  # just before SQLite would create the file itself
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is possible.
@@ -109,47 +126,84 @@ class Database:
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
-            if _is_connect_failure(exc):
-                raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None
-            if _is_missing_schema(exc):
-                raise SchemaMissing(redact_url(self.url)) from None
-            if _is_lock_timeout(exc):
+        except sa.exc.DBAPIError as exc:
+            kind = classify(exc)
+            url = redact_url(self.url)
+            if kind is Failure.UNREACHABLE:
+                raise DatabaseUnavailable(url, _reason(exc)) from None
+            if kind is Failure.NO_SCHEMA:
+                raise SchemaMissing(url) from None
+            if kind is Failure.BUSY:
                 # Expected when another process keeps a write open past our wait: one line
                 # for a person (exit 1), not a driver traceback.
-                raise DatabaseBusy(redact_url(self.url), _reason(exc)) from None
+                raise DatabaseBusy(url, _reason(exc)) from None
             raise
 
     def check(self) -> None:
-        """Raise DatabaseUnavailable unless a trivial query succeeds."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable(redact_url(self.url), _reason(exc)) from None
+        """Raise DatabaseUnavailable (or SchemaMissing...) unless a trivial query succeeds."""
+        with self._translated(), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def erase_traces(self) -> bool:
+        """After personal data was deleted: on SQLite, copy the write-ahead log into the
+        database and empty it, so the old copies of the deleted rows' pages go too. False
+        when a reader kept it from completing (the next checkpoint finishes the job).
+        PostgreSQL keeps dead rows until VACUUM (docs/operations.md)."""
+        if not self.is_sqlite:
+            return True
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _is_missing_schema(exc: sa.exc.DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
+class Failure(StrEnum):
+    UNREACHABLE = "unreachable"  # no server, no file, or one that cannot be used as it is
+    NO_SCHEMA = "no_schema"
+    BUSY = "busy"  # a lock held past our wait
+    OTHER = "other"  # the statement's own fault: the caller's to handle
 
 
-def _is_lock_timeout(exc: sa.exc.DBAPIError) -> bool:
-    # SQLite after busy_timeout: "database is locked" (or "... table is locked");
-    # PostgreSQL past lock_timeout or with NOWAIT: "lock timeout" / "could not obtain lock".
-    text = str(exc.orig).lower()
-    return any(s in text for s in ("is locked", "lock timeout", "could not obtain lock"))
+# SQLite primary result codes (https://sqlite.org/rescode.html), the low byte of
+# sqlite_errorcode: the file is missing, unreadable, not a database, read-only or full.
+# PERM 3, READONLY 8, IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14, PROTOCOL 15, NOTADB 26.
+_SQLITE_UNUSABLE = {3, 8, 10, 11, 13, 14, 15, 26}
+_SQLITE_BUSY = {5, 6}  # BUSY, LOCKED
+# PostgreSQL SQLSTATE classes and codes: language-independent, unlike the message text.
+_PG_UNREACHABLE = ("08", "28", "3D000", "53", "57P01", "57P02", "57P03")
+_PG_NO_SCHEMA = ("42P01", "3F000")
+_PG_BUSY = ("55P03", "40P01")
 
 
-def _is_connect_failure(exc: sa.exc.DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return any(
-        s in text
-        for s in ("connection refused", "could not connect", "unable to open", "connection failed")
-    )
+def classify(exc: sa.exc.DBAPIError) -> Failure:
+    """What a driver error means, by SQLSTATE (psycopg) or result code (sqlite3), so a
+    PostgreSQL server that answers in German is understood as well as one in English."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF
+        if code in _SQLITE_BUSY:
+            return Failure.BUSY
+        if code in _SQLITE_UNUSABLE:
+            return Failure.UNREACHABLE
+        # SQLITE_ERROR covers many things; SQLite's messages are never translated.
+        if code == 1 and "no such table" in str(orig):
+            return Failure.NO_SCHEMA
+        return Failure.OTHER
+    state = getattr(orig, "sqlstate", None)
+    if state is None:
+        # psycopg's own connection failures (refused, unresolvable host) carry no SQLSTATE.
+        return Failure.UNREACHABLE if isinstance(exc, sa.exc.OperationalError) else Failure.OTHER
+    if state.startswith(_PG_UNREACHABLE):
+        return Failure.UNREACHABLE
+    if state in _PG_NO_SCHEMA:
+        return Failure.NO_SCHEMA
+    if state in _PG_BUSY:
+        return Failure.BUSY
+    return Failure.OTHER
 
 
 def _reason(exc: sa.exc.DBAPIError) -> str:

@@ -12,9 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 from sqlalchemy.types import TypeDecorator
 
+from service.core.text import name_key
 from service.core.timeutil import UTC
 from service.db.states import (  # the models' column types; importers may take them from here
     Channel,
@@ -70,11 +71,19 @@ def table(model: type[Base]) -> sa.Table:
     return t
 
 
+# Case folding can lengthen a name (ß -> ss): room for a 120-character name that grows.
+NAME_KEY_LENGTH = 400
+
+
 class Couple(Base):
     __tablename__ = "couple"
+    __table_args__ = (sa.UniqueConstraint("name_key", name="uq_couple_name_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    # How names are matched (service/core/text.py): set with the name, unique, so two names
+    # that match each other cannot both exist.
+    name_key: Mapped[str] = mapped_column(sa.String(NAME_KEY_LENGTH))
     timezone: Mapped[str] = mapped_column(sa.String(64))
     paused_at: Mapped[datetime | None]
     paused_until: Mapped[datetime | None]
@@ -90,6 +99,11 @@ class Couple(Base):
         back_populates="couple", cascade="all, delete-orphan", order_by="Ritual.id"
     )
 
+    @validates("name")
+    def _keyed(self, _key: str, value: str) -> str:
+        self.name_key = name_key(value)
+        return value
+
     def touch(self, now: datetime) -> None:
         """Mark the couple's feed as changed (ETag pre-check) and its row as updated."""
         self.change_stamp += 1
@@ -103,11 +117,15 @@ class Couple(Base):
 
 class Partner(Base):
     __tablename__ = "partner"
-    __table_args__ = (sa.UniqueConstraint("couple_id", "name"),)
+    __table_args__ = (
+        sa.UniqueConstraint("couple_id", "name"),
+        sa.UniqueConstraint("couple_id", "name_key", name="uq_partner_couple_name_key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     couple_id: Mapped[int] = mapped_column(sa.ForeignKey("couple.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(sa.String(120))
+    name_key: Mapped[str] = mapped_column(sa.String(NAME_KEY_LENGTH))
     phone: Mapped[str | None] = mapped_column(sa.String(20), index=True)
     email: Mapped[str | None] = mapped_column(sa.String(254))
     timezone: Mapped[str] = mapped_column(sa.String(64))
@@ -126,6 +144,11 @@ class Partner(Base):
     full_text: Mapped[bool] = mapped_column(default=False)
     feed_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     feed_token_created_at: Mapped[datetime | None]
+    # Unsubscribe links are derived (HMAC of id and generation, service/domain/unsubscribe.py),
+    # never stored; a new generation (a new address) ends the old link.
+    unsubscribe_generation: Mapped[int] = mapped_column(default=1)
+    # Legacy plain-text tokens, emptied by migration 0009; the column stays while a previous
+    # release may still run beside this one (it reads NULL: no link). Never written.
     unsubscribe_token: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     # The partner's own page (service/calendar/page_tokens.py): only the token's hash, and
     # the feed token sealed under a key only the page token gives, so the page can show the
@@ -137,6 +160,11 @@ class Partner(Base):
     updated_at: Mapped[datetime]
 
     couple: Mapped[Couple] = relationship(back_populates="partners")
+
+    @validates("name")
+    def _keyed(self, _key: str, value: str) -> str:
+        self.name_key = name_key(value)
+        return value
 
     @property
     def channel_list(self) -> list[Channel]:
@@ -420,3 +448,13 @@ class DaemonState(Base):
     # A number where the fact is one: the event id every daemon has handled up to
     # (``events``, see service/runtime/event_cursor.py); None for the instants above.
     value: Mapped[int | None]
+
+
+class ServerSecret(Base):
+    """Keys only the server knows, made at install (migration 0009): ``unsubscribe`` signs
+    the unsubscribe links. Never exported."""
+
+    __tablename__ = "server_secret"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(128))

@@ -7,7 +7,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.exceptions import Conflict, InvalidInput, NotFound
+from service.core.text import as_id, name_key
 from service.db.delivery_stats import count_into_stats
 from service.db.models import Couple, Reminder
 from service.domain import validation
@@ -16,27 +17,22 @@ from service.domain.pauses import settle_couple
 
 
 def resolve(session: Session, ref: str | int) -> Couple:
-    """A couple by id or by its (case-insensitive) name."""
+    """A couple by id or by its name (matched as service/core/text.py:name_key says)."""
     text = str(ref).strip()
-    if text.isdigit():
-        couple = session.get(Couple, int(text))
-        if couple is None:
-            raise NotFound("couple", ref)
-        return couple
-    found = list(
-        session.scalars(sa.select(Couple).where(sa.func.lower(Couple.name) == text.lower()))
-    )
-    if not found:
+    couple_id = as_id(text)
+    if couple_id is not None:
+        couple = session.get(Couple, couple_id)
+    else:  # name_key is unique: one couple or none
+        couple = session.scalar(sa.select(Couple).where(Couple.name_key == name_key(text)))
+    if couple is None:
         raise NotFound("couple", ref)
-    if len(found) > 1:
-        raise Ambiguous("couple", ref, [f"{c.id}:{c.name}" for c in found])
-    return found[0]
+    return couple
 
 
 def add(session: Session, now: datetime, *, name: str, timezone: str) -> Couple:
     name = validation.name(name, "couple name")
     tz = validation.timezone(timezone)
-    exists = session.scalar(sa.select(Couple.id).where(sa.func.lower(Couple.name) == name.lower()))
+    exists = session.scalar(sa.select(Couple.id).where(Couple.name_key == name_key(name)))
     if exists:
         raise Conflict(f"couple name: {name!r} is already taken (couple {exists})")
     couple = Couple(name=name, timezone=tz, created_at=now, updated_at=now, change_stamp=1)
@@ -57,9 +53,7 @@ def edit(
     if name is not None:
         new = validation.name(name, "couple name")
         clash = session.scalar(
-            sa.select(Couple.id).where(
-                sa.func.lower(Couple.name) == new.lower(), Couple.id != couple.id
-            )
+            sa.select(Couple.id).where(Couple.name_key == name_key(new), Couple.id != couple.id)
         )
         if clash:
             raise Conflict(f"couple name: {new!r} is already taken (couple {clash})")
@@ -104,10 +98,19 @@ def resume(session: Session, now: datetime, couple: Couple) -> Couple:
     return couple
 
 
+def erase_on_delete(session: Session) -> None:
+    """On SQLite, deleted rows are overwritten with zeros rather than left in free pages
+    (PRAGMA secure_delete; for this connection, on from here). The write-ahead log keeps
+    older copies of the pages until a checkpoint: Database.erase_traces after the commit."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sa.text("PRAGMA secure_delete=ON"))
+
+
 def remove(session: Session, now: datetime, couple: Couple) -> None:
     """Delete the couple and, by cascade, its partners' personal data, rituals, reminders and
     replies. Events keep only ids (no personal data) for the audit trail."""
     couple_id, partner_count = couple.id, len(couple.partners)
+    erase_on_delete(session)
     # Keep the anonymous delivery counts; everything else about the couple goes.
     count_into_stats(session.connection(), Reminder.__table__.c.couple_id == couple_id)
     session.delete(couple)

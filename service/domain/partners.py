@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, time
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.core import i18n
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.text import as_id, name_key
 from service.db.models import (
     Channel,
     ConsentRecord,
@@ -32,18 +32,19 @@ def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> P
     """A partner by id, by name (unique across couples, or within ``couple``), or by
     ``Couple/Name``."""
     text = str(ref).strip()
-    if text.isdigit():
-        partner = session.get(Partner, int(text))
+    partner_id = as_id(text)
+    if partner_id is not None:
+        partner = session.get(Partner, partner_id)
         if partner is None or (couple is not None and partner.couple_id != couple.id):
             raise NotFound("partner", ref)
         return partner
     stmt = sa.select(Partner).join(Couple)
     if "/" in text and couple is None:
         couple_name, _, text = text.partition("/")
-        stmt = stmt.where(sa.func.lower(Couple.name) == couple_name.strip().lower())
+        stmt = stmt.where(Couple.name_key == name_key(couple_name))
     if couple is not None:
         stmt = stmt.where(Partner.couple_id == couple.id)
-    found = list(session.scalars(stmt.where(sa.func.lower(Partner.name) == text.strip().lower())))
+    found = list(session.scalars(stmt.where(Partner.name_key == name_key(text))))
     if not found:
         raise NotFound("partner", ref)
     if len(found) > 1:
@@ -161,7 +162,7 @@ def add(
     language: str | None = None,
 ) -> Partner:
     name = validation.name(name, "partner name")
-    if any(p.name.lower() == name.lower() for p in couple.partners):
+    if any(p.name_key == name_key(name) for p in couple.partners):
         raise Conflict(f"partner name: {couple.name!r} already has a partner called {name!r}")
     if len(couple.partners) >= 2:
         raise Conflict(f"couple {couple.name!r} already has two partners")
@@ -174,7 +175,7 @@ def add(
         language=language_code(language) if language else i18n.DEFAULT,
         full_text=full_text,
         sms_consent=ConsentState.UNKNOWN,
-        unsubscribe_token=secrets.token_urlsafe(32),
+        unsubscribe_generation=1,
         created_at=now,
         updated_at=now,
     )
@@ -207,7 +208,7 @@ def _admin_consent(session: Session, now: datetime, partner: Partner, source: st
             f"sms consent: {partner.name} opted out by text; "
             "only START from their phone opts them back in"
         )
-    set_consent(session, now, partner, ConsentState.CONSENTED, _source(source))
+    set_consent(session, now, partner, ConsentState.CONSENTED, consent_source(source))
 
 
 def request_confirmation(session: Session, now: datetime, partner: Partner) -> bool:
@@ -225,10 +226,10 @@ def request_confirmation(session: Session, now: datetime, partner: Partner) -> b
     return True
 
 
-def _source(text: str) -> str:
+def consent_source(text: str, field: str = "sms consent") -> str:
     text = " ".join(text.split())
     if not text or len(text) > 60:
-        raise InvalidInput("sms consent", "source must be 1-60 characters", "e.g. 'signup form'")
+        raise InvalidInput(field, "source must be 1-60 characters", "e.g. 'signup form'")
     return text
 
 
@@ -251,9 +252,7 @@ def edit(
     changed: list[str] = []
     if name is not None:
         new = validation.name(name, "partner name")
-        if any(
-            p.name.lower() == new.lower() and p.id != partner.id for p in partner.couple.partners
-        ):
+        if any(p.name_key == name_key(new) and p.id != partner.id for p in partner.couple.partners):
             raise Conflict(f"partner name: {new!r} is already used in this couple")
         partner.name = new
         changed.append("name")
@@ -266,7 +265,11 @@ def edit(
             set_consent(session, now, partner, ConsentState.UNKNOWN, "phone changed")
         changed.append("phone")
     if email is not None:
-        partner.email = validation.email(email) if email else None
+        new_email = validation.email(email) if email else None
+        if new_email != partner.email:
+            # Links sent to the old address must not unsubscribe the new one.
+            partner.unsubscribe_generation += 1
+        partner.email = new_email
         changed.append("email")
     if timezone is not None:
         partner.timezone = validation.timezone(timezone)
@@ -306,6 +309,8 @@ def edit(
 
 
 def remove(session: Session, now: datetime, partner: Partner) -> None:
+    if session.get_bind().dialect.name == "sqlite":  # as couples.erase_on_delete
+        session.execute(sa.text("PRAGMA secure_delete=ON"))
     couple = partner.couple
     partner_id = partner.id
     couple.partners.remove(partner)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.text import as_id, echo, name_key
 from service.core.timeutil import localize, zone
 from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
 from service.domain import validation
@@ -23,27 +24,27 @@ from service.domain.templates import TEMPLATES
 def resolve(session: Session, ref: str | int, couple: Couple | None = None) -> Ritual:
     """A ritual by id, or by title within a couple."""
     text = str(ref).strip()
-    if text.isdigit():
-        ritual = session.get(Ritual, int(text))
+    ritual_id = as_id(text)
+    if ritual_id is not None:
+        ritual = session.get(Ritual, ritual_id)
     elif couple is not None:
-        found = list(
-            session.scalars(
-                sa.select(Ritual)
-                .where(
-                    Ritual.couple_id == couple.id,
-                    sa.func.lower(Ritual.title) == text.lower(),
-                    Ritual.ended_at.is_(None),
-                )
-                .order_by(Ritual.id)
-            )
+        # A couple has few rituals: titles are matched in Python, by the one name rule.
+        key = name_key(text)
+        candidates = session.scalars(
+            sa.select(Ritual)
+            .where(Ritual.couple_id == couple.id, Ritual.ended_at.is_(None))
+            .order_by(Ritual.id)
         )
+        found = [r for r in candidates if name_key(r.title) == key]
         # Titles need not be unique: picking one would act on a ritual nobody chose.
         if len(found) > 1:
             raise Ambiguous("ritual", ref, [f"{r.id}:{r.title}" for r in found])
         ritual = found[0] if found else None
     else:
         raise InvalidInput(
-            "ritual", f"{ref!r} is not an id", "use the id from `hearth ritual list`"
+            "ritual",
+            f"{echo(text)} is not an id",
+            "give --couple to name it by title, or the id from `hearth ritual list`",
         )
     if ritual is None or (couple is not None and ritual.couple_id != couple.id):
         raise NotFound("ritual", ref)
@@ -99,11 +100,7 @@ def add(
     else:
         if not spec.kind or not spec.title:
             raise InvalidInput("ritual", "give --template NAME, or --kind and --title")
-        kind = validation.kind(spec.kind)
-        if kind is RitualKind.REPAIR:
-            raise InvalidInput(
-                "kind", "repair conversations start on request", "use `hearth repair request`"
-            )
+        kind = _scheduled_kind(spec.kind)
         title, description = spec.title, ""
         at, rule, duration, offsets = None, None, 5, [0]
         if not spec.at:
@@ -150,10 +147,9 @@ def add(
         created_at=now,
         updated_at=now,
     )
+    _has_future(ritual, now)
     session.add(ritual)
     session.flush()
-    if not occurrences(schedule_of(ritual), now, now + timedelta(days=800)):
-        raise InvalidInput("schedule", "the rule produces no future occurrence")
     couple.touch(now)
     record(session, EventType.RITUAL_ADDED, now, couple.id, ritual_id=ritual.id)
     return ritual
@@ -210,7 +206,9 @@ def edit(
         ritual.description = spec.description
         changed.append("description")
     if spec.kind is not None:
-        ritual.kind = validation.kind(spec.kind)
+        if ritual.kind is RitualKind.REPAIR:
+            raise InvalidInput("kind", "a repair conversation keeps its kind")
+        ritual.kind = _scheduled_kind(spec.kind)
         changed.append("kind")
     if spec.timezone is not None:
         ritual.timezone = validation.timezone(spec.timezone)
@@ -245,6 +243,7 @@ def edit(
     if not changed:
         raise InvalidInput("ritual edit", "nothing to change", "see hearth ritual edit --help")
     if {"at", "on", "schedule", "timezone"} & set(changed):
+        _has_future(ritual, now)  # as add checks: one validation path for both
         # Exceptions refer to instants of the old schedule; they no longer apply.
         ritual.exceptions.clear()
     ritual.version += 1
@@ -289,6 +288,21 @@ def resume(session: Session, now: datetime, ritual: Ritual) -> Ritual:
     ritual.couple.touch(now)
     record(session, EventType.RITUAL_RESUMED, now, ritual.couple_id, ritual_id=ritual.id)
     return ritual
+
+
+def _scheduled_kind(value: str) -> RitualKind:
+    """The kinds a person schedules (add and edit alike): repair starts on request."""
+    kind = validation.kind(value, exclude=RitualKind.REPAIR)
+    if kind is RitualKind.REPAIR:
+        raise InvalidInput(
+            "kind", "repair conversations start on request", "use `hearth repair request`"
+        )
+    return kind
+
+
+def _has_future(ritual: Ritual, now: datetime) -> None:
+    if ritual.rrule and not occurrences(schedule_of(ritual), now, now + timedelta(days=800)):
+        raise InvalidInput("schedule", "the rule produces no future occurrence")
 
 
 def ensure_active(ritual: Ritual) -> None:

@@ -7,57 +7,66 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
-from dateutil.rrule import rrulestr
 from email_validator import EmailNotValidError, validate_email
 
 from service.core.exceptions import InvalidInput
-from service.core.timeutil import UTC, localize, zone
+from service.core.text import echo
+from service.core.timeutil import UTC, is_zone, known_zones, localize, zone
 from service.db.models import Channel, RitualKind
-from service.domain.recurrence import split_until, until_instant
+from service.domain.rrules import WEEKDAYS
+from service.domain.rrules import rrule as rrule  # validation.rrule, as callers know it
 
-WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _DURATION = re.compile(r"^(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?$|^(\d+)$", re.IGNORECASE)
 
 
 def timezone(value: str, field: str = "timezone") -> str:
     value = value.strip()
-    try:
-        if not value or value.startswith(("/", ".")) or ".." in value:
-            raise ValueError
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        hint = _suggest_zone(value)
-        raise InvalidInput(field, f"unknown timezone {value!r}", hint) from None
+    if not is_zone(value):
+        raise InvalidInput(field, f"unknown timezone {echo(value)}", _suggest_zone(value))
     return value
 
 
 def _suggest_zone(value: str) -> str:
+    example = "use an IANA name such as Europe/Berlin or America/New_York"
+    if value.startswith(("/", ".")):  # a file such as /etc/localtime: its name is wanted
+        return f"{example} (timedatectl shows this machine's)"
+    zones = sorted(known_zones())
+    region = [z for z in zones if value and z.lower().startswith(value.lower().rstrip("/") + "/")]
+    if region:  # a tzdata folder (Europe, America/Argentina): a region, not a zone
+        return f"{value} is a region: e.g. " + " or ".join(region[:3])
     tail = value.split("/")[-1].lower().replace(" ", "_")
-    zones = sorted(available_timezones())
     matches = [z for z in zones if tail and tail in z.lower()]
     if not matches:  # a typo: the closest names by spelling
         by_lower = {z.lower(): z for z in zones}
-        close = difflib.get_close_matches(value.lower(), by_lower, n=3, cutoff=0.9)
+        close = difflib.get_close_matches(value.lower()[:80], by_lower, n=3, cutoff=0.9)
         matches = [by_lower[c] for c in close]
     if matches:
         return "did you mean " + " or ".join(matches[:3]) + "?"
-    return "use an IANA name such as Europe/Berlin or America/New_York"
+    return example
 
 
 def phone(value: str, region: str, field: str = "phone") -> str:
+    if value.strip().startswith("++"):  # phonenumbers would take it; it is a slip
+        raise InvalidInput(field, "has two + signs", "use E.164, e.g. +4915123456789")
     try:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
-        raise InvalidInput(field, f"{value!r} is not a phone number", "use +14155550123") from None
+        raise InvalidInput(
+            field,
+            f"{echo(value)} is not a phone number",
+            "use +14155550123",
+            public="not a phone number",
+        ) from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput(
             field,
-            f"{value!r} is not a valid number for its region",
+            f"{echo(value)} is not a valid number for its region",
             "use E.164, e.g. +4915123456789",
+            public="not a valid number for its region",
         )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -66,13 +75,17 @@ def email(value: str, field: str = "email") -> str:
     try:
         return validate_email(value.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise InvalidInput(field, f"{value!r} is not a valid email address: {exc}") from None
+        raise InvalidInput(
+            field,
+            f"{echo(value)} is not a valid email address: {exc}",
+            public="not a valid email address",
+        ) from None
 
 
 def clock_time(value: str, field: str = "time") -> time:
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
     if not m or int(m[1]) > 23 or int(m[2]) > 59:
-        raise InvalidInput(field, f"{value!r} is not a time of day", "use HH:MM, e.g. 21:00")
+        raise InvalidInput(field, f"{echo(value)} is not a time of day", "use HH:MM, e.g. 21:00")
     return time(int(m[1]), int(m[2]))
 
 
@@ -83,7 +96,9 @@ def quiet_hours(value: str, field: str = "quiet hours") -> tuple[time, time] | N
         return None
     start, sep, end = value.partition("-")
     if not sep:
-        raise InvalidInput(field, f"{value!r} is not a range", "use HH:MM-HH:MM, e.g. 22:00-07:30")
+        raise InvalidInput(
+            field, f"{echo(value)} is not a range", "use HH:MM-HH:MM, e.g. 22:00-07:30"
+        )
     s, e = clock_time(start, field), clock_time(end, field)
     if s == e:
         raise InvalidInput(field, "start and end are the same", "use off to clear quiet hours")
@@ -98,10 +113,10 @@ def duration_minutes(value: str | int, field: str = "duration") -> int:
     else:
         m = _DURATION.fullmatch(text)
         if not text or not m or not any(m.groups()):
-            raise InvalidInput(field, f"{value!r} is not a duration", "use 5m, 2h or 1h30m")
+            raise InvalidInput(field, f"{echo(value)} is not a duration", "use 5m, 2h or 1h30m")
         minutes = int(m[3]) if m[3] else int(m[1] or 0) * 60 + int(m[2] or 0)
     if not 1 <= minutes <= 7 * 1440:
-        raise InvalidInput(field, f"{value!r} is out of range", "between 1 minute and 7 days")
+        raise InvalidInput(field, f"{echo(value)} is out of range", "between 1 minute and 7 days")
     return minutes
 
 
@@ -126,160 +141,19 @@ def channels(value: str, field: str = "channel") -> list[Channel]:
         try:
             ch = Channel(part)
         except ValueError:
-            raise InvalidInput(field, f"unknown channel {part!r}", "use sms, email") from None
+            raise InvalidInput(field, f"unknown channel {echo(part)}", "use sms, email") from None
         if ch not in out:
             out.append(ch)
     return out
 
 
-def kind(value: str, field: str = "kind") -> RitualKind:
+def kind(value: str, field: str = "kind", exclude: RitualKind | None = None) -> RitualKind:
+    """A ritual kind; ``exclude`` is one that may be named but is not offered in the hint."""
     try:
         return RitualKind(value.strip().lower().replace("-", "_"))
     except ValueError:
-        names = ", ".join(k.value for k in RitualKind)
-        raise InvalidInput(field, f"unknown kind {value!r}", f"one of {names}") from None
-
-
-_FREQS = ("SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
-_SUB_DAILY = frozenset(_FREQS[:3])
-_RRULE_HINT = "e.g. FREQ=WEEKLY;BYDAY=FR"
-# RFC 5545 3.3.10 number lists: (highest magnitude, whether a negative counts from the end).
-# Zero is never valid: dateutil would quietly ignore BYMONTHDAY=0 and expand daily.
-_NUMBER_LISTS = {
-    "BYMONTH": (12, False),
-    "BYMONTHDAY": (31, True),
-    "BYYEARDAY": (366, True),
-    "BYWEEKNO": (53, True),
-    "BYSETPOS": (366, True),
-}
-_BYDAY = re.compile(r"([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
-_KNOWN_PARTS = ("FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "WKST", *_NUMBER_LISTS)
-_UNTIL = re.compile(r"\d{8}(T\d{6}Z?)?")
-
-
-def rrule(value: str, dtstart: date, tz: str, field: str = "rrule") -> str:
-    """Validate an RFC 5545 RRULE (without DTSTART) and return it normalised: FREQ first,
-    the other parts in the order given, numbers without signs or zeros they do not need.
-
-    Everything RFC 5545 forbids is refused rather than left to dateutil, which guesses
-    (BYMONTHDAY=0 becomes daily; COUNT with UNTIL is quietly accepted). Sub-daily rules are
-    refused too: a ritual happens at most once a day, which protects partners from floods."""
-    text = value.strip()
-    if text[:6].upper() == "RRULE:":
-        text = text[6:]
-    text = text.strip().upper()
-    if not text:
-        raise InvalidInput(field, "empty RRULE", _RRULE_HINT)
-    if "\n" in text or "\r" in text:
-        raise InvalidInput(field, "an RRULE is one line", _RRULE_HINT)
-    parts: dict[str, str] = {}
-    for raw in text.split(";"):
-        key, sep, val = (x.strip() for x in raw.partition("="))
-        if not raw.strip():
-            raise InvalidInput(field, f"{value!r} has an empty part", "one ';' between parts")
-        if not sep or not key or not val:
-            raise InvalidInput(field, f"{raw.strip()!r} is not NAME=VALUE", _RRULE_HINT)
-        if key in ("BYHOUR", "BYMINUTE", "BYSECOND", "DTSTART"):
-            raise InvalidInput(field, f"{key} is not allowed", "the time comes from --at")
-        if key not in _KNOWN_PARTS:
-            raise InvalidInput(field, f"unknown part {key}", "known: " + ", ".join(_KNOWN_PARTS))
-        if key in parts:
-            raise InvalidInput(field, f"{key} is given twice")
-        parts[key] = val
-    freq = parts.get("FREQ")
-    if freq is None:
-        raise InvalidInput(field, f"{value!r} has no FREQ", "e.g. FREQ=DAILY")
-    if freq not in _FREQS:
-        raise InvalidInput(
-            field, f"FREQ={freq} is not a frequency", "DAILY, WEEKLY, MONTHLY, YEARLY"
-        )
-    if freq in _SUB_DAILY:
-        raise InvalidInput(field, "a ritual happens at most daily", "use FREQ=DAILY or slower")
-    if "COUNT" in parts and "UNTIL" in parts:
-        raise InvalidInput(
-            field, "COUNT and UNTIL cannot both be given", "RFC 5545: one or the other"
-        )
-    normal = {key: _rrule_part(key, val, parts, tz, field) for key, val in parts.items()}
-    rule = ";".join([f"FREQ={freq}"] + [f"{k}={v}" for k, v in normal.items() if k != "FREQ"])
-    try:  # what dateutil will expand must parse there too
-        rrulestr(split_until(rule)[0], dtstart=datetime.combine(dtstart, time(0)), cache=False)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(field, f"{value!r} is not a valid RRULE: {exc}") from None
-    return rule
-
-
-def _rrule_part(key: str, val: str, parts: dict[str, str], tz: str, field: str) -> str:
-    """One RRULE part's value, checked against RFC 5545 and normalised."""
-    freq = parts["FREQ"]
-    if key == "FREQ":
-        return val
-    if key in ("INTERVAL", "COUNT"):
-        top = 1000 if key == "INTERVAL" else 100_000
-        if not re.fullmatch(r"\d{1,6}", val) or not 1 <= int(val) <= top:
-            raise InvalidInput(field, f"{key}={val} is out of range", f"a whole number 1 to {top}")
-        return str(int(val))
-    if key == "UNTIL":
-        try:
-            if not _UNTIL.fullmatch(val):
-                raise ValueError
-            until_instant(val, tz)
-        except ValueError:
-            raise InvalidInput(
-                field, f"UNTIL={val} is not a date", "YYYYMMDD or YYYYMMDDTHHMMSSZ"
-            ) from None
-        except OverflowError:
-            raise InvalidInput(field, f"UNTIL={val} is too far ahead") from None
-        return val
-    if key == "WKST":
-        if val not in WEEKDAYS:
-            raise InvalidInput(field, f"WKST={val} is not a weekday", ",".join(WEEKDAYS))
-        return val
-    items = [x.strip() for x in val.split(",")]
-    if any(not x for x in items):
-        raise InvalidInput(field, f"{key}={val} has an empty item", "e.g. BYDAY=MO,TH")
-    if key == "BYDAY":
-        out = [_byday_item(item, freq, "BYWEEKNO" in parts, field) for item in items]
-    else:
-        top, negative = _NUMBER_LISTS[key]
-        out = []
-        for item in items:
-            n = int(item) if re.fullmatch(r"[+-]?\d{1,3}", item) else 0
-            if n == 0 or abs(n) > top or (n < 0 and not negative):
-                span = f"-{top} to -1 or 1 to {top}" if negative else f"1 to {top}"
-                raise InvalidInput(field, f"{key}={item} is out of range", span)
-            out.append(str(n))
-        # RFC 5545 3.3.10: the parts that make no sense with this frequency.
-        misfit = {
-            "BYWEEKNO": freq != "YEARLY",
-            "BYYEARDAY": freq in ("DAILY", "WEEKLY", "MONTHLY"),
-            "BYMONTHDAY": freq == "WEEKLY",
-            "BYSETPOS": not set(parts) & ({"BYDAY", *_NUMBER_LISTS} - {"BYSETPOS"}),
-        }
-        if misfit.get(key):
-            need = "another BY... part" if key == "BYSETPOS" else "a different FREQ"
-            raise InvalidInput(field, f"{key} does not go with FREQ={freq}", f"needs {need}")
-    return ",".join(dict.fromkeys(out))  # duplicates dropped, order kept
-
-
-def _byday_item(item: str, freq: str, weekno: bool, field: str) -> str:
-    m = _BYDAY.fullmatch(item)
-    if not m:
-        raise InvalidInput(field, f"BYDAY={item} is not a weekday", "e.g. MO, 1SA or -1SU")
-    sign, number, day = m.groups()
-    if number is None:
-        if sign:
-            raise InvalidInput(field, f"BYDAY={item} has a sign without a number", "e.g. -1SU")
-        return day
-    n = int(number)
-    # An ordinal picks "the nth weekday" of a month or year; other frequencies have none.
-    if freq not in ("MONTHLY", "YEARLY") or (freq == "YEARLY" and weekno):
-        raise InvalidInput(
-            field, f"BYDAY={item}: a numbered weekday needs FREQ=MONTHLY or YEARLY", "e.g. MO"
-        )
-    top = 5 if freq == "MONTHLY" else 53
-    if not 1 <= n <= top:
-        raise InvalidInput(field, f"BYDAY={item} is out of range", f"1 to {top} or -{top} to -1")
-    return f"{'-' if sign == '-' else ''}{n}{day}"
+        names = ", ".join(k.value for k in RitualKind if k is not exclude)
+        raise InvalidInput(field, f"unknown kind {echo(value)}", f"one of {names}") from None
 
 
 def every(value: str, field: str = "every") -> str:
@@ -296,7 +170,7 @@ def every(value: str, field: str = "every") -> str:
     if head == "weekly":
         days = [d.strip() for d in arg.split(",") if d.strip()] or []
         if not days or any(d not in WEEKDAYS for d in days):
-            raise InvalidInput(field, f"{value!r}: weekdays are MO,TU,WE,TH,FR,SA,SU", hint)
+            raise InvalidInput(field, f"{echo(value)}: weekdays are MO,TU,WE,TH,FR,SA,SU", hint)
         return "FREQ=WEEKLY;BYDAY=" + ",".join(days)
     if head == "monthly":
         if re.fullmatch(r"-?[1-4]?(MO|TU|WE|TH|FR|SA|SU)", arg) and arg[:-2] not in ("", "-"):
@@ -304,7 +178,7 @@ def every(value: str, field: str = "every") -> str:
         if arg.isdigit() and 1 <= int(arg) <= 31:
             return f"FREQ=MONTHLY;BYMONTHDAY={int(arg)}"
         raise InvalidInput(
-            field, f"{value!r}: use monthly:1SA (first Saturday) or monthly:15", hint
+            field, f"{echo(value)}: use monthly:1SA (first Saturday) or monthly:15", hint
         )
     if head == "yearly":
         m = re.fullmatch(r"(\d{2})-(\d{2})", arg)
@@ -312,10 +186,10 @@ def every(value: str, field: str = "every") -> str:
             try:
                 date(2024, int(m[1]), int(m[2]))
             except ValueError:
-                raise InvalidInput(field, f"{value!r}: no such date", hint) from None
+                raise InvalidInput(field, f"{echo(value)}: no such date", hint) from None
             return f"FREQ=YEARLY;BYMONTH={int(m[1])};BYMONTHDAY={int(m[2])}"
-        raise InvalidInput(field, f"{value!r}: use yearly:MM-DD", hint)
-    raise InvalidInput(field, f"unknown schedule {value!r}", hint)
+        raise InvalidInput(field, f"{echo(value)}: use yearly:MM-DD", hint)
+    raise InvalidInput(field, f"unknown schedule {echo(value)}", hint)
 
 
 # The latest date accepted anywhere: a day short of datetime's limit, so "the end of that
@@ -328,10 +202,12 @@ EARLIEST_DATE = date(1970, 1, 1)
 
 def _in_range(day: date, value: str, field: str, hint: str | None = None) -> None:
     if day < EARLIEST_DATE:
-        raise InvalidInput(field, f"{value!r} is too long ago", f"the earliest is {EARLIEST_DATE}")
+        raise InvalidInput(
+            field, f"{echo(value)} is too long ago", f"the earliest is {EARLIEST_DATE}"
+        )
     if day > LATEST_DATE:
         raise InvalidInput(
-            field, f"{value!r} is too far ahead", hint or f"the latest is {LATEST_DATE}"
+            field, f"{echo(value)} is too far ahead", hint or f"the latest is {LATEST_DATE}"
         )
 
 
@@ -339,7 +215,7 @@ def local_date(value: str, field: str = "date", hint: str | None = None) -> date
     try:
         parsed = date.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidInput(field, f"{value!r} is not a date", "use YYYY-MM-DD") from None
+        raise InvalidInput(field, f"{echo(value)} is not a date", "use YYYY-MM-DD") from None
     _in_range(parsed, value, field, hint)
     return parsed
 
@@ -350,7 +226,7 @@ def local_datetime(value: str, field: str = "datetime", hint: str | None = None)
         parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
     except ValueError:
         raise InvalidInput(
-            field, f"{value!r} is not a date and time", "use 'YYYY-MM-DD HH:MM'"
+            field, f"{echo(value)} is not a date and time", "use 'YYYY-MM-DD HH:MM'"
         ) from None
     if parsed.tzinfo is not None:
         raise InvalidInput(field, "give local wall time without an offset")
@@ -360,6 +236,9 @@ def local_datetime(value: str, field: str = "datetime", hint: str | None = None)
 
 def name(value: str, field: str = "name", max_len: int = 120) -> str:
     text = " ".join(value.split())
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        # NUL cannot be stored on PostgreSQL; the other controls garble a terminal or a feed.
+        raise InvalidInput(field, "must not contain control characters")
     if not text:
         raise InvalidInput(field, "must not be empty")
     if len(text) > max_len:
@@ -385,11 +264,14 @@ def since(value: str, now: datetime, field: str = "since") -> datetime:
     """A UTC date (YYYY-MM-DD) or a span back from now (90m, 24h, 7d)."""
     v = value.strip().lower()
     units = {"m": "minutes", "h": "hours", "d": "days"}
-    if v[:-1].isdigit() and v[-1:] in units:
-        return now - timedelta(**{units[v[-1]]: int(v[:-1])})
+    if v[:-1].isascii() and v[:-1].isdigit() and v[-1:] in units:
+        try:
+            return now - timedelta(**{units[v[-1]]: int(v[:-1])})
+        except OverflowError:
+            raise InvalidInput(field, f"{echo(value)} reaches back past year 1") from None
     try:
         return datetime.combine(date.fromisoformat(v), time(0), tzinfo=UTC)
     except ValueError:
         raise InvalidInput(
-            field, f"{value!r} is not a date or span", "e.g. 2026-01-05 or 24h"
+            field, f"{echo(value)} is not a date or span", "e.g. 2026-01-05 or 24h"
         ) from None

@@ -17,9 +17,19 @@ from sqlalchemy.orm import Session, joinedload
 
 from service.channels.base import Message
 from service.core.crypto import Keyring
-from service.db.models import CheckIn, Partner, Reminder, ReminderPurpose, Ritual, RitualKind, table
+from service.db.models import (
+    Channel,
+    CheckIn,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    Ritual,
+    RitualKind,
+    table,
+)
 from service.db.states import ONE_OFF_PURPOSES
 from service.domain import prompts
+from service.domain import unsubscribe as links
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
 
@@ -57,13 +67,12 @@ def render(
         if prompt is not None:
             batch.remember_prompt(r, prompt.id)
             r.prompt_id, prompt_text = prompt.id, prompt.text
-    unsubscribe = (
-        f"{base_url}/unsubscribe/{partner.unsubscribe_token}" if partner.unsubscribe_token else None
-    )
+    # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
+    unsubscribe = links.url(s, base_url, partner) if r.channel is Channel.EMAIL else None
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
     mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe)
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
-    r.body = message.text
+    r.body = links.without_link(message.text, unsubscribe)
     return message
 
 

@@ -24,6 +24,8 @@ import sqlalchemy as sa
 
 from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.exceptions import InvalidInput
+from service.core.files import create_private
+from service.core.text import cut
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.delivery_stats import FINISHED, as_is, count_into_stats, unindexed
@@ -112,13 +114,19 @@ def backup_sqlite(hearth: Hearth, dest: Path) -> int:
         # Checked first: opening a missing SQLite file would create an empty one to copy.
         raise InvalidInput("database", f"{url.database} does not exist", "check database.url")
     migrate.require_current(hearth.db)  # a file without Hearth's schema is not worth a copy
-    if dest.exists():
-        raise InvalidInput("destination", f"{dest} already exists", "choose a new file name")
-    if not dest.parent.is_dir():
-        raise InvalidInput("destination", f"directory {dest.parent} does not exist")
+    try:
+        if dest.exists():
+            raise InvalidInput(
+                "destination", f"{cut(str(dest))} already exists", "choose a new file name"
+            )
+        if not dest.parent.is_dir():
+            raise InvalidInput("destination", f"directory {cut(str(dest.parent))} does not exist")
+    except OSError as exc:  # a name too long for the file system, say
+        raise InvalidInput("destination", f"{cut(str(dest))}: {exc.strerror}") from None
     partial = dest.with_name(dest.name + ".partial")
     src = sqlite3.connect(f"file:{pathname2url(url.database)}?mode=ro", uri=True)
     try:
+        create_private(partial)  # a copy of everyone's data: owner only
         out = sqlite3.connect(partial)
         try:
             src.backup(out)
@@ -127,7 +135,7 @@ def backup_sqlite(hearth: Hearth, dest: Path) -> int:
         partial.rename(dest)  # a half-written copy never carries the final name
     except (sqlite3.Error, OSError) as exc:
         partial.unlink(missing_ok=True)
-        raise InvalidInput("destination", f"cannot write {dest}: {exc}") from None
+        raise InvalidInput("destination", f"cannot write {cut(str(dest))}: {exc}") from None
     finally:
         src.close()
     return dest.stat().st_size

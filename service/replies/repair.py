@@ -62,6 +62,8 @@ def request(
         raise InvalidInput("by", f"{by.name} is not a partner of {couple.name}")
     if at is not None and at <= now:
         raise InvalidInput("at", "is in the past", "give a future local time")
+    if not couple.partners:  # nobody to invite: a slot would be chosen for no one
+        raise Conflict(f"couple {couple.name!r} has no partners yet: `hearth partner add` first")
     open_ = session.scalar(
         sa.select(RepairRequest).where(
             RepairRequest.couple_id == couple.id,

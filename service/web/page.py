@@ -17,7 +17,6 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qsl
 
-import sqlalchemy as sa
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,7 +28,7 @@ from service.calendar import page_tokens, partner_page
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
-from service.db.models import Partner
+from service.domain import unsubscribe as links
 from service.replies import page_actions
 from service.web.page_guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
 
@@ -188,10 +187,10 @@ async def _refuse(
 
 def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> str | None:
     """The partner's name (GET), or a new page token for them (POST)."""
-    if not _TOKEN_FORM(unsubscribe):
-        return None
+    if not links.TOKEN_FORM.fullmatch(unsubscribe):
+        return None  # not one we issue: never reaches the database
     with hearth.db.session(immediate=issue) as s:
-        p = s.scalar(sa.select(Partner).where(Partner.unsubscribe_token == unsubscribe))
+        p = links.partner_for(s, unsubscribe)
         if p is None:
             return None
         return page_tokens.issue(s, hearth.clock.now(), p) if issue else p.name

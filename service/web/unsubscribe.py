@@ -5,9 +5,7 @@ scanners follow GET links, so GET alone never unsubscribes anyone)."""
 from __future__ import annotations
 
 import html
-import re
 
-import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,8 +16,8 @@ from service.core.i18n import Lang, lang
 from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import partners
+from service.domain import unsubscribe as links
 
-TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{20,64}")  # secrets.token_urlsafe(32) gives 43
 PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
 </head><body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
 
@@ -36,10 +34,10 @@ def _p(text: str) -> str:
 
 
 def _partner(hearth: Hearth, token: str) -> tuple[int, str, bool, str] | None:
-    if not TOKEN_FORM.fullmatch(token):
+    if not links.TOKEN_FORM.fullmatch(token):
         return None  # not one we issue: never reaches the database (NUL breaks PostgreSQL)
     with hearth.db.session() as s:
-        p = s.scalar(sa.select(Partner).where(Partner.unsubscribe_token == token))
+        p = links.partner_for(s, token)
         if p is None:
             return None
         return p.id, p.name, p.email_opted_out_at is not None, p.language
