@@ -38,9 +38,7 @@ def render(
     if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
         assert r.body is not None, "a notice carries its text"
         body = keys.open(r.body)  # a reply's message is sealed at rest
-        return texts.notice(
-            body, r.channel, address(partner, r.channel), r.id, partner.language
-        )
+        return texts.notice(body, r.channel, address(partner, r.channel), r.id, partner.language)
     ritual = batch.rituals[r.ritual_id]
     prompt_text = None
     if r.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
