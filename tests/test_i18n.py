@@ -3,6 +3,7 @@ keyed prompt pools, replies in the partner's words, the language setting, pages 
 
 from __future__ import annotations
 
+import re
 import string
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -36,14 +37,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = [code for code in i18n.LANGUAGES if code != i18n.DEFAULT]
 # Thursday 24 December 2026, 21:00 in Berlin
 EVE = datetime(2026, 12, 24, 20, 0, tzinfo=UTC)
+_PERCENT = re.compile(r"%\((\w+)\)s")
 
 
 def _source_ids() -> set[str]:
-    """Every message in the code, extracted as ``make catalogs`` does."""
+    """Every message in the code and the page's templates, extracted as ``make catalogs``
+    does (service/locale/babel.cfg)."""
     found = set()
+    jinja = {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}
     for _file, _line, message, _comments, _context in extract_from_dir(
         str(ROOT),
-        method_map=[("service/**.py", "python")],
+        method_map=[("service/**.py", "python"), ("service/web/templates/**.html", "jinja2")],
+        options_map={"service/web/templates/**.html": jinja},
         keywords={"_": None, "N_": None, "ngettext": (1, 2)},
     ):
         found.add(message[0] if isinstance(message, tuple) else message)
@@ -56,6 +61,9 @@ def _catalog(code: str):  # type: ignore[no-untyped-def]
 
 
 def _fields(text: str) -> set[str]:
+    """``{name}`` (str.format, the code's) and ``%(name)s`` (the templates') placeholders."""
+    if _PERCENT.search(text):
+        return set(_PERCENT.findall(text))
     return {f for _, f, _, _ in string.Formatter().parse(text) if f}
 
 

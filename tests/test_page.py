@@ -173,7 +173,7 @@ def test_pause_and_resume_record_the_clis_events_and_tell_the_other_partner(page
         assert c.paused_until is not None
         assert c.paused_until.isoformat() == "2026-01-11T23:00:00+00:00"  # Berlin midnight
     assert page.events()[-1] == "couple.paused"
-    assert page.notices() == ["Hearth: Alice paused your reminders until the end of Sun 11 Jan."]
+    assert page.notices() == ["Hearth: Alice paused your reminders through Sun, Jan 11."]
     shown = httpx.get(f"{page.url}?done=paused").text
     assert "Paused. Your partner has been told." in shown
     assert "All reminders are paused through Sunday 11 January." in shown
@@ -196,7 +196,7 @@ def test_skip_repair_settings_and_email_resubscribe_go_through_the_service(lite:
     assert lite.events()[-1] == "occurrence.skipped"
     assert (
         lite.notices()[-1]
-        == "Hearth: Alice skipped the ritual on Mon 05 Jan; no reminder for that one."
+        == "Hearth: Alice skipped the ritual on Mon, Jan 5; no reminder for that one."
     )
     assert _post(lite, "repair").status_code == 303
     assert lite.events()[-1] == "repair.requested"
@@ -282,7 +282,7 @@ def test_partner_link_prints_the_url_once_and_rotates(run_sqlite: Cli) -> None:
 
 
 def test_link_by_text_sends_a_new_page_link_and_help_names_it(lite: Page) -> None:
-    assert "LINK for your own page" in inbound.HELP_TEXT
+    assert "LINK (your page)" in inbound.HELP_TEXT
     with lite.hearth.db.session(immediate=True) as s:
         alice = partners.resolve(s, "Alice")
         answer = inbound.handle(lite.hearth, s, lite.hearth.clock.now(), alice, "link", "SM1")
