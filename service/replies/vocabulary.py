@@ -59,8 +59,3 @@ def shown(language: str) -> dict[str, str]:
             for word in by_language.get(code, ()):
                 out.setdefault(fold(word), word)
     return out
-
-
-def first(command: str, language: str) -> str:
-    """The word a partner of ``language`` is told to text for ``command``."""
-    return KEYWORDS[command].get(language, KEYWORDS[command][i18n.DEFAULT])[0]
