@@ -470,3 +470,23 @@ def test_a_partner_added_without_a_language_gets_the_configured_default(
     with sqlite_db.session() as s:
         languages = dict(s.execute(sa.select(Partner.name, Partner.language)).all())
     assert languages == {"Jana": "de", "Mike": "en"}
+
+
+_EXAMPLES = {
+    "de": ("PAUSE 3T", "PAUSE BIS SO", "PAUSE BIS 24.12.2026", "SPÄTER 30", "WEITER"),
+    "es": ("PAUSA 3D", "PAUSA HASTA DOMINGO", "PAUSA HASTA 24/12/2026", "POSPONER 30", "SEGUIR"),
+}
+
+
+@pytest.mark.parametrize(("code", "examples"), _EXAMPLES.items())
+def test_the_examples_the_texts_give_work(code: str, examples: tuple[str, ...]) -> None:
+    """What HELP and the PAUSE answers tell a partner to text is understood as told."""
+    t = i18n.lang(code)
+    told = t._(inbound.HELP_TEXT) + t._(pausing.BAD) + t._(pausing.PAST)
+    monday = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    for example in examples:
+        assert example in told, example
+        parsed = inbound.parse(example, code)
+        assert parsed.keyword is not None, example
+        if parsed.keyword == "PAUSE":
+            assert pausing.until(parsed.argument, monday, "Europe/Berlin", code), example
