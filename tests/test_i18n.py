@@ -3,8 +3,9 @@ keyed prompt pools, replies in the partner's words, the language setting, pages 
 
 from __future__ import annotations
 
+import re
 import string
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,12 +24,12 @@ from service.core.clock import FakeClock
 from service.core.config import DefaultsSettings
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Partner, ReminderPurpose, Ritual, RitualKind
+from service.db.models import ConsentState, Partner, Reminder, ReminderPurpose, Ritual, RitualKind
 from service.domain import couples, partners, prompts, wording
 from service.domain import unsubscribe as links
 from service.domain.templates import TEMPLATES
 from service.outbox import texts
-from service.replies import inbound, repair
+from service.replies import inbound, pausing, repair, vocabulary
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import check_in_sent, couple_with_partners
 from tests.web import serve
@@ -37,14 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = [code for code in i18n.LANGUAGES if code != i18n.DEFAULT]
 # Thursday 24 December 2026, 21:00 in Berlin
 EVE = datetime(2026, 12, 24, 20, 0, tzinfo=UTC)
+_PERCENT = re.compile(r"%\((\w+)\)s")
 
 
 def _source_ids() -> set[str]:
-    """Every message in the code, extracted as ``make catalogs`` does."""
+    """Every message in the code and the page's templates, extracted as ``make catalogs``
+    does (service/locale/babel.cfg)."""
     found = set()
+    jinja = {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}
     for _file, _line, message, _comments, _context in extract_from_dir(
         str(ROOT),
-        method_map=[("service/**.py", "python")],
+        method_map=[("service/**.py", "python"), ("service/web/templates/**.html", "jinja2")],
+        options_map={"service/web/templates/**.html": jinja},
         keywords={"_": None, "N_": None, "ngettext": (1, 2)},
     ):
         found.add(message[0] if isinstance(message, tuple) else message)
@@ -57,6 +62,9 @@ def _catalog(code: str):  # type: ignore[no-untyped-def]
 
 
 def _fields(text: str) -> set[str]:
+    """``{name}`` (str.format, the code's) and ``%(name)s`` (the templates') placeholders."""
+    if _PERCENT.search(text):
+        return set(_PERCENT.findall(text))
     return {f for _, f, _, _ in string.Formatter().parse(text) if f}
 
 
@@ -155,35 +163,67 @@ def test_every_sms_renders_within_two_segments_with_its_hints(
             assert "STOP" in text
 
 
+# The longest values the fixed texts' placeholders take (a couple's name is cut at 40).
+_NAME = "Alexandra & Maximilian von Hohenzollern."
+_URL = "https://hearth.example.org/page/" + "x" * 43
+
+
+def _sample(t: i18n.Lang) -> dict[str, str]:
+    berlin = EVE.astimezone(ZoneInfo("Europe/Berlin"))
+    return {"time": "12:59 PM", "when": t.day_time(berlin), "minutes": "30", "hours": "48",
+            "name": _NAME, "title": wording.title(_template_ritual(), t), "day": t.day(berlin),
+            "until": t.day_time(berlin), "url": _URL, "word": "AUSLASSEN", "mood": "4",
+            "days": "60"}  # fmt: skip
+
+
+def _template_ritual() -> Ritual:
+    tpl = TEMPLATES["five-minute-check-in"]
+    return Ritual(kind=tpl.kind, template=tpl.name, title=tpl.title, description=tpl.description)
+
+
 @pytest.mark.parametrize("code", i18n.LANGUAGES)
 def test_every_fixed_sms_fits_in_two_segments(code: str) -> None:
     """Replies and notices have no title to shorten: each must fit as written, with the
-    longest values its placeholders take."""
+    longest values its placeholders take. Every "Hearth:" text is checked: a new
+    placeholder needs a sample here."""
     t = i18n.lang(code)
-    sample = {"time": "12:59 PM", "when": t.day_time(EVE), "minutes": "30", "hours": "48"}
+    sample = _sample(t)
     catalog = _catalog(code)
     checked = 0
     for m in catalog:
         msgid = m.id[0] if isinstance(m.id, tuple) else m.id
-        if not msgid.startswith("Hearth:") or _fields(msgid) - set(sample):
-            continue
+        if not msgid.startswith("Hearth:") or "guide" in _fields(msgid):
+            continue  # the invitation is fitted around its guide (the test above)
+        assert _fields(msgid) <= set(sample), f"no sample for {_fields(msgid) - set(sample)}"
         for s in m.string if isinstance(m.string, tuple) else (m.string,):
             text = (s or msgid).format(**sample)
             assert segments(text) <= 2, f"{code}: {text!r}"
             checked += 1
-    assert checked >= 20
+    assert checked >= 50
+
+
+@pytest.mark.parametrize("code", i18n.LANGUAGES)
+def test_help_is_one_gsm_segment_and_names_the_partners_own_words(code: str) -> None:
+    t = i18n.lang(code)
+    help_text = t._(inbound.HELP_TEXT)
+    assert gsm_only(help_text) == help_text and segments(help_text) == 1, help_text
+    for command in ("DONE", "SKIP", "SNOOZE", "PAUSE", "RESUME", "REPAIR", "LINK"):
+        word = vocabulary.KEYWORDS[command][code][0]
+        assert word in help_text, (code, word)
+        assert inbound.parse(word, code).keyword == command  # what HELP names works
 
 
 def test_texts_prefer_gsm7_where_they_read_naturally() -> None:
     """German umlauts and ß are GSM-7, so German texts cost GSM-7 rates; the Spanish fixed
     texts avoid á, í, ó, ú (outside GSM-7) except where Spanish needs them."""
+    needs_accents = {pausing.TOO_LONG}  # "días"
     for code in ("de", "es"):
         t = i18n.lang(code)
         hints = texts.sms_hints(t)
         assert gsm_only(hints) == hints, hints
-        for msgid in (inbound.HELP_TEXT, inbound.STOPPED_TEXT, inbound.STARTED_TEXT,
-                      inbound.GENTLE_TEXT, repair.CANCELLED_TEXT):  # fmt: skip
-            assert gsm_only(t._(msgid)) == t._(msgid), t._(msgid)
+        for m in _catalog(code):
+            if isinstance(m.id, str) and m.id.startswith("Hearth:") and m.id not in needs_accents:
+                assert gsm_only(t._(m.id)) == t._(m.id), t._(m.id)
 
 
 @pytest.mark.parametrize("kind", list(RitualKind))
@@ -216,8 +256,56 @@ def test_keywords_in_each_language_and_the_carrier_words_in_all() -> None:
         assert p("STOP", code).keyword == "STOP" and p("start", code).keyword == "START"
         assert p("Help", code).keyword == "HELP"
     assert p("Hilfe", "de").keyword == "HILFE" and p("ayuda", "es").keyword == "AYUDA"
+    assert p("Stopp", "es").keyword == "STOPP"  # the carrier words work in every language
     for command, by_language in inbound.KEYWORDS.items():
         assert set(by_language) == set(i18n.LANGUAGES), command
+    # The conversations' commands too: PAUSE/RESUME, the opt-in's YES, LINK.
+    assert p("Pause bis Sonntag", "de") == inbound.Parsed("PAUSE", "BIS SONNTAG")
+    assert p("pausa 3 días", "es") == inbound.Parsed("PAUSE", "3 DIAS")
+    assert p("weiter", "de").keyword == "RESUME" and p("Seguir", "es").keyword == "RESUME"
+    assert p("Ja", "de").keyword == "YES" and p("Sí", "es").keyword == "YES"
+    assert p("si", "es").keyword == "YES" and p("ja", "en").keyword is None
+    assert p("Seite", "de").keyword == "LINK" and p("enlace", "es").keyword == "LINK"
+    assert p("link", "es").keyword == "LINK" and p("nein", "de").keyword == "NO"
+    assert p("Spater 10", "de") == inbound.Parsed("SNOOZE", "10")  # no umlaut on the keyboard
+
+
+@pytest.mark.parametrize(
+    ("arg", "language", "day"),
+    [
+        ("3 TAGE", "de", date(2026, 1, 8)),
+        ("2 WOCHEN", "de", date(2026, 1, 19)),
+        ("3 DIAS", "es", date(2026, 1, 8)),
+        ("1 SEMANA", "es", date(2026, 1, 12)),
+        ("BIS SONNTAG", "de", date(2026, 1, 11)),
+        ("BIS SO", "de", date(2026, 1, 11)),
+        ("BIS DO", "de", date(2026, 1, 8)),  # Donnerstag
+        ("HASTA EL DOMINGO", "es", date(2026, 1, 11)),
+        ("HASTA DO", "es", date(2026, 1, 11)),  # domingo
+        ("HASTA EL MIERCOLES", "es", date(2026, 1, 7)),
+        ("BIS MORGEN", "de", date(2026, 1, 6)),
+        ("HASTA MANANA", "es", date(2026, 1, 6)),
+        ("BIS 24.12.", "de", date(2026, 12, 24)),
+        ("BIS ZUM 24. DEZEMBER", "de", date(2026, 12, 24)),
+        ("BIS 3. MAERZ", "de", date(2026, 3, 3)),
+        ("HASTA EL 24 DE DICIEMBRE", "es", date(2026, 12, 24)),
+        ("HASTA 24/12/2026", "es", date(2026, 12, 24)),
+        ("UNTIL SUNDAY", "de", date(2026, 1, 11)),  # English works for everyone
+        ("UNTIL DEC 24", "es", date(2026, 12, 24)),
+    ],
+)
+def test_pause_lengths_and_dates_in_each_language(arg: str, language: str, day: date) -> None:
+    monday = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    end = pausing.until(arg, monday, "Europe/Berlin", language)
+    assert end is not None, arg
+    local = end.astimezone(ZoneInfo("Europe/Berlin"))
+    assert local.date() == day, arg
+
+
+def test_pause_words_of_another_language_are_not_read() -> None:
+    monday = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    assert pausing.until("BIS SONNTAG", monday, "Europe/Berlin", "en") is None
+    assert pausing.until("UNTIL 24.12.", monday, "Europe/Berlin", "en") is None  # 12/24? 24/12?
 
 
 def test_a_german_partner_is_answered_in_german(hearth: Hearth) -> None:
@@ -233,9 +321,65 @@ def test_a_german_partner_is_answered_in_german(hearth: Hearth) -> None:
         assert answer.startswith("Hearth: verschoben, wir erinnern dich um 21:")
         done = inbound.handle(hearth, s, now, alice, "FERTIG", "SM3") or ""
         assert done == "Hearth: schön, Fünf-Minuten-Check-in ist als erledigt markiert."
-        assert inbound.handle(hearth, s, now, alice, "STOP", "SM4") == (
+        assert inbound.handle(hearth, s, now, alice, "FERTIK", "SM4") == (
+            "Hearth: meintest du FERTIG? HILFE zeigt alle Antworten."
+        )
+        assert inbound.handle(hearth, s, now, alice, "STOP", "SM5") == (
             "Hearth: du bekommst keine SMS mehr. Antworte START, um dich wieder anzumelden."
         )
+
+
+def test_a_pause_by_text_is_answered_and_told_each_in_their_language(hearth: Hearth) -> None:
+    check_in_sent(hearth)
+    now = hearth.clock.now()
+    with hearth.db.session() as s:
+        alice, sam = (partners.resolve(s, n) for n in ("Alice", "Sam"))
+        partners.edit(s, now, alice, language="de")
+        partners.edit(s, now, sam, language="es")
+        answer = inbound.handle(hearth, s, now, alice, "Pause bis Sonntag", "SM1") or ""
+        assert answer == (
+            "Hearth: pausiert bis So., 11. Jan., 00:00; dein Gegenüber weiß Bescheid. "
+            "Antworte WEITER, um früher wieder anzufangen."
+        )
+        assert _messages(hearth, s, sam) == [
+            "Hearth: Alice ha pausado vuestros rituales hasta el dom, 11 ene, 0:00. "
+            "Responde SEGUIR para volver antes."
+        ]
+        assert inbound.handle(hearth, s, now, alice, "weiter", "SM2") == (
+            "Hearth: willkommen zurück, eure Rituale laufen wieder."
+        )
+        assert _messages(hearth, s, sam)[-1] == "Hearth: Alice ha reactivado vuestros rituales."
+
+
+def _messages(hearth: Hearth, s: Any, to: Partner) -> list[str]:
+    rows = s.scalars(
+        sa.select(Reminder.body)
+        .where(Reminder.partner_id == to.id, Reminder.purpose == ReminderPurpose.MESSAGE)
+        .order_by(Reminder.id)
+    )
+    return [hearth.keys.open(b or "") for b in rows]
+
+
+def test_the_opt_in_asks_and_answers_in_the_partners_language(run: Cli, hearth: Hearth) -> None:
+    run.ok("couple", "add", "Lucía & Tom", "--timezone", "Europe/Madrid")
+    run.ok("partner", "add", "Lucía & Tom", "Lucía", "--phone", "+34612345678",
+           "--language", "es")  # fmt: skip
+    with hearth.db.session() as s:
+        lucia = partners.resolve(s, "Lucía")
+        [body] = s.scalars(
+            sa.select(Reminder.body).where(Reminder.purpose == ReminderPurpose.CONFIRM)
+        )
+        assert body == (
+            "Hearth: recordatorios de los rituales de pareja de Lucía & Tom. Frecuencia "
+            "variable, normalmente 1 o 2 diarios. Pueden aplicarse tarifas de SMS y datos. "
+            "Responde AYUDA para ayuda, STOP para darte de baja. Responde SI para empezar."
+        )
+        now = hearth.clock.now()
+        assert inbound.handle(hearth, s, now, lucia, "Sí", "SM1") == (
+            "Hearth: hecho, gracias por unirte. Responde AYUDA para ver lo que puedes "
+            "escribir, STOP para darte de baja."
+        )
+        assert lucia.sms_consent is ConsentState.CONSENTED
 
 
 def test_partner_language_from_the_cli_and_the_default(run: Cli, hearth: Hearth) -> None:
@@ -327,3 +471,23 @@ def test_a_partner_added_without_a_language_gets_the_configured_default(
     with sqlite_db.session() as s:
         languages = dict(s.execute(sa.select(Partner.name, Partner.language)).all())
     assert languages == {"Jana": "de", "Mike": "en"}
+
+
+_EXAMPLES = {
+    "de": ("PAUSE 3T", "PAUSE BIS SO", "PAUSE BIS 24.12.2026", "SPÄTER 30", "WEITER"),
+    "es": ("PAUSA 3D", "PAUSA HASTA DOMINGO", "PAUSA HASTA 24/12/2026", "POSPONER 30", "SEGUIR"),
+}
+
+
+@pytest.mark.parametrize(("code", "examples"), _EXAMPLES.items())
+def test_the_examples_the_texts_give_work(code: str, examples: tuple[str, ...]) -> None:
+    """What HELP and the PAUSE answers tell a partner to text is understood as told."""
+    t = i18n.lang(code)
+    told = t._(inbound.HELP_TEXT) + t._(pausing.BAD) + t._(pausing.PAST)
+    monday = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    for example in examples:
+        assert example in told, example
+        parsed = inbound.parse(example, code)
+        assert parsed.keyword is not None, example
+        if parsed.keyword == "PAUSE":
+            assert pausing.until(parsed.argument, monday, "Europe/Berlin", code), example

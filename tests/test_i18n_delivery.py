@@ -65,9 +65,15 @@ def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
     assert set(sms) == {JANA, MIKE}
     german, english = sms[JANA], sms[MIKE]
     assert german.startswith("Hearth: Fünf-Minuten-Check-in um 21:00. ")
-    assert german.endswith("Antworte FERTIG, AUSLASSEN, SPÄTER oder HILFE. STOP zum Abmelden.")
+    # Both take part by text: the check-in asks its prompt as the shared question.
+    assert german.endswith(
+        "Schreib deine Antwort zurück: Die deines Gegenübers siehst du, sobald ihr beide "
+        "geantwortet habt. STOP zum Abmelden."
+    )
     assert english.startswith("Hearth: Five-minute check-in at 3:00 PM. ")
-    assert english.endswith("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
+    assert english.endswith(
+        "Reply with your answer: you'll see your partner's once you both have. STOP to opt out."
+    )
     assert "PM" not in german and "21:00" not in english
     assert all(num_segments(body) <= 2 for body in sms.values())  # as the stand-in counts
 
@@ -88,6 +94,8 @@ def test_one_occurrence_reaches_each_partner_in_their_language_and_clock(
     assert en_mail["Subject"] == "Five-minute check-in at 3:00 PM"
     de_text, en_text = _part(de_mail, "plain"), _part(en_mail, "plain")
     assert in_german in de_text and "Diese E-Mails abbestellen: https://" in de_text
+    assert "Antworte per SMS: Sobald ihr beide geantwortet habt" in de_text
+    assert "Deine eigene Seite (Pause, Ruhezeit, Kalender): https://" in de_text
     assert source in en_text and "Stop these emails: https://" in en_text
     de_html = _part(de_mail, "html")
     assert '<html lang="de">' in de_html and "Diese E-Mails abbestellen</a>" in de_html

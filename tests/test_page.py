@@ -174,10 +174,10 @@ def test_pause_and_resume_record_the_clis_events_and_tell_the_other_partner(page
         assert c.paused_until is not None
         assert c.paused_until.isoformat() == "2026-01-11T23:00:00+00:00"  # Berlin midnight
     assert page.events()[-1] == "couple.paused"
-    assert page.notices() == ["Hearth: Alice paused your reminders until the end of Sun 11 Jan."]
+    assert page.notices() == ["Hearth: Alice paused your reminders through Sun, Jan 11."]
     shown = httpx.get(f"{page.url}?done=paused").text
     assert "Paused. Your partner has been told." in shown
-    assert "All reminders are paused through Sunday 11 January." in shown
+    assert "All reminders are paused through Sunday, January 11, 2026." in shown
     assert _post(page, "resume").status_code == 303
     assert page.events()[-1] == "couple.resumed"
     assert page.notices()[-1] == "Hearth: Alice turned your reminders back on."
@@ -197,7 +197,7 @@ def test_skip_repair_settings_and_email_resubscribe_go_through_the_service(lite:
     assert lite.events()[-1] == "occurrence.skipped"
     assert (
         lite.notices()[-1]
-        == "Hearth: Alice skipped the ritual on Mon 05 Jan; no reminder for that one."
+        == "Hearth: Alice skipped the ritual on Mon, Jan 5; no reminder for that one."
     )
     assert _post(lite, "repair").status_code == 303
     assert lite.events()[-1] == "repair.requested"
@@ -233,7 +233,35 @@ def test_a_cached_page_follows_every_change_and_the_clock(lite: Page) -> None:
     assert "A conversation is being arranged." in httpx.get(lite.url).text
     clock.advance(timedelta(hours=10))  # the 21:00 check-in has passed: the next ones show
     later = httpx.get(lite.url).text
-    assert "Mon 05 Jan, 21:00" in paused and "Mon 05 Jan, 21:00" not in later
+    assert "Mon, Jan 5, 9:00 PM" in paused and "Mon, Jan 5, 9:00 PM" not in later
+
+
+def test_a_german_partners_page_is_german_and_the_other_reads_their_own(page: Page) -> None:
+    english = httpx.get(page.url).text
+    assert '<html lang="en">' in english and '<option value="en" lang="en" selected>' in english
+    r = _post(page, "settings", quiet_hours="", timezone="Europe/Berlin", channel_sms="on",
+              channel_email="on", text_style="discreet", language="de")  # fmt: skip
+    assert r.status_code == 303 and page.partner().language == "de"
+    german = httpx.get(f"{page.url}?done=saved").text
+    assert '<html lang="de">' in german and "<title>Hearth für Alice</title>" in german
+    assert "Deine Einstellungen sind gespeichert." in german
+    for words in ("Eure Rituale", "Erinnerungen pausieren", "In deinen Kalender",
+                  "Mo., 5. Jan., 21:00", "Erinnerung um 21:00 per SMS",
+                  '<option value="de" lang="de" selected>Deutsch</option>'):  # fmt: skip
+        assert words in german, words
+    visible = re.sub(r"<[^>]+>", " ", german.split("<main", 1)[1])
+    for english_words in ("Your rituals", "Pause reminders", "Reminder ", "Save settings",
+                          "Jan 5", "PM"):  # fmt: skip
+        assert english_words not in visible, english_words
+    assert _post(page, "pause", until="2026-01-11").status_code == 303
+    assert "Alle Erinnerungen sind bis einschließlich Sonntag, 11. Januar 2026 pausiert." in (
+        httpx.get(page.url).text
+    )
+    # Sam reads English: the notice is written in the reader's language, not the writer's.
+    assert page.notices()[-1] == "Hearth: Alice paused your reminders through Sun, Jan 11."
+    bad = _post(page, "settings", language="fr", timezone="Europe/Berlin")
+    assert bad.status_code == 400 and page.partner().language == "de"
+    assert '<html lang="de">' in bad.text
 
 
 def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: Page) -> None:
@@ -283,7 +311,7 @@ def test_partner_link_prints_the_url_once_and_rotates(run_sqlite: Cli) -> None:
 
 
 def test_link_by_text_sends_a_new_page_link_and_help_names_it(lite: Page) -> None:
-    assert "LINK for your own page" in inbound.HELP_TEXT
+    assert "LINK (your page)" in inbound.HELP_TEXT
     with lite.hearth.db.session(immediate=True) as s:
         alice = partners.resolve(s, "Alice")
         answer = inbound.handle(lite.hearth, s, lite.hearth.clock.now(), alice, "link", "SM1")

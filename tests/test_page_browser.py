@@ -102,7 +102,8 @@ def test_pause_and_resume_from_the_phone_and_the_daemon_honours_both(
     phone.page.fill("#until", "2026-01-11")
     phone.page.click("#pause")
     assert phone.page.url.endswith("?done=paused")
-    assert "All reminders are paused through Sunday 11 January." in phone.page.inner_text("main")
+    main = phone.page.inner_text("main")
+    assert "All reminders are paused through Sunday, January 11, 2026." in main
     daemon.handle_events()
     assert _nudges(hearth.db) == {"cancelled"}
     assert page.notices()[-1].startswith("Hearth: Alice paused your reminders")
@@ -131,6 +132,13 @@ def test_bad_quiet_hours_show_the_error_and_leave_the_database_as_it_was(
     phone.page.click("#save")
     assert phone.page.url.endswith("?done=saved")
     assert phone.page.input_value("#quiet_hours") == "22:00-07:00"
+    # Choosing German in the settings: the page (and every text after it) is German.
+    phone.page.select_option("#language", "de")
+    phone.page.click("#save")
+    assert phone.page.locator("html").get_attribute("lang") == "de"
+    assert phone.page.locator("h1").inner_text() == "Hearth für Alice"
+    assert phone.page.locator("#done").inner_text() == "Deine Einstellungen sind gespeichert."
+    assert phone.page.locator("label[for=quiet_hours]").inner_text() == "Ruhezeit (dann keine SMS)"
 
 
 def test_a_rotated_link_gives_the_one_404(page: Page, phone: Tab) -> None:

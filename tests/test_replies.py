@@ -160,7 +160,7 @@ def test_a_snoozed_nudge_is_not_sent_once_its_occurrence_is_skipped(
     # The snooze is void; the one text that goes is Sam's note of what Alice skipped.
     assert (tally.sent, tally.cancelled) == (1, 1)
     assert "--- email to sam@example.org" in out.getvalue()
-    assert "Alice skipped Five-minute check-in on Mon 05 Jan 21:00" in out.getvalue()
+    assert "Alice skipped Five-minute check-in on Mon, Jan 5, 9:00 PM" in out.getvalue()
 
 
 def test_an_admin_cannot_undo_a_stop(hearth: Hearth, db: Database, sent: Dispatcher) -> None:

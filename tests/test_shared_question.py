@@ -242,11 +242,11 @@ def test_pause_and_resume_by_text_tell_the_other_partner(
 ) -> None:  # fmt: skip
     _asked(clock, dispatcher, twilio_standin)
     (answer,) = text(http, "Pause 3d", ALICE)
-    assert answer.startswith("Hearth: paused until Thu 08 Jan 21:00")
+    assert answer.startswith("Hearth: paused until Thu, Jan 8, 9:00 PM")
     clock.advance(timedelta(minutes=1))
     dispatcher.run_once()  # the note goes out although the couple is paused
     assert _texts(twilio_standin, SAM)[-1] == (
-        "Hearth: Alice paused your rituals until Thu 08 Jan 15:00. "
+        "Hearth: Alice paused your rituals until Thu, Jan 8, 3:00 PM. "
         "Reply RESUME to start again sooner."
     )
     clock.set(TONIGHT + timedelta(days=1))
@@ -268,7 +268,7 @@ def test_a_second_skip_changes_nothing_and_the_other_hears_once(
     dispatcher.run_once()
     notes = [t for t in _texts(twilio_standin, SAM) if "skipped" in t]
     assert notes == [
-        "Hearth: Alice skipped Five-minute check-in on Mon 05 Jan 15:00. See you next time."
+        "Hearth: Alice skipped Five-minute check-in on Mon, Jan 5, 3:00 PM. See you next time."
     ]
 
 

@@ -77,6 +77,7 @@ class View:
     couple_name: str
     others: list[str]
     timezone: str
+    language: str  # what the page (and every text) is in
     quiet: str  # "22:00-07:00", or "" when off
     channels: list[str]
     full_text: bool
@@ -201,6 +202,7 @@ def build(
         couple_name=couple.name,
         others=[p.name for p in couple.partners if p.id != partner.id],
         timezone=partner.timezone,
+        language=partner.language,
         quiet="" if partners.quiet(partner) is None else partners.format_quiet(partner),
         channels=[str(c) for c in partner.channel_list],
         full_text=partner.full_text,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 
@@ -98,6 +98,18 @@ class Lang:
         """``Do., 24. Dez., 21:00`` / ``Thu, Dec 24, 9:00 PM``: joined as CLDR joins them."""
         glue = str(self.locale.datetime_formats["short"])
         return glue.replace("{1}", self.day(at)).replace("{0}", self.time(at))
+
+    def long_date(self, on: date) -> str:
+        """``Thursday, December 24, 2026`` / ``Donnerstag, 24. Dezember 2026``."""
+        return format_date(on, "full", locale=self.locale).translate(_SPACES)
+
+    def short_date(self, on: date) -> str:
+        """``Dec 24`` / ``24. Dez.`` / ``24 dic``."""
+        return format_skeleton("MMMd", on, locale=self.locale).translate(_SPACES)
+
+    def numeric_date(self, on: date) -> str:
+        """``12/24`` / ``24.12.`` / ``24/12``."""
+        return format_skeleton("Md", on, locale=self.locale).translate(_SPACES)
 
     def number(self, value: float) -> str:
         """``1,5`` / ``1.5``: the locale's decimal format."""

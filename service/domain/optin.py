@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.core.i18n import N_, Lang, lang
 from service.db.models import (
     Channel,
     ConsentState,
@@ -23,15 +24,18 @@ from service.db.models import (
 )
 
 FRESH = timedelta(days=2)
+# Carrier content: who, what for, how often, rates, HELP, STOP, how to join (in every
+# language; the partner's own words for HELP and YES work, the English ones too).
+CONFIRMATION = N_(
+    "Hearth: reminders for the relationship rituals of {name}. "
+    "Msg frequency varies, usually 1-2 a day. Msg&data rates may apply. "
+    "Reply HELP for help, STOP to opt out. Reply YES to start."
+)
 
 
-def confirmation_text(couple_name: str) -> str:
+def confirmation_text(couple_name: str, t: Lang | None = None) -> str:
     name = couple_name if len(couple_name) <= 40 else couple_name[:39] + "."
-    return (
-        f"Hearth: reminders for the relationship rituals of {name}. "
-        "Msg frequency varies, usually 1-2 a day. Msg&data rates may apply. "
-        "Reply HELP for help, STOP to opt out. Reply YES to start."
-    )
+    return (t or lang(None))._(CONFIRMATION).format(name=name)
 
 
 def said_stop(session: Session, phone: str) -> bool:
@@ -56,7 +60,8 @@ def queue_confirmation(session: Session, now: datetime, partner: Partner) -> Non
             channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CONFIRM,
             occurrence_start=now, due_at=now, expires_at=now + FRESH,
             state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=now,
-            body=confirmation_text(partner.couple.name), created_at=now, updated_at=now,
+            body=confirmation_text(partner.couple.name, lang(partner.language)),
+            created_at=now, updated_at=now,
         )
     )  # fmt: skip
     session.flush()

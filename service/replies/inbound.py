@@ -5,10 +5,12 @@ Each reply is stored with the partner and what Hearth did; its text sealed
 retries is answered again without acting twice. Opt-out words cancel every pending SMS to
 the partner in the same transaction, before the confirmation goes out.
 
-Keywords are read case- and accent-insensitively (service/replies/words.py) and routed by
-:data:`KEYWORDS`, one handler per word; a reply that is none is an answer to the shared
-question or a mood (service/replies/question.py), else a follow-up answer, else stored with
-a gentle hint (one a day). A one-word reply close to a keyword gets a "did you mean".
+Keywords are read in the partner's language and English, case- and accent-insensitively
+(service/replies/vocabulary.py, words.py), and routed by :data:`COMMANDS`, one handler per
+command; every answer is in the partner's language (service/core/i18n.py). A reply that is
+none is an answer to the shared question or a mood (service/replies/question.py), else a
+follow-up answer, else stored with a gentle hint (one a day). A one-word reply close to a
+keyword gets a "did you mean".
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import structlog
 from sqlalchemy.orm import Session
 
 from service.calendar import page_tokens
+from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
+from service.core.i18n import N_, Lang
 from service.core.timeutil import in_quiet_hours, zone
 from service.db.context import Hearth
 from service.db.models import (
@@ -37,34 +41,43 @@ from service.db.models import (
     Reply,
     Ritual,
 )
-from service.domain import partners, rituals
+from service.domain import partners, rituals, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
-from service.replies import outgoing, pausing, question, repair, words
+from service.replies import outgoing, pausing, question, repair, vocabulary, words
+from service.replies.vocabulary import HELP_WORDS, KEYWORDS, START_WORDS, STOP_WORDS
 from service.replies.words import Parsed
 
 log = structlog.get_logger("hearth.inbound")
 
-STOP_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
-)
-START_WORDS = frozenset({"START", "UNSTOP", "YES"})
-HELP_WORDS = frozenset({"HELP", "INFO"})
+__all__ = ["KEYWORDS", "Parsed", "handle", "parse"]
 SNOOZE_DEFAULT, SNOOZE_MAX = 30, 180
 
-HELP_TEXT = (
+# One GSM-7 segment in every language (tests/test_i18n.py).
+HELP_TEXT = N_(
     "Hearth: reply DONE, SKIP, SNOOZE 30, PAUSE 3D, RESUME, REPAIR, LINK (your page), a mood 1-5 "
     "or your answer. STOP opts out, START in. Msg&data rates may apply."
 )
-STOPPED_TEXT = "Hearth: you will get no more texts. Reply START to opt back in."
-STARTED_TEXT = "Hearth: texts are back on. Reply STOP to opt out, HELP for help."
-JOINED_TEXT = "Hearth: you're in, thank you. Reply HELP for what you can text, STOP to opt out."
-GENTLE_TEXT = "Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more."
-CALLED_OFF_TEXT = "Hearth: called off. We've let your partner know."
+STOPPED_TEXT = N_("Hearth: you will get no more texts. Reply START to opt back in.")
+STARTED_TEXT = N_("Hearth: texts are back on. Reply STOP to opt out, HELP for help.")
+JOINED_TEXT = N_("Hearth: you're in, thank you. Reply HELP for what you can text, STOP to opt out.")
+GENTLE_TEXT = N_("Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for more.")
+CALLED_OFF_TEXT = N_("Hearth: called off. We've let your partner know.")
+TYPO_TEXT = N_("Hearth: did you mean {word}? HELP lists every reply.")
+NOTED_TEXT = N_("Hearth: thank you, noted.")
+NOTHING_DONE = N_("Hearth: there is nothing to mark done yet.")
+NOTHING_TO_SKIP = N_("Hearth: there is no upcoming ritual to skip.")
+SKIPPED_ALREADY = N_("Hearth: that one is already skipped.")
+SKIPPED_NOTICE = N_("Hearth: {name} skipped {title} on {when}. See you next time.")
 # LINK: a new page link each time (only a hash is stored); the one before stops working.
-LINK_TEXT = "Hearth: your own page (pause, quiet hours, calendar): {url} Any older link now stops."
-# "SNOOZE 45", "snooze 45 min", "Snooze 1h" (upper-cased by parse)
-_SNOOZE_ARG = re.compile(r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|H|HR|HRS|HOURS?)?")
+LINK_TEXT = N_(
+    "Hearth: your own page (pause, quiet hours, calendar): {url} Any older link now stops."
+)
+# "SNOOZE 45", "snooze 45 min", "Snooze 1h", "später 2 Std", "luego 10 minutos" (folded)
+_SNOOZE_ARG = re.compile(
+    r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|MINUTEN|MINUTOS?"
+    r"|H|HR|HRS|HOURS?|STD|STUNDEN?|HORAS?)?"
+)
 
 Outcome = tuple[str | None, str, int | None]  # (answer text, action stored, ritual id)
 
@@ -79,14 +92,16 @@ class Turn:
     partner: Partner
     parsed: Parsed
     body: str
+    lang: Lang  # the partner's language: every answer is in it
 
 
 Handler = Callable[[Turn], Outcome]
 
 
-def parse(body: str) -> Parsed:
-    """Case- and accent-insensitive; punctuation ignored ("Stop." is STOP, "Pausé" PAUSE)."""
-    return words.parse(body, KNOWN, TAKES_ARGUMENT)
+def parse(body: str, language: str = i18n.DEFAULT) -> Parsed:
+    """Case- and accent-insensitive; punctuation ignored ("Stop." is STOP, "Pausé" PAUSE);
+    the words of ``language`` and the English ones ("später 20" is SNOOZE for German)."""
+    return words.parse(body, vocabulary.known(language), vocabulary.TAKES_ARGUMENT)
 
 
 def handle(
@@ -97,8 +112,9 @@ def handle(
         seen = session.scalar(sa.select(Reply).where(Reply.provider_message_id == sid))
         if seen is not None:
             return None  # a retried webhook: acted on already
-    parsed = parse(body)
-    answer, action, ritual_id = _act(Turn(hearth, session, now, partner, parsed, body))
+    t = i18n.lang(partner.language)
+    parsed = parse(body, t.code)
+    answer, action, ritual_id = _act(Turn(hearth, session, now, partner, parsed, body, t))
     session.add(
         Reply(
             couple_id=partner.couple_id,
@@ -131,11 +147,11 @@ def _act(t: Turn) -> Outcome:
         return None, "ignored: partner opted out", None
     if consent is ConsentState.PENDING:
         return None, "ignored: waiting for YES", None  # nothing but the confirmation
-    if word is not None and word in KEYWORDS:
-        return KEYWORDS[word](t)
-    meant = words.typo(t.body, KEYWORDS)
+    if word is not None and word in COMMANDS:
+        return COMMANDS[word](t)
+    meant = words.typo(t.body, vocabulary.shown(t.lang.code))
     if meant is not None:
-        return f"Hearth: did you mean {meant}? HELP lists every reply.", f"hint: {meant}", None
+        return t.lang._(TYPO_TEXT).format(word=meant), f"hint: {meant}", None
     followup = outgoing.latest_sent(t.session, t.partner, ReminderPurpose.FOLLOWUP)
     nudge = outgoing.latest_sent(t.session, t.partner, *outgoing.NUDGES)
     if (
@@ -143,14 +159,14 @@ def _act(t: Turn) -> Outcome:
         and _recent(followup, t.now)
         and (nudge is None or _later(followup, nudge))
     ):
-        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
+        return t.lang._(NOTED_TEXT), "follow-up answer", followup.ritual_id
     got = question.reply(t.hearth, t.session, t.now, t.partner, t.body)
     if got is not None:
         return got
     if _recent(followup, t.now):
         assert followup is not None
-        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
-    return _gentle(t.session, t.now, t.partner)
+        return t.lang._(NOTED_TEXT), "follow-up answer", followup.ritual_id
+    return _gentle(t)
 
 
 def _recent(r: Reminder | None, now: datetime) -> bool:
@@ -165,43 +181,46 @@ def _stop(t: Turn) -> Outcome:
     assert t.partner.phone is not None  # found by the number that texted
     word = t.parsed.keyword
     cancelled = partners.opt_out_sms(t.session, t.now, t.partner.phone, f"sms {word}")
-    return STOPPED_TEXT, f"opted out of sms; {cancelled} pending cancelled", None
+    return t.lang._(STOPPED_TEXT), f"opted out of sms; {cancelled} pending cancelled", None
 
 
 def _start(t: Turn) -> Outcome:
     was = t.partner.sms_consent
     partners.set_consent(t.session, t.now, t.partner, ConsentState.CONSENTED,
-                         f"sms {t.parsed.keyword}")  # fmt: skip
+                         f"sms {t.parsed.word or t.parsed.keyword}")  # fmt: skip
     if was is ConsentState.PENDING:
-        return JOINED_TEXT, "opted in to sms (YES)", None
-    return STARTED_TEXT, "opted in to sms", None
+        return t.lang._(JOINED_TEXT), "opted in to sms (YES)", None
+    return t.lang._(STARTED_TEXT), "opted in to sms", None
 
 
 def _help(t: Turn) -> Outcome:
     # Answered even after STOP: carriers require HELP to work for every number.
-    return HELP_TEXT, "help sent", None
+    return t.lang._(HELP_TEXT), "help sent", None
 
 
 def _done(t: Turn) -> Outcome:
     # The chase asks for DONE too: it names an occurrence an hour's nudge may have followed.
     last = outgoing.latest_sent(t.session, t.partner, *outgoing.NUDGES)
-    if last is None or last.ritual_id is None:
-        return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
-    ritual = t.session.get(Ritual, last.ritual_id)
-    if ritual is None:
-        return "Hearth: there is nothing to mark done yet.", "done: nothing to mark", None
+    ritual = t.session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
+    if last is None or ritual is None:
+        return t.lang._(NOTHING_DONE), "done: nothing to mark", None
     question.mark_done(t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, "sms")
-    title = ritual.title if t.partner.full_text or ritual.kind != "repair" else "it"
-    return f"Hearth: lovely, {title} marked done.", "done", last.ritual_id
+    if t.partner.full_text or ritual.kind != "repair":
+        text = t.lang._("Hearth: lovely, {title} marked done.").format(
+            title=wording.title(ritual, t.lang)
+        )
+    else:
+        text = t.lang._("Hearth: lovely, marked done.")
+    return text, "done", last.ritual_id
 
 
 def _repair(t: Turn) -> Outcome:
     try:
         repair.request(t.session, t.now, t.partner.couple, t.partner, "sms")
     except Conflict:
-        return "Hearth: a conversation is already being arranged.", "repair pending", None
+        return t.lang._("Hearth: a conversation is already being arranged."), "repair pending", None
     return (
-        "Hearth: we'll find a calm time for you both and text you soon.",
+        t.lang._("Hearth: we'll find a calm time for you both and text you soon."),
         "repair requested",
         None,
     )
@@ -216,29 +235,32 @@ def _skip(t: Turn) -> Outcome:
         req = repair.for_invitation(session, last.ritual_id, now)
         if req is not None:
             repair.cancel(session, now, req, by=partner)
-            return CALLED_OFF_TEXT, "repair called off", last.ritual_id
+            return t.lang._(CALLED_OFF_TEXT), "repair called off", last.ritual_id
         last = outgoing.latest_sent(session, partner, *nudges)
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if ritual is None or ritual.ended_at is not None:
-        return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
+        return t.lang._(NOTHING_TO_SKIP), "skip: nothing to skip", None
     occ = _next_planned(ritual, now)
     if occ is None:
-        return "Hearth: there is no upcoming ritual to skip.", "skip: nothing to skip", None
+        return t.lang._(NOTHING_TO_SKIP), "skip: nothing to skip", None
     original, start = occ
     if original in schedule_of(ritual).skips:
         # A second SKIP of the same occurrence changes nothing (not the one after it).
-        return "Hearth: that one is already skipped.", "skip: already skipped", ritual.id
+        return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     try:
         rituals.skip(session, now, ritual, original, source="sms")
     except (Conflict, InvalidInput):
-        return "Hearth: that one is already skipped.", "skip: already skipped", ritual.id
+        return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     for other in outgoing.others(partner):
-        when = start.astimezone(zone(other.timezone))
-        outgoing.tell(t.hearth, session, now, other,
-                      f"Hearth: {partner.name} skipped {ritual.title} on {when:%a %d %b %H:%M}. "
-                      "See you next time.")  # fmt: skip
+        theirs = i18n.lang(other.language)  # each reads it in their own language and zone
+        when = theirs.day_time(start.astimezone(zone(other.timezone)))
+        note = theirs._(SKIPPED_NOTICE).format(
+            name=partner.name, title=wording.title(ritual, theirs), when=when
+        )
+        outgoing.tell(t.hearth, session, now, other, note)
     local = start.astimezone(zone(partner.timezone))
-    return f"Hearth: skipped, see you next time ({local:%a %H:%M} is off).", "skipped", ritual.id
+    off = t.lang._("Hearth: skipped, see you next time ({when} is off).")
+    return off.format(when=t.lang.day_time(local)), "skipped", ritual.id
 
 
 def _next_planned(ritual: Ritual, now: datetime) -> tuple[datetime, datetime] | None:
@@ -255,10 +277,11 @@ def _snooze(t: Turn) -> Outcome:
     session, now, partner, arg = t.session, t.now, t.partner, t.parsed.argument
     match = _SNOOZE_ARG.fullmatch(arg or "")
     if arg and match is None:
-        return f"Hearth: SNOOZE takes minutes, e.g. SNOOZE {SNOOZE_DEFAULT}.", "snooze: bad", None
+        bad = t.lang._("Hearth: SNOOZE takes minutes, e.g. SNOOZE {minutes}.")
+        return bad.format(minutes=SNOOZE_DEFAULT), "snooze: bad", None
     minutes = SNOOZE_DEFAULT
     if match is not None and match["n"]:
-        minutes = int(match["n"]) * (60 if (match["unit"] or "").startswith("H") else 1)
+        minutes = int(match["n"]) * (60 if (match["unit"] or "M")[0] in "HS" else 1)
     minutes = max(5, min(SNOOZE_MAX, minutes))
     # The partner texted: snooze the text they got (an email sent alongside finishes a few
     # milliseconds apart and is not what they answer); email only if no text went out.
@@ -267,15 +290,15 @@ def _snooze(t: Turn) -> Outcome:
         session, partner, *nudges, channel=Channel.SMS
     ) or outgoing.latest_sent(session, partner, *nudges)
     if last is None or last.ritual_id is None:
-        return "Hearth: there is nothing to snooze.", "snooze: nothing", None
+        return t.lang._("Hearth: there is nothing to snooze."), "snooze: nothing", None
     due = now + timedelta(minutes=minutes)
     if due >= last.expires_at:
         due = last.expires_at - timedelta(minutes=1)  # never past expiry
     if due <= now + timedelta(minutes=1):
-        return "Hearth: too late to snooze this one.", "snooze: too late", last.ritual_id
+        return t.lang._("Hearth: too late to snooze this one."), "snooze: too late", last.ritual_id
     tz = zone(partner.timezone)
     if in_quiet_hours(due, tz, partner.quiet_start, partner.quiet_end):
-        return "Hearth: that would fall in your quiet hours.", "snooze: quiet hours", None
+        return t.lang._("Hearth: that would fall in your quiet hours."), "snooze: quiet hours", None
     offset = -int((due - last.occurrence_start).total_seconds() // 60)
     snooze = Reminder(
         couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
@@ -285,27 +308,27 @@ def _snooze(t: Turn) -> Outcome:
         prompt_id=last.prompt_id, created_at=now, updated_at=now,
     )  # fmt: skip
     if not outgoing.add_once(session, snooze):
-        return "Hearth: already snoozed to then.", "snooze: duplicate", last.ritual_id
+        return t.lang._("Hearth: already snoozed to then."), "snooze: duplicate", last.ritual_id
     local = due.astimezone(tz)
     return (
-        f"Hearth: snoozed, we'll remind you at {local:%H:%M}.",
+        t.lang._("Hearth: snoozed, we'll remind you at {time}.").format(time=t.lang.time(local)),
         f"snoozed {minutes} min",
         last.ritual_id,
     )
 
 
-def _gentle(session: Session, now: datetime, partner: Partner) -> Outcome:
+def _gentle(t: Turn) -> Outcome:
     """At most one help reply per partner per day to anything Hearth did not understand."""
-    recent = session.scalar(
+    recent = t.session.scalar(
         sa.select(sa.func.count()).where(
-            Reply.partner_id == partner.id,
+            Reply.partner_id == t.partner.id,
             Reply.action == "stored; help sent",
-            Reply.received_at > now - timedelta(days=1),
+            Reply.received_at > t.now - timedelta(days=1),
         )
     )
     if recent:
         return None, "stored", None
-    return GENTLE_TEXT, "stored; help sent", None
+    return t.lang._(GENTLE_TEXT), "stored; help sent", None
 
 
 def find_partner(session: Session, phone: str) -> Partner | None:
@@ -329,7 +352,7 @@ def _resume(t: Turn) -> Outcome:
 def _link(t: Turn) -> Outcome:
     token = page_tokens.issue(t.session, t.now, t.partner)
     url = page_tokens.url(t.hearth.settings.web, token)
-    return LINK_TEXT.format(url=url), "page link sent", None
+    return t.lang._(LINK_TEXT).format(url=url), "page link sent", None
 
 
 def _no(t: Turn) -> Outcome:
@@ -337,19 +360,21 @@ def _no(t: Turn) -> Outcome:
     followup = outgoing.latest_sent(t.session, t.partner, ReminderPurpose.FOLLOWUP)
     if _recent(followup, t.now):
         assert followup is not None
-        return "Hearth: thank you, noted.", "follow-up answer", followup.ritual_id
+        return t.lang._(NOTED_TEXT), "follow-up answer", followup.ritual_id
     got = question.reply(t.hearth, t.session, t.now, t.partner, t.body)
-    return got if got is not None else _gentle(t.session, t.now, t.partner)
+    return got if got is not None else _gentle(t)
 
 
 # Answered whatever the partner's consent (carriers require STOP, START and HELP to work).
 ALWAYS: dict[str, Handler] = {
     **{w: _stop for w in STOP_WORDS},
     **{w: _start for w in START_WORDS},
+    "YES": _start,  # JA, SÍ: the opt-in's answer (vocabulary.KEYWORDS)
     **{w: _help for w in HELP_WORDS},
 }
-# For a subscribed partner. Another word: one entry here (and in HELP_TEXT if it fits).
-KEYWORDS: dict[str, Handler] = {
+# For a subscribed partner. Another command: its words in vocabulary.KEYWORDS, its handler
+# here (and in HELP_TEXT if it fits).
+COMMANDS: dict[str, Handler] = {
     "DONE": _done,
     "SKIP": _skip,
     "SNOOZE": _snooze,
@@ -359,5 +384,3 @@ KEYWORDS: dict[str, Handler] = {
     "NO": _no,
     "LINK": _link,
 }
-TAKES_ARGUMENT = frozenset({"SNOOZE", "PAUSE"})
-KNOWN = frozenset(ALWAYS) | frozenset(KEYWORDS)

@@ -16,7 +16,9 @@ from datetime import datetime, time, timedelta
 from sqlalchemy.orm import Session
 
 from service.calendar import page_tokens
+from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
+from service.core.i18n import N_, Lang
 from service.core.timeutil import zone
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import couples, notices, partners, rituals, validation
@@ -24,10 +26,13 @@ from service.replies import repair
 
 SOURCE = "page"
 
-# Texts to the other partner (SMS first: short, no names of rituals on a lock screen).
-PAUSED_TEXT = "Hearth: {name} paused your reminders until {until}."
-RESUMED_TEXT = "Hearth: {name} turned your reminders back on."
-SKIPPED_TEXT = "Hearth: {name} skipped the ritual on {day}; no reminder for that one."
+# Texts to the other partner, in their language (SMS first: short, no names of rituals on
+# a lock screen).
+PAUSED_TEXT = N_("Hearth: {name} paused your reminders until {until}.")
+PAUSED_THROUGH_TEXT = N_("Hearth: {name} paused your reminders through {day}.")
+PAUSED_OPEN_TEXT = N_("Hearth: {name} paused your reminders until further notice.")
+RESUMED_TEXT = N_("Hearth: {name} turned your reminders back on.")
+SKIPPED_TEXT = N_("Hearth: {name} skipped the ritual on {day}; no reminder for that one.")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,11 @@ def _others(partner: Partner) -> list[Partner]:
 
 def _tell_others(session: Session, now: datetime, partner: Partner, text: str) -> None:
     for other in _others(partner):
-        notices.tell(session, now, other, text.format(name=partner.name))
+        notices.tell(session, now, other, _lang(other)._(text).format(name=partner.name))
+
+
+def _lang(p: Partner) -> Lang:
+    return i18n.lang(p.language)
 
 
 def pause(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
@@ -58,17 +67,21 @@ def pause(session: Session, now: datetime, partner: Partner, token: str, form: F
     until = validation.until_datetime(raw, partner.timezone) if raw else None
     couples.pause(session, now, partner.couple, until)
     for other in _others(partner):
-        when = _until_text(until, other) if until else "further notice"
-        notices.tell(session, now, other, PAUSED_TEXT.format(name=partner.name, until=when))
+        notices.tell(session, now, other, _paused_text(partner.name, until, other))
     return Done("paused")
 
 
-def _until_text(until: datetime, other: Partner) -> str:
-    """In the other partner's zone: a pause ending at midnight is 'through' the day before."""
+def _paused_text(name: str, until: datetime | None, other: Partner) -> str:
+    """In the other partner's language and zone: a pause ending at midnight is 'through' the
+    day before."""
+    t = _lang(other)
+    if until is None:
+        return t._(PAUSED_OPEN_TEXT).format(name=name)
     local = until.astimezone(zone(other.timezone))
     if local.time() == time(0):
-        return f"the end of {local - timedelta(days=1):%a %d %b}"
-    return f"{local:%a %d %b %H:%M}"
+        day = t.day(local - timedelta(days=1))
+        return t._(PAUSED_THROUGH_TEXT).format(name=name, day=day)
+    return t._(PAUSED_TEXT).format(name=name, until=t.day_time(local))
 
 
 def resume(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
@@ -86,10 +99,9 @@ def skip(session: Session, now: datetime, partner: Partner, token: str, form: Fo
         raise InvalidInput("date", "no upcoming occurrence of this ritual")
     rituals.skip(session, now, ritual, upcoming[0].original_start, source=SOURCE)
     for other in _others(partner):
-        day = upcoming[0].start.astimezone(zone(other.timezone))
-        notices.tell(
-            session, now, other, SKIPPED_TEXT.format(name=partner.name, day=f"{day:%a %d %b}")
-        )
+        t = _lang(other)
+        day = t.day(upcoming[0].start.astimezone(zone(other.timezone)))
+        notices.tell(session, now, other, t._(SKIPPED_TEXT).format(name=partner.name, day=day))
     return Done("skipped")
 
 
@@ -100,7 +112,8 @@ def ask_repair(session: Session, now: datetime, partner: Partner, token: str, fo
 
 
 def settings(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
-    """Quiet hours, timezone, channels, discreet or full texts: ``hearth partner edit``."""
+    """Quiet hours, timezone, channels, discreet or full texts, language: ``hearth partner
+    edit``."""
     chosen = [c for c in (Channel.SMS, Channel.EMAIL) if form.get(f"channel_{c}") == "on"]
     partners.edit(
         session,
@@ -110,6 +123,7 @@ def settings(session: Session, now: datetime, partner: Partner, token: str, form
         timezone=form.get("timezone", partner.timezone),
         channels=",".join(chosen),
         full_text=form.get("text_style") == "full",
+        language=form.get("language") or None,
     )
     return Done("saved")
 

@@ -23,19 +23,38 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.channels.segments import MAX_SEGMENTS, segments
+from service.core import i18n
+from service.core.i18n import N_, Lang
 from service.db.context import Hearth
 from service.db.models import Answer, Channel, CheckIn, Partner, Prompt, Reminder, Ritual
-from service.domain import answers, partners, stats
+from service.domain import answers, partners, prompts, stats, wording
 from service.domain.events import EventType, record
 from service.replies import outgoing, words
 
 Outcome = tuple[str | None, str, int | None]
 MAX_ANSWER = 1600
-MORE_EMAIL = " (all of it in your email)"
-LATE_TEXT = (
+MORE_EMAIL = N_("(all of it in your email)")
+LATE_TEXT = N_(
     "Hearth: thank you. That came after this one closed, so it stays with you and is not "
     "shared with your partner."
 )
+MOOD_LATE = N_("Hearth: that one has closed; your mood was not recorded.")
+MOOD_NOTED = N_("Hearth: mood {mood} noted, thank you.")
+MOOD_NOTED_ASK = N_(
+    "Hearth: mood {mood} noted, thank you. Reply with a few words to answer the question too."
+)
+AFTER_REVEAL = N_("Hearth: your answers were shared already, so this one stays with you.")
+GOT_ANSWER = N_(
+    "Hearth: got your answer. You'll see your partner's once they answer too; "
+    "text again to change yours."
+)
+CHANGED_ANSWER = N_(
+    "Hearth: changed your answer. You'll see your partner's once they answer too; "
+    "text again to change yours."
+)
+REVEAL_HEAD = N_("Hearth: {name}'s answer:")
+EMAIL_HEAD = N_("{name}'s answer to {title}:")
+EMAIL_QUESTION = N_('The question was: "{question}"')
 
 
 def mark_done(
@@ -65,6 +84,7 @@ def reply(
     hearth: Hearth, session: Session, now: datetime, partner: Partner, body: str
 ) -> Outcome | None:
     """Act on a reply that is no keyword; None: it is no answer and no mood."""
+    t = i18n.lang(partner.language)
     mood, rest = words.mood(body)
     last = outgoing.latest_sent(session, partner, *outgoing.NUDGES)
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
@@ -78,13 +98,11 @@ def reply(
     late = now >= stats.grace_end(ritual, occ, hearth.settings.replies.grace)
     if mood is not None and (not asking or not rest):
         if late:
-            return "Hearth: that one has closed; your mood was not recorded.", "mood: late", None
+            return t._(MOOD_LATE), "mood: late", None
         row, _ = answers.upsert(session, now, ritual, occ, partner)
         row.mood = mood
-        more = " Reply with a few words to answer the question too." if asking else ""
-        if asking and row.text is not None:
-            more = ""
-        return f"Hearth: mood {mood} noted, thank you.{more}", f"mood {mood}", ritual.id
+        noted = MOOD_NOTED_ASK if asking and row.text is None else MOOD_NOTED
+        return t._(noted).format(mood=mood), f"mood {mood}", ritual.id
     return _answer(hearth, session, now, partner, ritual, last, body.strip(), mood, late)
 
 
@@ -92,18 +110,15 @@ def _answer(
     hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
     last: Reminder, text: str, mood: int | None, late: bool,
 ) -> Outcome:  # fmt: skip
+    t = i18n.lang(partner.language)
     occ = last.occurrence_start
     row, _ = answers.upsert(session, now, ritual, occ, partner)
     if row.revealed_at is not None:
-        return (
-            "Hearth: your answers were shared already, so this one stays with you.",
-            "answer: after the reveal",
-            ritual.id,
-        )
+        return t._(AFTER_REVEAL), "answer: after the reveal", ritual.id
     if late:
         if row.text is None or row.late:
             row.text, row.late, row.answered_at = hearth.keys.seal(text[:MAX_ANSWER]), True, now
-        return LATE_TEXT, "answer: late, not shared", ritual.id
+        return t._(LATE_TEXT), "answer: late, not shared", ritual.id
     changed = row.text is not None
     row.text, row.answered_at = hearth.keys.seal(text[:MAX_ANSWER]), now
     if mood is not None:
@@ -114,13 +129,9 @@ def _answer(
     mark_done(hearth, session, now, partner, ritual, occ, "answer")
     if reveal(hearth, session, now, ritual, occ, last.prompt_id):
         return None, "answer: revealed to both", ritual.id
-    verb = "changed your answer" if changed else "got your answer"
-    return (
-        f"Hearth: {verb}. You'll see your partner's once they answer too; "
-        "text again to change yours.",
-        "answer changed" if changed else "answer stored",
-        ritual.id,
-    )
+    if changed:
+        return t._(CHANGED_ANSWER), "answer changed", ritual.id
+    return t._(GOT_ANSWER), "answer stored", ritual.id
 
 
 def reveal(
@@ -145,14 +156,18 @@ def reveal(
                 continue
             text = hearth.keys.open(rows[other.id].text or "")
             email = partners.can_email(to)
-            sms, cut = reveal_sms(other.name, text, more=MORE_EMAIL if email else "")
+            t = i18n.lang(to.language)  # the reader's language; the answer as written
+            sms, cut = reveal_sms(other.name, text, t, more=email)
             outgoing.message(hearth, session, now, to, sms, ritual_id=ritual.id, occurrence=occ,
                              fresh=outgoing.REVEAL_FRESH)  # fmt: skip
             if cut and email:
-                asked = f'The question was: "{prompt.text}"\n\n' if prompt else ""
+                head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
+                asked = ""
+                if prompt is not None:
+                    question = prompts.localized(ritual.kind, prompt.text, t.code)
+                    asked = t._(EMAIL_QUESTION).format(question=question) + "\n\n"
                 outgoing.message(
-                    hearth, session, now, to,
-                    f"{other.name}'s answer to {ritual.title}:\n\n{asked}{text}",
+                    hearth, session, now, to, f"{head}\n\n{asked}{text}",
                     channel=Channel.EMAIL, ritual_id=ritual.id, occurrence=occ,
                     fresh=outgoing.REVEAL_FRESH,
                 )  # fmt: skip
@@ -163,19 +178,20 @@ def reveal(
     return True
 
 
-def reveal_sms(name: str, text: str, more: str = "") -> tuple[str, bool]:
+def reveal_sms(name: str, text: str, t: Lang, more: bool = False) -> tuple[str, bool]:
     """The partner's answer in at most two segments; (text, whether it was cut). A cut one
-    ends in an ellipsis and ``more`` (where the rest is)."""
-    head = f"Hearth: {name}'s answer: "
+    ends in an ellipsis and, with ``more``, where the rest is (the email)."""
+    head = t._(REVEAL_HEAD).format(name=name) + " "
+    more_text = " " + t._(MORE_EMAIL) if more else ""
     whole = head + text
     if segments(whole) <= MAX_SEGMENTS:
         return whole, False
     kept = text.split(" ")
-    while kept and segments(head + " ".join(kept) + "..." + more) > MAX_SEGMENTS:
+    while kept and segments(head + " ".join(kept) + "..." + more_text) > MAX_SEGMENTS:
         kept.pop()
     if not kept:  # one very long word: cut characters
         cut = text
-        while cut and segments(head + cut + "..." + more) > MAX_SEGMENTS:
+        while cut and segments(head + cut + "..." + more_text) > MAX_SEGMENTS:
             cut = cut[:-1]
-        return head + cut + "..." + more, True
-    return head + " ".join(kept) + "..." + more, True
+        return head + cut + "..." + more_text, True
+    return head + " ".join(kept) + "..." + more_text, True

@@ -125,7 +125,9 @@ async def show(request: Request) -> Response:
         raise HTTPException(404)
     _count("view", "ok")
     page = render(
-        "page.html", **page_context(view, token, done=done if done in DONE_CODES else None)
+        "page.html",
+        view.language,
+        **page_context(view, token, done=done if done in DONE_CODES else None),
     )
     if key is not None:
         cache.put(page_tokens.digest(token), key, bytes(page.body))
@@ -182,18 +184,20 @@ async def _refuse(
     log.info("page_write", action=action, outcome=outcome)
     form.pop("csrf", None)
     ctx = page_context(view, token, error=message, error_code=outcome, error_form=action, form=form)
-    return render("page.html", status=status, **ctx)
+    return render("page.html", view.language, status=status, **ctx)
 
 
-def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> str | None:
-    """The partner's name (GET), or a new page token for them (POST)."""
+def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> tuple[str, str] | None:
+    """The partner's name and language (GET), or a new page token for them (POST)."""
     if not links.TOKEN_FORM.fullmatch(unsubscribe):
         return None  # not one we issue: never reaches the database
     with hearth.db.session(immediate=issue) as s:
         p = links.partner_for(s, unsubscribe)
         if p is None:
             return None
-        return page_tokens.issue(s, hearth.clock.now(), p) if issue else p.name
+        if issue:
+            return page_tokens.issue(s, hearth.clock.now(), p), p.language
+        return p.name, p.language
 
 
 async def from_email(request: Request) -> Response:
@@ -211,9 +215,9 @@ async def from_email(request: Request) -> Response:
         raise HTTPException(404)
     if post:
         _count("write", "ok")
-        return RedirectResponse(f"{page_tokens.PATH}{found}", status_code=303, headers=HEADERS)
+        return RedirectResponse(f"{page_tokens.PATH}{found[0]}", status_code=303, headers=HEADERS)
     _count("view", "ok")
-    return render("from_email.html", name=found)
+    return render("from_email.html", found[1], name=found[0])
 
 
 async def no_page(request: Request) -> Response:
