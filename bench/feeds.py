@@ -65,7 +65,7 @@ from service.core.timeutil import zone
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Ritual
-from service.domain import couples, partners, rituals
+from service.domain import couples, partners, rituals, skips
 from service.web import feeds as web_feeds
 
 RITUALS: tuple[tuple[str | None, dict[str, str]], ...] = (
@@ -146,9 +146,9 @@ def seed_couple(db: Database, now: datetime) -> str:
                     if done % 2:
                         local = occ.original_start.astimezone(zone(r.timezone))
                         local = local.replace(tzinfo=None)
-                        rituals.move(s, now, r, occ.original_start, local + timedelta(hours=1))
+                        skips.move(s, now, r, occ.original_start, local + timedelta(hours=1))
                     else:
-                        rituals.skip(s, now, r, occ.original_start)
+                        skips.skip(s, now, r, occ.original_start)
                     done += 1
                 if done >= EXCEPTIONS:
                     break

@@ -20,7 +20,7 @@ from cli.common import (
 from service.core.exceptions import InvalidInput
 from service.core.timeutil import zone
 from service.db.models import Couple, ExceptionKind, Ritual
-from service.domain import couples, pauses, rituals, validation
+from service.domain import couples, pauses, rituals, skips, validation
 from service.domain.recurrence import reminder_due, schedule_of
 from service.domain.validation import until_datetime
 
@@ -262,8 +262,8 @@ def skip_cmd(ritual: str, date: str, couple: str | None) -> None:
     """Skip RITUAL's occurrence on DATE (YYYY-MM-DD, the ritual's local date)."""
     with unit_of_work() as (_, session, now):
         r = _ritual(session, ritual, couple)
-        original = rituals.occurrence_on(r, validation.local_date(date))
-        rituals.skip(session, now, r, original)
+        original = skips.occurrence_on(r, validation.local_date(date))
+        skips.skip(session, now, r, original)
         click.echo(f"skipped ritual {r.id} on {fmt_local(original, r.timezone)}")
 
 
@@ -276,8 +276,8 @@ def move_cmd(ritual: str, date: str, to: str, couple: str | None) -> None:
     """Move RITUAL's occurrence on DATE to another local time."""
     with unit_of_work() as (_, session, now):
         r = _ritual(session, ritual, couple)
-        original = rituals.occurrence_on(r, validation.local_date(date))
-        exc = rituals.move(session, now, r, original, validation.local_datetime(to, "to"))
+        original = skips.occurrence_on(r, validation.local_date(date))
+        exc = skips.move(session, now, r, original, validation.local_datetime(to, "to"))
         assert exc.new_start is not None
         click.echo(
             f"moved ritual {r.id} from {fmt_local(original, r.timezone)} "

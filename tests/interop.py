@@ -33,7 +33,7 @@ from icalendar import Calendar
 from service.calendar.vtimezone import transitions
 from service.db.engine import Database
 from service.db.models import Ritual
-from service.domain import rituals
+from service.domain import rituals, skips
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox import planner
 from tests.factories import add_ritual, couple_with_partners
@@ -157,12 +157,12 @@ def _skip_and_move(
         day, walls, _ = days[0]
         on = {o.start.astimezone(tz).date(): o for o in rituals.upcoming(
             r, datetime.combine(day - timedelta(days=2), time(0), tzinfo=tz), 3)}  # fmt: skip
-        rituals.skip(s, now, r, on[day].original_start)
-        rituals.move(s, now, r, on[day - timedelta(days=1)].original_start,
+        skips.skip(s, now, r, on[day].original_start)
+        skips.move(s, now, r, on[day - timedelta(days=1)].original_start,
                      datetime.combine(day, walls[1]))  # fmt: skip
         later = rituals.upcoming(r, datetime(2045, 6, 1, tzinfo=UTC), 1)[0]
         target = datetime.combine(later.start.astimezone(tz).date() + timedelta(days=1), walls[1])
-        rituals.move(s, now, r, later.original_start, target)
+        skips.move(s, now, r, later.original_start, target)
 
 
 def _windowed(seen: Seen, windows: Windows) -> Seen:

@@ -32,7 +32,7 @@ from service.db.models import (
     ReminderState,
     Ritual,
 )
-from service.domain import couples, partners, prompts, rituals
+from service.domain import couples, partners, prompts, rituals, skips
 from service.outbox import planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
@@ -400,7 +400,7 @@ def test_a_moved_occurrence_is_announced_at_its_new_time(db: Database, clock: Fa
     cid = _setup(db, clock)
     with db.session() as s:
         ritual = s.scalars(sa.select(Ritual)).one()
-        rituals.move(s, clock.now(), ritual, TONIGHT, datetime(2026, 1, 5, 22, 30))  # Berlin
+        skips.move(s, clock.now(), ritual, TONIGHT, datetime(2026, 1, 5, 22, 30))  # Berlin
     with db.write_engine.begin() as conn:
         planner.replan(conn, clock.now(), cid, timedelta(hours=48), 30)
     out = io.StringIO()

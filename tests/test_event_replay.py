@@ -16,7 +16,7 @@ from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, DaemonState, Reminder, Ritual
-from service.domain import rituals
+from service.domain import rituals, skips
 from service.runtime import event_cursor
 from service.runtime.daemon import Daemon
 from tests.conftest import _database, make_settings
@@ -77,7 +77,7 @@ def test_an_edit_made_while_no_daemon_ran_is_replanned_at_start(
         if edit == "new time":
             rituals.edit(s, clock.now(), _ritual(s, rid), rituals.RitualSpec(at="22:00"))
         else:
-            rituals.move(s, clock.now(), _ritual(s, rid), TONIGHT, datetime(2026, 1, 5, 22, 0))
+            skips.move(s, clock.now(), _ritual(s, rid), TONIGHT, datetime(2026, 1, 5, 22, 0))
     clock.advance(timedelta(minutes=5))
     _run_a_while(hearth)
 
@@ -128,7 +128,7 @@ def test_an_event_committed_after_a_later_one_is_still_handled(
     # commits first.
     slow = Session(db.engine, expire_on_commit=False)
     slow.begin()
-    rituals.move(slow, clock.now(), _ritual(slow, a), TONIGHT, datetime(2026, 1, 5, 22, 0))
+    skips.move(slow, clock.now(), _ritual(slow, a), TONIGHT, datetime(2026, 1, 5, 22, 0))
     with db.session() as s:
         rituals.edit(s, clock.now(), _ritual(s, b), rituals.RitualSpec(title="Evening talk"))
     assert d.handle_events() == 1  # B's

@@ -28,7 +28,7 @@ from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Reminder, Ritual, RitualKind
-from service.domain import couples, partners, rituals
+from service.domain import couples, partners, rituals, skips
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox import planner
 from tests import interop
@@ -73,8 +73,8 @@ def test_calendar_properties_and_rfc5545_form(db: Database, clock: FakeClock) ->
     with db.session() as s:
         r = s.get(Ritual, rid)
         assert r is not None
-        rituals.skip(s, now, r, datetime(2026, 1, 7, 20, tzinfo=UTC))
-        rituals.move(s, now, r, datetime(2026, 1, 8, 20, tzinfo=UTC), datetime(2026, 1, 8, 22, 15))
+        skips.skip(s, now, r, datetime(2026, 1, 7, 20, tzinfo=UTC))
+        skips.move(s, now, r, datetime(2026, 1, 8, 20, tzinfo=UTC), datetime(2026, 1, 8, 22, 15))
     body = _feed(db, cid, now, alarms=True)
     lines = body.split(b"\r\n")
     assert body.endswith(b"\r\n") and b"\n" not in body.replace(b"\r\n", b"")
@@ -213,9 +213,9 @@ def _interop_couple(
             r = s.get(Ritual, rid)
             assert r is not None
             first, second = rituals.upcoming(r, datetime(2026, 6, 1, tzinfo=UTC), 2)
-            rituals.skip(s, now, r, first.original_start)
+            skips.skip(s, now, r, first.original_start)
             later = second.start.astimezone(ZoneInfo(tz)).replace(tzinfo=None) + timedelta(hours=1)
-            rituals.move(s, now, r, second.original_start, later)
+            skips.move(s, now, r, second.original_start, later)
     return cid, ids
 
 
@@ -434,13 +434,13 @@ def test_moved_one_off_and_a_last_instance_moved_past_until_show_where_nudges_go
             s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
             start=datetime(2026, 2, 7, 18, 0, tzinfo=UTC), duration_minutes=45, offsets=[0],
         )  # fmt: skip
-        rituals.move(s, now, talk, datetime(2026, 2, 7, 18, 0, tzinfo=UTC),
+        skips.move(s, now, talk, datetime(2026, 2, 7, 18, 0, tzinfo=UTC),
                      datetime(2026, 2, 8, 20, 30))  # fmt: skip
         r = s.get(Ritual, series)
         assert r is not None
         last = rituals.upcoming(r, now, 10)[-1].original_start
         assert last == datetime(2026, 2, 6, 20, 0, tzinfo=UTC)
-        rituals.move(s, now, r, last, datetime(2026, 2, 7, 22, 0))
+        skips.move(s, now, r, last, datetime(2026, 2, 7, 22, 0))
         talk_uid, series_uid = talk.uid, r.uid
     expected = _expected(db, [series, talk.id])
     assert expected[talk_uid] == [datetime(2026, 2, 8, 19, 30, tzinfo=UTC)]
@@ -465,9 +465,9 @@ def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
         c, r = s.get(Couple, cid), s.get(Ritual, rid)
         assert c is not None and r is not None
         couples.pause(s, now, c, datetime(2026, 1, 7, 12, 0, tzinfo=UTC))
-        rituals.move(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC),
+        skips.move(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC),
                      datetime(2026, 1, 7, 14, 0))  # out of the pause  # fmt: skip
-        rituals.move(s, now, r, datetime(2026, 1, 8, 20, 0, tzinfo=UTC),
+        skips.move(s, now, r, datetime(2026, 1, 8, 20, 0, tzinfo=UTC),
                      datetime(2026, 1, 7, 10, 0))  # into it  # fmt: skip
     window = (now, datetime(2026, 1, 9, 12, 0, tzinfo=UTC))
     want = [datetime(2026, 1, 7, 13, 0, tzinfo=UTC), datetime(2026, 1, 7, 20, 0, tzinfo=UTC)]

@@ -16,7 +16,7 @@ from service.db.models import (
     ReminderState,
     Ritual,
 )
-from service.domain import couples, partners, rituals
+from service.domain import couples, partners, rituals, skips
 from service.outbox import planner
 from tests.factories import add_ritual, couple_with_partners
 
@@ -117,7 +117,7 @@ def test_replan_follows_skip_edit_pause_and_remove(db: Database, clock: FakeCloc
     with db.session() as s:
         r = s.get(Ritual, rid)
         assert r is not None
-        rituals.skip(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC))
+        skips.skip(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC))
     result = _replan(db, now, cid)
     assert (result.cancelled, result.created) == (3, 0)
     assert {r[0] for r in _rows(db)} == {datetime(2026, 1, 5, 20, 0, tzinfo=UTC)}
@@ -197,9 +197,7 @@ def test_a_moved_occurrence_is_retimed(db: Database, clock: FakeClock) -> None:
     with db.session() as s:
         r = s.get(Ritual, rid)
         assert r is not None
-        rituals.move(
-            s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC), datetime(2026, 1, 6, 22, 30)
-        )
+        skips.move(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC), datetime(2026, 1, 6, 22, 30))
     _replan(db, now, cid)
     assert {r[0] for r in _rows(db)} == {
         datetime(2026, 1, 5, 20, 0, tzinfo=UTC),

@@ -13,7 +13,7 @@ from service.core.exceptions import ConfigError
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import CheckIn, ConsentState, Ritual
-from service.domain import partners, rituals
+from service.domain import partners, skips
 from tests.conftest import Cli, make_settings
 from tests.factories import add_ritual, couple_with_partners
 
@@ -29,7 +29,7 @@ def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> N
     with db.session() as s:
         r = s.get(Ritual, rid)
         assert r is not None
-        rituals.skip(s, now, r, _day(12))
+        skips.skip(s, now, r, _day(12))
         alice, sam = partners.resolve(s, "Alice"), partners.resolve(s, "Sam")
         # DONE comes by text: Sam (email-only in the factory) gets a phone to report with.
         sam.phone = "+12125550123"

@@ -1,23 +1,24 @@
-"""Rituals: add (from a template or by hand), edit, pause, skip, move, remove, preview."""
+"""Rituals: add (from a template or by hand), edit, pause, remove, preview (one occurrence's
+skip or move: :mod:`service.domain.skips`)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
 from service.core.text import as_id, echo, name_key
-from service.core.timeutil import localize, zone
-from service.db.models import Couple, ExceptionKind, OccurrenceException, Ritual, RitualKind
+from service.core.timeutil import zone
+from service.db.models import Couple, Ritual, RitualKind
 from service.domain import validation
 from service.domain.answers import ASKING_KINDS
 from service.domain.events import EventType, record
 from service.domain.pauses import settle_pause
-from service.domain.recurrence import Occurrence, Schedule, is_occurrence, occurrences, schedule_of
+from service.domain.recurrence import Occurrence, occurrences, schedule_of
 from service.domain.templates import TEMPLATES
 
 
@@ -319,100 +320,6 @@ def remove(session: Session, now: datetime, ritual: Ritual) -> None:
     ritual.updated_at = now
     ritual.couple.touch(now)
     record(session, EventType.RITUAL_REMOVED, now, ritual.couple_id, ritual_id=ritual.id)
-
-
-def occurrence_on(ritual: Ritual, day: date) -> datetime:
-    """The original start (UTC) of the ritual's occurrence on a local date."""
-    tz = zone(ritual.timezone)
-    lo = localize(day, time(0), tz)
-    hi = localize(day + timedelta(days=1), time(0), tz)
-    sched = schedule_of(ritual)
-    plain = Schedule(
-        sched.dtstart_date,
-        sched.start_time,
-        sched.duration,
-        sched.timezone,
-        sched.rrule,
-        ends_at=sched.ends_at,
-    )
-    found = [o.original_start for o in occurrences(plain, lo, hi)]
-    if not found:
-        raise InvalidInput("date", f"ritual {ritual.id} has no occurrence on {day.isoformat()}")
-    return found[0]
-
-
-def _existing(ritual: Ritual, original: datetime) -> OccurrenceException | None:
-    return next((e for e in ritual.exceptions if e.original_start == original), None)
-
-
-def skip(
-    session: Session, now: datetime, ritual: Ritual, original: datetime, source: str = "admin"
-) -> OccurrenceException:
-    if not is_occurrence(schedule_of(ritual), original):
-        raise InvalidInput("date", "no occurrence of this ritual starts then")
-    if original < now:
-        raise InvalidInput("date", "that occurrence is in the past")
-    exc = _existing(ritual, original)
-    if exc is not None and exc.kind is ExceptionKind.SKIP:
-        raise Conflict("that occurrence is already skipped")
-    if exc is None:
-        exc = OccurrenceException(ritual_id=ritual.id, original_start=original, created_at=now)
-        ritual.exceptions.append(exc)
-    exc.kind, exc.new_start, exc.source = ExceptionKind.SKIP, None, source
-    _changed(session, now, ritual, EventType.OCCURRENCE_SKIPPED, original)
-    return exc
-
-
-def move(
-    session: Session, now: datetime, ritual: Ritual, original: datetime, new_local: datetime
-) -> OccurrenceException:
-    if not is_occurrence(schedule_of(ritual), original):
-        raise InvalidInput("date", "no occurrence of this ritual starts then")
-    new_start = localize(new_local.date(), new_local.time(), zone(ritual.timezone))
-    if new_start <= now:
-        raise InvalidInput("to", "the new time is in the past")
-    clash = [
-        o
-        for o in occurrences(schedule_of(ritual), new_start, new_start + timedelta(seconds=1))
-        if o.start == new_start and o.original_start != original
-    ]
-    if clash:
-        # Two occurrences at one instant: partners would get both nudges at once.
-        raise InvalidInput(
-            "to",
-            f"another occurrence of ritual {ritual.id} already starts then",
-            "skip or move that one first, or pick another time",
-        )
-    exc = _existing(ritual, original)
-    if exc is None:
-        exc = OccurrenceException(ritual_id=ritual.id, original_start=original, created_at=now)
-        ritual.exceptions.append(exc)
-    exc.kind, exc.new_start, exc.source = ExceptionKind.MOVE, new_start, "admin"
-    _changed(session, now, ritual, EventType.OCCURRENCE_MOVED, original, new=new_start.isoformat())
-    return exc
-
-
-def _changed(
-    session: Session,
-    now: datetime,
-    ritual: Ritual,
-    kind: EventType,
-    original: datetime,
-    **extra: str,
-) -> None:
-    ritual.version += 1  # the calendar entry changed: SEQUENCE moves on
-    ritual.updated_at = now
-    session.flush()
-    ritual.couple.touch(now)
-    record(
-        session,
-        kind,
-        now,
-        ritual.couple_id,
-        ritual_id=ritual.id,
-        original=original.isoformat(),
-        **extra,
-    )
 
 
 def list_for(

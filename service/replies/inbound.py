@@ -41,7 +41,7 @@ from service.db.models import (
     Reply,
     Ritual,
 )
-from service.domain import partners, rituals, wording
+from service.domain import partners, skips, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
 from service.replies import outgoing, pausing, question, repair, vocabulary, words
@@ -248,7 +248,7 @@ def _skip(t: Turn) -> Outcome:
         # A second SKIP of the same occurrence changes nothing (not the one after it).
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     try:
-        rituals.skip(session, now, ritual, original, source="sms")
+        skips.skip(session, now, ritual, original, source="sms")
     except (Conflict, InvalidInput):
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     for other in outgoing.others(partner):

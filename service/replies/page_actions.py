@@ -21,7 +21,7 @@ from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
 from service.core.timeutil import zone
 from service.db.models import Channel, ConsentState, Partner
-from service.domain import couples, notices, partners, rituals, validation
+from service.domain import couples, notices, partners, rituals, skips, validation
 from service.replies import repair
 
 SOURCE = "page"
@@ -97,7 +97,7 @@ def skip(session: Session, now: datetime, partner: Partner, token: str, form: Fo
     upcoming = rituals.upcoming(ritual, now, 1)
     if not upcoming:
         raise InvalidInput("date", "no upcoming occurrence of this ritual")
-    rituals.skip(session, now, ritual, upcoming[0].original_start, source=SOURCE)
+    skips.skip(session, now, ritual, upcoming[0].original_start, source=SOURCE)
     for other in _others(partner):
         t = _lang(other)
         day = t.day(upcoming[0].start.astimezone(zone(other.timezone)))
