@@ -9,7 +9,7 @@ keeps the prompt it had.
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,6 +20,9 @@ from service.db.models import CheckIn, Partner, Reminder, ReminderPurpose, Ritua
 from service.domain import prompts
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
+
+# A text this much past its due time tells the time from now ("in 10 min"), not as planned.
+LATE = timedelta(minutes=2)
 
 
 def render(
@@ -52,7 +55,8 @@ def render(
         f"{base_url}/unsubscribe/{partner.unsubscribe_token}" if partner.unsubscribe_token else None
     )
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
-    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe)
+    late = now if now - r.due_at > LATE else None
+    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late)
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
     r.body = message.text
     return message

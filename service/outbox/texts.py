@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from service.channels.base import Message
 from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
@@ -79,6 +79,9 @@ class Context:
     occurrence_start: datetime
     prompt: str | None
     unsubscribe_url: str | None = None
+    # Set when the text goes out later than planned (quiet hours, a retry): the time is then
+    # told from this moment ("in 10 min", "started at 16:40"), not as planned.
+    late_at: datetime | None = None
 
 
 def _title(ctx: Context, discreet: bool) -> str:
@@ -91,6 +94,12 @@ def _when(ctx: Context) -> str:
     local = ctx.occurrence_start.astimezone(zone(ctx.partner.timezone))
     if ctx.ritual.start_time is None:
         return f"today ({local:%a %d %b})"
+    if ctx.late_at is not None and ctx.purpose is not ReminderPurpose.INVITE:
+        ahead = ctx.occurrence_start - ctx.late_at
+        if ahead <= timedelta(0):
+            return f"started at {local:%H:%M}"
+        if ahead < timedelta(hours=1):
+            return f"in {max(1, round(ahead.total_seconds() / 60))} min"
     return (
         f"at {local:%H:%M}"
         if ctx.purpose is not ReminderPurpose.INVITE

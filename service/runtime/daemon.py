@@ -82,6 +82,7 @@ class Daemon:
                 self.hearth.clock.now(),
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
+                quiet_early=timedelta(hours=cfg.quiet_early_hours),
             )
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
@@ -106,6 +107,7 @@ class Daemon:
                         couple_id,
                         timedelta(hours=cfg.horizon_hours),
                         cfg.stale_after_minutes,
+                        quiet_early=timedelta(hours=cfg.quiet_early_hours),
                     )
                 log.info(
                     "replanned",
