@@ -14,7 +14,7 @@ from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Partner, Reminder, ReminderState
+from service.db.models import Channel, Partner, Reminder
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests import peers
@@ -58,7 +58,8 @@ def test_a_late_ritual_with_a_long_offset_is_reminded_at_once(
     [sms] = twilio_standin.sent
     assert sms.body is not None and "Lunch walk" in sms.body
     # Once the walk has started, a ritual made then gets no nudge for it.
-    assert planner.plan(db.write_engine, now + timedelta(minutes=3), H48, 30, count=True).created == 0
+    later = planner.plan(db.write_engine, now + timedelta(minutes=3), H48, 30, count=True)
+    assert later.created == 0
 
 
 def test_the_same_late_rule_for_a_short_offset(db: Database, clock: FakeClock) -> None:
@@ -74,7 +75,8 @@ def test_the_same_late_rule_for_a_short_offset(db: Database, clock: FakeClock) -
 def _quiet_partner(db: Database, now: datetime, quiet: tuple[time, time]) -> int:
     cid = couple_with_partners(db, now)
     with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.couple_id == cid, Partner.name == "Alice")).one()
+        stmt = sa.select(Partner).where(Partner.couple_id == cid, Partner.name == "Alice")
+        alice = s.scalars(stmt).one()
         alice.timezone = "America/Los_Angeles"
         alice.quiet_start, alice.quiet_end = quiet
     return cid

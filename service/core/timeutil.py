@@ -77,9 +77,7 @@ def quiet_hours_start(instant: datetime, tz: ZoneInfo, start: time, end: time) -
     if not in_quiet_hours(instant, tz, start, end):
         return instant
     day = instant.astimezone(tz).date()
-    candidates = (
-        localize(day + timedelta(days=delta), start, tz) for delta in (-2, -1, 0)
-    )
+    candidates = (localize(day + timedelta(days=delta), start, tz) for delta in (-2, -1, 0))
     return max(c for c in candidates if c <= instant)
 
 

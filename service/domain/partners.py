@@ -11,6 +11,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.db import optouts
 from service.db.models import (
     Channel,
     ConsentRecord,
@@ -77,6 +78,8 @@ def set_consent(
         ConsentRecord(partner_id=partner.id, channel=channel, state=state, source=source, at=now)
     )
     session.flush()
+    if state is ConsentState.OPTED_OUT:
+        optouts.mark(session)  # final for every sender the moment this commits
     kind = {
         ConsentState.OPTED_OUT: EventType.PARTNER_OPTED_OUT,
         ConsentState.CONSENTED: EventType.PARTNER_OPTED_IN,

@@ -41,8 +41,8 @@ class Job:
     attempts: int
     message: Message
     lease_until: datetime | None  # as claimed
-    # When the gates were checked (monotonic seconds): a job sent soon after needs no second
-    # look (see Dispatcher.send).
+    # When the gates were checked (monotonic seconds). Consent is read again right before
+    # every send regardless (see Dispatcher.send).
     checked: float
 
     @classmethod
@@ -157,18 +157,23 @@ def recheck(
     renew_for: timedelta,
     reachable: Callable[[Partner, Channel], bool],
 ) -> bool | Verdict:
-    """Right before a send that waited (pacing, a full pool): is the claim still ours, the
-    reminder still fresh and its partner still reachable? A STOP, or a lease about to run
-    out, may have come meanwhile. True: send it (a lease with less than ``need`` left was
-    renewed for ``renew_for`` first, a write only then). False: the claim was lost, leave it
-    to whoever holds it. A :class:`Verdict`: settle the row so, unsent."""
-    with db.session() as s:
-        row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(held(job))).first()
-        partner = s.get(Partner, job.partner_id)
-        ok = partner is not None and reachable(partner, job.channel)
+    """Right before every send: is the claim still ours, the reminder still fresh and its
+    partner still reachable? A STOP, or a lease about to run out, may have come since the
+    gates looked. One query; a write only when the lease must be renewed. True: send it (a
+    lease with less than ``need`` left was renewed for ``renew_for`` first). False: the
+    claim was lost, leave it to whoever holds it. A :class:`Verdict`: settle the row so,
+    unsent."""
+    p = table(Partner)
+    cols = (_T.c.lease_until, _T.c.expires_at, p.c.phone, p.c.sms_consent, p.c.email,
+            p.c.email_opted_out_at)  # fmt: skip
+    stmt = sa.select(*cols).join(p, p.c.id == _T.c.partner_id).where(held(job))
+    with db.read() as conn:
+        row = conn.execute(stmt).first()
     if row is None:
         return False
-    if not ok:
+    contact = Partner(phone=row.phone, sms_consent=row.sms_consent, email=row.email,
+                      email_opted_out_at=row.email_opted_out_at)  # fmt: skip
+    if not reachable(contact, job.channel):
         return Verdict(ReminderState.SKIPPED, f"partner opted out of {job.channel.value}")
     if now >= row.expires_at:
         return Verdict(ReminderState.EXPIRED, "stale")

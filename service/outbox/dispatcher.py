@@ -25,7 +25,7 @@ from structlog.contextvars import bound_contextvars
 
 from service.channels.base import Receipt, Transport, TransportError
 from service.core.metrics import LAST_TICK
-from service.db import daemon_state
+from service.db import daemon_state, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Reminder, table
 from service.outbox import backoff, claims, compose, gates, outcomes
@@ -34,10 +34,6 @@ from service.outbox.outcomes import Outcome, Tally
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
-# A job sent within this long of its gate check is not looked at again before the send (a
-# STOP in those seconds races the send as it would race the HTTP request itself); one that
-# waited longer, for pacing or a busy pool, is. A claim batch drains within it at full speed.
-FRESH_SECONDS = 5.0
 
 
 class Dispatcher:
@@ -121,9 +117,14 @@ class Dispatcher:
             if self.stopping.is_set():
                 self._release([job])
                 return
-            fresh = self.clock.monotonic() - job.checked < FRESH_SECONDS
             try:
-                ours = self._still_ours(job, fresh)
+                # Consent is read right before every send: a STOP answered meanwhile is
+                # final. One committed in this process while we read moves the counter.
+                seen = optouts.generation()
+                ours = self._still_ours(job)
+                while ours and optouts.generation() != seen:
+                    seen = optouts.generation()
+                    ours = self._still_ours(job)
             except Exception:
                 # Unsure: not sent now. The lease runs out and the row is claimed again.
                 log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
@@ -146,17 +147,13 @@ class Dispatcher:
         now = self.clock.now()
         self._finisher.record(outcomes.classify(job, result, latency, now, self.cfg, self.rng))
 
-    def _still_ours(self, job: Job, fresh: bool) -> bool:
-        """Right before the send: see :func:`claims.recheck`. A job checked moments ago whose
-        lease outlasts the send costs no query."""
+    def _still_ours(self, job: Job) -> bool:
+        """Right before the send: see :func:`claims.recheck` (one query)."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
         # The lease left must outlast the send itself (its provider timeout), else another
         # worker could reclaim the row while the text is on its way.
         need = max(lease / 2, self._send_window)
-        lease_left = job.lease_until - now if job.lease_until is not None else None
-        if fresh and now < job.expires_at and lease_left is not None and lease_left >= need:
-            return True
         verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable)
         if isinstance(verdict, gates.Verdict):
             self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))

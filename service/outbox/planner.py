@@ -319,7 +319,9 @@ def replan(
     key_idx = [COLUMNS.index(k) for k in _KEY]
     wanted = {_key_of(row, key_idx): row for row in rows}
     existing = conn.execute(
-        sa.select(_T.c.id, _T.c.state, _T.c.due_at, _T.c.expires_at, *(_T.c[k] for k in _KEY)).where(
+        sa.select(
+            _T.c.id, _T.c.state, _T.c.due_at, _T.c.expires_at, *(_T.c[k] for k in _KEY)
+        ).where(
             _T.c.couple_id == couple_id,
             _T.c.purpose == ReminderPurpose.NUDGE,
             _T.c.state.in_([ReminderState.SCHEDULED, ReminderState.CANCELLED]),
