@@ -123,3 +123,26 @@ def test_too_early_for_quiet_hours_waits_for_their_end_and_says_the_right_time(
     d.run_once()
     [sms] = twilio_standin.sent
     assert sms.body is not None and "in 10 min" in sms.body and "at 07:10" not in sms.body
+
+
+def test_list_unsubscribe_is_a_plain_url_in_the_raw_message(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    add_ritual(db, now, cid, "five-minute-check-in")
+    planner.plan(db.write_engine, now, H48, 30)
+    sections = peers.sections(twilio_standin, smtp_sink)
+    base = "https://reminders.a-rather-long-host-name-for-hearth.example.org/couples-admin"
+    sections["web"] = {"public_base_url": base}
+    d = _dispatcher(_hearth(db, clock, **sections))
+    clock.set(datetime(2026, 1, 5, 20, 0, tzinfo=UTC))
+    d.run_once()
+    with db.session() as s:
+        tokens = {p.email: p.unsubscribe_token for p in s.scalars(sa.select(Partner))}
+    assert len(smtp_sink.messages) == 2
+    for mail in smtp_sink.messages:
+        url = f"{base}/unsubscribe/{tokens[mail.rcpt_tos[0]]}"
+        assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in mail.raw
+        assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in mail.raw
+        assert b"List-Unsubscribe: =?" not in mail.raw  # never RFC 2047-encoded

@@ -86,11 +86,14 @@ def send_test(hearth: Hearth, partner: Partner, channel: Channel) -> Receipt:
             raise InvalidInput("channel", f"{partner.name} has no email address", "add --email")
         to = partner.email
     transport = build_one(hearth.settings, channel)
-    message = Message(
-        to=to,
-        text="Hearth test message: reminders will reach you here. Reply STOP to opt out.",
-        subject="Hearth test message",
-    )
+    # Email replies are not read: only a text can be answered STOP. Each reminder email
+    # carries its own unsubscribe link.
+    text = "Hearth test message: reminders will reach you here."
+    if channel is Channel.SMS:
+        text += " Reply STOP to opt out."
+    else:
+        text += " Each reminder email has a link to stop them.\n"
+    message = Message(to=to, text=text, subject="Hearth test message")
     try:
         transport.pace(message)
         return transport.send(message)
