@@ -14,6 +14,7 @@ from cli import (
     db,
     deliveries,
     demo,
+    doctor,
     feed,
     partner,
     prompts,
@@ -89,7 +90,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 for module in (
-    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data
+    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data,
+    doctor,
 ):  # fmt: skip
     module.register(cli)
 

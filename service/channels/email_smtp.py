@@ -16,7 +16,6 @@ from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.config import SmtpSecurity, SmtpSettings
 from service.db.models import Channel
 
-
 # Headers folded only past RFC 5322's hard limit of 998: the default 78 makes the email
 # package RFC 2047-encode a long unbreakable value, and an encoded List-Unsubscribe URL is
 # one mailbox providers cannot use for one-click unsubscribe (RFC 8058).

@@ -11,6 +11,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.metrics import observe_cancelled
 from service.db import optouts
 from service.db.models import (
     Channel,
@@ -118,7 +119,9 @@ def opt_out_sms(session: Session, now: datetime, phone: str, source: str) -> int
             )
             .values(state=ReminderState.CANCELLED, last_error="opted out", final_at=now)
         )
-        cancelled += cast("CursorResult[Any]", result).rowcount
+        n = cast("CursorResult[Any]", result).rowcount
+        observe_cancelled(Channel.SMS.value, n)
+        cancelled += n
         if partner.sms_consent is not ConsentState.OPTED_OUT:
             set_consent(session, now, partner, ConsentState.OPTED_OUT, source)
     return cancelled

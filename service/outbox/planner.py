@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from service.core.metrics import observe_cancelled
 from service.core.timeutil import before_quiet_hours, zone
 from service.db.models import (
     Channel,
@@ -36,6 +37,7 @@ from service.db.models import (
     table,
 )
 from service.domain.pauses import in_pause
+from service.domain.reach import stale_after
 from service.domain.recurrence import Schedule, nudge_anchor, occurrences
 from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
 
@@ -71,12 +73,6 @@ class _Ritual(NamedTuple):
     channels: tuple[str, ...]
     paused_at: datetime | None
     paused_until: datetime | None
-
-
-def stale_after(duration_minutes: int, stale_minutes: float) -> timedelta:
-    """How long after its due time a nudge is still worth sending: half the ritual's length
-    or ``stale_minutes``, whichever is longer."""
-    return timedelta(minutes=max(duration_minutes / 2, stale_minutes))
 
 
 def _usable_channels(row: Any) -> tuple[str, ...]:
@@ -329,6 +325,7 @@ def replan(
         )
     ).all()
     cancel, revive, retime = [], [], []
+    cancelled_on: dict[str, int] = defaultdict(int)
     present = set()
     due_i, exp_i = COLUMNS.index("due_at"), COLUMNS.index("expires_at")
     for row in existing:
@@ -343,6 +340,7 @@ def replan(
         want = wanted.get(key)
         if row.state == ReminderState.SCHEDULED and want is None:
             cancel.append(row.id)
+            cancelled_on[str(row.channel)] += 1
         elif row.state == ReminderState.CANCELLED and want is not None:
             revive.append(row.id)
         if want is not None and (row.due_at != want[due_i] or row.expires_at != want[exp_i]):
@@ -381,6 +379,8 @@ def replan(
             ),
             retime,
         )
+    for channel, n in cancelled_on.items():
+        observe_cancelled(channel, n)
     missing = [row for key, row in wanted.items() if key not in present]
     result.created = insert_rows(conn, missing)
     result.cancelled, result.revived = len(cancel), len(revive)
