@@ -21,8 +21,9 @@ from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, Reminder, ReminderState, RitualKind
 from service.domain import couples, partners, rituals
-from service.outbox import planner
+from service.outbox import claims, planner
 from service.outbox.dispatcher import Dispatcher
+from service.outbox.gates import Verdict
 from tests.conftest import PgSchema, make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.twilio_standin import TwilioStandIn
@@ -78,7 +79,7 @@ def test_no_text_after_the_stop_is_answered_in_one_process(
 
 
 def test_the_stop_is_read_again_if_it_commits_during_the_last_look(
-    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The in-process counter: a STOP committed in this process while a send's consent read
     was under way makes the send read again before it goes out."""
@@ -89,21 +90,21 @@ def test_the_stop_is_read_again_if_it_commits_during_the_last_look(
     clock.set(TONIGHT)
     token, ids = d.claim(1)
     [job] = d.prepare(token, ids)
-    looks = []
-    real = d._still_ours
+    looks: list[Any] = []
+    real = claims.recheck
 
-    def look_while_stop_commits(j: Any) -> bool:
-        ours = real(j)  # read: still consented
-        looks.append(ours)
+    def look_while_stop_commits(*args: Any) -> Any:
+        verdict = real(*args)  # read: still consented
+        looks.append(verdict)
         if len(looks) == 1:
             with serve(hearth) as base, httpx.Client(base_url=base, timeout=10) as http:
                 assert STOPPED in post(http, "/twilio/inbound", sms_from("STOP")).text
-        return ours
+        return verdict
 
-    d._still_ours = look_while_stop_commits  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(claims, "recheck", look_while_stop_commits)
     d.send(job)
     d.wait_idle(10)
-    assert looks == [True, False]
+    assert looks[0] is True and isinstance(looks[1], Verdict) and len(looks) == 2
     assert twilio_standin.requests == []
     d.close()
 

@@ -9,6 +9,7 @@ expires and they are claimed again.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,10 +70,11 @@ def claim(
     limit: int,
     lease_seconds: float,
     caps: Mapping[Channel, int] | None = None,
+    token: str | None = None,
 ) -> tuple[str, list[int]]:
-    """Mark up to ``limit`` due rows ``sending`` under a fresh claim token, at most
-    ``caps[channel]`` of a paced channel. Returns the token and the claimed ids."""
-    token = uuid.uuid4().hex
+    """Mark up to ``limit`` due rows ``sending`` under a claim token (fresh unless given),
+    at most ``caps[channel]`` of a paced channel. Returns the token and the claimed ids."""
+    token = token or new_token()
     lease_until = now + timedelta(seconds=lease_seconds)
     capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
     rest = [ch for ch in Channel if ch not in capped]
@@ -205,6 +207,44 @@ def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
         log.exception("rows_not_released", count=len(jobs))
         return False
     return True
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class Stranded:
+    """Claim tokens of passes that failed after (or while) claiming: the database went away
+    between the claim and the send. Their rows are handed back, by token, at the start of
+    the next pass that reaches the database, instead of waiting out their lease."""
+
+    def __init__(self) -> None:
+        self._tokens: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, token: str) -> None:
+        with self._lock:
+            self._tokens.append(token)
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def hand_back(self, db: Database, now: datetime) -> int:
+        """Release every stranded token's rows still 'sending' under it. Raises while the
+        database is still away (the tokens stay for the next pass)."""
+        with self._lock:
+            tokens = list(self._tokens)
+        if not tokens:
+            return 0
+        back = {"state": ReminderState.SCHEDULED, "claim_token": None, "lease_until": None,
+                "attempts": _T.c.attempts - 1, "updated_at": now}  # fmt: skip
+        stmt = _T.update().where(_T.c.claim_token.in_(tokens), _T.c.state == ReminderState.SENDING)
+        with db.write_engine.begin() as conn:
+            n = conn.execute(stmt.values(back)).rowcount
+        with self._lock:
+            self._tokens = [t for t in self._tokens if t not in tokens]
+        log.info("stranded_claims_handed_back", rows=n, passes=len(tokens))
+        return int(n)
 
 
 def next_due(db: Database) -> datetime | None:

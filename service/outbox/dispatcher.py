@@ -3,8 +3,8 @@ pool, record each outcome exactly once.
 
 One pass: :func:`claims.claim` marks due rows ``sending`` under a token and a lease;
 :meth:`Dispatcher.prepare` applies the send-time gates (:mod:`gates`) and renders the rest
-(:mod:`compose`); the pool's threads pace, look once more where a job waited, and send; the
-:class:`outcomes.Finisher` writes the results in batches. Delivery is at least once: a crash
+(:mod:`compose`); the pool's threads pace, look once more, and send; the Finisher writes the
+results in batches. Delivery is at least once: a crash
 leaves rows ``sending`` until their lease runs out, so duplicates are limited to the sends in
 flight at the crash. On SIGTERM the daemon calls :meth:`Dispatcher.stop`: claiming stops, rows
 not yet sent go back at once, running sends get a grace period.
@@ -52,25 +52,21 @@ class Dispatcher:
         self.transports = transports
         self.rng = rng or random.Random()
         self.retry = backoff.policy(self.cfg, self.rng)
-        settings = hearth.settings
+        twilio, smtp = hearth.settings.twilio, hearth.settings.smtp
         # The longest a send can take: the slower provider's timeout, and a margin.
-        self._send_window = timedelta(
-            seconds=max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds) + 5
-        )
+        self._send_window = timedelta(seconds=max(twilio.timeout_seconds, smtp.timeout_seconds) + 5)
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
-        self.pool = ThreadPoolExecutor(
-            max_workers=self.cfg.concurrency, thread_name_prefix="hearth-send"
-        )
+        self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="hearth-send")
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[Future[None], Job] = {}
         self.tally = Tally()
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._finisher = outcomes.Finisher(
-            self._apply, self.clock, self.cfg.lease_seconds, self._idle
-        )
+        self._finisher = outcomes.Finisher(self._apply, self.clock, self.cfg.lease_seconds,
+                                           self._idle)  # fmt: skip
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
+        self._stranded = claims.Stranded()
 
     # -- claiming and send-time checks ------------------------------------------------------
 
@@ -118,13 +114,7 @@ class Dispatcher:
                 self._release([job])
                 return
             try:
-                # Consent is read right before every send: a STOP answered meanwhile is
-                # final. One committed in this process while we read moves the counter.
-                seen = optouts.generation()
                 ours = self._still_ours(job)
-                while ours and optouts.generation() != seen:
-                    seen = optouts.generation()
-                    ours = self._still_ours(job)
             except Exception:
                 # Unsure: not sent now. The lease runs out and the row is claimed again.
                 log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
@@ -148,13 +138,18 @@ class Dispatcher:
         self._finisher.record(outcomes.classify(job, result, latency, now, self.cfg, self.rng))
 
     def _still_ours(self, job: Job) -> bool:
-        """Right before the send: see :func:`claims.recheck` (one query)."""
+        """Right before every send, :func:`claims.recheck` (one query): a STOP answered is
+        final; one committed here during the read (the opt-out counter moved) reads again."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
         # The lease left must outlast the send itself (its provider timeout), else another
         # worker could reclaim the row while the text is on its way.
         need = max(lease / 2, self._send_window)
-        verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable)
+        seen: int | None = None
+        verdict: bool | gates.Verdict = True
+        while verdict is True and seen != optouts.generation():
+            seen = optouts.generation()
+            verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable)
         if isinstance(verdict, gates.Verdict):
             self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))
             return False
@@ -192,10 +187,19 @@ class Dispatcher:
             return len(self._in_flight) + self._finisher.unfinished
 
     def _pass(self, limit: int) -> int:
-        """Claim up to ``limit``, gate and render, hand the jobs to the pool."""
-        token, ids = self.claim(limit, self.caps())
-        self.tally.add("claimed", len(ids))
-        self.submit(self.prepare(token, ids))
+        """Claim up to ``limit``, gate and render, hand the jobs to the pool. A failed pass
+        leaves its token to the next one, which hands its rows back before anything else."""
+        if self._stranded:
+            self.tally.add("released", self._stranded.hand_back(self.db, self.clock.now()))
+        token = claims.new_token()
+        try:
+            now, lease = self.clock.now(), self.cfg.lease_seconds
+            token, ids = claims.claim(self.db, now, limit, lease, self.caps(), token)
+            self.tally.add("claimed", len(ids))
+            self.submit(self.prepare(token, ids))
+        except Exception:
+            self._stranded.add(token)
+            raise
         return len(ids)
 
     def run_once(self, limit: int | None = None) -> Tally:
@@ -258,8 +262,7 @@ class Dispatcher:
 
     def _ticked(self) -> None:
         """Record a successful pass: in this process, and in the shared heartbeat row."""
-        now = self.clock.now()
-        LAST_TICK.mark(now)
+        LAST_TICK.mark(now := self.clock.now())
         self._heartbeat.beat(now)
 
     def _safe_next_due(self) -> datetime | None:
