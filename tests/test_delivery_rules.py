@@ -8,13 +8,15 @@ import random
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Partner, Reminder
+from service.db.models import Channel, Couple, Partner, Prompt, Reminder, ReminderState, RitualKind
+from service.domain import rituals
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests import peers
@@ -56,7 +58,8 @@ def test_a_late_ritual_with_a_long_offset_is_reminded_at_once(
     d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     assert d.run_once().sent == 3  # Alice's SMS and email, Sam's email
     [sms] = twilio_standin.sent
-    assert sms.body is not None and "Lunch walk" in sms.body
+    # Sent 2 min past its due time, it tells the time from now; discreet, it names nothing.
+    assert sms.body is not None and sms.body.startswith("Hearth: a moment for you two in 2 min.")
     # Once the walk has started, a ritual made then gets no nudge for it.
     later = planner.plan(db.write_engine, now + timedelta(minutes=3), H48, 30, count=True)
     assert later.created == 0
@@ -146,3 +149,43 @@ def test_list_unsubscribe_is_a_plain_url_in_the_raw_message(
         assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in mail.raw
         assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in mail.raw
         assert b"List-Unsubscribe: =?" not in mail.raw  # never RFC 2047-encoded
+
+
+@pytest.mark.parametrize("kind", ["check_in", "gratitude", "repair", "date_night", "custom"])
+def test_a_discreet_text_names_no_ritual_prompt_or_feeling(
+    db: Database,
+    clock: FakeClock,
+    twilio_standin: TwilioStandIn,
+    smtp_sink: SmtpSink,
+    kind: str,
+) -> None:
+    now = clock.now()
+    cid = couple_with_partners(db, now)
+    tonight = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)
+    with db.session() as s:  # one-off, as a repair talk is; tonight and tomorrow
+        couple = s.get(Couple, cid)
+        assert couple is not None
+        for start in (tonight, tonight + timedelta(days=1)):
+            rituals.add_one_off(
+                s, now, couple, kind=RitualKind(kind), title="Our feelings talk",
+                description="", start=start, duration_minutes=30, offsets=[0],
+            )  # fmt: skip
+    planner.plan(db.write_engine, now, H48, 30)
+    d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
+    clock.set(tonight)
+    d.run_once()
+    [sms] = twilio_standin.sent
+    assert sms.body is not None
+    with db.session() as s:
+        sent = s.scalars(sa.select(Reminder).where(Reminder.state == ReminderState.SENT))
+        [prompt] = {r.prompt_id for r in sent}
+        found = s.get(Prompt, prompt) if prompt else None
+        text = found.text if found else ""
+    assert sms.body.startswith("Hearth: a moment for you two at 21:00.")
+    assert "feeling" not in sms.body.lower() and (not text or text not in sms.body)
+    # Who chose full text reads the title (and the prompt, when it fits).
+    with db.session() as s:
+        s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one().full_text = True
+    clock.set(tonight + timedelta(days=1))
+    d.run_once()
+    assert (twilio_standin.sent[-1].body or "").startswith("Hearth: Our feelings talk at 21:00.")

@@ -221,7 +221,7 @@ def test_follow_up_answers_are_stored(hearth: Hearth, db: Database, clock: FakeC
     d.run_once()
     clock.set(datetime(2026, 1, 7, 17, 45, tzinfo=UTC))  # the next day, at the talk's end
     assert d.run_once().sent == 3
-    assert "about your talk on Tuesday" in out.getvalue()
+    assert "a quick question about Tuesday" in out.getvalue()  # discreet: no "talk"
     with db.session(immediate=True) as s:
         alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
         answers = [

@@ -265,7 +265,7 @@ def test_invitations_are_discreet_on_sms(hearth: Hearth, db: Database, clock: Fa
     sms = out.getvalue().split("--- ")[1:]
     text = next(m for m in sms if m.startswith("sms"))
     assert "repair" not in text.lower() and "conflict" not in text.lower()
-    assert "Your planned conversation" in text
+    assert "a moment for you two is set for" in text
 
 
 def _both_text(hearth: Hearth, db: Database, clock: FakeClock) -> Dispatcher:
@@ -310,7 +310,7 @@ def test_one_gentle_text_goes_to_the_partner_who_has_not_answered(
     assert d.run_once().sent == 1
     text = out.getvalue()
     assert "--- sms to +4915123456789" in text
-    assert "your partner marked Monday's Five-minute check-in done" in text
+    assert "your partner marked Monday's moment done" in text  # discreet: no title
     assert "STOP to opt out" in text
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from service.channels.base import Message
 from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
 from service.core.timeutil import zone
-from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
+from service.db.models import Channel, Partner, ReminderPurpose, Ritual
 
 SMS_HINTS = "Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out."
 
@@ -84,10 +84,12 @@ class Context:
     late_at: datetime | None = None
 
 
+# What a discreet text calls any ritual: a lock screen shows no ritual, prompt or feeling.
+DISCREET_TITLE = "a moment for you two"
+
+
 def _title(ctx: Context, discreet: bool) -> str:
-    if discreet and ctx.ritual.kind is RitualKind.REPAIR:
-        return "Your planned conversation"
-    return ctx.ritual.title
+    return DISCREET_TITLE if discreet else ctx.ritual.title
 
 
 def _when(ctx: Context) -> str:
@@ -117,12 +119,14 @@ def sms_text(ctx: Context) -> str:
     discreet = not ctx.partner.full_text
     title = _title(ctx, discreet)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
+        about = "a quick question about" if discreet else "about your talk on"
         return fit(
-            f"Hearth: about your talk on {_day(ctx)}. Did the steps you agreed on happen? "
+            f"Hearth: {about} {_day(ctx)}. Did the steps you agreed on happen? "
             "Reply YES, NO or a few words."
         )
     if ctx.purpose is ReminderPurpose.CHASE:
         day = _day(ctx)
+        title = "moment" if discreet else title
         return fit_title(
             lambda t: (
                 f"Hearth: your partner marked {day}'s {t} done. "
@@ -142,11 +146,7 @@ def sms_text(ctx: Context) -> str:
         return fit_title(
             lambda t: f"Hearth: {t} is set for {when}. {guide} Reply SKIP to call it off.", title
         )
-    prompt = (
-        ctx.prompt
-        if ctx.prompt and (not discreet or ctx.ritual.kind is not RitualKind.REPAIR)
-        else None
-    )
+    prompt = ctx.prompt if ctx.prompt and not discreet else None
     head = f"Hearth: {title} {when}."
     tail = SMS_HINTS
     if prompt:
