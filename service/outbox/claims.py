@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -158,19 +159,15 @@ def recheck(
     need: timedelta,
     renew_for: timedelta,
     reachable: Callable[[Partner, Channel], bool],
+    reads: GroupReads | None = None,
 ) -> bool | Verdict:
     """Right before every send: is the claim still ours, the reminder still fresh and its
     partner still reachable? A STOP, or a lease about to run out, may have come since the
-    gates looked. One query; a write only when the lease must be renewed. True: send it (a
-    lease with less than ``need`` left was renewed for ``renew_for`` first). False: the
-    claim was lost, leave it to whoever holds it. A :class:`Verdict`: settle the row so,
-    unsent."""
-    p = table(Partner)
-    cols = (_T.c.lease_until, _T.c.expires_at, p.c.phone, p.c.sms_consent, p.c.email,
-            p.c.email_opted_out_at)  # fmt: skip
-    stmt = sa.select(*cols).join(p, p.c.id == _T.c.partner_id).where(held(job))
-    with db.read() as conn:
-        row = conn.execute(stmt).first()
+    gates looked. One read (shared with the sends asking at the same moment, through
+    ``reads``); a write only when the lease must be renewed. True: send it (a lease with
+    less than ``need`` left was renewed for ``renew_for`` first). False: the claim was lost,
+    leave it to whoever holds it. A :class:`Verdict`: settle the row so, unsent."""
+    row = reads.read(job) if reads is not None else _read(db, [job]).get((job.id, job.token))
     if row is None:
         return False
     contact = Partner(phone=row.phone, sms_consent=row.sms_consent, email=row.email,
@@ -182,6 +179,66 @@ def recheck(
     if row.lease_until is None or row.lease_until - now < need:
         return renew(db, job, now + renew_for)
     return True
+
+
+def _read(db: Database, jobs: Sequence[Job]) -> dict[tuple[int, str], Any]:
+    """Lease, expiry and the partner's consent of each job's row still held under its
+    token, in one query."""
+    p = table(Partner)
+    cols = (_T.c.id, _T.c.claim_token, _T.c.lease_until, _T.c.expires_at, p.c.phone,
+            p.c.sms_consent, p.c.email, p.c.email_opted_out_at)  # fmt: skip
+    stmt = (
+        sa.select(*cols)
+        .join(p, p.c.id == _T.c.partner_id)
+        .where(_T.c.id.in_([j.id for j in jobs]), _T.c.state == ReminderState.SENDING)
+    )
+    with db.read() as conn:
+        return {(r.id, r.claim_token): r for r in conn.execute(stmt)}
+
+
+class GroupReads:
+    """The right-before-send reads of many sends, grouped: a send waits for a read that
+    began after it asked (so it sees every STOP answered before), and one read answers all
+    the sends that asked before it began. Under a burst that is one query for many sends,
+    not one each; alone, a send costs one query as before."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cond = threading.Condition()
+        self._asking: dict[int, Job] = {}  # ticket -> job, not yet in a read
+        self._answers: dict[int, Any] = {}
+        self._reading = False
+        self._tickets = 0
+
+    def read(self, job: Job) -> Any:
+        with self._cond:
+            ticket = self._tickets
+            self._tickets += 1
+            self._asking[ticket] = job
+            while ticket not in self._answers:
+                if not self._reading:
+                    self._reading = True
+                    batch, self._asking = self._asking, {}
+                    self._cond.release()
+                    found: dict[tuple[int, str], Any] | Exception
+                    try:
+                        found = _read(self.db, list(batch.values()))
+                    except Exception as exc:  # every send of the batch hears of it
+                        found = exc
+                    finally:
+                        self._cond.acquire()
+                        self._reading = False
+                    for t, j in batch.items():
+                        self._answers[t] = (
+                            found if isinstance(found, Exception) else found.get((j.id, j.token))
+                        )
+                    self._cond.notify_all()
+                else:
+                    self._cond.wait()
+            answer = self._answers.pop(ticket)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:

@@ -27,13 +27,12 @@ from service.channels.base import Receipt, Transport, TransportError
 from service.core.metrics import LAST_TICK
 from service.db import daemon_state, optouts
 from service.db.context import Hearth
-from service.db.models import Channel, Reminder, table
+from service.db.models import Channel
 from service.outbox import backoff, claims, compose, gates, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
 log = structlog.get_logger("hearth.dispatch")
-_T = table(Reminder)
 
 
 class Dispatcher:
@@ -66,7 +65,7 @@ class Dispatcher:
         self._finisher = outcomes.Finisher(self._apply, self.clock, self.cfg.lease_seconds,
                                            self._idle)  # fmt: skip
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
-        self._stranded = claims.Stranded()
+        self._stranded, self._reads = claims.Stranded(), claims.GroupReads(self.db)
 
     # -- claiming and send-time checks ------------------------------------------------------
 
@@ -149,7 +148,8 @@ class Dispatcher:
         verdict: bool | gates.Verdict = True
         while verdict is True and seen != optouts.generation():
             seen = optouts.generation()
-            verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable)
+            verdict = claims.recheck(self.db, job, now, need, max(lease, need), gates.reachable,
+                                     self._reads)  # fmt: skip
         if isinstance(verdict, gates.Verdict):
             self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))
             return False
