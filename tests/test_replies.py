@@ -132,12 +132,17 @@ def test_snooze_resends_later_and_never_past_expiry(
     assert "21:21" in (reply(hearth, "snooze 20") or "")
     assert "21:29" in (reply(hearth, "SNOOZE 120") or "")  # clamped: stale from 21:30
     clock.advance(timedelta(minutes=20))
-    assert sent.run_once().sent == 1  # the first snooze; the second waits until 21:29
+    assert sent.run_once().sent == 0  # the second snooze replaced the first
     with db.session() as s:
         snoozes = s.scalars(
             sa.select(Reminder).where(Reminder.purpose == ReminderPurpose.SNOOZE)
         ).all()
-    assert sorted(r.state.value for r in snoozes) == ["scheduled", "sent"]
+    assert sorted((r.state.value, r.last_error) for r in snoozes) == [
+        ("cancelled", "snooze replaced"),
+        ("scheduled", None),
+    ]
+    clock.advance(timedelta(minutes=8))
+    assert sent.run_once().sent == 1  # one reminder, at 21:29
 
 
 def test_a_snoozed_nudge_is_not_sent_once_its_occurrence_is_skipped(
