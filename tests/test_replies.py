@@ -219,8 +219,9 @@ def test_repair_finds_a_calm_slot_for_both(hearth: Hearth, db: Database, clock: 
         req = s.scalars(sa.select(RepairRequest)).one()
         assert req.state is RepairState.SCHEDULED and req.slot_start is not None
         # Cool-off ends 22:10 Berlin; Alice's quiet hours run 22:00-07:00 and Sam's (default)
-        # 22:00-08:00 New York = 04:00-14:00 Berlin: the first calm 45 minutes are 14:00.
-        assert req.slot_start == datetime(2026, 1, 6, 13, 0, tzinfo=UTC)
+        # 22:00-08:00 New York = 04:00-14:00 Berlin: calm from 14:00, and a talk leaves each
+        # an hour awake before it (invitation, 30-minute reminder): 15:00 Berlin.
+        assert req.slot_start == datetime(2026, 1, 6, 14, 0, tzinfo=UTC)
         ritual = s.get(Ritual, req.ritual_id)
         assert ritual is not None and ritual.kind.value == "repair" and ritual.rrule is None
         assert "I feel" in ritual.description

@@ -68,8 +68,6 @@ class DaemonSettings(_Section):
     lease_seconds: float = Field(120.0, ge=5)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     stale_after_minutes: float = Field(30.0, gt=0)
-    # A reminder inside a partner's quiet hours goes out just before they begin when that
-    # is at most this early; otherwise at their end (if still fresh).
     quiet_early_hours: float = Field(3.0, ge=0, le=12)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(900.0, gt=0)

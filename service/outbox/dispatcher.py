@@ -69,8 +69,10 @@ class Dispatcher:
 
     # -- claiming and send-time checks ------------------------------------------------------
 
-    def claim(self, limit: int, caps: Mapping[Channel, int] | None = None) -> tuple[str, list[int]]:
-        return claims.claim(self.db, self.clock.now(), limit, self.cfg.lease_seconds, caps)
+    def claim(
+        self, limit: int, caps: Mapping[Channel, int] | None = None, token: str | None = None
+    ) -> tuple[str, list[int]]:
+        return claims.claim(self.db, self.clock.now(), limit, self.cfg.lease_seconds, caps, token)
 
     def caps(self) -> dict[Channel, int]:
         with self._lock:
@@ -187,14 +189,12 @@ class Dispatcher:
             return len(self._in_flight) + self._finisher.unfinished
 
     def _pass(self, limit: int) -> int:
-        """Claim up to ``limit``, gate and render, hand the jobs to the pool. A failed pass
-        leaves its token to the next one, which hands its rows back before anything else."""
+        """Claim, gate, render, submit; a failed pass leaves its token to the next one."""
         if self._stranded:
             self.tally.add("released", self._stranded.hand_back(self.db, self.clock.now()))
         token = claims.new_token()
         try:
-            now, lease = self.clock.now(), self.cfg.lease_seconds
-            token, ids = claims.claim(self.db, now, limit, lease, self.caps(), token)
+            token, ids = self.claim(limit, self.caps(), token)
             self.tally.add("claimed", len(ids))
             self.submit(self.prepare(token, ids))
         except Exception:
