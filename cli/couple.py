@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from cli import warnings
 from cli.common import (
     fmt_local,
     json_option,
@@ -191,11 +192,12 @@ def _stats_dict(r: stats.RitualStats) -> dict[str, Any]:
 @click.option("--timezone", "-z", help="New home timezone (IANA).")
 def edit_cmd(couple: str, name: str | None, timezone: str | None) -> None:
     """Rename COUPLE or change its home timezone."""
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         c = couples.edit(
             session, now, couples.resolve(session, couple), name=name, timezone=timezone
         )
         click.echo(f"updated couple {c.id}: {c.name} ({c.timezone})")
+        warnings.echo(warnings.quiet(hearth, session, now, couple=c))
 
 
 @couple_group.command("pause")

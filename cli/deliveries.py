@@ -15,6 +15,7 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
+from service.core import reasons
 from service.core.exceptions import InvalidInput
 from service.db.models import Channel, Reminder, ReminderState
 from service.domain import couples, partners, validation
@@ -38,6 +39,8 @@ def reminder_dict(r: Reminder) -> dict[str, Any]:
         "next_attempt_at": r.next_attempt_at,
         "sent_at": r.sent_at,
         "last_error": r.last_error,
+        # Why it was not delivered, in words (None: delivered, waiting, or nothing lost).
+        "reason": reasons.words(r.state.value, r.last_error) or None,
         "provider_message_id": r.provider_message_id,
     }
 
@@ -85,11 +88,11 @@ def list_cmd(
             d["purpose"],
             d["state"],
             d["attempts"],
-            d["last_error"] or "",
+            d["reason"] or "",
         )
         for d in data
     ]
-    print_table(("id", "couple", "due", "channel", "purpose", "state", "tries", "error"), rows)
+    print_table(("id", "couple", "due", "channel", "purpose", "state", "tries", "reason"), rows)
 
 
 @deliveries_group.command("retry")

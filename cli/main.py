@@ -16,6 +16,7 @@ from cli import (
     db,
     deliveries,
     demo,
+    doctor,
     feed,
     partner,
     prompts,
@@ -108,6 +109,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 for module in (
     db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data,
     crypto,
+    doctor,
 ):  # fmt: skip
     module.register(cli)
 

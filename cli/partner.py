@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 import segno
 
+from cli import warnings
 from cli.common import (
     fmt_local,
     json_option,
@@ -104,8 +105,9 @@ def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fie
             **fields,
         )
         data = partner_dict(p)
+        notes = warnings.quiet(hearth, session, now, couple=c, partner_id=p.id)
     if as_json:
-        print_json(data)
+        print_json({**data, "warnings": [n.as_dict() for n in notes]})
     else:
         click.echo(
             f"added partner {data['id']}: {data['name']} to {data['couple']} "
@@ -113,6 +115,7 @@ def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fie
         )
         if data["sms_consent"] == ConsentState.PENDING:
             click.echo("sent a confirmation text; no other text goes to them until they reply YES")
+        warnings.echo(notes)
 
 
 @partner_group.command("edit")
@@ -125,6 +128,7 @@ def edit_cmd(partner: str, **fields: Any) -> None:
         p = partners.resolve(session, partner)
         partners.edit(session, now, p, region=hearth.settings.defaults.phone_region, **fields)
         click.echo(f"updated partner {p.id}: {p.name}")
+        warnings.echo(warnings.quiet(hearth, session, now, couple=p.couple, partner_id=p.id))
 
 
 @partner_group.command("resubscribe")

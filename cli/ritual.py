@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
 from sqlalchemy.orm import Session
 
+from cli import warnings
 from cli.common import (
     fmt_local,
     json_option,
@@ -20,7 +22,7 @@ from cli.common import (
 from service.core.exceptions import InvalidInput
 from service.core.timeutil import zone
 from service.db.models import Couple, ExceptionKind, Ritual
-from service.domain import couples, pauses, rituals, skips, validation
+from service.domain import couples, pauses, reach, rituals, skips, validation
 from service.domain.recurrence import reminder_due, schedule_of
 from service.domain.validation import until_datetime
 
@@ -110,15 +112,17 @@ def add_cmd(
     couple: str, template: str | None, as_json: bool, ask: bool | None, **fields: Any
 ) -> None:
     """Add a ritual to COUPLE, from --template or from --kind/--title/--at/--every."""
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         c = couples.resolve(session, couple)
         r = rituals.add(session, now, c, _spec(fields), template=template, ask=ask)
         data = ritual_dict(r)
         summary = rituals.describe_schedule(r)
+        notes = warnings.quiet(hearth, session, now, ritual=r)
     if as_json:
-        print_json(data)
+        print_json({**data, "warnings": [n.as_dict() for n in notes]})
     else:
         click.echo(f"added ritual {data['id']}: {data['title']} ({summary})")
+        warnings.echo(notes)
 
 
 @ritual_group.command("list")
@@ -205,9 +209,10 @@ def show_cmd(ritual: str, couple: str | None, as_json: bool) -> None:
 @schedule_options
 def edit_cmd(ritual: str, couple: str | None, ask: bool | None, **fields: Any) -> None:
     """Change RITUAL. A schedule change drops its skips and moves."""
-    with unit_of_work() as (_, session, now):
+    with unit_of_work() as (hearth, session, now):
         r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields), ask=ask)
         click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
+        warnings.echo(warnings.quiet(hearth, session, now, ritual=r))
 
 
 @ritual_group.command("pause")
@@ -299,7 +304,9 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
     nobody is nudged for them."""
     if not 1 <= count <= 500:
         raise InvalidInput("count", f"{count} is out of range", "1 to 500")
-    with read_only() as (_, session, now):
+    with read_only() as (hearth, session, now):
+        early = timedelta(hours=hearth.settings.daemon.quiet_early_hours)
+        stale = hearth.settings.daemon.stale_after_minutes
         if ritual:
             chosen = [_ritual(session, ritual, couple)]
         elif couple:
@@ -312,7 +319,12 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             zones: list[tuple[int | None, str, str]] = [(None, r.couple.name, r.couple.timezone)]
             zones += [(p.id, p.name, p.timezone) for p in r.couple.partners]
             sched = schedule_of(r)
+            people = {p.id: p for p in r.couple.partners}
             for occ in rituals.upcoming(r, now, count):
+                quiet = {
+                    pid: reach.occurrence_fates(r, occ.start, p, early, stale)
+                    for pid, p in people.items()
+                }
                 data.append(
                     {
                         "ritual_id": r.id,
@@ -327,6 +339,16 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                                 "name": name,
                                 "timezone": tz,
                                 "time": fmt_local(occ.start, tz),
+                                # Nudges in this partner's quiet hours: moved or lost.
+                                "quiet_hours": [
+                                    {
+                                        "offset_minutes": off,
+                                        "delivered": f.at is not None,
+                                        "sent_at": f.at,
+                                        "mark": reach.mark(f, tz),
+                                    }
+                                    for off, f in quiet.get(pid or 0, [])
+                                ],
                             }
                             for pid, name, tz in zones
                         ],
@@ -348,7 +370,7 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             d["title"]
             + (" (moved)" if d["moved"] else "")
             + (" (paused: no nudge)" if d["paused"] else ""),
-            *(z["time"] for z in d["local"]),
+            *(" ".join([z["time"], *(q["mark"] for q in z["quiet_hours"])]) for z in d["local"]),
             _reminders(d["reminders"], d["local"][0]["timezone"]),
         )
         for d in data

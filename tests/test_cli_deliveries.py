@@ -116,6 +116,7 @@ def test_send_test_reaches_twilio_and_smtp(
     out = run.ok("send-test", "Sam", "--channel", "email").output
     [mail] = smtp_sink.messages
     assert mail.rcpt_tos == ["sam@example.org"] and mail.subject == "Hearth test message"
+    assert b"STOP" not in mail.raw  # email replies are not read: never ask for one
     assert f"provider id {mail.message['Message-ID']}" in out
     with db.engine.connect() as conn:  # a test message is not a reminder
         assert conn.scalar(sa.select(sa.func.count()).select_from(Reminder)) == 0

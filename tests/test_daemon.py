@@ -58,7 +58,8 @@ class DaemonProcess:
 
     started = 0
 
-    def start(self, *args: str) -> DaemonProcess:
+    def start(self, *args: str, ready: bytes | None = b"daemon_started") -> DaemonProcess:
+        """Start ``hearth <args>``; wait for ``ready`` in its output (None: do not wait)."""
         DaemonProcess.started += 1
         self.out = self.tmp / f"daemon{DaemonProcess.started}.out"
         with self.out.open("wb") as sink:  # the child keeps its own copy of the descriptor
@@ -68,7 +69,8 @@ class DaemonProcess:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: b"daemon_started" in self.out.read_bytes(), 30, "daemon start")
+        if ready is not None:
+            wait_for(lambda: ready in self.out.read_bytes(), 30, "daemon start")
         return self
 
     def output(self) -> str:

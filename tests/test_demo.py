@@ -53,7 +53,8 @@ def test_demo_creates_a_couple_in_an_empty_database_and_its_nudge_arrives_in_the
     printed = out.getvalue()
     assert "--- sms to +14155550123" in printed and "--- email to sam@example.org" in printed
     # Each partner reads the start in their own zone: UTC for Alex, New York for Sam.
-    assert "Hello from Hearth at 12:02 PM" in printed and "Hello from Hearth at 7:02 AM" in printed
+    assert "Hearth: a moment for you two at 12:02 PM" in printed  # Alex's discreet text
+    assert "Hello from Hearth at 7:02 AM" in printed
 
     # A second run keeps the couple, adds a fresh nudge and a new feed link; the old one is dead.
     second = run.ok("demo").output

@@ -96,7 +96,9 @@ def test_sends_each_due_reminder_once_through_real_peers(
     assert sms.to == "+4915123456789" and sms.from_ == "+15005550006"
     assert sms.status_callback == "https://hearth.example.org/twilio/status"
     assert sms.body is not None
-    assert "Five-minute check-in at 9:00 PM" in sms.body and "STOP" in sms.body
+    # Alice has not chosen full text: her lock screen names no ritual and no prompt.
+    assert "a moment for you two at 9:00 PM" in sms.body and "STOP" in sms.body
+    assert "check-in" not in sms.body.lower()
     mails = smtp_sink.messages
     assert sorted(m.rcpt_tos[0] for m in mails) == ["alice@example.org", "sam@example.org"]
     mail = mails[0].message
@@ -411,7 +413,8 @@ def test_a_moved_occurrence_is_announced_at_its_new_time(db: Database, clock: Fa
     assert d.run_once().sent == 3
     text = out.getvalue()
     # The text, and each email's subject and first line.
-    assert text.count("Five-minute check-in at 10:30 PM") == 5
+    assert text.count("Five-minute check-in at 10:30 PM") == 4  # the discreet text has no title
+    assert "a moment for you two at 10:30 PM" in text
     assert "9:00 PM" not in text
 
 
@@ -434,7 +437,8 @@ def test_a_pause_ending_before_an_occurrence_lets_its_early_nudge_out(
     clock.set(TONIGHT - timedelta(minutes=30))  # still paused; the occurrence is not
     tally = d.run_once()
     assert (tally.sent, tally.skipped) == (3, 0)
-    assert out.getvalue().count("Check-in at 9:00 PM") == 5  # the text, each email twice
+    assert out.getvalue().count("Check-in at 9:00 PM") == 4  # each email twice
+    assert "a moment for you two at 9:00 PM" in out.getvalue()  # the discreet text
 
 
 def test_a_nudge_for_an_occurrence_inside_a_pause_is_skipped(
@@ -546,6 +550,8 @@ def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(
     now = clock.now()
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, kind="custom", title=LONG_TITLE, at="21:00", every="daily")
+    with db.session() as s:  # the title is on her lock screen only if she chose full text
+        s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one().full_text = True
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
     d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     clock.set(TONIGHT)

@@ -186,7 +186,12 @@ def test_all_day_rituals_nudge_at_nine_local(db: Database, clock: FakeClock) -> 
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, "anniversary", on="2019-01-06")
     _plan(db, now)
-    assert {r[0] for r in _rows(db)} == {datetime(2026, 1, 6, 8, 0, tzinfo=UTC)}
+    # The day's nudge at 09:00 Berlin; the week-ahead one, planned a day late, goes out at
+    # once (its due time passed, the anniversary has not begun).
+    assert {r[0] for r in _rows(db)} == {
+        datetime(2026, 1, 6, 8, 0, tzinfo=UTC),
+        datetime(2025, 12, 30, 8, 0, tzinfo=UTC),
+    }
 
 
 def test_a_moved_occurrence_is_retimed(db: Database, clock: FakeClock) -> None:

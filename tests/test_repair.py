@@ -140,7 +140,8 @@ def test_the_slot_finder_reads_quiet_hours_in_each_zone_on_a_dst_day(
 ) -> None:
     """Request Saturday 28 March 20:00 Berlin; the cooling-off ends 22:00. Alice is quiet
     22:00-07:00 Berlin, Sam 22:00-08:00 New York. Europe springs forward that night (New York
-    did on 8 March): the first calm time for both is 08:00 New York = 14:00 CEST = 12:00 UTC."""
+    did on 8 March): Sam is awake from 08:00 New York = 14:00 CEST = 12:00 UTC, and the talk
+    leaves him an hour before it for the invitation and the reminder: 13:00 UTC."""
     clock.set(datetime(2026, 3, 28, 19, 0, tzinfo=UTC))
     now = clock.now()
     cid = couple_with_partners(db, now, sam_tz="America/New_York")
@@ -152,7 +153,7 @@ def test_the_slot_finder_reads_quiet_hours_in_each_zone_on_a_dst_day(
     with db.session() as s:
         req = s.get(RepairRequest, rid)
         assert req is not None
-        assert req.slot_start == datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
+        assert req.slot_start == datetime(2026, 3, 29, 13, 0, tzinfo=UTC)
 
 
 def test_a_scheduled_talk_is_in_the_feed_with_a_reminder_before_it(
@@ -221,7 +222,7 @@ def test_follow_up_answers_are_stored(hearth: Hearth, db: Database, clock: FakeC
     d.run_once()
     clock.set(datetime(2026, 1, 7, 17, 45, tzinfo=UTC))  # the next day, at the talk's end
     assert d.run_once().sent == 3
-    assert "about your talk on Tuesday" in out.getvalue()
+    assert "a quick question about Tuesday" in out.getvalue()  # discreet: no "talk"
     with db.session(immediate=True) as s:
         alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
         answers = [

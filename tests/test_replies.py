@@ -132,12 +132,17 @@ def test_snooze_resends_later_and_never_past_expiry(
     assert "9:21 PM" in (reply(hearth, "snooze 20") or "")
     assert "9:29 PM" in (reply(hearth, "SNOOZE 120") or "")  # clamped: stale from 21:30
     clock.advance(timedelta(minutes=20))
-    assert sent.run_once().sent == 1  # the first snooze; the second waits until 21:29
+    assert sent.run_once().sent == 0  # the second snooze replaced the first
     with db.session() as s:
         snoozes = s.scalars(
             sa.select(Reminder).where(Reminder.purpose == ReminderPurpose.SNOOZE)
         ).all()
-    assert sorted(r.state.value for r in snoozes) == ["scheduled", "sent"]
+    assert sorted((r.state.value, r.last_error) for r in snoozes) == [
+        ("cancelled", "snooze replaced"),
+        ("scheduled", None),
+    ]
+    clock.advance(timedelta(minutes=8))
+    assert sent.run_once().sent == 1  # one reminder, at 21:29
 
 
 def test_a_snoozed_nudge_is_not_sent_once_its_occurrence_is_skipped(
@@ -218,8 +223,9 @@ def test_repair_finds_a_calm_slot_for_both(hearth: Hearth, db: Database, clock: 
         req = s.scalars(sa.select(RepairRequest)).one()
         assert req.state is RepairState.SCHEDULED and req.slot_start is not None
         # Cool-off ends 22:10 Berlin; Alice's quiet hours run 22:00-07:00 and Sam's (default)
-        # 22:00-08:00 New York = 04:00-14:00 Berlin: the first calm 45 minutes are 14:00.
-        assert req.slot_start == datetime(2026, 1, 6, 13, 0, tzinfo=UTC)
+        # 22:00-08:00 New York = 04:00-14:00 Berlin: calm from 14:00, and a talk leaves each
+        # an hour awake before it (invitation, 30-minute reminder): 15:00 Berlin.
+        assert req.slot_start == datetime(2026, 1, 6, 14, 0, tzinfo=UTC)
         ritual = s.get(Ritual, req.ritual_id)
         assert ritual is not None and ritual.kind.value == "repair" and ritual.rrule is None
         assert "I feel" in ritual.description
@@ -269,7 +275,7 @@ def test_invitations_are_discreet_on_sms(hearth: Hearth, db: Database, clock: Fa
     sms = out.getvalue().split("--- ")[1:]
     text = next(m for m in sms if m.startswith("sms"))
     assert "repair" not in text.lower() and "conflict" not in text.lower()
-    assert "Your planned conversation" in text
+    assert "a moment for you two is set for" in text
 
 
 def _both_text(hearth: Hearth, db: Database, clock: FakeClock) -> Dispatcher:
@@ -314,7 +320,7 @@ def test_one_gentle_text_goes_to_the_partner_who_has_not_answered(
     assert d.run_once().sent == 1
     text = out.getvalue()
     assert "--- sms to +4915123456789" in text
-    assert "your partner marked Monday's Five-minute check-in done" in text
+    assert "your partner marked Monday's moment done" in text  # discreet: no title
     assert "STOP to opt out" in text
 
 

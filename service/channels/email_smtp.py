@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.config import SmtpSecurity, SmtpSettings
 from service.db.models import Channel
+
+# Headers folded only past RFC 5322's hard limit of 998: the default 78 makes the email
+# package RFC 2047-encode a long unbreakable value, and an encoded List-Unsubscribe URL is
+# one mailbox providers cannot use for one-click unsubscribe (RFC 8058).
+POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 def classify(code: int, what: str) -> TransportError:
@@ -32,7 +38,7 @@ class SmtpTransport(Transport):
         self.domain = domain
 
     def build(self, message: Message) -> EmailMessage:
-        msg = EmailMessage()
+        msg = EmailMessage(policy=POLICY)
         msg["From"] = self.settings.from_address
         msg["To"] = message.to
         msg["Subject"] = message.subject

@@ -2,7 +2,8 @@
 
 Twilio's answers become our error classes in :mod:`service.channels.twilio_codes`. Every
 request has a timeout; :meth:`TwilioTransport.pace` paces sends per sender and
-per account (the caller waits there before ``send``).
+per account (the caller waits there before ``send``). A 429 opens the account's breaker for
+its Retry-After: every other send waits too, then one probe, then the rest in their order.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from service.channels.base import Message, Receipt, Transport, TransportError
-from service.channels.pacing import Pacer
+from service.channels.pacing import Breaker, Pacer
 from service.channels.segments import MAX_SEGMENTS, segments
 from service.channels.twilio_codes import classify
 from service.channels.twilio_http import close_client, make_client, retry_after_seconds
 from service.core.config import TwilioSettings
 from service.db.models import Channel
+
+# How long the account waits after a 429 that names no Retry-After.
+DEFAULT_RETRY_AFTER = 5.0
 
 
 class TwilioTransport(Transport):
@@ -48,9 +52,22 @@ class TwilioTransport(Transport):
         self.pacer = pacer or Pacer(
             settings.sender_rate_per_second, settings.account_rate_per_second
         )
+        self.breaker = Breaker(probe_timeout=settings.timeout_seconds + 5)
 
     def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
-        return self.pacer.acquire(self.sender, segments(message.text), interrupt)
+        # The breaker first, then the buckets: after a storm the sends that waited take their
+        # pacing slots in the order they came, and leave at the configured rate.
+        n = segments(message.text)
+        waited = 0.0
+        ticket = self.breaker.ticket()
+        while True:
+            probe = self.breaker.wait(ticket, interrupt)
+            if interrupt is not None and interrupt.is_set():
+                return waited
+            waited += self.pacer.acquire(self.sender, n, interrupt)
+            if probe or self.breaker.closed:
+                return waited
+            # A 429 came while this send waited for its slot: wait for the breaker again.
 
     def capacity(self, seconds: float) -> int:
         # Counted at the longest text we send: a claim sized by it never outlasts its lease.
@@ -69,9 +86,17 @@ class TwilioTransport(Transport):
         except TwilioRestException as exc:
             http = self.client.http_client
             response = getattr(http, "last_response", None)
-            raise classify(exc.status, exc.code, retry_after_seconds(response)) from None
+            error = classify(exc.status, exc.code, retry_after_seconds(response))
+            if exc.status == 429 or exc.code == 20429:
+                # The account is rate-limited, not this message: hold every send.
+                self.breaker.trip(error.retry_after or DEFAULT_RETRY_AFTER)
+            else:
+                self.breaker.passed()
+            raise error from None
         except requests.RequestException as exc:
+            self.breaker.passed()
             raise TransportError(f"twilio unreachable: {type(exc).__name__}") from None
+        self.breaker.passed()
         return Receipt(provider_id=str(created.sid))
 
     def close(self) -> None:

@@ -10,12 +10,21 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.core import reasons
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REMINDERS = Counter(
     "hearth_reminders_total",
     "Reminders that reached an outcome, by channel and state",
     ["channel", "state"],
+    registry=REGISTRY,
+)
+UNDELIVERABLE = Counter(
+    "hearth_reminders_undeliverable_total",
+    "Reminders that reached a final state unsent, by channel and reason (quiet_hours, "
+    "opted_out, refused, stale)",
+    ["channel", "reason"],
     registry=REGISTRY,
 )
 SEND_LATENCY = Histogram(
@@ -88,8 +97,17 @@ class Tick:
 LAST_TICK = Tick()
 
 
-def observe_send(channel: str, state: str, latency: float | None, lateness: float | None) -> None:
+def observe_send(
+    channel: str,
+    state: str,
+    latency: float | None,
+    lateness: float | None,
+    reason: str | None = None,
+) -> None:
     REMINDERS.labels(channel=channel, state=state).inc()
+    why = reasons.label(state, reason)
+    if why is not None:
+        UNDELIVERABLE.labels(channel=channel, reason=why).inc()
     if latency is not None:
         SEND_LATENCY.labels(channel=channel).observe(latency)
     if lateness is not None:
@@ -107,3 +125,9 @@ def observe_receipt(status: str, outcome: str) -> None:
     webhook metric has those)."""
     if outcome == "ok" and status in RECEIPT_STATES:
         REMINDERS.labels(channel="sms", state=status).inc()
+
+
+def observe_cancelled(channel: str, count: int = 1) -> None:
+    """Reminders cancelled before their send (a replan, a STOP, a removed ritual)."""
+    if count:
+        REMINDERS.labels(channel=channel, state="cancelled").inc(count)

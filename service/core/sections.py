@@ -74,6 +74,7 @@ class DaemonSettings(_Section):
     journal_dir: str = ""  # each outcome is journaled here before the database has it
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     stale_after_minutes: float = Field(30.0, gt=0)
+    quiet_early_hours: float = Field(3.0, ge=0, le=12)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(900.0, gt=0)
     run_web: bool = True

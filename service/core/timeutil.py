@@ -8,8 +8,8 @@ from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 __all__ = [
-    "UTC", "exists", "http_date", "in_quiet_hours", "is_zone", "known_zones", "localize",
-    "quiet_hours_end", "zone",
+    "UTC", "before_quiet_hours", "exists", "http_date", "in_quiet_hours", "is_zone",
+    "known_zones", "localize", "quiet_hours_end", "quiet_hours_start", "zone",
 ]  # fmt: skip
 
 
@@ -82,3 +82,27 @@ def quiet_hours_end(instant: datetime, tz: ZoneInfo, start: time, end: time) -> 
         for fold in (0, 1)
     )
     return min(c for c in candidates if c > instant and not in_quiet_hours(c, tz, start, end))
+
+
+def quiet_hours_start(instant: datetime, tz: ZoneInfo, start: time, end: time) -> datetime:
+    """When the quiet hours around ``instant`` began (``instant`` itself if it is outside)."""
+    if not in_quiet_hours(instant, tz, start, end):
+        return instant
+    day = instant.astimezone(tz).date()
+    candidates = (localize(day + timedelta(days=delta), start, tz) for delta in (-2, -1, 0))
+    return max(c for c in candidates if c <= instant)
+
+
+# The moment "just before" quiet hours: a minute ahead reads as 21:59 on a 22:00 night.
+JUST_BEFORE = timedelta(minutes=1)
+
+
+def before_quiet_hours(
+    due: datetime, tz: ZoneInfo, start: time | None, end: time | None, early: timedelta
+) -> datetime | None:
+    """For a ``due`` inside the quiet hours: the last moment before they began, if that is
+    at most ``early`` ahead of ``due``; else None (outside the quiet hours: None too)."""
+    if start is None or end is None or not in_quiet_hours(due, tz, start, end):
+        return None
+    moment = quiet_hours_start(due, tz, start, end) - JUST_BEFORE
+    return moment if due - moment <= early + JUST_BEFORE else None

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from service.core import i18n
 from service.core.exceptions import Ambiguous, Conflict, InvalidInput, NotFound
+from service.core.metrics import observe_cancelled
 from service.core.text import as_id, name_key
+from service.db import optouts
 from service.db.models import (
     Channel,
     ConsentRecord,
@@ -88,6 +90,8 @@ def set_consent(
         ConsentRecord(partner_id=partner.id, channel=channel, state=state, source=source, at=now)
     )
     session.flush()
+    if state is ConsentState.OPTED_OUT:
+        optouts.mark(session)  # final for every sender the moment this commits
     kind = {
         ConsentState.OPTED_OUT: EventType.PARTNER_OPTED_OUT,
         ConsentState.CONSENTED: EventType.PARTNER_OPTED_IN,
@@ -139,7 +143,9 @@ def opt_out_sms(session: Session, now: datetime, phone: str, source: str) -> int
             )
             .values(state=ReminderState.CANCELLED, last_error="opted out", final_at=now)
         )
-        cancelled += cast("CursorResult[Any]", result).rowcount
+        n = cast("CursorResult[Any]", result).rowcount
+        observe_cancelled(Channel.SMS.value, n)
+        cancelled += n
         if partner.sms_consent is not ConsentState.OPTED_OUT:
             set_consent(session, now, partner, ConsentState.OPTED_OUT, source)
     return cancelled

@@ -9,10 +9,12 @@ expires and they are claimed again.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -42,15 +44,12 @@ class Job:
     attempts: int
     message: Message
     lease_until: datetime | None  # as claimed
-    # When the gates were checked (monotonic seconds): a job sent soon after needs no second
-    # look (see Dispatcher.send).
-    checked: float
 
     @classmethod
-    def of(cls, r: Reminder, message: Message, checked: float) -> Job:
+    def of(cls, r: Reminder, message: Message) -> Job:
         assert r.claim_token is not None, "a job is a claimed row"
         return cls(r.id, r.claim_token, r.couple_id, r.partner_id, r.channel, r.due_at,
-                   r.expires_at, r.attempts, message, r.lease_until, checked)  # fmt: skip
+                   r.expires_at, r.attempts, message, r.lease_until)  # fmt: skip
 
 
 def claimed_rows(s: Session, token: str, ids: list[int]) -> list[Reminder]:
@@ -70,10 +69,11 @@ def claim(
     limit: int,
     lease_seconds: float,
     caps: Mapping[Channel, int] | None = None,
+    token: str | None = None,
 ) -> tuple[str, list[int]]:
-    """Mark up to ``limit`` due rows ``sending`` under a fresh claim token, at most
-    ``caps[channel]`` of a paced channel. Returns the token and the claimed ids."""
-    token = uuid.uuid4().hex
+    """Mark up to ``limit`` due rows ``sending`` under a claim token (fresh unless given),
+    at most ``caps[channel]`` of a paced channel. Returns the token and the claimed ids."""
+    token = token or new_token()
     lease_until = now + timedelta(seconds=lease_seconds)
     capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
     rest = [ch for ch in Channel if ch not in capped]
@@ -156,25 +156,86 @@ def recheck(
     now: datetime,
     need: timedelta,
     renew_for: timedelta,
+    reads: GroupReads | None = None,
 ) -> bool | Verdict:
-    """Right before a send that waited (pacing, a full pool): is the claim still ours, the
-    reminder still fresh and its partner still reachable? A STOP, or a lease about to run
-    out, may have come meanwhile. True: send it (a lease with less than ``need`` left was
-    renewed for ``renew_for`` first, a write only then). False: the claim was lost, leave it
-    to whoever holds it. A :class:`Verdict`: settle the row so, unsent."""
-    with db.session() as s:
-        row = s.execute(sa.select(_T.c.lease_until, _T.c.expires_at).where(held(job))).first()
-        partner = s.get(Partner, job.partner_id)
-        ok = partner is not None and partners.still_reachable(partner, job.channel)
+    """Right before every send: is the claim still ours, the reminder still fresh and its
+    partner still reachable? A STOP, or a lease about to run out, may have come since the
+    gates looked. One read (shared with the sends asking at the same moment, through
+    ``reads``); a write only when the lease must be renewed. True: send it (a lease with
+    less than ``need`` left was renewed for ``renew_for`` first). False: the claim was lost,
+    leave it to whoever holds it. A :class:`Verdict`: settle the row so, unsent."""
+    row = reads.read(job) if reads is not None else _read(db, [job]).get((job.id, job.token))
     if row is None:
         return False
-    if not ok:
+    contact = Partner(phone=row.phone, sms_consent=row.sms_consent, email=row.email,
+                      email_opted_out_at=row.email_opted_out_at)  # fmt: skip
+    if not partners.still_reachable(contact, job.channel):
         return Verdict(ReminderState.SKIPPED, f"partner opted out of {job.channel.value}")
     if now >= row.expires_at:
         return Verdict(ReminderState.EXPIRED, "stale")
     if row.lease_until is None or row.lease_until - now < need:
         return renew(db, job, now + renew_for)
     return True
+
+
+def _read(db: Database, jobs: Sequence[Job]) -> dict[tuple[int, str], Any]:
+    """Lease, expiry and the partner's consent of each job's row still held under its
+    token, in one query."""
+    p = table(Partner)
+    cols = (_T.c.id, _T.c.claim_token, _T.c.lease_until, _T.c.expires_at, p.c.phone,
+            p.c.sms_consent, p.c.email, p.c.email_opted_out_at)  # fmt: skip
+    stmt = (
+        sa.select(*cols)
+        .join(p, p.c.id == _T.c.partner_id)
+        .where(_T.c.id.in_([j.id for j in jobs]), _T.c.state == ReminderState.SENDING)
+    )
+    with db.read() as conn:
+        return {(r.id, r.claim_token): r for r in conn.execute(stmt)}
+
+
+class GroupReads:
+    """The right-before-send reads of many sends, grouped: a send waits for a read that
+    began after it asked (so it sees every STOP answered before), and one read answers all
+    the sends that asked before it began. Under a burst that is one query for many sends,
+    not one each; alone, a send costs one query as before."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cond = threading.Condition()
+        self._asking: dict[int, Job] = {}  # ticket -> job, not yet in a read
+        self._answers: dict[int, Any] = {}
+        self._reading = False
+        self._tickets = 0
+
+    def read(self, job: Job) -> Any:
+        with self._cond:
+            ticket = self._tickets
+            self._tickets += 1
+            self._asking[ticket] = job
+            while ticket not in self._answers:
+                if not self._reading:
+                    self._reading = True
+                    batch, self._asking = self._asking, {}
+                    self._cond.release()
+                    found: dict[tuple[int, str], Any] | Exception
+                    try:
+                        found = _read(self.db, list(batch.values()))
+                    except Exception as exc:  # every send of the batch hears of it
+                        found = exc
+                    finally:
+                        self._cond.acquire()
+                        self._reading = False
+                    for t, j in batch.items():
+                        self._answers[t] = (
+                            found if isinstance(found, Exception) else found.get((j.id, j.token))
+                        )
+                    self._cond.notify_all()
+                else:
+                    self._cond.wait()
+            answer = self._answers.pop(ticket)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
@@ -200,6 +261,44 @@ def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
         log.exception("rows_not_released", count=len(jobs))
         return False
     return True
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class Stranded:
+    """Claim tokens of passes that failed after (or while) claiming: the database went away
+    between the claim and the send. Their rows are handed back, by token, at the start of
+    the next pass that reaches the database, instead of waiting out their lease."""
+
+    def __init__(self) -> None:
+        self._tokens: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, token: str) -> None:
+        with self._lock:
+            self._tokens.append(token)
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def hand_back(self, db: Database, now: datetime) -> int:
+        """Release every stranded token's rows still 'sending' under it. Raises while the
+        database is still away (the tokens stay for the next pass)."""
+        with self._lock:
+            tokens = list(self._tokens)
+        if not tokens:
+            return 0
+        back = {"state": ReminderState.SCHEDULED, "claim_token": None, "lease_until": None,
+                "attempts": _T.c.attempts - 1, "updated_at": now}  # fmt: skip
+        stmt = _T.update().where(_T.c.claim_token.in_(tokens), _T.c.state == ReminderState.SENDING)
+        with db.write_engine.begin() as conn:
+            n = conn.execute(stmt.values(back)).rowcount
+        with self._lock:
+            self._tokens = [t for t in self._tokens if t not in tokens]
+        log.info("stranded_claims_handed_back", rows=n, passes=len(tokens))
+        return int(n)
 
 
 def next_due(db: Database) -> datetime | None:

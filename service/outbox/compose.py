@@ -9,7 +9,7 @@ keeps the prompt it had.
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +32,9 @@ from service.domain import prompts
 from service.domain import unsubscribe as links
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
+
+# A text this much past its due time tells the time from now ("in 10 min"), not as planned.
+LATE = timedelta(minutes=2)
 
 
 def render(
@@ -70,7 +73,8 @@ def render(
     # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
     unsubscribe = links.url(s, base_url, partner) if r.channel is Channel.EMAIL else None
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
-    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe)
+    late = now if now - r.due_at > LATE else None
+    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late)
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
     r.body = links.without_link(message.text, unsubscribe)
     return message

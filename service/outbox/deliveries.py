@@ -88,11 +88,18 @@ def send_test(hearth: Hearth, partner: Partner, channel: Channel) -> Receipt:
         to = partner.email
     transport = build_one(hearth.settings, channel)
     t = lang(partner.language)  # what the partner reads, though an admin sends it
-    message = Message(
-        to=to,
-        text=t._("Hearth test message: reminders will reach you here. Reply STOP to opt out."),
-        subject=t._("Hearth test message"),
+    # Email replies are not read: only a text can be answered STOP. Each reminder email
+    # carries its own unsubscribe link.
+    text = (
+        t._("Hearth test message: reminders will reach you here. Reply STOP to opt out.")
+        if channel is Channel.SMS
+        else t._(
+            "Hearth test message: reminders will reach you here. Each reminder email has a"
+            " link to stop them."
+        )
+        + "\n"
     )
+    message = Message(to=to, text=text, subject=t._("Hearth test message"))
     try:
         transport.pace(message)
         return transport.send(message)

@@ -23,19 +23,14 @@ from structlog.contextvars import bound_contextvars
 
 from service.channels.base import Receipt, Transport, TransportError
 from service.core.metrics import LAST_TICK
-from service.db import daemon_state
+from service.db import daemon_state, optouts
 from service.db.context import Hearth
-from service.db.models import Channel, Reminder, table
+from service.db.models import Channel
 from service.outbox import backoff, claims, compose, finisher, gates, leases, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
 log = structlog.get_logger("hearth.dispatch")
-_T = table(Reminder)
-# A job sent within this long of its gate check is not looked at again before the send (a
-# STOP in those seconds races the send as it would race the HTTP request itself); one that
-# waited longer, for pacing or a busy pool, is. A claim batch drains within it at full speed.
-FRESH_SECONDS = 5.0
 
 
 class Dispatcher:
@@ -59,9 +54,7 @@ class Dispatcher:
         longest = max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds)
         self._send_window = timedelta(seconds=longest + 5)
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
-        self.pool = ThreadPoolExecutor(
-            max_workers=self.cfg.concurrency, thread_name_prefix="hearth-send"
-        )
+        self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="hearth-send")
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[Future[None], Job] = {}
@@ -71,11 +64,14 @@ class Dispatcher:
         self._finisher = finisher.Finisher(self._apply, self.clock, self.cfg, self._idle)
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
         self.leases = leases.LeaseKeeper(self.hearth, self._held, self._finisher.recover)
+        self._stranded, self._reads = claims.Stranded(), claims.GroupReads(self.db)
 
     # -- claiming and send-time checks ------------------------------------------------------
 
-    def claim(self, limit: int, caps: Mapping[Channel, int] | None = None) -> tuple[str, list[int]]:
-        return claims.claim(self.db, self.clock.now(), limit, self.cfg.lease_seconds, caps)
+    def claim(
+        self, limit: int, caps: Mapping[Channel, int] | None = None, token: str | None = None
+    ) -> tuple[str, list[int]]:
+        return claims.claim(self.db, self.clock.now(), limit, self.cfg.lease_seconds, caps, token)
 
     def caps(self) -> dict[Channel, int]:
         with self._lock:
@@ -99,7 +95,7 @@ class Dispatcher:
                     outcomes.settle_row(r, verdict, now, self.tally)
                     continue
                 message = compose.render(s, r, batch, now, self.rng, base_url, self.hearth.keys)
-                jobs.append(Job.of(r, message, checked=self.clock.monotonic()))
+                jobs.append(Job.of(r, message))
         return jobs
 
     # -- sending ----------------------------------------------------------------------------
@@ -116,9 +112,8 @@ class Dispatcher:
             if self.stopping.is_set():
                 self._release([job])
                 return
-            fresh = self.clock.monotonic() - job.checked < FRESH_SECONDS
             try:
-                ours = self._still_ours(job, fresh)
+                ours = self._still_ours(job)
             except Exception:
                 # Unsure: not sent now. The lease runs out and the row is claimed again.
                 log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
@@ -141,17 +136,19 @@ class Dispatcher:
         now = self.clock.now()
         self._finisher.record(outcomes.classify(job, result, latency, now, self.cfg, self.rng))
 
-    def _still_ours(self, job: Job, fresh: bool) -> bool:
-        """Right before the send (:func:`claims.recheck`); a fresh job with lease left: no query."""
+    def _still_ours(self, job: Job) -> bool:
+        """Right before every send, :func:`claims.recheck` (one query): a STOP answered is
+        final; one committed here during the read (the opt-out counter moved) reads again."""
         now = self.clock.now()
         lease = timedelta(seconds=self.cfg.lease_seconds)
         # The lease left must outlast the send itself (its provider timeout), else another
         # worker could reclaim the row while the text is on its way.
         need = max(lease / 2, self._send_window)
-        lease_left = job.lease_until - now if job.lease_until is not None else None
-        if fresh and now < job.expires_at and lease_left is not None and lease_left >= need:
-            return True
-        verdict = claims.recheck(self.db, job, now, need, max(lease, need))
+        seen: int | None = None
+        verdict: bool | gates.Verdict = True
+        while verdict is True and seen != optouts.generation():
+            seen = optouts.generation()
+            verdict = claims.recheck(self.db, job, now, need, max(lease, need), self._reads)
         if isinstance(verdict, gates.Verdict):
             self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))
             return False
@@ -193,10 +190,17 @@ class Dispatcher:
             return len(self._in_flight) + self._finisher.unfinished
 
     def _pass(self, limit: int) -> int:
-        """Claim up to ``limit``, gate and render, hand the jobs to the pool."""
-        token, ids = self.claim(limit, self.caps())
-        self.tally.add("claimed", len(ids))
-        self.submit(self.prepare(token, ids))
+        """Claim, gate, render, submit; a failed pass leaves its token to the next one."""
+        if self._stranded:
+            self.tally.add("released", self._stranded.hand_back(self.db, self.clock.now()))
+        token = claims.new_token()
+        try:
+            token, ids = self.claim(limit, self.caps(), token)
+            self.tally.add("claimed", len(ids))
+            self.submit(self.prepare(token, ids))
+        except Exception:
+            self._stranded.add(token)
+            raise
         return len(ids)
 
     def run_once(self, limit: int | None = None) -> Tally:
@@ -260,8 +264,7 @@ class Dispatcher:
 
     def _ticked(self) -> None:
         """Record a successful pass: in this process, and in the shared heartbeat row."""
-        now = self.clock.now()
-        LAST_TICK.mark(now)
+        LAST_TICK.mark(now := self.clock.now())
         self._heartbeat.beat(now)
 
     def _safe_next_due(self) -> datetime | None:

@@ -46,7 +46,7 @@ def to_record(o: Outcome) -> dict[str, Any]:
 def from_record(r: dict[str, Any]) -> Outcome:
     """The outcome a journal record holds (its job without the message, long sent)."""
     job = Job(r["id"], r["token"], r["couple"], r["partner"], Channel(r["channel"]), r["due"],
-              r["expires"], r["attempts"], Message("", ""), None, 0.0)  # fmt: skip
+              r["expires"], r["attempts"], Message("", ""), None)  # fmt: skip
     fields = dict(r["fields"])
     fields["state"] = ReminderState(fields["state"])
     return Outcome(job, fields, r["outcome"], r["at"], r["latency"], r["error"], r["opted_out"],

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 
 from service.core.timeutil import in_quiet_hours, quiet_hours_end, zone
-from service.db.models import Channel, Partner, Reminder, ReminderPurpose, ReminderState, Ritual
+from service.db.models import (
+    Channel,
+    Partner,
+    Reminder,
+    ReminderPurpose,
+    ReminderState,
+    Ritual,
+    RitualKind,
+)
 from service.db.states import ONE_OFF_PURPOSES
 from service.domain import partners, pauses
 from service.domain.recurrence import is_occurrence, schedule_of
+
+# The night for repair texts to a partner without quiet hours of their own: nobody is told
+# of a hard talk in the middle of the night (the repair planner picks times by it too).
+REPAIR_NIGHT = (time(22, 0), time(8, 0))
 
 
 @dataclass(frozen=True)
@@ -54,9 +66,12 @@ def check(
     if now >= r.expires_at:
         return Verdict(ReminderState.EXPIRED, "stale")
     tz = zone(partner.timezone)
-    if in_quiet_hours(now, tz, partner.quiet_start, partner.quiet_end):
-        assert partner.quiet_start is not None and partner.quiet_end is not None
-        end = quiet_hours_end(now, tz, partner.quiet_start, partner.quiet_end)
+    qs, qe = partner.quiet_start, partner.quiet_end
+    if (qs is None or qe is None) and ritual is not None and ritual.kind is RitualKind.REPAIR:
+        qs, qe = REPAIR_NIGHT
+    if in_quiet_hours(now, tz, qs, qe):
+        assert qs is not None and qe is not None
+        end = quiet_hours_end(now, tz, qs, qe)
         if end < r.expires_at:
             return Verdict(ReminderState.SCHEDULED, "quiet hours", retry_at=end)
         return Verdict(ReminderState.EXPIRED, "quiet hours until past expiry")

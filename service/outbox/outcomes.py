@@ -172,7 +172,8 @@ def report(o: Outcome, written: int, tally: Tally) -> None:
     tally.add({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
     if o.outcome != "retry":
         sent = o.outcome == ReminderState.SENT.value
-        observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None)
+        observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None,
+                     o.error)  # fmt: skip
     log.info(
         "reminder_" + o.outcome,
         reminder_id=job.id,
@@ -230,7 +231,7 @@ def settle_row(r: Reminder, v: Verdict, now: datetime, tally: Tally) -> None:
     else:
         r.final_at = now
         tally.add(v.state.value)
-        observe_send(r.channel.value, v.state.value, None, None)
+        observe_send(r.channel.value, v.state.value, None, None, v.reason)
     log.info(
         "reminder_" + ("deferred" if v.retry_at else v.state.value),
         reminder_id=r.id,

@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from service.core.metrics import observe_cancelled
+from service.core.timeutil import before_quiet_hours, zone
 from service.db.models import (
     Channel,
     ConsentState,
@@ -34,10 +37,13 @@ from service.db.models import (
     table,
 )
 from service.domain.pauses import in_pause
-from service.domain.recurrence import Schedule, occurrences, reminder_due
+from service.domain.reach import stale_after
+from service.domain.recurrence import Schedule, nudge_anchor, occurrences, reminder_due
 from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
 
 CHUNK_COUPLES = 2000
+# How far ahead of its time a reminder may go out to miss the partner's quiet hours.
+QUIET_EARLY = timedelta(hours=3)
 _NUDGE = ReminderPurpose.NUDGE.value
 _SCHEDULED = ReminderState.SCHEDULED.value
 _T = table(Reminder)
@@ -54,6 +60,9 @@ class PlanResult:
 class _Partner(NamedTuple):
     id: int
     channels: tuple[str, ...]  # usable now: contact present, consent given
+    tz: ZoneInfo
+    quiet_start: time | None
+    quiet_end: time | None
 
 
 class _Ritual(NamedTuple):
@@ -64,12 +73,6 @@ class _Ritual(NamedTuple):
     channels: tuple[str, ...]
     paused_at: datetime | None
     paused_until: datetime | None
-
-
-def stale_after(duration_minutes: int, stale_minutes: float) -> timedelta:
-    """How long after its due time a nudge is still worth sending: half the ritual's length
-    or ``stale_minutes``, whichever is longer."""
-    return timedelta(minutes=max(duration_minutes / 2, stale_minutes))
 
 
 def _usable_channels(row: Any) -> tuple[str, ...]:
@@ -104,9 +107,17 @@ def wanted_rows(
     now: datetime,
     horizon: timedelta,
     stale_minutes: float,
+    quiet_early: timedelta = QUIET_EARLY,
 ) -> Iterator[tuple[Any, ...]]:
     """Rows (in ``COLUMNS`` order) for every nudge due in [now, now + horizon) that is
-    still fresh; occurrences inside a pause are not planned."""
+    still fresh; occurrences inside a pause are not planned.
+
+    Planned late (the ritual made, edited or resumed after a nudge's due time): the nudge
+    goes out at once while the occurrence has not started, whatever its offset; of several
+    such offsets only the shortest is kept, so a late ritual gets one text, not a volley.
+    A nudge that falls in a partner's quiet hours is brought forward to just before they
+    begin when that is at most ``quiet_early`` ahead (the send-time gate defers the others
+    to the end of the quiet hours, or expires them)."""
     end = now + horizon
     memo: dict[tuple[int, datetime, datetime], Any] = {}
     # Look back far enough to catch an occurrence whose nudge is still fresh, and ahead
@@ -122,20 +133,33 @@ def wanted_rows(
         for start, original in _expand(r.schedule, lo, hi, memo):
             if in_pause(start, r.paused_at, r.paused_until) or in_pause(start, cp_at, cp_until):
                 continue
+            anchor = nudge_anchor(r.schedule, start)  # the start (an all-day one: 09:00)
+            late: tuple[int, datetime] | None = None  # passed and stale, occurrence ahead
+            going_now = False  # a kept offset whose due has passed: it goes out at once
             for offset in r.offsets:
                 due = reminder_due(r.schedule, start, offset)  # whole days: nominal days
                 expires = due + stale
                 if due < end and expires > now:
                     slots.append((offset, original, due, expires))
+                    going_now = going_now or due <= now
+                elif due <= now < anchor and (late is None or offset < late[0]):
+                    late = (offset, due)
+            if late is not None and not going_now:
+                slots.append((late[0], original, late[1], anchor))
         if not slots:
             continue
         for p in partners.get(r.couple_id, ()):
+            quiet = p.quiet_start is not None and p.quiet_end is not None
             for ch in r.channels or p.channels:
                 if ch not in p.channels:
                     continue
                 for offset, original, due, expires in slots:
-                    yield (r.couple_id, r.id, p.id, ch, offset, _NUDGE, original, due, expires,
-                           _SCHEDULED, 0, due, now, now)  # fmt: skip
+                    at = due
+                    if quiet:
+                        at = before_quiet_hours(due, p.tz, p.quiet_start, p.quiet_end,
+                                                quiet_early) or due  # fmt: skip
+                    yield (r.couple_id, r.id, p.id, ch, offset, _NUDGE, original, at, expires,
+                           _SCHEDULED, 0, at, now, now)  # fmt: skip
 
 
 def _among(col: Any, ids: Sequence[int]) -> Any:
@@ -162,11 +186,15 @@ def _load(
     }
     partners: dict[int, list[_Partner]] = defaultdict(list)
     pcols = (p.c.id, p.c.couple_id, p.c.channels, p.c.phone, p.c.email, p.c.sms_consent,
-             p.c.email_opted_out_at)  # fmt: skip
+             p.c.email_opted_out_at, p.c.timezone, p.c.quiet_start, p.c.quiet_end)  # fmt: skip
+    zones: dict[str, ZoneInfo] = {}
     for row in conn.execute(
         sa.select(*pcols).where(_among(p.c.couple_id, couple_ids)).order_by(p.c.id)
     ):
-        partners[row.couple_id].append(_Partner(row.id, _usable_channels(row)))
+        tz = zones.get(row.timezone) or zones.setdefault(row.timezone, zone(row.timezone))
+        partners[row.couple_id].append(
+            _Partner(row.id, _usable_channels(row), tz, row.quiet_start, row.quiet_end)
+        )
     ritual_rows = list(
         conn.execute(
             sa.select(
@@ -243,6 +271,7 @@ def plan(
     couple_ids: Sequence[int] | None = None,
     chunk: int = CHUNK_COUPLES,
     count: bool = False,
+    quiet_early: timedelta = QUIET_EARLY,
 ) -> PlanResult:
     """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
     ``count=True`` reports how many rows were new (costs a count per chunk)."""
@@ -258,7 +287,9 @@ def plan(
             if not ids:
                 break
             rituals, partners, pauses = _load(conn, ids, now)
-            rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+            rows = list(
+                wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes, quiet_early)
+            )
             if rows:
                 if count:
                     result.created += insert_rows(conn, rows)
@@ -270,17 +301,24 @@ def plan(
 
 
 def replan(
-    conn: Connection, now: datetime, couple_id: int, horizon: timedelta, stale_minutes: float
+    conn: Connection,
+    now: datetime,
+    couple_id: int,
+    horizon: timedelta,
+    stale_minutes: float,
+    quiet_early: timedelta = QUIET_EARLY,
 ) -> PlanResult:
     """Bring one couple's future unsent nudges in line with its current definition (runs in
     the caller's transaction)."""
     result = PlanResult(couples=1)
     rituals, partners, pauses = _load(conn, [couple_id], now)
-    rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes))
+    rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes, quiet_early))
     key_idx = [COLUMNS.index(k) for k in _KEY]
     wanted = {_key_of(row, key_idx): row for row in rows}
     existing = conn.execute(
-        sa.select(_T.c.id, _T.c.state, _T.c.due_at, *(_T.c[k] for k in _KEY)).where(
+        sa.select(
+            _T.c.id, _T.c.state, _T.c.due_at, _T.c.expires_at, *(_T.c[k] for k in _KEY)
+        ).where(
             _T.c.couple_id == couple_id,
             _T.c.purpose == ReminderPurpose.NUDGE,
             _T.c.state.in_([ReminderState.SCHEDULED, ReminderState.CANCELLED]),
@@ -288,6 +326,7 @@ def replan(
         )
     ).all()
     cancel, revive, retime = [], [], []
+    cancelled_on: dict[str, int] = defaultdict(int)
     present = set()
     due_i, exp_i = COLUMNS.index("due_at"), COLUMNS.index("expires_at")
     for row in existing:
@@ -302,10 +341,12 @@ def replan(
         want = wanted.get(key)
         if row.state == ReminderState.SCHEDULED and want is None:
             cancel.append(row.id)
+            cancelled_on[str(row.channel)] += 1
         elif row.state == ReminderState.CANCELLED and want is not None:
             revive.append(row.id)
-        if want is not None and row.due_at != want[due_i]:
-            # A moved occurrence keeps its key (the original start) but not its time.
+        if want is not None and (row.due_at != want[due_i] or row.expires_at != want[exp_i]):
+            # A moved occurrence keeps its key (the original start) but not its time; a
+            # nudge planned again late (a resume) is fresh until its occurrence starts.
             retime.append({"rid": row.id, "due": want[due_i], "exp": want[exp_i]})
     if cancel:
         conn.execute(
@@ -339,6 +380,8 @@ def replan(
             ),
             retime,
         )
+    for channel, n in cancelled_on.items():
+        observe_cancelled(channel, n)
     missing = [row for key, row in wanted.items() if key not in present]
     result.created = insert_rows(conn, missing)
     result.cancelled, result.revived = len(cancel), len(revive)

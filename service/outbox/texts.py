@@ -13,13 +13,13 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from service.channels.base import Message
 from service.channels.segments import MAX_SEGMENTS, gsm_only, segments
 from service.core.i18n import N_, Lang, lang
 from service.core.timeutil import zone
-from service.db.models import Channel, Partner, ReminderPurpose, Ritual, RitualKind
+from service.db.models import Channel, Partner, ReminderPurpose, Ritual
 from service.domain import prompts, wording
 from service.domain.answers import asks
 
@@ -94,6 +94,9 @@ class Context:
     # The prompt as stored (the source language); shown in the partner's language.
     prompt: str | None
     unsubscribe_url: str | None = None
+    # When the text goes out, if much later than planned (quiet hours, an outage): the time is
+    # then told from now ("in 10 min", "started at 21:00") rather than as a stale "at 21:00".
+    late_at: datetime | None = None
 
     @property
     def t(self) -> Lang:
@@ -110,10 +113,12 @@ class Context:
         return prompts.localized(self.ritual.kind, self.prompt, self.t.code)
 
 
+# What a discreet partner's lock screen shows of any ritual: no title, prompt or feeling.
+DISCREET_TITLE = N_("a moment for you two")
+
+
 def _title(ctx: Context, discreet: bool) -> str:
-    if discreet and ctx.ritual.kind is RitualKind.REPAIR:
-        return ctx.t._("Your planned conversation")
-    return wording.title(ctx.ritual, ctx.t)
+    return ctx.t._(DISCREET_TITLE) if discreet else wording.title(ctx.ritual, ctx.t)
 
 
 def _when(ctx: Context) -> str:
@@ -122,6 +127,13 @@ def _when(ctx: Context) -> str:
         return t._("today ({day})").format(day=t.day(local))
     if ctx.purpose is ReminderPurpose.INVITE:
         return t.day_time(local)
+    if ctx.late_at is not None:
+        ahead = ctx.occurrence_start - ctx.late_at
+        if ahead <= timedelta(0):
+            return t._("started at {time}").format(time=t.time(local))
+        if ahead < timedelta(hours=1):
+            minutes = max(1, round(ahead.total_seconds() / 60))
+            return t._("in {minutes} min").format(minutes=t.number(minutes))
     return t._("at {time}").format(time=t.time(local))
 
 
@@ -140,18 +152,25 @@ def sms_text(ctx: Context) -> str:
     discreet = not ctx.partner.full_text
     title = _title(ctx, discreet)
     if ctx.purpose is ReminderPurpose.FOLLOWUP:
-        return fit(
+        ask = (
             t._(
+                "Hearth: a quick question about {day}. Did the steps you agreed on happen? "
+                "Reply YES, NO or a few words."
+            )
+            if discreet
+            else t._(
                 "Hearth: about your talk on {day}. Did the steps you agreed on happen? "
                 "Reply YES, NO or a few words."
-            ).format(day=_day(ctx))
+            )
         )
+        return fit(ask.format(day=_day(ctx)))
     if ctx.purpose is ReminderPurpose.CHASE:
         chase = t._(
             "Hearth: your partner marked {day}'s {title} done. "
             "Did it happen for you too? Reply DONE. STOP to opt out."
         )
         day = _day(ctx)
+        title = t._("moment") if discreet else title
         return fit_title(lambda x: chase.format(title=x, day=day), title)
     when = _when(ctx)
     if ctx.purpose is ReminderPurpose.INVITE:
@@ -166,11 +185,8 @@ def sms_text(ctx: Context) -> str:
             )
         invite = t._("Hearth: {title} is set for {when}. {guide} Reply SKIP to call it off.")
         return fit_title(lambda x: invite.format(title=x, when=when, guide=how), title)
-    prompt = (
-        ctx.prompt_text
-        if ctx.prompt and (not discreet or ctx.ritual.kind is not RitualKind.REPAIR)
-        else None
-    )
+    # The full text, prompt and shared question included, is for partners who chose it.
+    prompt = ctx.prompt_text if ctx.prompt and not discreet else None
     head = t._("Hearth: {title} {when}.")
     tail = t._(ASK_HINTS) if prompt and asks(ctx.ritual) else sms_hints(t)
     if prompt:

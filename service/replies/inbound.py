@@ -309,6 +309,24 @@ def _snooze(t: Turn) -> Outcome:
     )  # fmt: skip
     if not outgoing.add_once(session, snooze):
         return t.lang._("Hearth: already snoozed to then."), "snooze: duplicate", last.ritual_id
+    # A second SNOOZE replaces the first: one reminder, at the time last asked for.
+    session.execute(
+        sa.update(Reminder)
+        .where(
+            Reminder.ritual_id == last.ritual_id,
+            Reminder.occurrence_start == last.occurrence_start,
+            Reminder.partner_id == partner.id,
+            Reminder.purpose == ReminderPurpose.SNOOZE,
+            Reminder.state == ReminderState.SCHEDULED,
+            Reminder.id != snooze.id,
+        )
+        .values(
+            state=ReminderState.CANCELLED,
+            last_error="snooze replaced",
+            final_at=now,
+            updated_at=now,
+        )
+    )
     local = due.astimezone(tz)
     return (
         t.lang._("Hearth: snoozed, we'll remind you at {time}.").format(time=t.lang.time(local)),

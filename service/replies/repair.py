@@ -40,13 +40,17 @@ from service.db.models import (
 from service.domain import partners, rituals, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
+from service.outbox.gates import REPAIR_NIGHT
 from service.replies.reactions import on
 
 log = structlog.get_logger("hearth.repair")
 
 GUIDE = wording.GUIDE  # the repair ritual's description, shown in each partner's language
-# Without quiet hours of their own, nobody is invited to a hard talk in the middle of the night.
-DEFAULT_QUIET = (time(22, 0), time(8, 0))
+# Without quiet hours of their own, nobody is invited to a hard talk in the middle of the night
+# (the send-time gate holds repair texts to it too).
+DEFAULT_QUIET = REPAIR_NIGHT
+# Awake this long before the reminder: time for the invitation to arrive and be read.
+LEAD_MARGIN_MINUTES = 30
 STEP = timedelta(minutes=15)
 
 
@@ -116,14 +120,16 @@ def _calm(p: Partner, start: datetime, end: datetime) -> bool:
 
 def find_slot(
     couple: Couple, busy: list[tuple[datetime, datetime]], after: datetime, until: datetime,
-    length: timedelta,
+    length: timedelta, lead: timedelta = timedelta(0),
 ) -> datetime | None:  # fmt: skip
-    """The first quarter-hour start in [after, until) that suits both partners."""
+    """The first quarter-hour start in [after, until) that suits both partners, each of them
+    also awake for the ``lead`` before it: a talk right at the end of one's quiet hours
+    would leave no calm moment for the invitation and the reminder."""
     minute = (after.minute // 15 + 1) * 15 if after.minute % 15 or after.second else after.minute
     t = after.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=minute)
     while t + length <= until:
         end = t + length
-        if all(_calm(p, t, end) for p in couple.partners) and not any(
+        if all(_calm(p, t - lead, end) for p in couple.partners) and not any(
             s < end and t < e for s, e in busy
         ):
             return t
@@ -154,7 +160,8 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         cooled = req.requested_at + timedelta(hours=cfg.cooldown_hours)
         after = max(cooled, now + timedelta(minutes=cfg.remind_minutes_before))
         until = after + timedelta(hours=cfg.window_hours) - (cooled - req.requested_at)
-        slot = find_slot(couple, _busy(session, couple, after, until), after, until, length)
+        lead = timedelta(minutes=cfg.remind_minutes_before + LEAD_MARGIN_MINUTES)
+        slot = find_slot(couple, _busy(session, couple, after, until), after, until, length, lead)
     req.updated_at = now
     if slot is None:
         req.state = RepairState.NO_SLOT

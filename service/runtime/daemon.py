@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from service.channels import Transport, build
 from service.core.exceptions import ConfigError
 from service.core.metrics import PLANNER_DURATION, REGISTRY
-from service.db import daemon_state, migrate
+from service.db import daemon_state, migrate, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Event
 from service.domain import events, prompts
@@ -82,6 +82,7 @@ class Daemon:
                 self.hearth.clock.now(),
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
+                quiet_early=timedelta(hours=cfg.quiet_early_hours),
             )
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
@@ -106,6 +107,7 @@ class Daemon:
                         couple_id,
                         timedelta(hours=cfg.horizon_hours),
                         cfg.stale_after_minutes,
+                        quiet_early=timedelta(hours=cfg.quiet_early_hours),
                     )
                 log.info(
                     "replanned",
@@ -233,9 +235,14 @@ class Daemon:
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {events.CHANNEL}")
+                    conn.execute(f"LISTEN {optouts.CHANNEL}")
+                    optouts.bump()  # an opt-out missed while (re)connecting: read again
                     while not self.stop_requested.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.handle_events()
+                        for note in conn.notifies(timeout=1.0, stop_after=1):
+                            if note.channel == optouts.CHANNEL:
+                                optouts.bump()  # a STOP in another process: look again
+                            else:
+                                self.handle_events()
             except Exception:
                 log.exception("listen_failed")
                 self.stop_requested.wait(2.0)

@@ -16,7 +16,8 @@ Fault injection is thread-safe and can change while clients are sending:
   wait are counted in :attr:`TwilioStandIn.in_progress`);
 * ``fail_next(n, status, code, retry_after)``: the next ``n`` authenticated message requests
   fail, in order, with Twilio's error JSON (and ``Retry-After`` when given);
-* ``fail_to(number, status, code)``: every send to ``number`` fails until cleared.
+* ``fail_to(number, status, code)``: every send to ``number`` fails until cleared;
+* ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm).
 
 Every message request is recorded in :attr:`TwilioStandIn.requests`, successful ones in
 :attr:`TwilioStandIn.sent`. :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
@@ -255,6 +256,7 @@ class TwilioStandIn:
         self._lock = threading.Lock()
         self._latency = float(latency)
         self._faults: deque[Fault] = deque()
+        self._storm: tuple[float, Fault] | None = None  # (until, fault): every request fails
         self._fail_to: dict[str, Fault] = {}
         self._requests: list[RecordedRequest] = []
         self._in_progress = 0
@@ -371,6 +373,13 @@ class TwilioStandIn:
             else:
                 self._fail_to.pop(number, None)
 
+    def storm(self, seconds: float, status: int = 429, retry_after: float | None = None) -> None:
+        """For the next ``seconds`` (real time), every message request fails so (a provider
+        rate-limiting the whole account)."""
+        fault = Fault(status=status, retry_after=retry_after)
+        with self._lock:
+            self._storm = (time.monotonic() + seconds, fault)
+
     @property
     def pending_faults(self) -> int:
         with self._lock:
@@ -381,6 +390,7 @@ class TwilioStandIn:
         with self._lock:
             self._faults.clear()
             self._fail_to.clear()
+            self._storm = None
             self._requests.clear()
             self._latency = 0.0
 
@@ -536,6 +546,9 @@ class TwilioStandIn:
         to = params.get("To", "")
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
+            if fault is None and self._storm is not None:
+                until, storm = self._storm
+                fault = storm if time.monotonic() < until else None
             if fault is None and to in self._fail_to:
                 fault = self._fail_to[to]
         if fault is not None:
