@@ -3,9 +3,8 @@ pool, record each outcome exactly once.
 
 One pass: :func:`claims.claim` marks due rows ``sending`` under a token and a lease;
 :meth:`Dispatcher.prepare` applies the gates (:mod:`gates`) and renders (:mod:`compose`); pool
-threads pace, look again where a job waited, send; :class:`finisher.Finisher` writes results.
-:mod:`leases` renews held claims: a crash leaves rows ``sending`` for at most a lease. On
-SIGTERM :meth:`Dispatcher.stop` stops claiming, hands unsent rows back, gives sends a grace.
+threads pace, read consent and lease once more, send; :class:`finisher.Finisher` writes results;
+:mod:`leases` renews held claims. SIGTERM: :meth:`Dispatcher.stop` hands unsent rows back.
 """
 
 from __future__ import annotations
