@@ -62,13 +62,16 @@ DINNER = "Cooking dinner together and laughing about the burnt rice"
 
 @pytest.fixture
 def hearth(db: Database, clock: FakeClock, twilio_standin: TwilioStandIn) -> Hearth:
-    """SMS through the real twilio client to the stand-in; both partners text."""
+    """SMS through the real twilio client to the stand-in; both partners text, with full
+    text (a discreet lock screen shows no question)."""
     h = Hearth(settings=make_settings(db, **_sections(twilio_standin)), db=db, clock=clock)
     now = clock.now()
     cid = couple_with_partners(db, now, sam_tz="America/New_York")
     with db.session() as s:
         sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
         partners.edit(s, now, sam, phone=SAM, channels="sms", sms_consent="signup form")
+        for p in s.scalars(sa.select(Partner)):
+            p.full_text = True
     add_ritual(db, now, cid, "five-minute-check-in")
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
     return h
@@ -318,7 +321,7 @@ def test_double_opt_in_holds_back_every_text_until_yes(
     planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
     clock.set(TONIGHT + timedelta(days=1))
     dispatcher.run_once()
-    assert "Five-minute check-in" in _texts(twilio_standin, NEW)[-1]
+    assert "a moment for you two" in _texts(twilio_standin, NEW)[-1]  # Kim's discreet nudge
 
 
 def test_a_number_that_said_stop_gets_nothing_at_all(

@@ -23,7 +23,9 @@ MOOD_WEEKS = 8
 
 
 def takes_part(p: Partner) -> bool:
-    return bool(p.phone) and Channel.SMS in p.channel_list
+    """Texts with Hearth and chose full text: the question is a prompt, and a discreet
+    partner's lock screen never shows one (docs/delivery.md)."""
+    return bool(p.phone) and Channel.SMS in p.channel_list and p.full_text
 
 
 def asks(ritual: Ritual) -> bool:
