@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from service.core.config import WebSettings
 from service.core.exceptions import Conflict
+from service.db.engine import fetch_by_digest
 from service.db.models import Couple, Partner
 from service.domain.events import EventType, record
 
@@ -126,16 +127,7 @@ def couple_stamp(engine: Engine, token: str) -> Stamp | None:
         return None
     sql, positional = _stamp_sql(engine)
     key = digest(token)
-    conn = engine.raw_connection()
-    try:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(sql, (key,) if positional else {"digest": key})
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-    finally:
-        conn.close()  # back to the pool, which ends any transaction the driver began
+    row = fetch_by_digest(engine, sql, positional, key)
     return None if row is None else _stamp(row)
 
 

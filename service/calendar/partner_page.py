@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from service.calendar import feed_tokens, page_tokens
 from service.core.config import WebSettings
 from service.core.timeutil import in_quiet_hours, zone
+from service.db.engine import fetch_by_digest
 from service.db.models import Channel, CheckIn, Couple, Partner, RepairRequest, Ritual
 from service.db.states import RepairState
 from service.domain import partners, rituals, stats
@@ -137,16 +138,7 @@ def stamp(engine: Engine, token: str) -> tuple[object, ...] | None:
         return None
     sql, positional = _stamp_sql(engine)
     key = page_tokens.digest(token)
-    conn = engine.raw_connection()
-    try:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(sql, (key,) if positional else {"digest": key})
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-    finally:
-        conn.close()
+    row = fetch_by_digest(engine, sql, positional, key)
     return None if row is None else tuple(row)
 
 

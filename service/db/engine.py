@@ -208,3 +208,19 @@ def classify(exc: sa.exc.DBAPIError) -> Failure:
 
 def _reason(exc: sa.exc.DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
+def fetch_by_digest(engine: sa.Engine, sql: str, positional: bool, key: str) -> Any:
+    """One row of a driver-level query whose one parameter is ``digest`` (a token's hash),
+    on a pooled connection directly: the hot token lookups (feeds, pages) skip the BEGIN,
+    the statement pipeline and the ROLLBACK a ``Connection.execute`` would cost."""
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, (key,) if positional else {"digest": key})
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()  # back to the pool, which ends any transaction the driver began
