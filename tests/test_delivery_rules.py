@@ -17,6 +17,7 @@ from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, Couple, Partner, Prompt, Reminder, ReminderState, RitualKind
 from service.domain import rituals
+from service.domain import unsubscribe as links
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests import peers
@@ -102,7 +103,7 @@ def test_a_reminder_in_quiet_hours_goes_out_just_before_they_begin(
     clock.set(first.due_at)
     d.run_once()
     [sms] = twilio_standin.sent
-    assert sms.body is not None and "at 23:40" in sms.body
+    assert sms.body is not None and "at 11:40 PM" in sms.body
 
 
 def test_too_early_for_quiet_hours_waits_for_their_end_and_says_the_right_time(
@@ -125,7 +126,7 @@ def test_too_early_for_quiet_hours_waits_for_their_end_and_says_the_right_time(
     clock.set(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))  # 07:00 LA: quiet hours over
     d.run_once()
     [sms] = twilio_standin.sent
-    assert sms.body is not None and "in 10 min" in sms.body and "at 07:10" not in sms.body
+    assert sms.body is not None and "in 10 min" in sms.body and "at 7:10 AM" not in sms.body
 
 
 def test_list_unsubscribe_is_a_plain_url_in_the_raw_message(
@@ -142,7 +143,7 @@ def test_list_unsubscribe_is_a_plain_url_in_the_raw_message(
     clock.set(datetime(2026, 1, 5, 20, 0, tzinfo=UTC))
     d.run_once()
     with db.session() as s:
-        tokens = {p.email: p.unsubscribe_token for p in s.scalars(sa.select(Partner))}
+        tokens = {p.email: links.token(s, p) for p in s.scalars(sa.select(Partner))}
     assert len(smtp_sink.messages) == 2
     for mail in smtp_sink.messages:
         url = f"{base}/unsubscribe/{tokens[mail.rcpt_tos[0]]}"
@@ -181,11 +182,11 @@ def test_a_discreet_text_names_no_ritual_prompt_or_feeling(
         [prompt] = {r.prompt_id for r in sent}
         found = s.get(Prompt, prompt) if prompt else None
         text = found.text if found else ""
-    assert sms.body.startswith("Hearth: a moment for you two at 21:00.")
+    assert sms.body.startswith("Hearth: a moment for you two at 9:00 PM.")
     assert "feeling" not in sms.body.lower() and (not text or text not in sms.body)
     # Who chose full text reads the title (and the prompt, when it fits).
     with db.session() as s:
         s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one().full_text = True
     clock.set(tonight + timedelta(days=1))
     d.run_once()
-    assert (twilio_standin.sent[-1].body or "").startswith("Hearth: Our feelings talk at 21:00.")
+    assert (twilio_standin.sent[-1].body or "").startswith("Hearth: Our feelings talk at 9:00 PM.")
