@@ -77,7 +77,9 @@ def _sms_tonight(s: Session) -> Reminder:
 
 
 def _dispatcher(hearth: Hearth, transports: dict[Channel, Transport] | None = None) -> Dispatcher:
-    return Dispatcher(hearth, transports or build(hearth.settings), rng=random.Random(7))
+    return Dispatcher(
+        hearth, transports or build(hearth.settings, hearth.clock), rng=random.Random(7)
+    )
 
 
 def test_sends_each_due_reminder_once_through_real_peers(
@@ -373,7 +375,7 @@ def test_claims_take_no_more_sms_than_pacing_sends_in_half_a_lease(
     cfg["twilio"].update(sender_rate_per_second=0.5, account_rate_per_second=100)
     hearth = _hearth(db, clock, daemon={"lease_seconds": 20}, **cfg)
     gate = threading.Event()
-    transports = build(hearth.settings)
+    transports = build(hearth.settings, hearth.clock)
     transports[Channel.SMS] = _HeldPacing(transports[Channel.SMS], gate)
     d = _dispatcher(hearth, transports)
     # 0.5 segments a second for 10 s (half the lease), at two segments a text: 2 texts.
@@ -642,7 +644,7 @@ def test_a_stop_ends_waits_for_pacing_and_hands_those_rows_back(
     cfg = peers.sections(twilio_standin, smtp_sink)
     cfg["twilio"].update(sender_rate_per_second=0.01)  # the next texts: minutes away
     hearth = _hearth(db, clock, **cfg)
-    transports = build(hearth.settings)
+    transports = build(hearth.settings, hearth.clock)
     transports[Channel.SMS].pace(Message(to="+15550000000", text="x"))  # spends the one token
     d = _dispatcher(hearth, transports)
     clock.set(TONIGHT)
@@ -674,7 +676,7 @@ def test_a_failed_outcome_write_is_tried_again_not_sent_again(
 ) -> None:
     _setup(db, clock)
     hearth = _hearth(db, clock, **peers.sections(twilio_standin, smtp_sink))
-    d = _BusyOnce(hearth, build(hearth.settings), rng=random.Random(7))
+    d = _BusyOnce(hearth, build(hearth.settings, hearth.clock), rng=random.Random(7))
     clock.set(TONIGHT)
     with capture_logs() as logs:
         assert d.run_once().sent == 3

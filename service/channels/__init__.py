@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.channels.base import Message, Receipt, Transport, TransportError
+from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.config import EmailBackend, Settings, SmsBackend
 from service.core.exceptions import ChannelNotConfigured, ConsoleInProduction
 from service.db.models import Channel
@@ -10,7 +11,7 @@ from service.db.models import Channel
 __all__ = ["Message", "Receipt", "Transport", "TransportError", "build", "build_one"]
 
 
-def build_one(settings: Settings, channel: Channel) -> Transport:
+def build_one(settings: Settings, channel: Channel, clock: Clock = SYSTEM_CLOCK) -> Transport:
     """The configured transport for ``channel``; refuses a half-configured provider."""
     from service.channels.console import ConsoleTransport
 
@@ -43,7 +44,7 @@ def build_one(settings: Settings, channel: Channel) -> Transport:
             raise ChannelNotConfigured("sms", "missing " + ", ".join(missing))
         callback = f"{settings.web.public_base_url}/twilio/status" if tw.status_callbacks else None
         return TwilioTransport(
-            tw, status_callback_url=callback, pool_size=settings.daemon.concurrency
+            tw, status_callback_url=callback, pool_size=settings.daemon.concurrency, clock=clock
         )
     if settings.channels.email is EmailBackend.CONSOLE:
         return ConsoleTransport(Channel.EMAIL)
@@ -52,5 +53,5 @@ def build_one(settings: Settings, channel: Channel) -> Transport:
     return SmtpTransport(settings.smtp)
 
 
-def build(settings: Settings) -> dict[Channel, Transport]:
-    return {ch: build_one(settings, ch) for ch in Channel}
+def build(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> dict[Channel, Transport]:
+    return {ch: build_one(settings, ch, clock) for ch in Channel}

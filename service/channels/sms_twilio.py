@@ -19,6 +19,7 @@ from service.channels.pacing import Breaker, Pacer
 from service.channels.segments import MAX_SEGMENTS, segments
 from service.channels.twilio_codes import classify
 from service.channels.twilio_http import close_client, make_client, retry_after_seconds
+from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.config import TwilioSettings
 from service.db.models import Channel
 
@@ -35,6 +36,7 @@ class TwilioTransport(Transport):
         status_callback_url: str | None = None,
         pacer: Pacer | None = None,
         pool_size: int = 50,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.client: Client = make_client(
@@ -52,7 +54,11 @@ class TwilioTransport(Transport):
         self.pacer = pacer or Pacer(
             settings.sender_rate_per_second, settings.account_rate_per_second
         )
-        self.breaker = Breaker(probe_timeout=settings.timeout_seconds + 5)
+        # The breaker's hold is part of the schedule (a Retry-After), so it reads the service
+        # clock; the buckets pace a real provider rate and keep real time.
+        self.breaker = Breaker(
+            monotonic=clock.monotonic, probe_timeout=settings.timeout_seconds + 5
+        )
 
     def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
         # The breaker first, then the buckets: after a storm the sends that waited take their

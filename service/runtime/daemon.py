@@ -58,7 +58,7 @@ class Daemon:
         self.hearth = hearth
         self.settings = hearth.settings
         self.web_enabled = self.settings.daemon.run_web if web is None else web
-        self.dispatcher = Dispatcher(hearth, transports or build(hearth.settings))
+        self.dispatcher = Dispatcher(hearth, transports or build(hearth.settings, hearth.clock))
         self._jobs = JobExecutor(4)
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
