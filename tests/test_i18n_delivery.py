@@ -38,7 +38,7 @@ def _couple(db: Database, now: datetime) -> None:
             partners.add(
                 s, now, c, name=name, phone=phone, email=email, timezone=tz,
                 channels="sms,email", quiet_hours=None, sms_consent="signup form",
-                language=language,
+                language=language, full_text=True,  # the title and prompt, translated
             )  # fmt: skip
         cid = c.id
     add_ritual(db, now, cid, "five-minute-check-in")

@@ -16,7 +16,6 @@ keyword gets a "did you mean".
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +28,7 @@ from service.calendar import page_tokens
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
-from service.core.timeutil import in_quiet_hours, zone
+from service.core.timeutil import zone
 from service.db.context import Hearth
 from service.db.models import (
     Channel,
@@ -37,21 +36,19 @@ from service.db.models import (
     Partner,
     Reminder,
     ReminderPurpose,
-    ReminderState,
     Reply,
     Ritual,
 )
 from service.domain import partners, skips, wording
 from service.domain.events import EventType, record
 from service.domain.recurrence import occurrences, schedule_of
-from service.replies import outgoing, pausing, question, repair, vocabulary, words
+from service.replies import outgoing, pausing, question, repair, snoozing, vocabulary, words
 from service.replies.vocabulary import HELP_WORDS, KEYWORDS, START_WORDS, STOP_WORDS
 from service.replies.words import Parsed
 
 log = structlog.get_logger("hearth.inbound")
 
 __all__ = ["KEYWORDS", "Parsed", "handle", "parse"]
-SNOOZE_DEFAULT, SNOOZE_MAX = 30, 180
 
 # One GSM-7 segment in every language (tests/test_i18n.py).
 HELP_TEXT = N_(
@@ -73,12 +70,6 @@ SKIPPED_NOTICE = N_("Hearth: {name} skipped {title} on {when}. See you next time
 LINK_TEXT = N_(
     "Hearth: your own page (pause, quiet hours, calendar): {url} Any older link now stops."
 )
-# "SNOOZE 45", "snooze 45 min", "Snooze 1h", "später 2 Std", "luego 10 minutos" (folded)
-_SNOOZE_ARG = re.compile(
-    r"(?P<n>\d{1,4})\s*(?P<unit>M|MIN|MINS|MINUTES?|MINUTEN|MINUTOS?"
-    r"|H|HR|HRS|HOURS?|STD|STUNDEN?|HORAS?)?"
-)
-
 Outcome = tuple[str | None, str, int | None]  # (answer text, action stored, ritual id)
 
 
@@ -274,65 +265,7 @@ def _next_planned(ritual: Ritual, now: datetime) -> tuple[datetime, datetime] | 
 
 
 def _snooze(t: Turn) -> Outcome:
-    session, now, partner, arg = t.session, t.now, t.partner, t.parsed.argument
-    match = _SNOOZE_ARG.fullmatch(arg or "")
-    if arg and match is None:
-        bad = t.lang._("Hearth: SNOOZE takes minutes, e.g. SNOOZE {minutes}.")
-        return bad.format(minutes=SNOOZE_DEFAULT), "snooze: bad", None
-    minutes = SNOOZE_DEFAULT
-    if match is not None and match["n"]:
-        minutes = int(match["n"]) * (60 if (match["unit"] or "M")[0] in "HS" else 1)
-    minutes = max(5, min(SNOOZE_MAX, minutes))
-    # The partner texted: snooze the text they got (an email sent alongside finishes a few
-    # milliseconds apart and is not what they answer); email only if no text went out.
-    nudges = (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
-    last = outgoing.latest_sent(
-        session, partner, *nudges, channel=Channel.SMS
-    ) or outgoing.latest_sent(session, partner, *nudges)
-    if last is None or last.ritual_id is None:
-        return t.lang._("Hearth: there is nothing to snooze."), "snooze: nothing", None
-    due = now + timedelta(minutes=minutes)
-    if due >= last.expires_at:
-        due = last.expires_at - timedelta(minutes=1)  # never past expiry
-    if due <= now + timedelta(minutes=1):
-        return t.lang._("Hearth: too late to snooze this one."), "snooze: too late", last.ritual_id
-    tz = zone(partner.timezone)
-    if in_quiet_hours(due, tz, partner.quiet_start, partner.quiet_end):
-        return t.lang._("Hearth: that would fall in your quiet hours."), "snooze: quiet hours", None
-    offset = -int((due - last.occurrence_start).total_seconds() // 60)
-    snooze = Reminder(
-        couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
-        channel=last.channel, offset_minutes=offset, purpose=ReminderPurpose.SNOOZE,
-        occurrence_start=last.occurrence_start, due_at=due, expires_at=last.expires_at,
-        state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-        prompt_id=last.prompt_id, created_at=now, updated_at=now,
-    )  # fmt: skip
-    if not outgoing.add_once(session, snooze):
-        return t.lang._("Hearth: already snoozed to then."), "snooze: duplicate", last.ritual_id
-    # A second SNOOZE replaces the first: one reminder, at the time last asked for.
-    session.execute(
-        sa.update(Reminder)
-        .where(
-            Reminder.ritual_id == last.ritual_id,
-            Reminder.occurrence_start == last.occurrence_start,
-            Reminder.partner_id == partner.id,
-            Reminder.purpose == ReminderPurpose.SNOOZE,
-            Reminder.state == ReminderState.SCHEDULED,
-            Reminder.id != snooze.id,
-        )
-        .values(
-            state=ReminderState.CANCELLED,
-            last_error="snooze replaced",
-            final_at=now,
-            updated_at=now,
-        )
-    )
-    local = due.astimezone(tz)
-    return (
-        t.lang._("Hearth: snoozed, we'll remind you at {time}.").format(time=t.lang.time(local)),
-        f"snoozed {minutes} min",
-        last.ritual_id,
-    )
+    return snoozing.snooze(t.session, t.now, t.partner, t.parsed.argument, t.lang)
 
 
 def _gentle(t: Turn) -> Outcome:
