@@ -7,7 +7,6 @@ ritual, partner and couple is shaped exactly as the service would create it.
 from __future__ import annotations
 
 import resource
-import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from service.core.text import name_key
 from service.db import migrate
 from service.db.engine import Database
 from service.db.models import Base, Couple, Partner, Ritual
@@ -74,8 +74,9 @@ def seed(
             conn.execute(
                 c_t.insert(),
                 [
-                    {"id": i + 1, "name": f"Couple {i}", "timezone": "Europe/Berlin",
-                     "change_stamp": 1, "created_at": now, "updated_at": now}
+                    {"id": i + 1, "name": f"Couple {i}", "name_key": name_key(f"Couple {i}"),
+                     "timezone": "Europe/Berlin", "change_stamp": 1, "created_at": now,
+                     "updated_at": now}
                     for i in range(lo, hi)
                 ],
             )  # fmt: skip
@@ -85,13 +86,13 @@ def seed(
                     {
                         "couple_id": i + 1,
                         "name": f"P{k}",
+                        "name_key": name_key(f"P{k}"),
                         "phone": f"+1415{(i * partners + k) % 10_000_000:07d}",
                         "email": f"p{k}.{i}@example.org",
                         "timezone": "Europe/Berlin",
                         "channels": channel,
                         "sms_consent": "consented",
                         "full_text": False,
-                        "unsubscribe_token": secrets.token_urlsafe(16),
                         "created_at": now,
                         "updated_at": now,
                     }
