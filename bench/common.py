@@ -6,16 +6,21 @@ ritual, partner and couple is shaped exactly as the service would create it.
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import uvicorn
+from starlette.types import ASGIApp
 
 from service.core.text import name_key
 from service.db import migrate
@@ -162,3 +167,24 @@ def peak_rss_mb() -> float:
 
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s" if seconds > 0 else "inf"
+
+
+def serve_app(app: ASGIApp, conn: Connection, lifespan: Literal["on", "off"]) -> None:
+    """Serve ``app`` with uvicorn on a free loopback port in this (child) process; the port
+    goes back through ``conn`` once the socket is bound. Runs until the process is ended."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan=lifespan
+        )
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # waiting for the socket to bind
+        conn.send(server.servers[0].sockets[0].getsockname()[1])
+        await task
+
+    asyncio.run(main())

@@ -57,7 +57,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from bench.common import database
+from bench.common import database, serve_app
 from service.calendar import feed_tokens, feeds
 from service.core.clock import SystemClock
 from service.core.config import DatabaseSettings, LogSettings, Settings
@@ -176,7 +176,6 @@ async def ping(request: Request) -> Response:
 def serve(url: str, conn: Connection) -> None:
     """Child process: the app as ``hearth web`` serves it (h11, asyncio; production logging
     at level warning, so the AccessLog middleware runs but its info lines are dropped)."""
-    import uvicorn
 
     from service.core.logs import configure
     from service.web import create_app
@@ -198,22 +197,7 @@ def serve(url: str, conn: Connection) -> None:
     app.router.routes.append(Mount("/cold", app=cold))
     app.router.routes.append(Mount("/threads", app=threads))
     # lifespan on, as `hearth web` runs: on PostgreSQL it opens the async pool for lookups.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-        )
-    )
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)  # waiting for the socket to bind
-        conn.send(server.servers[0].sockets[0].getsockname()[1])
-        await task
-
-    asyncio.run(main())
+    serve_app(app, conn, lifespan="on")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 import sqlalchemy as sa
 from starlette.routing import Route
 
-from bench.common import database
+from bench.common import database, serve_app
 from bench.feeds import Phase, fetch, load, ping
 from service.calendar import page_tokens, partner_page
 from service.core.clock import SystemClock
@@ -67,7 +67,6 @@ def seed(db: Database, now: datetime, n_rituals: int, name: str = "Bench") -> st
 
 def serve(url: str, conn: Connection) -> None:
     """Child process: the app as ``hearth web`` serves it, plus /ping."""
-    import uvicorn
 
     from service.core.logs import configure
     from service.web import create_app
@@ -77,22 +76,7 @@ def serve(url: str, conn: Connection) -> None:
                     clock=SystemClock())  # fmt: skip
     app = create_app(hearth)
     app.router.routes.append(Route("/ping", ping, methods=["GET"]))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
-        )
-    )
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)  # waiting for the socket to bind
-        conn.send(server.servers[0].sockets[0].getsockname()[1])
-        await task
-
-    asyncio.run(main())
+    serve_app(app, conn, lifespan="off")
 
 
 def queries_per_view(db: Database, token: str, now: datetime) -> int:
