@@ -31,6 +31,7 @@ run: $(STAMP) $(CATALOGS)
 
 test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM)
 	$(BIN)/ruff check service cli tests bench
+	$(BIN)/ruff format --check service cli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest

@@ -187,9 +187,13 @@ def client_ceiling(count: int, latency: float, threads: int) -> float:
     with RemoteStandIn(latency) as standin:
         # The stock client (requests underneath), as a team would use it: the reference.
         client = make_client(
-            DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10, pool_size=threads,
+            DEFAULT_ACCOUNT_SID,
+            DEFAULT_AUTH_TOKEN,
+            standin.base_url,
+            10,
+            pool_size=threads,
             lean=False,
-        )  # fmt: skip
+        )
 
         def send(i: int) -> None:
             client.messages.create(to=f"+1415{i:07d}", from_="+15005550006", body="Ritual time")

@@ -79,12 +79,18 @@ def seed(
             conn.execute(
                 c_t.insert(),
                 [
-                    {"id": i + 1, "name": f"Couple {i}", "name_key": name_key(f"Couple {i}"),
-                     "timezone": "Europe/Berlin", "change_stamp": 1, "created_at": now,
-                     "updated_at": now}
+                    {
+                        "id": i + 1,
+                        "name": f"Couple {i}",
+                        "name_key": name_key(f"Couple {i}"),
+                        "timezone": "Europe/Berlin",
+                        "change_stamp": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                     for i in range(lo, hi)
                 ],
-            )  # fmt: skip
+            )
             conn.execute(
                 p_t.insert(),
                 [
@@ -137,16 +143,34 @@ def _rituals(
             day = start
             for name in templates:
                 t = TEMPLATES[name]
-                specs.append((t.kind.value, t.title, t.rrule, t.at, t.duration_minutes,
-                              ",".join(map(str, t.offsets))))  # fmt: skip
+                specs.append(
+                    (
+                        t.kind.value,
+                        t.title,
+                        t.rrule,
+                        t.at,
+                        t.duration_minutes,
+                        ",".join(map(str, t.offsets)),
+                    )
+                )
         for kind, title, rule, at, duration, offsets in specs:
             yield {
-                "couple_id": i + 1, "uid": f"{uuid.uuid4()}@hearth", "kind": kind,
-                "title": title, "description": "", "dtstart_date": day, "start_time": at,
-                "duration_minutes": duration, "rrule": rule, "timezone": "Europe/Berlin",
-                "reminder_offsets": offsets, "channels": "", "version": 1,
-                "created_at": now, "updated_at": now,
-            }  # fmt: skip
+                "couple_id": i + 1,
+                "uid": f"{uuid.uuid4()}@hearth",
+                "kind": kind,
+                "title": title,
+                "description": "",
+                "dtstart_date": day,
+                "start_time": at,
+                "duration_minutes": duration,
+                "rrule": rule,
+                "timezone": "Europe/Berlin",
+                "reminder_offsets": offsets,
+                "channels": "",
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
 
 
 def reset_peak_rss() -> None:

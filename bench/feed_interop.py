@@ -50,14 +50,15 @@ def main() -> int:
             }
             occ = sum(map(len, want.values()))
             reminders = sum(len(o[2]) for v in want.values() for o in v)
-            figures = [f"{tz}: {len(want)} rituals, {occ} occurrences, {reminders} reminders, "
-                       f"feed {len(body) // 1024} KiB, plan+build {t1 - t0:.1f}s"]  # fmt: skip
+            figures = [
+                f"{tz}: {len(want)} rituals, {occ} occurrences, {reminders} reminders, "
+                f"feed {len(body) // 1024} KiB, plan+build {t1 - t0:.1f}s"
+            ]
             for name, read in readings.items():
                 t = time.perf_counter()
                 got = read(body)
                 diff = interop.differences(want, got)
-                figures.append(f"  {name}: {time.perf_counter() - t:.1f}s, "
-                               f"{len(diff)} differences")  # fmt: skip
+                figures.append(f"  {name}: {time.perf_counter() - t:.1f}s, {len(diff)} differences")
                 figures += [f"    {line}" for line in diff[:20]]
                 bad += len(diff)
             print("\n".join(figures), flush=True)

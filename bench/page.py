@@ -51,16 +51,38 @@ def seed(db: Database, now: datetime, n_rituals: int, name: str = "Bench") -> st
     token of its first partner."""
     with db.session() as s:
         c = couples.add(s, now, name=name, timezone="Europe/Berlin")
-        p = partners.add(s, now, c, name="Alice", phone="+4915123456789",
-                         email="alice@example.org", timezone=None, channels="sms,email",
-                         quiet_hours="22:00-07:00", sms_consent="bench")  # fmt: skip
-        partners.add(s, now, c, name="Sam", phone=None, email="sam@example.org",
-                     timezone="America/New_York", channels="email", quiet_hours=None,
-                     sms_consent=None)  # fmt: skip
+        p = partners.add(
+            s,
+            now,
+            c,
+            name="Alice",
+            phone="+4915123456789",
+            email="alice@example.org",
+            timezone=None,
+            channels="sms,email",
+            quiet_hours="22:00-07:00",
+            sms_consent="bench",
+        )
+        partners.add(
+            s,
+            now,
+            c,
+            name="Sam",
+            phone=None,
+            email="sam@example.org",
+            timezone="America/New_York",
+            channels="email",
+            quiet_hours=None,
+            sms_consent=None,
+        )
         for i in range(n_rituals):
-            spec = rituals.RitualSpec(kind="custom", title=f"Ritual {i}",
-                                      at=f"{8 + i % 14:02d}:{(i * 5) % 60:02d}",
-                                      every=f"weekly:{WEEKDAYS[i % 7]}", remind="0,30")  # fmt: skip
+            spec = rituals.RitualSpec(
+                kind="custom",
+                title=f"Ritual {i}",
+                at=f"{8 + i % 14:02d}:{(i * 5) % 60:02d}",
+                every=f"weekly:{WEEKDAYS[i % 7]}",
+                remind="0,30",
+            )
             rituals.add(s, now, c, spec)
         return page_tokens.issue(s, now, p)
 
@@ -72,8 +94,9 @@ def serve(url: str, conn: Connection) -> None:
     from service.web import create_app
 
     configure(LogSettings(level="warning"))
-    hearth = Hearth(settings=Settings(database=DatabaseSettings(url=url)), db=Database(url),
-                    clock=SystemClock())  # fmt: skip
+    hearth = Hearth(
+        settings=Settings(database=DatabaseSettings(url=url)), db=Database(url), clock=SystemClock()
+    )
     app = create_app(hearth)
     app.router.routes.append(Route("/ping", ping, methods=["GET"]))
     serve_app(app, conn, lifespan="off")
@@ -148,20 +171,30 @@ def run(seconds: float, concurrency: int, n_rituals: int) -> None:
             proc.terminate()
             proc.join(10)
     ping_rate = phases[0].rate
-    print(f"\n{phases[0].seconds:.1f}s per endpoint, interleaved; {concurrency} connections; "
-          f"the page's couple has {n_rituals} rituals")  # fmt: skip
-    print(f"{'endpoint':<16} {'requests':>8} {'req/s':>8} {'vs ping':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'errors':>6} {'srv CPU':>7} {'cli CPU':>7}")  # fmt: skip
+    print(
+        f"\n{phases[0].seconds:.1f}s per endpoint, interleaved; {concurrency} connections; "
+        f"the page's couple has {n_rituals} rituals"
+    )
+    print(
+        f"{'endpoint':<16} {'requests':>8} {'req/s':>8} {'vs ping':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'errors':>6} {'srv CPU':>7} {'cli CPU':>7}"
+    )
     for p in phases:
-        print(f"{p.label:<16} {len(p.latencies):>8,} {p.rate:8,.1f} {p.rate / ping_rate:8.0%} "
-              f"{p.pct(0.5):7.1f} {p.pct(0.99):7.1f} {p.errors:6d} {p.server_cpu:7.0%} "
-              f"{p.client_cpu:7.0%}")  # fmt: skip
+        print(
+            f"{p.label:<16} {len(p.latencies):>8,} {p.rate:8,.1f} {p.rate / ping_rate:8.0%} "
+            f"{p.pct(0.5):7.1f} {p.pct(0.99):7.1f} {p.errors:6d} {p.server_cpu:7.0%} "
+            f"{p.client_cpu:7.0%}"
+        )
     print()
-    print("SQL statements per page view built afresh: "
-          + ", ".join(f"{n} rituals: {q}" for n, q in counts.items())
-          + "; a view from the page cache runs 1 (the stamp)")  # fmt: skip
-    print(f"a page built and rendered afresh, in this process: {full_ms:.1f} ms "
-          f"({n_rituals} rituals); the page phase above is served from the cache")  # fmt: skip
+    print(
+        "SQL statements per page view built afresh: "
+        + ", ".join(f"{n} rituals: {q}" for n, q in counts.items())
+        + "; a view from the page cache runs 1 (the stamp)"
+    )
+    print(
+        f"a page built and rendered afresh, in this process: {full_ms:.1f} ms "
+        f"({n_rituals} rituals); the page phase above is served from the cache"
+    )
     ratio = phases[2].rate / ping_rate
     print(f"{'PASS' if ratio >= GOAL else 'MISS'}  page: {ratio:.1%} of /ping, goal >= {GOAL:.0%}")
     fixed = len(set(counts.values())) == 1

@@ -105,8 +105,10 @@ def main() -> None:
             )
         single, chunked = runs["one transaction"], runs[f"chunks of {retention.CHUNK}"]
         verdict = "PASS" if chunked[1] < 1.0 else "MISS"
-        print(f"{verdict}  writer's worst wait with chunks: {chunked[1] * 1000:.0f} ms "
-              f"(one transaction: {single[1] * 1000:.0f} ms), goal < 1000 ms")  # fmt: skip
+        print(
+            f"{verdict}  writer's worst wait with chunks: {chunked[1] * 1000:.0f} ms "
+            f"(one transaction: {single[1] * 1000:.0f} ms), goal < 1000 ms"
+        )
         print(
             f"cost: the chunked prune takes {chunked[0] / single[0]:.2f}x the single "
             f"transaction (it rests {retention.REST:.0%} of each chunk's time by design)"

@@ -98,8 +98,15 @@ def scale_run(count: int, workers: int, concurrency: int, latency: float) -> Run
     ):
         now = datetime.now(UTC)
         # Planned for tomorrow, so no worker starts early; made due below once all run.
-        seed(db, count, now, partners=1, channel="sms", one_off_at=now + timedelta(days=1),
-             templates=())  # fmt: skip
+        seed(
+            db,
+            count,
+            now,
+            partners=1,
+            channel="sms",
+            one_off_at=now + timedelta(days=1),
+            templates=(),
+        )
         planner.plan(db.write_engine, now, timedelta(hours=48), 120)
         env = _env(db, standin.base_url, concurrency, Path(tmp) / "journal")
         procs: list[subprocess.Popen[bytes]] = []
@@ -107,8 +114,14 @@ def scale_run(count: int, workers: int, concurrency: int, latency: float) -> Run
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         for out in outs:
             with out.open("wb") as sink:
-                procs.append(subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env,
-                                              stdout=sink, stderr=subprocess.STDOUT))  # fmt: skip
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "cli", "worker"],
+                        env=env,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         deadline = time.monotonic() + 120
         while not all(b"running" in o.read_bytes() for o in outs):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -138,8 +151,15 @@ def scale_run(count: int, workers: int, concurrency: int, latency: float) -> Run
     lateness = [(s - d).total_seconds() for d, s in rows if s is not None]
     last = max((s for _, s in rows if s is not None), default=due)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Run(workers, len(rows), (last - due).total_seconds(), lateness,
-               count - len(set(numbers)), len(numbers) - len(set(numbers)), cpu)  # fmt: skip
+    return Run(
+        workers,
+        len(rows),
+        (last - due).total_seconds(),
+        lateness,
+        count - len(set(numbers)),
+        len(numbers) - len(set(numbers)),
+        cpu,
+    )
 
 
 def main() -> None:
@@ -150,8 +170,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     args = parser.parse_args()
     bound = args.concurrency / args.latency
-    print(f"{args.count} reminders, concurrency {args.concurrency} per worker, stand-in at "
-          f"{args.latency * 1000:.0f} ms: bound {bound:.0f}/s per worker", flush=True)  # fmt: skip
+    print(
+        f"{args.count} reminders, concurrency {args.concurrency} per worker, stand-in at "
+        f"{args.latency * 1000:.0f} ms: bound {bound:.0f}/s per worker",
+        flush=True,
+    )
     base: Run | None = None
     for k in (int(x) for x in args.workers.split(",")):
         run = scale_run(args.count, k, args.concurrency, args.latency)

@@ -19,9 +19,11 @@ from service.outbox import retention
 @click.command("export")
 @click.argument("couple")
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON to this file instead of standard output.",
-)  # fmt: skip
+)
 def export_cmd(couple: str, output: Path | None) -> None:
     """Everything stored about COUPLE, as JSON (secrets such as token hashes left out; what
     partners wrote, encrypted at rest, decrypted with the configured keys)."""
@@ -40,9 +42,10 @@ def export_cmd(couple: str, output: Path | None) -> None:
 
 @click.command("prune")
 @click.option(
-    "--days", type=click.IntRange(1, 36500),
+    "--days",
+    type=click.IntRange(1, 36500),
     help="Keep this many days (default: the retention.days setting).",
-)  # fmt: skip
+)
 @json_option
 @click.pass_context
 def prune_cmd(ctx: click.Context, days: int | None, as_json: bool) -> None:

@@ -107,10 +107,21 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 for module in (
-    db, couple, partner, ritual, templates, feed, deliveries, prompts, repair, demo, daemon, data,
+    db,
+    couple,
+    partner,
+    ritual,
+    templates,
+    feed,
+    deliveries,
+    prompts,
+    repair,
+    demo,
+    daemon,
+    data,
     crypto,
     doctor,
-):  # fmt: skip
+):
     module.register(cli)
 
 

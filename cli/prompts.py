@@ -37,10 +37,15 @@ def list_cmd(kind: str | None, show_all: bool, as_json: bool) -> None:
         print_json(data)
         return
     rows = [
-        (d["id"], d["kind"], "built-in" if d["builtin"] else "added",
-         "on" if d["enabled"] else "off", d["text"])
+        (
+            d["id"],
+            d["kind"],
+            "built-in" if d["builtin"] else "added",
+            "on" if d["enabled"] else "off",
+            d["text"],
+        )
         for d in data
-    ]  # fmt: skip
+    ]
     print_table(("id", "kind", "source", "state", "prompt"), rows)
 
 

@@ -24,8 +24,12 @@ def repair_group() -> None:
 @repair_group.command("request")
 @click.argument("couple")
 @click.option("--by", "by", help="The partner asking (id or name).")
-@click.option("--at", "at", help="Local time 'YYYY-MM-DD HH:MM' in the couple's zone; "
-              "default: the first calm slot after the cooling-off gap.")  # fmt: skip
+@click.option(
+    "--at",
+    "at",
+    help="Local time 'YYYY-MM-DD HH:MM' in the couple's zone; "
+    "default: the first calm slot after the cooling-off gap.",
+)
 def request_cmd(couple: str, by: str | None, at: str | None) -> None:
     """Ask for a repair conversation for COUPLE; the daemon finds the slot and invites both."""
     with unit_of_work() as (_, session, now):
@@ -51,18 +55,31 @@ def list_cmd(couple: str | None, as_json: bool) -> None:
         found = repair.list_requests(session, couples.resolve(session, couple) if couple else None)
         tz = {c.id: c.timezone for c in couples.list_all(session)}
         data: list[dict[str, Any]] = [
-            {"id": r.id, "couple_id": r.couple_id, "state": r.state, "requested_at": r.requested_at,
-             "slot_start": r.slot_start, "source": r.source, "ritual_id": r.ritual_id}
+            {
+                "id": r.id,
+                "couple_id": r.couple_id,
+                "state": r.state,
+                "requested_at": r.requested_at,
+                "slot_start": r.slot_start,
+                "source": r.source,
+                "ritual_id": r.ritual_id,
+            }
             for r in found
-        ]  # fmt: skip
+        ]
     if as_json:
         print_json(data)
         return
     rows = [
-        (d["id"], d["couple_id"], d["state"], fmt_local(d["requested_at"], tz[d["couple_id"]]),
-         fmt_local(d["slot_start"], tz[d["couple_id"]]), d["source"])
+        (
+            d["id"],
+            d["couple_id"],
+            d["state"],
+            fmt_local(d["requested_at"], tz[d["couple_id"]]),
+            fmt_local(d["slot_start"], tz[d["couple_id"]]),
+            d["source"],
+        )
         for d in data
-    ]  # fmt: skip
+    ]
     print_table(("id", "couple", "state", "requested", "slot", "source"), rows)
 
 

@@ -39,11 +39,20 @@ from service.outbox import planner
 from tests.factories import add_ritual, couple_with_partners
 
 ZONES = (
-    "Europe/Berlin", "America/New_York", "America/St_Johns", "Australia/Lord_Howe",
-    "Pacific/Chatham", "Asia/Kathmandu", "America/Sao_Paulo", "Europe/London",
-    "Australia/Sydney", "Pacific/Auckland", "Asia/Tehran", "Africa/Casablanca",
+    "Europe/Berlin",
+    "America/New_York",
+    "America/St_Johns",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "Asia/Kathmandu",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "Asia/Tehran",
+    "Africa/Casablanca",
     "Pacific/Kiritimati",
-)  # fmt: skip
+)
 WINDOWS = (
     (datetime(2026, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC)),
     (datetime(2045, 1, 1, tzinfo=UTC), datetime(2046, 1, 1, tzinfo=UTC)),
@@ -115,10 +124,18 @@ def _add(
 ) -> int:
     rule = kind.rule.format(day=day.day, wd=_WD[day.weekday()], month=day.month)
     return add_ritual(
-        db, now, cid, kind="custom", title=f"{kind.name} {wall:%H:%M} {what} {tz}",
-        at=f"{wall:%H:%M}", rrule=rule, duration=kind.duration, remind=kind.remind,
-        on="2026-01-06", timezone=tz,
-    )  # fmt: skip
+        db,
+        now,
+        cid,
+        kind="custom",
+        title=f"{kind.name} {wall:%H:%M} {what} {tz}",
+        at=f"{wall:%H:%M}",
+        rrule=rule,
+        duration=kind.duration,
+        remind=kind.remind,
+        on="2026-01-06",
+        timezone=tz,
+    )
 
 
 def windows_near(zones: Sequence[str], years: Sequence[int] = (2026, 2027, 2045)) -> Windows:
@@ -133,8 +150,9 @@ def windows_near(zones: Sequence[str], years: Sequence[int] = (2026, 2027, 2045)
                 if t.after != t.before:
                     mine.append((t.at - timedelta(days=8), t.at + timedelta(days=2)))
         # No change in these years: the days around the fallback day of build() in each.
-        mine = mine or [(datetime(y, 3, 20, tzinfo=UTC), datetime(y, 3, 30, tzinfo=UTC))
-                        for y in years]  # fmt: skip
+        mine = mine or [
+            (datetime(y, 3, 20, tzinfo=UTC), datetime(y, 3, 30, tzinfo=UTC)) for y in years
+        ]
         spans += mine
     merged: list[tuple[datetime, datetime]] = []
     for lo, hi in sorted(spans):
@@ -155,11 +173,16 @@ def _skip_and_move(
         assert r is not None
         tz = ZoneInfo(r.timezone)
         day, walls, _ = days[0]
-        on = {o.start.astimezone(tz).date(): o for o in rituals.upcoming(
-            r, datetime.combine(day - timedelta(days=2), time(0), tzinfo=tz), 3)}  # fmt: skip
+        on = {
+            o.start.astimezone(tz).date(): o
+            for o in rituals.upcoming(
+                r, datetime.combine(day - timedelta(days=2), time(0), tzinfo=tz), 3
+            )
+        }
         skips.skip(s, now, r, on[day].original_start)
-        skips.move(s, now, r, on[day - timedelta(days=1)].original_start,
-                     datetime.combine(day, walls[1]))  # fmt: skip
+        skips.move(
+            s, now, r, on[day - timedelta(days=1)].original_start, datetime.combine(day, walls[1])
+        )
         later = rituals.upcoming(r, datetime(2045, 6, 1, tzinfo=UTC), 1)[0]
         target = datetime.combine(later.start.astimezone(tz).date() + timedelta(days=1), walls[1])
         skips.move(s, now, r, later.original_start, target)
@@ -188,8 +211,9 @@ def planned(
     with db.session() as s:
         for r in s.scalars(sa.select(Ritual).where(Ritual.couple_id == couple_id)):
             found = [o for lo, hi in windows for o in occurrences(schedule_of(r), lo, hi)]
-            out[r.uid] = [(o.start, o.end, tuple(sorted(due[(r.id, o.original_start)])))
-                          for o in found]  # fmt: skip
+            out[r.uid] = [
+                (o.start, o.end, tuple(sorted(due[(r.id, o.original_start)]))) for o in found
+            ]
     return _windowed(out, windows)
 
 
@@ -208,24 +232,31 @@ def recurring_ical_events_reading(body: bytes, windows: Windows = WINDOWS) -> Se
             for alarm in ev.walk("VALARM"):
                 key = (str(ev["UID"]), ev.start.astimezone(UTC))
                 alarms[key].add(alarm["TRIGGER"].dt.astimezone(UTC))
-    return _windowed({
-        uid: [(a, b, tuple(sorted(alarms[(uid, a)]))) for a, b, _ in occ]
-        for uid, occ in out.items()
-    }, windows)  # fmt: skip
+    return _windowed(
+        {
+            uid: [(a, b, tuple(sorted(alarms[(uid, a)]))) for a, b, _ in occ]
+            for uid, occ in out.items()
+        },
+        windows,
+    )
 
 
 def icaljs_reading(body: bytes, tmp: Path, windows: Windows = WINDOWS) -> Seen:
     ics = tmp / "feed.ics"
     ics.write_bytes(body)
     spans = json.dumps([[lo.isoformat(), hi.isoformat()] for lo, hi in windows])
-    run = subprocess.run(["node", str(JS), str(ics), spans], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    run = subprocess.run(
+        ["node", str(JS), str(ics), spans], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     parse = datetime.fromisoformat
-    return _windowed({
-        uid: [(parse(a), parse(b), tuple(parse(x) for x in al)) for a, b, al in occ]
-        for uid, occ in json.loads(run.stdout).items()
-    }, windows)  # fmt: skip
+    return _windowed(
+        {
+            uid: [(parse(a), parse(b), tuple(parse(x) for x in al)) for a, b, al in occ]
+            for uid, occ in json.loads(run.stdout).items()
+        },
+        windows,
+    )
 
 
 def ical_reading(body: bytes, windows: Windows = WINDOWS) -> Seen:

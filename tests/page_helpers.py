@@ -64,8 +64,9 @@ def make_couple(hearth: Hearth, rituals: int = 1) -> tuple[int, str]:
     cid = couple_with_partners(hearth.db, now)
     add_ritual(hearth.db, now, cid, "five-minute-check-in")
     for i in range(1, rituals):
-        add_ritual(hearth.db, now, cid, kind="custom", title=f"Ritual {i}", at="19:30",
-                   every="weekly:SA")  # fmt: skip
+        add_ritual(
+            hearth.db, now, cid, kind="custom", title=f"Ritual {i}", at="19:30", every="weekly:SA"
+        )
     with hearth.db.session() as s:
         token = page_tokens.issue(s, now, partners.resolve(s, "Alice"))
     return cid, token

@@ -216,9 +216,12 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_on() -> None:
             assert s.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
         migrate.upgrade(app.db)
         orphan = Partner(
-            couple_id=999, name="Nobody", timezone="UTC", created_at=app.clock.now(),
+            couple_id=999,
+            name="Nobody",
+            timezone="UTC",
+            created_at=app.clock.now(),
             updated_at=app.clock.now(),
-        )  # fmt: skip
+        )
         with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"), app.db.session() as s:
             s.add(orphan)
     finally:

@@ -83,9 +83,17 @@ def _couple_with_everything(run: Cli, hearth: Hearth) -> None:
     """A couple with two partners (contacts, consent, a feed), a ritual and planned reminders."""
     run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
     run.ok(
-        "partner", "add", "1", "Alice", "--phone", "+4915123456789",
-        "--email", "alice@example.org", "--sms-consent", "signup form",
-    )  # fmt: skip
+        "partner",
+        "add",
+        "1",
+        "Alice",
+        "--phone",
+        "+4915123456789",
+        "--email",
+        "alice@example.org",
+        "--sms-consent",
+        "signup form",
+    )
     run.ok("partner", "add", "1", "Sam", "--email", "sam@example.org", "-z", "America/New_York")
     run.ok("ritual", "add", "1", "-t", "five-minute-check-in")
     run.ok("feed", "url", "Alice", "--no-qr")

@@ -25,18 +25,41 @@ def _couple_with_noah(run: Cli) -> None:
     run.ok("couple", "add", "Mia & Noah", "-z", "Europe/Berlin")
     run.ok("partner", "add", "1", "Mia", "--email", "mia@example.org")
     run.ok(
-        "partner", "add", "1", "Noah", "--phone", "+14155550123", "-z", "America/Los_Angeles",
-        "--quiet", "22:00-07:00", "--sms-consent", "signup form",
-    )  # fmt: skip
+        "partner",
+        "add",
+        "1",
+        "Noah",
+        "--phone",
+        "+14155550123",
+        "-z",
+        "America/Los_Angeles",
+        "--quiet",
+        "22:00-07:00",
+        "--sms-consent",
+        "signup form",
+    )
 
 
 def test_ritual_add_warns_of_quiet_hours_once_per_partner(run: Cli) -> None:
     _couple_with_noah(run)
     # 08:40 Berlin = 23:40 for Noah: the 30-minute nudge (23:10) goes out at 21:59 his time.
     out = run.ok(
-        "ritual", "add", "1", "--kind", "check_in", "--title", "Morning hello", "--at", "08:40",
-        "--every", "daily", "--remind", "30m", "--duration", "10m",
-    ).output  # fmt: skip
+        "ritual",
+        "add",
+        "1",
+        "--kind",
+        "check_in",
+        "--title",
+        "Morning hello",
+        "--at",
+        "08:40",
+        "--every",
+        "daily",
+        "--remind",
+        "30m",
+        "--duration",
+        "10m",
+    ).output
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     assert warnings == [
         "warning: Noah's reminder for 'Morning hello' falls at Mon 23:10 their time, in their "
@@ -44,10 +67,26 @@ def test_ritual_add_warns_of_quiet_hours_once_per_partner(run: Cli) -> None:
     ]
     # 16:10 Berlin = 07:10 for Noah: the 30-minute nudge (06:40) is 8 h 40 into his night,
     # too early to move; it is still fresh when the night ends at 07:00.
-    data = json.loads(run.ok(
-        "ritual", "add", "1", "--kind", "check_in", "--title", "Tea", "--at", "16:10",
-        "--every", "daily", "--remind", "30m", "--duration", "60m", "--json",
-    ).output)  # fmt: skip
+    data = json.loads(
+        run.ok(
+            "ritual",
+            "add",
+            "1",
+            "--kind",
+            "check_in",
+            "--title",
+            "Tea",
+            "--at",
+            "16:10",
+            "--every",
+            "daily",
+            "--remind",
+            "30m",
+            "--duration",
+            "60m",
+            "--json",
+        ).output
+    )
     [w] = data["warnings"]
     assert (w["partner"], w["delivered"], w["local_time"]) == ("Noah", True, "Mon 06:40")
     assert "it goes out at 07:00, when the quiet hours end (20 min late)" in w["warning"]
@@ -60,9 +99,22 @@ def test_a_reminder_that_cannot_be_delivered_is_told_everywhere(
     # 16:30 Berlin = 07:30 for Noah, reminded 5 h before: 02:30, 4 h 30 into his night;
     # fresh until 03:00, the night ends at 07:00: it cannot be delivered.
     out = run.ok(
-        "ritual", "add", "1", "--kind", "date_night", "--title", "Brunch", "--at", "16:30",
-        "--every", "weekly:SA", "--remind", "5h", "--duration", "30m",
-    ).output  # fmt: skip
+        "ritual",
+        "add",
+        "1",
+        "--kind",
+        "date_night",
+        "--title",
+        "Brunch",
+        "--at",
+        "16:30",
+        "--every",
+        "weekly:SA",
+        "--remind",
+        "5h",
+        "--duration",
+        "30m",
+    ).output
     assert (
         "warning: Noah's reminder for 'Brunch' falls at Sat 02:30 their time, in their quiet "
         "hours (22:00-07:00): it will not be delivered" in out
@@ -79,18 +131,17 @@ def test_a_reminder_that_cannot_be_delivered_is_told_everywhere(
     assert (finding["partner"], finding["ritual"]) == ("Noah", "Brunch")
 
     # The daemon's side: the reminder expires, counted by reason, listed in words.
-    before = _sample("hearth_reminders_undeliverable_total",
-                     channel="sms", reason="quiet_hours")  # fmt: skip
+    before = _sample("hearth_reminders_undeliverable_total", channel="sms", reason="quiet_hours")
     now = clock.now()
     planner.plan(hearth.db.write_engine, now, timedelta(days=7), 30)
-    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel},
-                   rng=random.Random(2))  # fmt: skip
+    d = Dispatcher(
+        hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel}, rng=random.Random(2)
+    )
     clock.set(datetime(2026, 1, 10, 10, 30, tzinfo=UTC))  # Sat 02:30 in Los Angeles
     d.run_once()
     clock.set(datetime(2026, 1, 10, 12, 0, tzinfo=UTC))
     d.run_once()
-    after = _sample("hearth_reminders_undeliverable_total",
-                    channel="sms", reason="quiet_hours")  # fmt: skip
+    after = _sample("hearth_reminders_undeliverable_total", channel="sms", reason="quiet_hours")
     assert after - before == 1
     listed = run.ok("deliveries", "list", "--state", "expired").output
     assert "in the partner's quiet hours until it went stale" in listed
@@ -101,8 +152,23 @@ def test_a_reminder_that_cannot_be_delivered_is_told_everywhere(
 def test_partner_and_couple_edits_warn_too(run: Cli) -> None:
     run.ok("couple", "add", "Mia & Noah", "-z", "Europe/Berlin")
     run.ok("partner", "add", "1", "Noah", "--email", "noah@example.org", "-z", "Europe/Berlin")
-    run.ok("ritual", "add", "1", "--kind", "check_in", "--title", "Late call", "--at", "22:30",
-           "--every", "daily", "--remind", "0", "--duration", "20m")  # fmt: skip
+    run.ok(
+        "ritual",
+        "add",
+        "1",
+        "--kind",
+        "check_in",
+        "--title",
+        "Late call",
+        "--at",
+        "22:30",
+        "--every",
+        "daily",
+        "--remind",
+        "0",
+        "--duration",
+        "20m",
+    )
     out = run.ok("partner", "edit", "Noah", "--quiet", "22:00-07:00").output
     assert "warning: Noah's reminder for 'Late call' falls at Mon 22:30" in out
     assert "goes out at 21:59, 31 min early" in out

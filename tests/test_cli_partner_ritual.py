@@ -18,10 +18,19 @@ def _couple(run: Cli, tz: str = "Europe/Berlin") -> None:
 def test_partner_add_normalises_and_records_consent(run: Cli) -> None:
     _couple(run)
     out = run.ok(
-        "partner", "add", "Alice & Sam", "Alice", "--phone", "(415) 555-0123",
-        "--email", "Alice@Example.org", "--quiet", "22:00-07:30",
-        "--sms-consent", "signup form",
-    ).output  # fmt: skip
+        "partner",
+        "add",
+        "Alice & Sam",
+        "Alice",
+        "--phone",
+        "(415) 555-0123",
+        "--email",
+        "Alice@Example.org",
+        "--quiet",
+        "22:00-07:30",
+        "--sms-consent",
+        "signup form",
+    ).output
     assert "added partner 1: Alice to Alice & Sam (sms, email)" in out
     shown = json.loads(run.ok("partner", "show", "Alice", "--json").output)
     assert shown["phone"] == "+14155550123"
@@ -96,11 +105,26 @@ def test_ritual_from_template_and_by_hand(run: Cli) -> None:
     assert "added ritual 1: Five-minute check-in (21:00 Europe/Berlin, FREQ=DAILY)" in out
     data = json.loads(
         run.ok(
-            "ritual", "add", "1", "--kind", "date_night", "--title", "Date night",
-            "--at", "19:30", "--every", "weekly:FR", "--duration", "2h",
-            "--remind", "0,1h", "--channel", "email", "--json",
+            "ritual",
+            "add",
+            "1",
+            "--kind",
+            "date_night",
+            "--title",
+            "Date night",
+            "--at",
+            "19:30",
+            "--every",
+            "weekly:FR",
+            "--duration",
+            "2h",
+            "--remind",
+            "0,1h",
+            "--channel",
+            "email",
+            "--json",
         ).output
-    )  # fmt: skip
+    )
     assert data["rrule"] == "FREQ=WEEKLY;BYDAY=FR"
     assert data["duration_minutes"] == 120
     assert data["remind_minutes_before"] == [60, 0]
@@ -249,19 +273,31 @@ def test_preview_marks_paused_occurrences(run: Cli) -> None:
         data = json.loads(run.ok("ritual", "preview", "1", "--count", "4", "--json").output)
         return [(d["start"][:10], d["paused"]) for d in data]
 
-    assert paused() == [("2026-01-05", False), ("2026-01-06", False),
-                        ("2026-01-07", False), ("2026-01-08", False)]  # fmt: skip
+    assert paused() == [
+        ("2026-01-05", False),
+        ("2026-01-06", False),
+        ("2026-01-07", False),
+        ("2026-01-08", False),
+    ]
     # The ritual's own pause: through Wednesday, so Thursday is nudged again.
     run.ok("ritual", "pause", "1", "--until", "2026-01-07")
-    assert paused() == [("2026-01-05", True), ("2026-01-06", True),
-                        ("2026-01-07", True), ("2026-01-08", False)]  # fmt: skip
+    assert paused() == [
+        ("2026-01-05", True),
+        ("2026-01-06", True),
+        ("2026-01-07", True),
+        ("2026-01-08", False),
+    ]
     table = run.ok("ritual", "preview", "1", "--count", "4").output.splitlines()
     assert ["(paused: no nudge)" in line for line in table[2:]] == [True, True, True, False]
     run.ok("ritual", "resume", "1")
     # The couple's pause covers every ritual of theirs.
     run.ok("couple", "pause", "1", "--until", "2026-01-06")
-    assert paused() == [("2026-01-05", True), ("2026-01-06", True),
-                        ("2026-01-07", False), ("2026-01-08", False)]  # fmt: skip
+    assert paused() == [
+        ("2026-01-05", True),
+        ("2026-01-06", True),
+        ("2026-01-07", False),
+        ("2026-01-08", False),
+    ]
     run.ok("couple", "resume", "1")
     assert not any(p for _, p in paused())
 
@@ -279,8 +315,13 @@ def test_preview_keeps_partners_apart_whatever_their_names(run: Cli) -> None:
     ]
     header = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[0]
     assert [h.strip() for h in header.split("┃")] == [
-        "id", "ritual", "couple", "couple #1", "Sam", "reminders (couple)"
-    ]  # fmt: skip
+        "id",
+        "ritual",
+        "couple",
+        "couple #1",
+        "Sam",
+        "reminders (couple)",
+    ]
     row = run.ok("ritual", "preview", "1", "--count", "1").output.splitlines()[-1]
     assert "CET" in row and "JST" in row and "EST" in row
 
@@ -405,17 +446,38 @@ def test_valid_rrules_are_stored_normalised(run: Cli, rrule: str, stored: str) -
     _couple(run)
     data = json.loads(
         run.ok(
-            "ritual", "add", "1", "--kind", "custom", "--title", "X", "--at", "9:00",
-            "--rrule", rrule, "--json",
+            "ritual",
+            "add",
+            "1",
+            "--kind",
+            "custom",
+            "--title",
+            "X",
+            "--at",
+            "9:00",
+            "--rrule",
+            rrule,
+            "--json",
         ).output
-    )  # fmt: skip
+    )
     assert data["rrule"] == stored
 
 
 def test_a_monthly_rule_expands_monthly(run: Cli) -> None:
     _couple(run)
-    run.ok("ritual", "add", "1", "--kind", "custom", "--title", "X", "--at", "9:00",
-           "--rrule", "FREQ=MONTHLY;BYMONTHDAY=-1")  # fmt: skip
+    run.ok(
+        "ritual",
+        "add",
+        "1",
+        "--kind",
+        "custom",
+        "--title",
+        "X",
+        "--at",
+        "9:00",
+        "--rrule",
+        "FREQ=MONTHLY;BYMONTHDAY=-1",
+    )
     data = json.loads(run.ok("ritual", "preview", "1", "--count", "3", "--json").output)
     assert [d["start"][:10] for d in data] == ["2026-01-31", "2026-02-28", "2026-03-31"]
 

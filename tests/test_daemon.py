@@ -104,13 +104,28 @@ def _burst(db: Database, n: int, due_in_seconds: float = 2.0) -> datetime:
         for i in range(n):
             c = couples.add(s, now, name=f"Burst {i}", timezone="Europe/Berlin")
             partners.add(
-                s, now, c, name="Alex", phone=f"+1415555{i:04d}", email=None, timezone=None,
-                channels="sms", quiet_hours=None, sms_consent="test",
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                name="Alex",
+                phone=f"+1415555{i:04d}",
+                email=None,
+                timezone=None,
+                channels="sms",
+                quiet_hours=None,
+                sms_consent="test",
+            )
             rituals.add_one_off(
-                s, now, c, kind=RitualKind.CHECK_IN, title="Burst", description="",
-                start=start, duration_minutes=60, offsets=[0],
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                kind=RitualKind.CHECK_IN,
+                title="Burst",
+                description="",
+                start=start,
+                duration_minutes=60,
+                offsets=[0],
+            )
     return start
 
 
@@ -217,10 +232,12 @@ def test_slow_pacing_and_a_short_lease_send_each_reminder_once(
     n = 40
     _burst(db, n, due_in_seconds=1)
     d = DaemonProcess(
-        db.url, tmp_path, twilio_standin,
+        db.url,
+        tmp_path,
+        twilio_standin,
         HEARTH_DAEMON_CONCURRENCY="20",  # room for all 40 in the claim window
         HEARTH_TWILIO_SENDER_RATE_PER_SECOND="4",
-    )  # fmt: skip
+    )
     daemons.append(d.start("worker"))
     wait_for(lambda: _states(db).get("sent") == n, 60, "the whole burst")
     assert d.signal(signal.SIGTERM) == 0
@@ -242,10 +259,12 @@ def test_a_stop_hands_queued_rows_back_and_records_sends_that_end_after_the_grac
     _burst(db, n, due_in_seconds=1)
     twilio_standin.latency = 1.5  # each send outlasts the grace period
     d = DaemonProcess(
-        db.url, tmp_path, twilio_standin,
+        db.url,
+        tmp_path,
+        twilio_standin,
         HEARTH_DAEMON_CONCURRENCY="2",  # two sending, two more claimed and queued
         HEARTH_DAEMON_SHUTDOWN_GRACE_SECONDS="0.2",
-    )  # fmt: skip
+    )
     daemons.append(d.start("worker"))
     wait_for(lambda: twilio_standin.in_progress == 2, 20, "two sends at the provider")
     assert _states(db).get("sending") == 4
@@ -256,8 +275,9 @@ def test_a_stop_hands_queued_rows_back_and_records_sends_that_end_after_the_grac
     # the two queued rows went back to the outbox untried, with the four never claimed.
     assert _states(db) == {"sent": 2, "scheduled": n - 2}
     with db.engine.connect() as conn:
-        rows = conn.execute(sa.select(Reminder.state, Reminder.attempts,
-                                      Reminder.provider_message_id)).all()  # fmt: skip
+        rows = conn.execute(
+            sa.select(Reminder.state, Reminder.attempts, Reminder.provider_message_id)
+        ).all()
     assert {r.provider_message_id for r in rows if r.state == ReminderState.SENT} == {
         s.sid for s in sent
     }
@@ -278,9 +298,12 @@ def test_two_workers_on_postgres_send_each_reminder_once(
     twilio_standin.latency = 0.05
     for _ in range(2):
         d = DaemonProcess(
-            db.url, tmp_path, twilio_standin,
-            HEARTH_DAEMON_CONCURRENCY="20", HEARTH_DAEMON_BATCH_SIZE="40",
-        )  # fmt: skip
+            db.url,
+            tmp_path,
+            twilio_standin,
+            HEARTH_DAEMON_CONCURRENCY="20",
+            HEARTH_DAEMON_BATCH_SIZE="40",
+        )
         daemons.append(d)
         d.start("worker")
     # Made once both run (each replans it from the events), so neither has a head start;
@@ -318,10 +341,14 @@ def test_serve_on_postgres_reports_a_burst_in_metrics(
     twilio_standin.fail_to("+14155550007", status=400, code=21211)  # one permanent failure
     port = free_port()
     d = DaemonProcess(
-        db.url, tmp_path, twilio_standin,
-        HEARTH_DAEMON_RUN_WEB="true", HEARTH_WEB_PORT=str(port),
-        HEARTH_WEB_PUBLIC_BASE_URL="https://hearth.example.org", HEARTH_CHANNELS_EMAIL="smtp",
-    )  # fmt: skip
+        db.url,
+        tmp_path,
+        twilio_standin,
+        HEARTH_DAEMON_RUN_WEB="true",
+        HEARTH_WEB_PORT=str(port),
+        HEARTH_WEB_PUBLIC_BASE_URL="https://hearth.example.org",
+        HEARTH_CHANNELS_EMAIL="smtp",
+    )
     daemons.append(d.start("serve"))
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _states(db) == {"sent": n - 1, "failed": 1}, 30, "the burst")

@@ -48,8 +48,17 @@ def test_a_late_ritual_with_a_long_offset_is_reminded_at_once(
 ) -> None:
     now = clock.now()  # Mon 12:00 UTC, 13:00 in Berlin
     cid = couple_with_partners(db, now)
-    add_ritual(db, now, cid, kind="date_night", title="Lunch walk", at="13:02", every="weekly:MO",
-               remind="2h,90m", duration="30m")  # fmt: skip
+    add_ritual(
+        db,
+        now,
+        cid,
+        kind="date_night",
+        title="Lunch walk",
+        at="13:02",
+        every="weekly:MO",
+        remind="2h,90m",
+        duration="30m",
+    )
     planner.plan(db.write_engine, now, H48, 30)
     today = [r for r in _sms_rows(db) if r.occurrence_start.date() == now.date()]
     # One nudge, the shorter offset, due now; fresh until the walk starts.
@@ -69,8 +78,17 @@ def test_a_late_ritual_with_a_long_offset_is_reminded_at_once(
 def test_the_same_late_rule_for_a_short_offset(db: Database, clock: FakeClock) -> None:
     now = clock.now()
     cid = couple_with_partners(db, now)
-    add_ritual(db, now, cid, kind="date_night", title="Lunch walk", at="13:02", every="weekly:MO",
-               remind="30m", duration="30m")  # fmt: skip
+    add_ritual(
+        db,
+        now,
+        cid,
+        kind="date_night",
+        title="Lunch walk",
+        at="13:02",
+        every="weekly:MO",
+        remind="30m",
+        duration="30m",
+    )
     planner.plan(db.write_engine, now, H48, 30)
     today = [r for r in _sms_rows(db) if r.occurrence_start.date() == now.date()]
     assert [(r.offset_minutes, r.due_at <= now) for r in today] == [(30, True)]
@@ -93,8 +111,17 @@ def test_a_reminder_in_quiet_hours_goes_out_just_before_they_begin(
     # nudge (23:10) goes out at 21:59 her time, 71 minutes early, and says "at 23:40".
     now = clock.now()
     cid = _quiet_partner(db, now, (time(22, 0), time(7, 0)))
-    add_ritual(db, now, cid, kind="check_in", title="Morning hello", at="08:40", every="daily",
-               remind="30m", duration="10m")  # fmt: skip
+    add_ritual(
+        db,
+        now,
+        cid,
+        kind="check_in",
+        title="Morning hello",
+        at="08:40",
+        every="daily",
+        remind="30m",
+        duration="10m",
+    )
     planner.plan(db.write_engine, now, H48, 30)
     first = _sms_rows(db)[0]
     assert first.occurrence_start == datetime(2026, 1, 6, 7, 40, tzinfo=UTC)
@@ -114,8 +141,17 @@ def test_too_early_for_quiet_hours_waits_for_their_end_and_says_the_right_time(
     # waits for 07:00 and then says the talk starts in 10 minutes, not "at 07:10".
     now = clock.now()
     cid = _quiet_partner(db, now, (time(22, 0), time(7, 0)))
-    add_ritual(db, now, cid, kind="check_in", title="Tea", at="16:10", every="daily",
-               remind="30m", duration="60m")  # fmt: skip
+    add_ritual(
+        db,
+        now,
+        cid,
+        kind="check_in",
+        title="Tea",
+        at="16:10",
+        every="daily",
+        remind="30m",
+        duration="60m",
+    )
     planner.plan(db.write_engine, now, H48, 30)
     first = _sms_rows(db)[0]
     assert first.due_at == datetime(2026, 1, 5, 14, 40, tzinfo=UTC)  # 06:40 LA, unchanged
@@ -168,9 +204,16 @@ def test_a_discreet_text_names_no_ritual_prompt_or_feeling(
         assert couple is not None
         for start in (tonight, tonight + timedelta(days=1)):
             rituals.add_one_off(
-                s, now, couple, kind=RitualKind(kind), title="Our feelings talk",
-                description="", start=start, duration_minutes=30, offsets=[0],
-            )  # fmt: skip
+                s,
+                now,
+                couple,
+                kind=RitualKind(kind),
+                title="Our feelings talk",
+                description="",
+                start=start,
+                duration_minutes=30,
+                offsets=[0],
+            )
     planner.plan(db.write_engine, now, H48, 30)
     d = _dispatcher(_hearth(db, clock, **peers.sections(twilio_standin, smtp_sink)))
     clock.set(tonight)

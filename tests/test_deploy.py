@@ -655,8 +655,12 @@ def test_caddy_keeps_token_paths_out_of_its_access_log(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
     result = subprocess.run(
         [caddy, "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     (site,) = json.loads(result.stdout)["apps"]["http"]["servers"]["srv0"]["routes"]
     routes = site["handle"][0]["routes"]
     skipped = [
@@ -677,10 +681,27 @@ def test_nginx_logs_no_token_path(tmp_path: Path) -> None:
     nginx = require("nginx")
     openssl = require("openssl")
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-         "/CN=hearth.example.org", "-keyout", "key.pem", "-out", "cert.pem"],
-        cwd=tmp_path, check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hearth.example.org",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     http_port, https_port = free_port(), free_port()
     site = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
     site = re.sub(r"/etc/letsencrypt/live/[^;]*/fullchain\.pem", str(tmp_path / "cert.pem"), site)
@@ -697,8 +718,9 @@ def test_nginx_logs_no_token_path(tmp_path: Path) -> None:
     )
     proc = subprocess.Popen(
         [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: log.exists(), 10, "nginx to start")
         secret = "7.1.Q" + "z" * 31
@@ -729,9 +751,10 @@ def test_env_example_logs_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_every_worker_instance_serves_metrics_on_its_own_port() -> None:
     [assignment] = [
-        v for v in values(read_unit("hearth-worker@.service"), "Service", "Environment")
+        v
+        for v in values(read_unit("hearth-worker@.service"), "Service", "Environment")
         if v.startswith("HEARTH_DAEMON_METRICS_PORT=")
-    ]  # fmt: skip
+    ]
     ports = set()
     for instance in range(1, 10):
         key, _, value = assignment.replace("%i", str(instance)).partition("=")

@@ -427,8 +427,9 @@ def test_a_pause_ending_before_an_occurrence_lets_its_early_nudge_out(
     same way (by the occurrence), not by whether the pause is still on at the nudge."""
     now = clock.now()
     cid = couple_with_partners(db, now)
-    add_ritual(db, now, cid, kind="custom", title="Check-in", at="21:00", every="daily",
-               remind="0,30m")  # fmt: skip
+    add_ritual(
+        db, now, cid, kind="custom", title="Check-in", at="21:00", every="daily", remind="0,30m"
+    )
     with db.session() as s:
         couple = s.get(Couple, cid)
         assert couple is not None
@@ -612,8 +613,11 @@ def test_two_workers_give_both_partners_one_prompt_and_advance_the_rotation_once
     with db.session() as s:
         rows = list(s.scalars(sa.select(Reminder).where(Reminder.id.in_(ids1 + ids2))))
         rotation = s.get(PromptRotation, ritual.id)
-        pool = s.scalars(sa.select(sa.func.count()).select_from(Prompt)
-                         .where(Prompt.kind == ritual.kind, Prompt.enabled)).one()  # fmt: skip
+        pool = s.scalars(
+            sa.select(sa.func.count())
+            .select_from(Prompt)
+            .where(Prompt.kind == ritual.kind, Prompt.enabled)
+        ).one()
     [prompt_id] = {r.prompt_id for r in rows}  # one prompt for the evening
     assert prompt_id is not None and rotation is not None
     # Taken from the rotation once: the rest of the cycle is still to come.

@@ -252,9 +252,11 @@ def icaljs() -> Path:
         pytest.skip("node/npm not on PATH: ical.js interop not checked")
     if not (JS / "node_modules" / "ical.js").exists():
         subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS, check=True,
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS,
+            check=True,
             env={**os.environ, "npm_config_update_notifier": "false"},
-        )  # fmt: skip
+        )
     return JS / "expand.mjs"
 
 
@@ -263,8 +265,11 @@ def _icaljs(icaljs: Path, body: bytes, tmp_path: Path) -> dict[str, list[datetim
     ics.write_bytes(body)
     out = subprocess.run(
         ["node", str(icaljs), str(ics), START.isoformat(), END.isoformat()],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return {
         uid: sorted(datetime.fromisoformat(t) for t in ts)
         for uid, ts in json.loads(out.stdout).items()
@@ -412,8 +417,12 @@ def test_tokens_are_stored_only_as_hashes(db: Database, clock: FakeClock) -> Non
         token = feed_tokens.issue(s, now, partners.resolve(s, "Alice"))
     assert len(token) == 43  # 256 bits, URL-safe base64
     with db.engine.connect() as conn:
-        dump = " ".join(str(v) for table in ("partner", "event") for row in
-                        conn.execute(sa.text(f"SELECT * FROM {table}")) for v in row)  # fmt: skip
+        dump = " ".join(
+            str(v)
+            for table in ("partner", "event")
+            for row in conn.execute(sa.text(f"SELECT * FROM {table}"))
+            for v in row
+        )
     assert token not in dump and feed_tokens.digest(token) in dump
 
 
@@ -425,17 +434,33 @@ def test_moved_one_off_and_a_last_instance_moved_past_until_show_where_nudges_go
     moved later than UNTIL (RFC 5545 allows an override to start after it)."""
     db, now = sqlite_db, clock.now()  # the couple and its local times are Berlin's
     cid = couple_with_partners(db, now)
-    series = add_ritual(db, now, cid, kind="custom", title="Five evenings", at="21:00",
-                        rrule="FREQ=DAILY;UNTIL=20260206T200000Z", on="2026-02-02")  # fmt: skip
+    series = add_ritual(
+        db,
+        now,
+        cid,
+        kind="custom",
+        title="Five evenings",
+        at="21:00",
+        rrule="FREQ=DAILY;UNTIL=20260206T200000Z",
+        on="2026-02-02",
+    )
     with db.session() as s:
         couple = s.get(Couple, cid)
         assert couple is not None
         talk = rituals.add_one_off(
-            s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
-            start=datetime(2026, 2, 7, 18, 0, tzinfo=UTC), duration_minutes=45, offsets=[0],
-        )  # fmt: skip
-        skips.move(s, now, talk, datetime(2026, 2, 7, 18, 0, tzinfo=UTC),
-                     datetime(2026, 2, 8, 20, 30))  # fmt: skip
+            s,
+            now,
+            couple,
+            kind=RitualKind.REPAIR,
+            title="Repair talk",
+            description="",
+            start=datetime(2026, 2, 7, 18, 0, tzinfo=UTC),
+            duration_minutes=45,
+            offsets=[0],
+        )
+        skips.move(
+            s, now, talk, datetime(2026, 2, 7, 18, 0, tzinfo=UTC), datetime(2026, 2, 8, 20, 30)
+        )
         r = s.get(Ritual, series)
         assert r is not None
         last = rituals.upcoming(r, now, 10)[-1].original_start
@@ -465,10 +490,12 @@ def test_a_move_across_a_pause_boundary_shows_where_the_planner_sends(
         c, r = s.get(Couple, cid), s.get(Ritual, rid)
         assert c is not None and r is not None
         couples.pause(s, now, c, datetime(2026, 1, 7, 12, 0, tzinfo=UTC))
-        skips.move(s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC),
-                     datetime(2026, 1, 7, 14, 0))  # out of the pause  # fmt: skip
-        skips.move(s, now, r, datetime(2026, 1, 8, 20, 0, tzinfo=UTC),
-                     datetime(2026, 1, 7, 10, 0))  # into it  # fmt: skip
+        skips.move(
+            s, now, r, datetime(2026, 1, 6, 20, 0, tzinfo=UTC), datetime(2026, 1, 7, 14, 0)
+        )  # out of the pause
+        skips.move(
+            s, now, r, datetime(2026, 1, 8, 20, 0, tzinfo=UTC), datetime(2026, 1, 7, 10, 0)
+        )  # into it
     window = (now, datetime(2026, 1, 9, 12, 0, tzinfo=UTC))
     want = [datetime(2026, 1, 7, 13, 0, tzinfo=UTC), datetime(2026, 1, 7, 20, 0, tzinfo=UTC)]
     cal = Calendar.from_ical(_feed(db, cid, now))
@@ -495,8 +522,9 @@ def test_vtimezone_and_pins_reach_twenty_years_past_today(db: Database, clock: F
     rule recurs, so the VTIMEZONE never runs out."""
     now = clock.now()
     cid = couple_with_partners(db, now)
-    add_ritual(db, now, cid, kind="custom", title="Late", at="02:30", every="daily",
-               on="2005-03-01")  # fmt: skip
+    add_ritual(
+        db, now, cid, kind="custom", title="Late", at="02:30", every="daily", on="2005-03-01"
+    )
     text = _feed(db, cid, now).decode()
     onsets = re.findall(r"BEGIN:DAYLIGHT\r\nDTSTART:(\d{4})", text)
     assert onsets[0] == "2004" and onsets[-2] == "2046", onsets  # a year before DTSTART on
@@ -552,10 +580,12 @@ def test_a_removed_count_series_writes_only_the_limit_that_ends_first(
     and leaves one whose three instances were over by then as it was (COUNT alone)."""
     now = clock.now()  # Mon 5 Jan 12:00 UTC; both start that evening at 21:00 Berlin
     cid = couple_with_partners(db, now)
-    ten = add_ritual(db, now, cid, kind="custom", title="Ten", at="21:00",
-                     rrule="FREQ=DAILY;COUNT=10")  # fmt: skip
-    three = add_ritual(db, now, cid, kind="custom", title="Three", at="21:00",
-                       rrule="FREQ=DAILY;COUNT=3")  # fmt: skip
+    ten = add_ritual(
+        db, now, cid, kind="custom", title="Ten", at="21:00", rrule="FREQ=DAILY;COUNT=10"
+    )
+    three = add_ritual(
+        db, now, cid, kind="custom", title="Three", at="21:00", rrule="FREQ=DAILY;COUNT=3"
+    )
     removed = now + timedelta(days=3)  # 8 Jan 12:00 UTC
     with db.session() as s:
         for rid in (ten, three):
@@ -564,8 +594,10 @@ def test_a_removed_count_series_writes_only_the_limit_that_ends_first(
             rituals.remove(s, removed, r)
     text = _feed(db, cid, removed).decode()
     rules = re.findall(r"SUMMARY:(\w+)\r\n.*?RRULE:(\S+)\r\n", text, re.S)
-    assert sorted(rules) == [("Ten", "FREQ=DAILY;UNTIL=20260108T120000Z"),
-                             ("Three", "FREQ=DAILY;COUNT=3")]  # fmt: skip
+    assert sorted(rules) == [
+        ("Ten", "FREQ=DAILY;UNTIL=20260108T120000Z"),
+        ("Three", "FREQ=DAILY;COUNT=3"),
+    ]
     expected = _expected(db, [ten, three])
     cal = Calendar.from_ical(text)
     got: dict[str, list[datetime]] = {uid: [] for uid in expected}
@@ -581,8 +613,9 @@ def test_a_series_removed_before_its_first_instance_is_cancelled(
     """Not an UNTIL before DTSTART (parsers differ on whether DTSTART then still counts)."""
     now = clock.now()
     cid = couple_with_partners(db, now)
-    rid = add_ritual(db, now, cid, kind="custom", title="Someday", at="21:00", every="daily",
-                     on="2026-02-01")  # fmt: skip
+    rid = add_ritual(
+        db, now, cid, kind="custom", title="Someday", at="21:00", every="daily", on="2026-02-01"
+    )
     with db.session() as s:
         r = s.get(Ritual, rid)
         assert r is not None
@@ -620,8 +653,14 @@ def test_calendar_name_needs_no_escaping(
         "console.log(JSON.stringify([c.getFirstPropertyValue('name'),"
         " c.getFirstPropertyValue('x-wr-calname')]));"
     )
-    run = subprocess.run(["node", "--input-type=module", "-e", script, str(ics)], cwd=JS,
-                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        ["node", "--input-type=module", "-e", script, str(ics)],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert json.loads(run.stdout) == [shown, shown]
 
 
@@ -659,8 +698,10 @@ def test_partners_with_and_without_alarms_both_get_304s_without_a_build(
         assert b"BEGIN:VALARM" in with_alarms.content and b"VALARM" not in without.content
         assert _builds(http) == before + 2
         for _ in range(3):
-            for url, first in ((f"/feeds/{alice}.ics?alarms=1", with_alarms),
-                               (f"/feeds/{sam}.ics", without)):  # fmt: skip
+            for url, first in (
+                (f"/feeds/{alice}.ics?alarms=1", with_alarms),
+                (f"/feeds/{sam}.ics", without),
+            ):
                 again = http.get(url, headers={"If-None-Match": first.headers["etag"]})
                 assert again.status_code == 304
         assert _builds(http) == before + 2
@@ -733,8 +774,11 @@ def test_every_404_is_the_same(db: Database, clock: FakeClock, hearth: Hearth) -
     def shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
         return r.status_code, r.content, {k: v for k, v in r.headers.items() if k != "date"}
 
-    want = (404, b"Not Found\n", {"content-type": "text/plain; charset=utf-8",
-                                  "content-length": "10", "server": "uvicorn"})  # fmt: skip
+    want = (
+        404,
+        b"Not Found\n",
+        {"content-type": "text/plain; charset=utf-8", "content-length": "10", "server": "uvicorn"},
+    )
     assert {path: shape(r) for path, r in answers.items()} == {path: want for path in misses}
     want_head = (404, b"", want[2])  # HEAD: the same headers, no body
     assert {path: shape(r) for path, r in heads.items()} == {path: want_head for path in misses}
@@ -803,9 +847,11 @@ def test_a_day_before_is_the_same_wall_time_the_evening_before_everywhere(
     run.ok("partner", "add", "1", "Alice", "--phone", "+4915123456789", "--sms-consent", "form")
     run.ok("ritual", "add", "1", "-t", "five-minute-check-in", "--remind", "1d,7d,30m")
     sunday = datetime(2027, 3, 28, 19, 0, tzinfo=UTC)  # 21:00 CEST
-    want = {1440: datetime(2027, 3, 27, 20, 0, tzinfo=UTC),  # Saturday 21:00 CET
-            10080: datetime(2027, 3, 21, 20, 0, tzinfo=UTC),  # the Sunday before, 21:00 CET
-            30: datetime(2027, 3, 28, 18, 30, tzinfo=UTC)}  # fmt: skip
+    want = {
+        1440: datetime(2027, 3, 27, 20, 0, tzinfo=UTC),  # Saturday 21:00 CET
+        10080: datetime(2027, 3, 21, 20, 0, tzinfo=UTC),  # the Sunday before, 21:00 CET
+        30: datetime(2027, 3, 28, 18, 30, tzinfo=UTC),
+    }
     preview = json.loads(run.ok("ritual", "preview", "1", "--count", "3", "--json").output)
     (entry,) = [p for p in preview if p["start"] == sunday.isoformat()]
     assert {r["minutes_before"]: r["at"] for r in entry["reminders"]} == {
@@ -877,12 +923,21 @@ def test_one_offs_across_a_change_end_and_remind_alike_in_every_reader(
     cid = couple_with_partners(db, now, name="Talks", tz="America/New_York")
     with db.session() as s:
         couple = couples.resolve(s, cid)
-        for start, minutes in ((datetime(2027, 3, 14, 6, 30, tzinfo=UTC), 45),
-                               (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), 90)):  # fmt: skip
+        for start, minutes in (
+            (datetime(2027, 3, 14, 6, 30, tzinfo=UTC), 45),
+            (datetime(2027, 11, 7, 5, 30, tzinfo=UTC), 90),
+        ):
             rituals.add_one_off(
-                s, now, couple, kind=RitualKind.REPAIR, title="Repair talk", description="",
-                start=start, duration_minutes=minutes, offsets=[0, 30, 90, 1440],
-            )  # fmt: skip
+                s,
+                now,
+                couple,
+                kind=RitualKind.REPAIR,
+                title="Repair talk",
+                description="",
+                start=start,
+                duration_minutes=minutes,
+                offsets=[0, 30, 90, 1440],
+            )
     windows = ((datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 12, 1, tzinfo=UTC)),)
     want = interop.planned(db, cid, windows)
     assert sorted((o[0], o[1]) for occ in want.values() for o in occ) == [

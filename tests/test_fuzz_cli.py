@@ -39,18 +39,47 @@ LINE_LIMIT = 300
 # What a careless or hostile user types, for any parameter. (No NUL: no process can be
 # given one in its arguments; config values with one are fuzzed below.)
 HOSTILE = [
-    "", " ", "x" * 10_000, "9" * 23, "-1", "Europe", "America/Argentina",
-    "/etc/localtime", "ÄBC", "a\u0308bc", "\n", "🙂", "%2B4915123456789", "inf",
-    "true", "++4915123456789", "1.5", "9999-99-99", "999999999d",
-    "FREQ=DAILY;COUNT=abc", "../../etc/passwd", "'; DROP TABLE couple; --",
-]  # fmt: skip
+    "",
+    " ",
+    "x" * 10_000,
+    "9" * 23,
+    "-1",
+    "Europe",
+    "America/Argentina",
+    "/etc/localtime",
+    "ÄBC",
+    "a\u0308bc",
+    "\n",
+    "🙂",
+    "%2B4915123456789",
+    "inf",
+    "true",
+    "++4915123456789",
+    "1.5",
+    "9999-99-99",
+    "999999999d",
+    "FREQ=DAILY;COUNT=abc",
+    "../../etc/passwd",
+    "'; DROP TABLE couple; --",
+]
 # Valid stand-ins for the parameters a case does not fuzz.
 VALID = {
-    "couple": "Alice & Sam", "partner": "Alice", "ritual": "1", "name": "Newname",
-    "date": "2026-01-06", "reminder_id": "1", "prompt_id": "1", "repair_id": "1",
-    "text": "A new prompt", "destination": "copy.db", "timezone": "UTC", "source": "phone",
-    "to": "2026-01-07 21:00", "kind": "custom", "channel": "email",
-}  # fmt: skip
+    "couple": "Alice & Sam",
+    "partner": "Alice",
+    "ritual": "1",
+    "name": "Newname",
+    "date": "2026-01-06",
+    "reminder_id": "1",
+    "prompt_id": "1",
+    "repair_id": "1",
+    "text": "A new prompt",
+    "destination": "copy.db",
+    "timezone": "UTC",
+    "source": "phone",
+    "to": "2026-01-07 21:00",
+    "kind": "custom",
+    "channel": "email",
+}
 # Long-running commands are fuzzed through their concrete cases only (a valid host and
 # port would start a server).
 SKIP = {("serve",), ("worker",), ("web",)}
@@ -158,9 +187,10 @@ def world(hearth: Hearth, db: Database, tmp_path: Path, monkeypatch: pytest.Monk
 def test_every_command_and_parameter_is_covered() -> None:
     covered = {path for path, _ in CASES}
     without = {  # nothing but flags to fuzz: run as they are below
-        path for path, cmd in COMMANDS
+        path
+        for path, cmd in COMMANDS
         if all(getattr(p, "is_flag", False) or p.name == "help" for p in cmd.params)
-    }  # fmt: skip
+    }
     assert {path for path, _ in COMMANDS} == covered | without
     assert len(CASES) > 100
 
@@ -183,9 +213,11 @@ def test_hostile_values_for_every_parameter(world: Cli, db: Database) -> None:
 
 
 @fuzz_settings(
-    max_examples=150, deadline=None, derandomize=True,
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 @given(case=st.sampled_from(CASES), value=st.text(max_size=80))
 def test_arbitrary_text_for_any_parameter(
     world: Cli, db: Database, case: tuple[tuple[str, ...], str], value: str
@@ -199,22 +231,37 @@ def test_arbitrary_text_for_any_parameter(
 ZONE_DIRS = ("Europe", "America/Argentina", "Asia", "Pacific", "Antarctica")
 TOO_BIG = "9" * 23
 CONCRETE: list[tuple[list[str], int, str]] = [
-    *[(args(z), 2, "unknown timezone") for z in ZONE_DIRS for args in (
-        lambda z: ["couple", "add", "Other", "-z", z],
-        lambda z: ["couple", "edit", "Alice & Sam", "--timezone", z],
-        lambda z: ["partner", "add", "Solo", "Kim", "-z", z],
-        lambda z: ["partner", "edit", "Alice", "--timezone", z],
-        lambda z: ["ritual", "add", "Alice & Sam", "-t", "date-night", "-z", z],
-        lambda z: ["ritual", "edit", "1", "--timezone", z],
-    )],
-    *[(args, 2, "not found") for args in (
-        ["couple", "show", TOO_BIG], ["couple", "remove", TOO_BIG, "--yes"],
-        ["partner", "show", TOO_BIG], ["ritual", "show", TOO_BIG], ["feed", "url", TOO_BIG],
-    )],
-    *[(args, 2, "is not in the range") for args in (
-        ["deliveries", "retry", TOO_BIG], ["prompts", "disable", TOO_BIG],
-        ["prompts", "enable", TOO_BIG], ["repair", "cancel", TOO_BIG],
-    )],
+    *[
+        (args(z), 2, "unknown timezone")
+        for z in ZONE_DIRS
+        for args in (
+            lambda z: ["couple", "add", "Other", "-z", z],
+            lambda z: ["couple", "edit", "Alice & Sam", "--timezone", z],
+            lambda z: ["partner", "add", "Solo", "Kim", "-z", z],
+            lambda z: ["partner", "edit", "Alice", "--timezone", z],
+            lambda z: ["ritual", "add", "Alice & Sam", "-t", "date-night", "-z", z],
+            lambda z: ["ritual", "edit", "1", "--timezone", z],
+        )
+    ],
+    *[
+        (args, 2, "not found")
+        for args in (
+            ["couple", "show", TOO_BIG],
+            ["couple", "remove", TOO_BIG, "--yes"],
+            ["partner", "show", TOO_BIG],
+            ["ritual", "show", TOO_BIG],
+            ["feed", "url", TOO_BIG],
+        )
+    ],
+    *[
+        (args, 2, "is not in the range")
+        for args in (
+            ["deliveries", "retry", TOO_BIG],
+            ["prompts", "disable", TOO_BIG],
+            ["prompts", "enable", TOO_BIG],
+            ["repair", "cancel", TOO_BIG],
+        )
+    ],
     (["deliveries", "list", "--since", "999999999d"], 2, "reaches back past year 1"),
     (["deliveries", "list", "--since", "99999999999999h"], 2, "reaches back past year 1"),
     (["db", "upgrade", "--revision", "bogus"], 2, "unknown revision 'bogus'"),
@@ -225,16 +272,67 @@ CONCRETE: list[tuple[list[str], int, str]] = [
     (["ritual", "pause", "1", "--until", ""], 2, "'' is not a date"),
     (["ritual", "edit", "1", "--kind", "repair"], 2, "repair conversations start on request"),
     (["ritual", "edit", "1", "--rrule", "FREQ=DAILY;UNTIL=20200101"], 2, "no future occurrence"),
-    (["ritual", "edit", "1", "--on", "2020-01-01", "--rrule", "FREQ=DAILY;COUNT=2"], 2,
-     "no future occurrence"),
-    (["ritual", "edit", "1", "--rrule", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"], 2,
-     "no future occurrence"),
-    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
-      "--rrule", "FREQ=DAILY;COUNT=abc"], 2, "COUNT=ABC is not a whole number"),
-    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
-      "--rrule", "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=a"], 2, "BYSETPOS=A is not a number"),
-    (["ritual", "add", "Alice & Sam", "--kind", "custom", "--title", "T", "--at", "21:00",
-      "--rrule", "FREQ=DAILY;INTERVAL=1.5"], 2, "INTERVAL=1.5 is not a whole number"),
+    (
+        ["ritual", "edit", "1", "--on", "2020-01-01", "--rrule", "FREQ=DAILY;COUNT=2"],
+        2,
+        "no future occurrence",
+    ),
+    (
+        ["ritual", "edit", "1", "--rrule", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"],
+        2,
+        "no future occurrence",
+    ),
+    (
+        [
+            "ritual",
+            "add",
+            "Alice & Sam",
+            "--kind",
+            "custom",
+            "--title",
+            "T",
+            "--at",
+            "21:00",
+            "--rrule",
+            "FREQ=DAILY;COUNT=abc",
+        ],
+        2,
+        "COUNT=ABC is not a whole number",
+    ),
+    (
+        [
+            "ritual",
+            "add",
+            "Alice & Sam",
+            "--kind",
+            "custom",
+            "--title",
+            "T",
+            "--at",
+            "21:00",
+            "--rrule",
+            "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=a",
+        ],
+        2,
+        "BYSETPOS=A is not a number",
+    ),
+    (
+        [
+            "ritual",
+            "add",
+            "Alice & Sam",
+            "--kind",
+            "custom",
+            "--title",
+            "T",
+            "--at",
+            "21:00",
+            "--rrule",
+            "FREQ=DAILY;INTERVAL=1.5",
+        ],
+        2,
+        "INTERVAL=1.5 is not a whole number",
+    ),
     (["ritual", "preview", "Five-minute check-in"], 2, "give --couple to name it by title"),
     (["couple", "add", "Other", "-z", "/etc/localtime"], 2, "timedatectl"),
     (["couple", "add", "Other", "-z", "x" * 10_000], 2, "(10000 characters)"),
@@ -242,7 +340,7 @@ CONCRETE: list[tuple[list[str], int, str]] = [
     (["web", "--port", "99999"], 2, "is not in the range"),
     (["web", "--port", "-1"], 2, "is not in the range"),
     (["web", "--host", "256.256.256.256"], 2, "is not an address or a known host name"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("args", "code", "fragment"), CONCRETE, ids=lambda v: str(v)[:40])

@@ -132,10 +132,21 @@ def test_plural_forms_follow_the_number() -> None:
     assert "en las siguientes 48 horas." in repair.no_slot_text(48, es)
 
 
-def _ctx(code: str, purpose: ReminderPurpose, kind: RitualKind, title: str, full: bool,
-         prompt: str | None) -> texts.Context:  # fmt: skip
-    ritual = Ritual(kind=kind, title=title, description=wording.GUIDE, start_time=time(21, 0),
-                    timezone="Europe/Berlin")  # fmt: skip
+def _ctx(
+    code: str,
+    purpose: ReminderPurpose,
+    kind: RitualKind,
+    title: str,
+    full: bool,
+    prompt: str | None,
+) -> texts.Context:
+    ritual = Ritual(
+        kind=kind,
+        title=title,
+        description=wording.GUIDE,
+        start_time=time(21, 0),
+        timezone="Europe/Berlin",
+    )
     partner = Partner(name="P", timezone="Europe/Berlin", language=code, full_text=full)
     return texts.Context(ritual, partner, purpose, EVE, prompt, "https://h.example/u/x")
 
@@ -170,10 +181,20 @@ _URL = "https://hearth.example.org/page/" + "x" * 43
 
 def _sample(t: i18n.Lang) -> dict[str, str]:
     berlin = EVE.astimezone(ZoneInfo("Europe/Berlin"))
-    return {"time": "12:59 PM", "when": t.day_time(berlin), "minutes": "30", "hours": "48",
-            "name": _NAME, "title": wording.title(_template_ritual(), t), "day": t.day(berlin),
-            "until": t.day_time(berlin), "url": _URL, "word": "AUSLASSEN", "mood": "4",
-            "days": "60"}  # fmt: skip
+    return {
+        "time": "12:59 PM",
+        "when": t.day_time(berlin),
+        "minutes": "30",
+        "hours": "48",
+        "name": _NAME,
+        "title": wording.title(_template_ritual(), t),
+        "day": t.day(berlin),
+        "until": t.day_time(berlin),
+        "url": _URL,
+        "word": "AUSLASSEN",
+        "mood": "4",
+        "days": "60",
+    }
 
 
 def _template_ritual() -> Ritual:
@@ -362,8 +383,7 @@ def _messages(hearth: Hearth, s: Any, to: Partner) -> list[str]:
 
 def test_the_opt_in_asks_and_answers_in_the_partners_language(run: Cli, hearth: Hearth) -> None:
     run.ok("couple", "add", "Lucía & Tom", "--timezone", "Europe/Madrid")
-    run.ok("partner", "add", "Lucía & Tom", "Lucía", "--phone", "+34612345678",
-           "--language", "es")  # fmt: skip
+    run.ok("partner", "add", "Lucía & Tom", "Lucía", "--phone", "+34612345678", "--language", "es")
     with hearth.db.session() as s:
         lucia = partners.resolve(s, "Lucía")
         [body] = s.scalars(
@@ -440,9 +460,10 @@ def test_feeds_and_unsubscribe_pages_speak_their_holders_language(hearth: Hearth
         sams = http.get(f"/unsubscribe/{unsub['Sam']}").text
         assert "Stop Hearth's reminder emails for Sam?" in sams
         done = http.post(
-            f"/unsubscribe/{unsub['Alice']}", content=b"List-Unsubscribe=One-Click",
+            f"/unsubscribe/{unsub['Alice']}",
+            content=b"List-Unsubscribe=One-Click",
             headers={"content-type": "application/x-www-form-urlencoded"},
-        )  # fmt: skip
+        )
         assert "Du bekommst keine E-Mails mehr von Hearth." in done.text
 
 
@@ -462,8 +483,9 @@ def test_a_templates_words_are_translated_until_the_couple_changes_them() -> Non
 def test_a_partner_added_without_a_language_gets_the_configured_default(
     sqlite_db: Database, clock: FakeClock
 ) -> None:
-    german = Hearth(settings=make_settings(sqlite_db, defaults={"language": "de"}),
-                    db=sqlite_db, clock=clock)  # fmt: skip
+    german = Hearth(
+        settings=make_settings(sqlite_db, defaults={"language": "de"}), db=sqlite_db, clock=clock
+    )
     run = Cli(german)
     run.ok("couple", "add", "Jana & Mike", "--timezone", "Europe/Berlin")
     run.ok("partner", "add", "Jana & Mike", "Jana", "--email", "j@example.de")

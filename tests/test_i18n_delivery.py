@@ -36,10 +36,19 @@ def _couple(db: Database, now: datetime) -> None:
             ("Mike", MIKE, "mike@example.com", "America/New_York", "en"),
         ):
             partners.add(
-                s, now, c, name=name, phone=phone, email=email, timezone=tz,
-                channels="sms,email", quiet_hours=None, sms_consent="signup form",
-                language=language, full_text=True,  # the title and prompt, translated
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                name=name,
+                phone=phone,
+                email=email,
+                timezone=tz,
+                channels="sms,email",
+                quiet_hours=None,
+                sms_consent="signup form",
+                language=language,
+                full_text=True,  # the title and prompt, translated
+            )
         cid = c.id
     add_ritual(db, now, cid, "five-minute-check-in")
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)

@@ -60,13 +60,21 @@ def test_the_rule_catches_a_read_of_real_time(tmp_path: Path) -> None:
 MODULES = [p for p in _sources("service") if "migrations" not in p.parts]
 
 
+# A smell detector, not a budget: a module past it is probably two concepts and should be
+# split by concept. The formatter owns the layout, so code is never squeezed to fit.
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_service_module_is_longer_than_400_lines(path: Path) -> None:
-    assert len(path.read_text().splitlines()) <= 400
+def test_no_service_module_is_longer_than_600_lines(path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= 600
 
 
-def test_the_dispatcher_loop_reads_in_one_sitting() -> None:
-    assert len((ROOT / "service/outbox/dispatcher.py").read_text().splitlines()) <= 300
+def test_the_formatter_owns_the_layout() -> None:
+    squeezed = [
+        f"{path}:{number}"
+        for path in _sources("service", "cli", "tests", "bench")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "fmt: " + "skip" in line or "fmt: " + "off" in line
+    ]
+    assert squeezed == []
 
 
 def test_the_domain_layer_loads_neither_alembic_nor_twilio() -> None:

@@ -253,8 +253,17 @@ def test_nested_url_encoded_and_national_secrets(log_stream: io.StringIO) -> Non
         national="call (415) 555-0123 or 415.555.0199",
     )
     text = log_stream.getvalue()
-    _clean(text, PHONE, PHONE[1:], EMAIL, "sam@example.org", "sam%40example.org",
-           "%2B4915123456789", "555-0123", "555.0199")  # fmt: skip
+    _clean(
+        text,
+        PHONE,
+        PHONE[1:],
+        EMAIL,
+        "sam@example.org",
+        "sam%40example.org",
+        "%2B4915123456789",
+        "555-0123",
+        "555.0199",
+    )
     assert "provider_answer" in text and "false" in text.lower()
 
 

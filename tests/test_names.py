@@ -74,8 +74,10 @@ def test_the_migration_keys_existing_names_and_parts_matching_ones(tmp_path: Pat
         ).one()
         secret = conn.execute(sa.text("SELECT value FROM server_secret")).scalar_one()
     assert [tuple(c) for c in couples] == [
-        ("ÄBC", "äbc"), ("äbc (2)", "äbc (2)"), ("Other", "other"),
-    ]  # fmt: skip
+        ("ÄBC", "äbc"),
+        ("äbc (2)", "äbc (2)"),
+        ("Other", "other"),
+    ]
     assert tuple(partner) == ("émile", None, 1)
     assert len(bytes.fromhex(secret)) == 32
     db.dispose()

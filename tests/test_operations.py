@@ -79,13 +79,19 @@ def test_a_separate_web_is_ready_only_while_some_dispatcher_ticks(
     before = http.get("/readyz")
     assert before.status_code == 503
     assert before.json() == {
-        "status": "error", "database": "ok", "migrations": "ok", "dispatcher": "none",
-    }  # fmt: skip
+        "status": "error",
+        "database": "ok",
+        "migrations": "ok",
+        "dispatcher": "none",
+    }
     one_pass(dispatcher)  # a worker elsewhere: only the database connects the two
     assert _heartbeat(hearth.db) == clock.now()
     assert http.get("/readyz").json() == {
-        "status": "ok", "database": "ok", "migrations": "ok", "dispatcher": "ok",
-    }  # fmt: skip
+        "status": "ok",
+        "database": "ok",
+        "migrations": "ok",
+        "dispatcher": "ok",
+    }
     window = timedelta(seconds=hearth.settings.daemon.tick_stale_seconds)
     clock.advance(window - timedelta(seconds=1))
     assert http.get("/readyz").status_code == 200

@@ -65,10 +65,10 @@ def test_rows_claimed_before_an_outage_go_out_as_soon_as_it_ends(own_pg: OwnPost
         cid = couple_with_partners(db, clock.now(), name=f"Couple {i}")
         add_ritual(db, clock.now(), cid, "five-minute-check-in")
     planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
-    hearth = Hearth(settings=make_settings(db, daemon={"lease_seconds": 120}), db=db,
-                    clock=clock)  # fmt: skip
-    d = Dispatcher(hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel},
-                   rng=random.Random(1))  # fmt: skip
+    hearth = Hearth(settings=make_settings(db, daemon={"lease_seconds": 120}), db=db, clock=clock)
+    d = Dispatcher(
+        hearth, {ch: ConsoleTransport(ch, io.StringIO()) for ch in Channel}, rng=random.Random(1)
+    )
     clock.set(TONIGHT)  # 30 nudges due; the fake clock never lets their lease run out
     failed = threading.Event()
     real = d.prepare

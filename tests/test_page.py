@@ -114,8 +114,10 @@ def test_every_wrong_page_path_is_the_feeds_one_404(lite: Page) -> None:
     for method, path in wrong:
         r = httpx.request(method, lite.base + path, data={"csrf": page_tokens.csrf(old)})
         assert (r.status_code, r.text, r.headers["content-type"]) == (
-            404, feed_404.text, feed_404.headers["content-type"]
-        ), (method, path)  # fmt: skip
+            404,
+            feed_404.text,
+            feed_404.headers["content-type"],
+        ), (method, path)
         assert set(r.headers) == set(feed_404.headers), (method, path)
     assert httpx.get(f"{lite.base}/page/{new}").status_code == 200
 
@@ -142,16 +144,21 @@ def test_writes_are_rate_limited_per_token_on_the_injected_clock(lite: Page) -> 
     assert lite.partner().quiet_start is None
     assert _metric("write", "rate_limited") == before + 1
     clock.advance(WRITE_WINDOW)
-    r = _post(lite, "settings", quiet_hours="22:00-07:00", timezone="Europe/Berlin",
-              channel_sms="on", channel_email="on")  # fmt: skip
+    r = _post(
+        lite,
+        "settings",
+        quiet_hours="22:00-07:00",
+        timezone="Europe/Berlin",
+        channel_sms="on",
+        channel_email="on",
+    )
     assert r.status_code == 303
     assert lite.partner().quiet_start is not None
 
 
 def test_bad_quiet_hours_show_the_clis_message_and_change_nothing(page: Page, run: Cli) -> None:
     before = snapshot(page.hearth.db)
-    r = _post(page, "settings", quiet_hours="25:00-07:00", timezone="Asia/Tokyo",
-              channel_sms="on")  # fmt: skip
+    r = _post(page, "settings", quiet_hours="25:00-07:00", timezone="Asia/Tokyo", channel_sms="on")
     assert r.status_code == 400
     cli = run("partner", "edit", "Alice", "--quiet", "25:00-07:00")
     assert cli.exit_code == 2
@@ -191,8 +198,14 @@ def test_skip_repair_settings_and_email_resubscribe_go_through_the_service(lite:
     with lite.hearth.db.session() as s:
         ritual_id = s.scalar(sa.text("SELECT id FROM ritual"))
         alice = partners.resolve(s, "Alice")
-        partners.set_consent(s, lite.hearth.clock.now(), alice, ConsentState.OPTED_OUT,
-                             "email unsubscribe", channel=Channel.EMAIL)  # fmt: skip
+        partners.set_consent(
+            s,
+            lite.hearth.clock.now(),
+            alice,
+            ConsentState.OPTED_OUT,
+            "email unsubscribe",
+            channel=Channel.EMAIL,
+        )
     assert _post(lite, "skip", ritual=str(ritual_id)).status_code == 303
     assert lite.events()[-1] == "occurrence.skipped"
     assert (
@@ -202,8 +215,14 @@ def test_skip_repair_settings_and_email_resubscribe_go_through_the_service(lite:
     assert _post(lite, "repair").status_code == 303
     assert lite.events()[-1] == "repair.requested"
     assert _post(lite, "repair").status_code == 400  # one pending at a time, as by text
-    r = _post(lite, "settings", quiet_hours="22:30-07:00", timezone="America/New_York",
-              channel_sms="on", text_style="full")  # fmt: skip
+    r = _post(
+        lite,
+        "settings",
+        quiet_hours="22:30-07:00",
+        timezone="America/New_York",
+        channel_sms="on",
+        text_style="full",
+    )
     assert r.status_code == 303
     p = lite.partner()
     assert (p.timezone, p.channels, p.full_text) == ("America/New_York", "sms", True)
@@ -239,19 +258,38 @@ def test_a_cached_page_follows_every_change_and_the_clock(lite: Page) -> None:
 def test_a_german_partners_page_is_german_and_the_other_reads_their_own(page: Page) -> None:
     english = httpx.get(page.url).text
     assert '<html lang="en">' in english and '<option value="en" lang="en" selected>' in english
-    r = _post(page, "settings", quiet_hours="", timezone="Europe/Berlin", channel_sms="on",
-              channel_email="on", text_style="discreet", language="de")  # fmt: skip
+    r = _post(
+        page,
+        "settings",
+        quiet_hours="",
+        timezone="Europe/Berlin",
+        channel_sms="on",
+        channel_email="on",
+        text_style="discreet",
+        language="de",
+    )
     assert r.status_code == 303 and page.partner().language == "de"
     german = httpx.get(f"{page.url}?done=saved").text
     assert '<html lang="de">' in german and "<title>Hearth für Alice</title>" in german
     assert "Deine Einstellungen sind gespeichert." in german
-    for words in ("Eure Rituale", "Erinnerungen pausieren", "In deinen Kalender",
-                  "Mo., 5. Jan., 21:00", "Erinnerung um 21:00 per SMS",
-                  '<option value="de" lang="de" selected>Deutsch</option>'):  # fmt: skip
+    for words in (
+        "Eure Rituale",
+        "Erinnerungen pausieren",
+        "In deinen Kalender",
+        "Mo., 5. Jan., 21:00",
+        "Erinnerung um 21:00 per SMS",
+        '<option value="de" lang="de" selected>Deutsch</option>',
+    ):
         assert words in german, words
     visible = re.sub(r"<[^>]+>", " ", german.split("<main", 1)[1])
-    for english_words in ("Your rituals", "Pause reminders", "Reminder ", "Save settings",
-                          "Jan 5", "PM"):  # fmt: skip
+    for english_words in (
+        "Your rituals",
+        "Pause reminders",
+        "Reminder ",
+        "Save settings",
+        "Jan 5",
+        "PM",
+    ):
         assert english_words not in visible, english_words
     assert _post(page, "pause", until="2026-01-11").status_code == 303
     assert "Alle Erinnerungen sind bis einschließlich Sonntag, 11. Januar 2026 pausiert." in (
@@ -328,9 +366,14 @@ def test_the_email_footer_leads_to_a_button_that_opens_a_new_page(lite: Page) ->
     unsubscribe = f"{lite.base}/unsubscribe/{unsub_token}"
     with lite.hearth.db.session() as s:
         ritual = s.scalars(sa.select(Ritual)).one()
-        ctx = texts.Context(ritual=ritual, partner=p, purpose=ReminderPurpose.NUDGE,
-                            occurrence_start=lite.hearth.clock.now(), prompt=None,
-                            unsubscribe_url=unsubscribe)  # fmt: skip
+        ctx = texts.Context(
+            ritual=ritual,
+            partner=p,
+            purpose=ReminderPurpose.NUDGE,
+            occurrence_start=lite.hearth.clock.now(),
+            prompt=None,
+            unsubscribe_url=unsubscribe,
+        )
         msg = texts.email_message(ctx, "alice@example.org", 1)
     footer = next(line for line in msg.text.splitlines() if line.startswith("Your own page"))
     link = footer.rsplit(" ", 1)[1]
@@ -351,8 +394,15 @@ def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(
     counts = []
     for n in (1, 8):
         with sqlite_hearth.db.engine.begin() as conn:
-            for table in ("reminder", "event", "occurrence_exception", "ritual", "consent_record",
-                          "partner", "couple"):  # fmt: skip
+            for table in (
+                "reminder",
+                "event",
+                "occurrence_exception",
+                "ritual",
+                "consent_record",
+                "partner",
+                "couple",
+            ):
                 conn.execute(sa.text(f"DELETE FROM {table}"))
         _, token = make_couple(sqlite_hearth, rituals=n)
         seen: list[str] = []
@@ -362,8 +412,9 @@ def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(
             with sqlite_hearth.db.session() as s:
                 p = partner_page.load(s, token)
                 assert p is not None
-                view = partner_page.build(s, p, token, sqlite_hearth.clock.now(),
-                                          sqlite_hearth.settings.web)  # fmt: skip
+                view = partner_page.build(
+                    s, p, token, sqlite_hearth.clock.now(), sqlite_hearth.settings.web
+                )
         finally:
             sa.event.remove(sqlite_hearth.db.engine, "before_cursor_execute", _LISTENERS.pop())
         assert len(view.rituals) == n

@@ -76,8 +76,10 @@ def test_the_link_opens_on_a_phone_and_every_button_goes_where_it_should(
     assert webcal == "webcal://" + https.split("://", 1)[1]
     google = urlsplit(phone.page.get_attribute("#sub-google", "href") or "")
     assert (google.scheme, google.netloc, google.path) == (
-        "https", "calendar.google.com", "/calendar/render"
-    )  # fmt: skip
+        "https",
+        "calendar.google.com",
+        "/calendar/render",
+    )
     assert parse_qs(google.query) == {"cid": [webcal]}
     outlook = urlsplit(phone.page.get_attribute("#sub-outlook", "href") or "")
     assert (outlook.netloc, outlook.path) == ("outlook.live.com", "/calendar/0/addfromweb")
@@ -186,13 +188,17 @@ def test_against_hearth_serve_subscribe_pause_and_quiet_hours_from_a_phone(
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
     env.update(
-        HEARTH_DATABASE_URL=url, HEARTH_WEB_PORT=str(port), HEARTH_WEB_PUBLIC_BASE_URL=base,
-        HEARTH_DAEMON_EVENT_POLL_SECONDS="0.5", HEARTH_LOG_FORMAT="json",
-    )  # fmt: skip
+        HEARTH_DATABASE_URL=url,
+        HEARTH_WEB_PORT=str(port),
+        HEARTH_WEB_PUBLIC_BASE_URL=base,
+        HEARTH_DAEMON_EVENT_POLL_SECONDS="0.5",
+        HEARTH_LOG_FORMAT="json",
+    )
     out = tmp_path / "serve.out"
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: b"daemon_started" in out.read_bytes(), 30, "hearth serve")
         wait_for(lambda: _up(base), 30, "hearth serve's web service")

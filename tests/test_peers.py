@@ -69,9 +69,12 @@ def test_concurrent_sends_keep_their_connections(twilio_standin: TwilioStandIn) 
     round opens none (a pool smaller than the concurrency would reconnect for each send)."""
     threads = 60
     c = make_client(
-        twilio_standin.account_sid, twilio_standin.auth_token, twilio_standin.base_url, 5.0,
+        twilio_standin.account_sid,
+        twilio_standin.auth_token,
+        twilio_standin.base_url,
+        5.0,
         pool_size=threads,
-    )  # fmt: skip
+    )
     twilio_standin.latency = 0.2  # long enough that all sixty overlap
 
     def send(i: int) -> None:

@@ -59,9 +59,14 @@ def test_files_with_personal_data_are_the_owners_alone(tmp_path: Path) -> None:
 
     def run(*args: str) -> None:
         subprocess.run(
-            [hearth, *args], cwd=tmp_path, env=env, check=True, capture_output=True,
-            timeout=60, preexec_fn=lambda: os.umask(0o022),
-        )  # fmt: skip
+            [hearth, *args],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(0o022),
+        )
 
     run("init")
     run("db", "upgrade")

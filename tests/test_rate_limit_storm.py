@@ -33,13 +33,28 @@ def _staggered(db: Database, now: datetime) -> None:
         for i in range(COUNT):
             c = couples.add(s, now, name=f"Storm {i}", timezone="Europe/Berlin")
             partners.add(
-                s, now, c, name="Alex", phone=f"+1415555{i:04d}", email=None, timezone=None,
-                channels="sms", quiet_hours=None, sms_consent="test",
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                name="Alex",
+                phone=f"+1415555{i:04d}",
+                email=None,
+                timezone=None,
+                channels="sms",
+                quiet_hours=None,
+                sms_consent="test",
+            )
             rituals.add_one_off(
-                s, now, c, kind=RitualKind.CHECK_IN, title="Storm", description="",
-                start=T0 + timedelta(seconds=i), duration_minutes=60, offsets=[0],
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                kind=RitualKind.CHECK_IN,
+                title="Storm",
+                description="",
+                start=T0 + timedelta(seconds=i),
+                duration_minutes=60,
+                offsets=[0],
+            )
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
 
 

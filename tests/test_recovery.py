@@ -50,11 +50,13 @@ def test_a_killed_worker_is_resent_within_the_lease_and_duplicates_only_unanswer
     _burst(db, n, due_in_seconds=1)
     twilio_standin.latency = LATENCY
     d = DaemonProcess(
-        db.url, tmp_path, twilio_standin,
+        db.url,
+        tmp_path,
+        twilio_standin,
         HEARTH_DAEMON_CONCURRENCY="40",
         HEARTH_DAEMON_LEASE_SECONDS=str(LEASE),
         HEARTH_DAEMON_JOURNAL_DIR=str(tmp_path / "journal"),
-    )  # fmt: skip
+    )
     daemons.append(d.start("worker"))
     wait_for(lambda: len(twilio_standin.sent) >= n // 3, 60, "a third of the burst")
     d.kill()  # SIGKILL: no chance to write what is queued
@@ -96,5 +98,7 @@ def test_a_killed_worker_is_resent_within_the_lease_and_duplicates_only_unanswer
     # ...so the only texts sent twice are those whose answer the worker never read.
     assert duplicates <= unanswered + unheard, (duplicates, unanswered, unheard)
     assert resent_in <= LEASE + 25
-    print(f"left sending {len(left)}, unwritten {len(unwritten)}, unanswered {unanswered}, "
-          f"unheard {unheard}, duplicated {duplicates}, re-sent in {resent_in:.1f}s")  # fmt: skip
+    print(
+        f"left sending {len(left)}, unwritten {len(unwritten)}, unanswered {unanswered}, "
+        f"unheard {unheard}, duplicated {duplicates}, re-sent in {resent_in:.1f}s"
+    )

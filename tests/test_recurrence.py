@@ -177,20 +177,30 @@ def test_oracle_matches_known_instants() -> None:
     cases = [
         ("Europe/Berlin", datetime(2026, 3, 29, 2, 30), datetime(2026, 3, 29, 1, 30), "gap"),
         ("America/New_York", datetime(2026, 3, 8, 2, 30), datetime(2026, 3, 8, 7, 30), "gap"),
-        ("Australia/Lord_Howe", datetime(2026, 10, 4, 2, 15), datetime(2026, 10, 3, 15, 45),
-         "gap"),
+        ("Australia/Lord_Howe", datetime(2026, 10, 4, 2, 15), datetime(2026, 10, 3, 15, 45), "gap"),
         ("Pacific/Chatham", datetime(2026, 9, 27, 3, 0), datetime(2026, 9, 26, 14, 15), "gap"),
-        ("Europe/Berlin", datetime(2026, 10, 25, 2, 30), datetime(2026, 10, 25, 0, 30),
-         "ambiguous"),
-        ("America/New_York", datetime(2026, 11, 1, 1, 30), datetime(2026, 11, 1, 5, 30),
-         "ambiguous"),
-        ("Australia/Lord_Howe", datetime(2026, 4, 5, 1, 45), datetime(2026, 4, 4, 14, 45),
-         "ambiguous"),
+        (
+            "Europe/Berlin",
+            datetime(2026, 10, 25, 2, 30),
+            datetime(2026, 10, 25, 0, 30),
+            "ambiguous",
+        ),
+        (
+            "America/New_York",
+            datetime(2026, 11, 1, 1, 30),
+            datetime(2026, 11, 1, 5, 30),
+            "ambiguous",
+        ),
+        (
+            "Australia/Lord_Howe",
+            datetime(2026, 4, 5, 1, 45),
+            datetime(2026, 4, 4, 14, 45),
+            "ambiguous",
+        ),
         ("Asia/Kathmandu", datetime(2026, 6, 1, 21, 0), datetime(2026, 6, 1, 15, 15), "plain"),
-        ("America/St_Johns", datetime(2026, 1, 15, 21, 0), datetime(2026, 1, 16, 0, 30),
-         "plain"),
+        ("America/St_Johns", datetime(2026, 1, 15, 21, 0), datetime(2026, 1, 16, 0, 30), "plain"),
         ("Antarctica/Troll", datetime(2026, 3, 29, 2, 0), datetime(2026, 3, 29, 2, 0), "gap"),
-    ]  # fmt: skip
+    ]
     for tz_name, wall, utc, kind in cases:
         placed = place(tz_name, wall)
         assert (placed.instant, placed.kind) == (utc.replace(tzinfo=UTC), kind), tz_name
@@ -409,12 +419,19 @@ def test_daily_rule_has_one_occurrence_per_local_day(
 )
 @example(  # the last Sunday of March at 02:30 in Berlin never exists
     sched=(
-        Schedule(date(2024, 1, 1), time(2, 30), timedelta(hours=1), "Europe/Berlin",
-                 "FREQ=MONTHLY;BYDAY=-1SU"),
+        Schedule(
+            date(2024, 1, 1),
+            time(2, 30),
+            timedelta(hours=1),
+            "Europe/Berlin",
+            "FREQ=MONTHLY;BYDAY=-1SU",
+        ),
         datetime(2024, 1, 1, tzinfo=UTC),
     ),
-    before=timedelta(), length=timedelta(days=800), ends_after=None,
-)  # fmt: skip
+    before=timedelta(),
+    length=timedelta(days=800),
+    ends_after=None,
+)
 def test_rules_agree_with_dateutil_in_local_time(
     sched: tuple[Schedule, datetime],
     before: timedelta,
@@ -590,10 +607,14 @@ def test_skipped_day_yields_one_occurrence() -> None:
 def test_moves_respect_ends_at() -> None:
     original = datetime(2026, 1, 10, 9, tzinfo=UTC)  # 10:00 in Berlin
     s = Schedule(
-        date(2026, 1, 1), time(10), timedelta(hours=1), "Europe/Berlin", "FREQ=DAILY",
+        date(2026, 1, 1),
+        time(10),
+        timedelta(hours=1),
+        "Europe/Berlin",
+        "FREQ=DAILY",
         moves={original: original + timedelta(hours=3)},
         ends_at=datetime(2026, 1, 5, tzinfo=UTC),
-    )  # fmt: skip
+    )
     got = occurrences(s, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
     assert s.ends_at is not None
     assert all(o.start <= s.ends_at for o in got)

@@ -205,9 +205,17 @@ def test_skip_after_the_invitation_calls_the_talk_off_and_tells_the_other(
         assert req is not None and req.state is RepairState.CANCELLED
         talk = s.get(Ritual, req.ritual_id)
         assert talk is not None and talk.ended_at == clock.now()
-        assert s.scalar(sa.select(sa.func.count()).select_from(Reminder).where(
-            Reminder.purpose == ReminderPurpose.FOLLOWUP,
-            Reminder.state == ReminderState.SCHEDULED)) == 0  # fmt: skip
+        assert (
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(Reminder)
+                .where(
+                    Reminder.purpose == ReminderPurpose.FOLLOWUP,
+                    Reminder.state == ReminderState.SCHEDULED,
+                )
+            )
+            == 0
+        )
     assert [(n, ch) for n, ch, _ in _messages(db, ReminderPurpose.NOTICE)] == [("Sam", "email")]
     with db.session() as s:  # the nightly check-in is not touched
         assert s.scalar(sa.select(sa.func.count()).select_from(OccurrenceException)) == 0
@@ -233,8 +241,10 @@ def test_follow_up_answers_are_stored(hearth: Hearth, db: Database, clock: FakeC
     with db.session() as s:
         stored = s.execute(sa.select(Reply.body, Reply.action).order_by(Reply.id)).all()
     assert [hearth.keys.open(b) for b, _ in stored] == [
-        "Yes", "NO", "we went for a walk and talked it over"
-    ]  # fmt: skip
+        "Yes",
+        "NO",
+        "we went for a walk and talked it over",
+    ]
     assert {a for _, a in stored} == {"follow-up answer"}
 
 
@@ -255,8 +265,10 @@ def test_repair_cli_request_list_cancel(
     repair.schedule_pending(hearth)
     [row] = json.loads(run.ok("repair", "list", "--json").output)
     assert (row["state"], row["slot_start"], row["source"]) == (
-        "scheduled", "2026-01-06T17:00:00+00:00", "admin"
-    )  # fmt: skip
+        "scheduled",
+        "2026-01-06T17:00:00+00:00",
+        "admin",
+    )
     assert "scheduled" in run.ok("repair", "list", "--couple", "Alice & Sam").output
 
     assert (

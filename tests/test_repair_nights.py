@@ -30,8 +30,18 @@ def _couple(db: Database, now: datetime, tz: str, noah_quiet: tuple[time, time] 
     with db.session() as s:
         c = couples.add(s, now, name="Mia & Noah", timezone=tz)
         for name, phone in (("Mia", "+14155550101"), ("Noah", "+14155550102")):
-            partners.add(s, now, c, name=name, phone=phone, email=None, timezone=None,
-                         channels="sms", quiet_hours=None, sms_consent="test")  # fmt: skip
+            partners.add(
+                s,
+                now,
+                c,
+                name=name,
+                phone=phone,
+                email=None,
+                timezone=None,
+                channels="sms",
+                quiet_hours=None,
+                sms_consent="test",
+            )
         if noah_quiet is not None:
             noah = s.scalars(sa.select(Partner).where(Partner.name == "Noah")).one()
             noah.timezone = "America/New_York"
@@ -72,8 +82,9 @@ def test_a_talk_is_not_placed_at_the_end_of_a_partners_night(
     # 07:30 for him: his invitation and 30-minute reminder expired at once.
     now = datetime(2026, 1, 5, 7, 45, tzinfo=UTC)
     clock = FakeClock(now)
-    hearth = Hearth(settings=make_settings(db, **_sections(twilio_standin, smtp_sink)), db=db,
-                    clock=clock)  # fmt: skip
+    hearth = Hearth(
+        settings=make_settings(db, **_sections(twilio_standin, smtp_sink)), db=db, clock=clock
+    )
     cid = _couple(db, now, "UTC", (time(23, 0), time(7, 30)))
     req = _request(hearth, cid, now)
     assert req.slot_start is not None and req.slot_start != datetime(2026, 1, 5, 12, 30, tzinfo=UTC)
@@ -94,8 +105,9 @@ def test_repair_texts_keep_the_default_night_for_partners_without_quiet_hours(
     # Los Angeles, no quiet hours of their own; REPAIR at 00:15 local (08:15 UTC).
     now = datetime(2026, 1, 5, 8, 15, tzinfo=UTC)
     clock = FakeClock(now)
-    hearth = Hearth(settings=make_settings(db, **_sections(twilio_standin, smtp_sink)), db=db,
-                    clock=clock)  # fmt: skip
+    hearth = Hearth(
+        settings=make_settings(db, **_sections(twilio_standin, smtp_sink)), db=db, clock=clock
+    )
     cid = _couple(db, now, "America/Los_Angeles", None)
     req = _request(hearth, cid, now)
     assert req.slot_start is not None

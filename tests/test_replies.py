@@ -56,10 +56,19 @@ def _replies(db: Database) -> list[tuple[str | None, str]]:
 
 @pytest.mark.parametrize(
     ("body", "keyword"),
-    [("stop", "STOP"), ("  Stop. ", "STOP"), ("UNSUBSCRIBE", "UNSUBSCRIBE"), ("quit!", "QUIT"),
-     ("snooze 45", "SNOOZE"), ("Done!", "DONE"), ("help?", "HELP"), ("stop by later", None),
-     ("I'm done with this", None), ("", None)],
-)  # fmt: skip
+    [
+        ("stop", "STOP"),
+        ("  Stop. ", "STOP"),
+        ("UNSUBSCRIBE", "UNSUBSCRIBE"),
+        ("quit!", "QUIT"),
+        ("snooze 45", "SNOOZE"),
+        ("Done!", "DONE"),
+        ("help?", "HELP"),
+        ("stop by later", None),
+        ("I'm done with this", None),
+        ("", None),
+    ],
+)
 def test_parse(body: str, keyword: str | None) -> None:
     assert inbound.parse(body).keyword == keyword
 
@@ -232,9 +241,13 @@ def test_repair_finds_a_calm_slot_for_both(hearth: Hearth, db: Database, clock: 
         msgs = s.scalars(sa.select(Reminder).where(Reminder.ritual_id == ritual.id)).all()
         purposes = sorted((r.purpose.value, r.channel.value) for r in msgs)
     assert purposes == [
-        ("followup", "email"), ("followup", "email"), ("followup", "sms"),
-        ("invite", "email"), ("invite", "email"), ("invite", "sms"),
-    ]  # fmt: skip
+        ("followup", "email"),
+        ("followup", "email"),
+        ("followup", "sms"),
+        ("invite", "email"),
+        ("invite", "email"),
+        ("invite", "sms"),
+    ]
     before = snapshot(db)
     _react_all(hearth)  # seeing the events again changes nothing
     assert snapshot(db) == before

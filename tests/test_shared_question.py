@@ -119,9 +119,14 @@ def _asked(clock: FakeClock, d: Dispatcher, standin: TwilioStandIn) -> None:
 
 
 def test_answers_are_revealed_to_each_only_once_both_answered(
-    db: Database, hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher,
-    twilio_standin: TwilioStandIn, http: httpx.Client, emails: Outbox,
-) -> None:  # fmt: skip
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+    emails: Outbox,
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     clock.advance(timedelta(minutes=5))
     assert "got your answer" in text(http, "The walk by the river", ALICE)[0]
@@ -153,9 +158,12 @@ def test_answers_are_revealed_to_each_only_once_both_answered(
 
 
 def test_a_late_answer_is_not_revealed_and_says_so(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     # Tonight's question closes when tomorrow's check-in starts.
@@ -170,9 +178,12 @@ def test_a_late_answer_is_not_revealed_and_says_so(
 
 
 def test_stop_before_the_reveal_stops_the_reveal_to_that_partner(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     text(http, "STOP", ALICE)
@@ -183,9 +194,12 @@ def test_stop_before_the_reveal_stops_the_reveal_to_that_partner(
 
 
 def test_stop_after_both_answered_stops_the_queued_reveal(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     text(http, DINNER, SAM)  # both reveals queued
@@ -199,15 +213,16 @@ def test_stop_after_both_answered_stops_the_queued_reveal(
             .join(Partner, Partner.id == Reminder.partner_id)
             .where(Reminder.purpose == ReminderPurpose.MESSAGE)
         ).all()
-    assert sorted((n, st.value) for n, st in states) == [
-        ("Alice", "cancelled"), ("Sam", "sent")
-    ]  # fmt: skip
+    assert sorted((n, st.value) for n, st in states) == [("Alice", "cancelled"), ("Sam", "sent")]
 
 
 def test_a_long_answer_is_cut_to_two_segments_with_the_rest_by_email(
-    clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn, http: httpx.Client,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
     emails: Outbox,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     long = " ".join(["Cooking dinner together, burnt rice and all, and laughing."] * 8)
     text(http, long, SAM)
@@ -223,9 +238,12 @@ def test_a_long_answer_is_cut_to_two_segments_with_the_rest_by_email(
 
 
 def test_mood_replies_show_in_couple_stats(
-    hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     assert "mood 4 noted" in text(http, "4", ALICE)[0]
     assert "got your answer" in text(http, "2 long day, but you made it better", SAM)[0]
@@ -240,9 +258,12 @@ def test_mood_replies_show_in_couple_stats(
 
 
 def test_pause_and_resume_by_text_tell_the_other_partner(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     (answer,) = text(http, "Pause 3d", ALICE)
     assert answer.startswith("Hearth: paused until Thu, Jan 8, 9:00 PM")
@@ -262,9 +283,12 @@ def test_pause_and_resume_by_text_tell_the_other_partner(
 
 
 def test_a_second_skip_changes_nothing_and_the_other_hears_once(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     assert "skipped" in text(http, "SKIP", ALICE)[0]
     assert text(http, "skip", ALICE) == ["Hearth: that one is already skipped."]
@@ -276,8 +300,11 @@ def test_a_second_skip_changes_nothing_and_the_other_hears_once(
 
 
 def test_replies_read_without_case_accents_and_with_typo_hints(
-    clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn, http: httpx.Client,
-) -> None:  # fmt: skip
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     assert text(http, "DOEN", ALICE) == ["Hearth: did you mean DONE? HELP lists every reply."]
     assert text(http, "dóne!", ALICE) == ["Hearth: lovely, Five-minute check-in marked done."]
@@ -294,9 +321,13 @@ NEW = "+4915199999999"
 
 
 def test_double_opt_in_holds_back_every_text_until_yes(
-    db: Database, hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher,
-    twilio_standin: TwilioStandIn, http: httpx.Client,
-) -> None:  # fmt: skip
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
     run = Cli(hearth)
     run.ok("couple", "add", "Kim & Lee", "--timezone", "Europe/Berlin")
     out = run.ok("partner", "add", "Kim & Lee", "Kim", "--phone", NEW).output
@@ -306,8 +337,15 @@ def test_double_opt_in_holds_back_every_text_until_yes(
     planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
     dispatcher.run_once()
     (confirm,) = _texts(twilio_standin, NEW)
-    for part in ("Hearth", "Kim & Lee", "Msg frequency", "Msg&data rates may apply", "HELP",
-                 "STOP", "Reply YES to start"):  # fmt: skip
+    for part in (
+        "Hearth",
+        "Kim & Lee",
+        "Msg frequency",
+        "Msg&data rates may apply",
+        "HELP",
+        "STOP",
+        "Reply YES to start",
+    ):
         assert part in confirm
     clock.set(TONIGHT)
     dispatcher.run_once()
@@ -325,9 +363,13 @@ def test_double_opt_in_holds_back_every_text_until_yes(
 
 
 def test_a_number_that_said_stop_gets_nothing_at_all(
-    db: Database, hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher,
-    twilio_standin: TwilioStandIn, http: httpx.Client,
-) -> None:  # fmt: skip
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
     run = Cli(hearth)
     run.ok("couple", "add", "Kim & Lee", "--timezone", "Europe/Berlin")
     run.ok("partner", "add", "Kim & Lee", "Kim", "--phone", NEW)
@@ -357,10 +399,15 @@ def log_stream() -> Iterator[io.StringIO]:
 
 
 def test_answers_are_unreadable_in_the_file_and_the_logs_and_in_the_export(
-    db: Database, hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher,
-    twilio_standin: TwilioStandIn, http: httpx.Client, log_stream: io.StringIO,
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+    log_stream: io.StringIO,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, "love you, see you later", SAM)
     text(http, DINNER, SAM)  # changes his answer
@@ -385,8 +432,14 @@ def test_answers_are_unreadable_in_the_file_and_the_logs_and_in_the_export(
     assert "love you, see you later" in [r["body"] for r in data["replies"]]
 
 
-def test_couple_remove_deletes_answers(db: Database, hearth: Hearth, clock: FakeClock,
-    dispatcher: Dispatcher, twilio_standin: TwilioStandIn, http: httpx.Client) -> None:  # fmt: skip
+def test_couple_remove_deletes_answers(
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     Cli(hearth).ok("couple", "remove", "Alice & Sam", "--yes")
@@ -396,9 +449,13 @@ def test_couple_remove_deletes_answers(db: Database, hearth: Hearth, clock: Fake
 
 
 def test_key_rotation_reencrypts_every_answer_and_reply(
-    db: Database, hearth: Hearth, clock: FakeClock, dispatcher: Dispatcher,
-    twilio_standin: TwilioStandIn, http: httpx.Client,
-) -> None:  # fmt: skip
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     text(http, DINNER, SAM)
@@ -410,8 +467,10 @@ def test_key_rotation_reencrypts_every_answer_and_reply(
     out = _json(Cli(rotating).ok("crypto", "reencrypt", "--json").output)
     assert out["answers"] == 2 and out["replies"] == 2 and out["messages"] == 2
     assert _json(Cli(rotating).ok("crypto", "reencrypt", "--json").output) == {
-        "replies": 0, "answers": 0, "messages": 0
-    }  # fmt: skip
+        "replies": 0,
+        "answers": 0,
+        "messages": 0,
+    }
     only_new = Hearth(make_settings(db, **sections, encryption={"keys": fresh}), db, clock)
     with db.session() as s:
         stored = s.scalars(sa.select(Answer.text).order_by(Answer.id)).all()
@@ -420,9 +479,12 @@ def test_key_rotation_reencrypts_every_answer_and_reply(
 
 
 def test_a_reveal_is_queued_and_rendered_at_send_time_out_of_quiet_hours(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     with db.session() as s:
         alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
@@ -474,10 +536,17 @@ def test_unreadable_pauses(arg: str) -> None:
 
 @pytest.mark.parametrize(
     ("body", "mood", "rest"),
-    [("4", 4, ""), ("4 long day but good", 4, "long day but good"), ("5!", 5, ""),
-     ("3/5 ok", 3, "ok"), ("45 minutes late", None, "45 minutes late"), ("6", None, "6"),
-     ("1.5 hours", None, "1.5 hours"), ("2, tired", 2, "tired")],
-)  # fmt: skip
+    [
+        ("4", 4, ""),
+        ("4 long day but good", 4, "long day but good"),
+        ("5!", 5, ""),
+        ("3/5 ok", 3, "ok"),
+        ("45 minutes late", None, "45 minutes late"),
+        ("6", None, "6"),
+        ("1.5 hours", None, "1.5 hours"),
+        ("2, tired", 2, "tired"),
+    ],
+)
 def test_mood_is_a_number_one_to_five_alone_or_first(
     body: str, mood: int | None, rest: str
 ) -> None:
@@ -497,8 +566,10 @@ def test_without_a_key_no_words_are_kept_and_answers_are_not_taken(
     add_ritual(db, now, cid, "five-minute-check-in")
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
     clock.set(TONIGHT)
-    Dispatcher(keyless, {Channel.SMS: build_one(settings, Channel.SMS), Channel.EMAIL:
-               Outbox(Channel.EMAIL)}).run_once()  # fmt: skip
+    Dispatcher(
+        keyless,
+        {Channel.SMS: build_one(settings, Channel.SMS), Channel.EMAIL: Outbox(Channel.EMAIL)},
+    ).run_once()
     with db.session(immediate=True) as s:
         alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
         answer = inbound.handle(keyless, s, clock.now(), alice, RIVER, "SM1")
@@ -533,9 +604,12 @@ def test_the_keys_come_from_a_file_and_a_bad_one_is_named(tmp_path: Path) -> Non
 
 
 def test_retention_deletes_answers_with_the_replies(
-    db: Database, clock: FakeClock, dispatcher: Dispatcher, twilio_standin: TwilioStandIn,
+    db: Database,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
     http: httpx.Client,
-) -> None:  # fmt: skip
+) -> None:
     _asked(clock, dispatcher, twilio_standin)
     text(http, RIVER, ALICE)
     text(http, "4", SAM)

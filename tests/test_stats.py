@@ -36,11 +36,15 @@ def test_stats_on_a_known_history(db: Database, clock: FakeClock, run: Cli) -> N
         partners.set_consent(s, now, sam, ConsentState.CONSENTED, "test")
         late = _day(11) + timedelta(minutes=5)  # after the next occurrence began
         history = {
-            5: (alice, sam), 6: (alice, sam), 7: (alice, sam), 8: (alice, sam),  # kept x4
+            5: (alice, sam),
+            6: (alice, sam),
+            7: (alice, sam),
+            8: (alice, sam),  # kept x4
             9: (alice,),  # only one partner: missed
             10: (alice, sam),  # but Sam's DONE came late: missed
-            11: (alice, sam), 13: (alice, sam),  # kept (12 was skipped)
-        }  # fmt: skip
+            11: (alice, sam),
+            13: (alice, sam),  # kept (12 was skipped)
+        }
         for day, who in history.items():
             for p in who:
                 at = late if (day, p) == (10, sam) else _day(day) + timedelta(minutes=30)
@@ -174,8 +178,14 @@ def test_a_grace_period_set_in_hours_ends_before_the_next_occurrence(
                 at=_day(7) + timedelta(minutes=5),
             )
         )
-        s.add(CheckIn(ritual_id=rid, occurrence_start=_day(7), partner_id=sam.id,
-                      at=_day(8) + timedelta(hours=1)))  # fmt: skip
+        s.add(
+            CheckIn(
+                ritual_id=rid,
+                occurrence_start=_day(7),
+                partner_id=sam.id,
+                at=_day(8) + timedelta(hours=1),
+            )
+        )
     clock.set(datetime(2026, 1, 10, 12, tzinfo=UTC))
     long = Cli(Hearth(settings=make_settings(db, replies={"grace_hours": 48}), db=db, clock=clock))
     (row,) = json.loads(long.ok("couple", "stats", str(cid), "--json").output)

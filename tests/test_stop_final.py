@@ -53,8 +53,13 @@ def test_no_text_after_the_stop_is_answered_in_one_process(
     sections = _sections(twilio_standin)
     sections["daemon"] = {"concurrency": 2}
     hearth = Hearth(settings=make_settings(db, **sections), db=db, clock=clock)
-    d = Dispatcher(hearth, {Channel.SMS: build_one(hearth.settings, Channel.SMS),
-                            Channel.EMAIL: Outbox(Channel.EMAIL)})  # fmt: skip
+    d = Dispatcher(
+        hearth,
+        {
+            Channel.SMS: build_one(hearth.settings, Channel.SMS),
+            Channel.EMAIL: Outbox(Channel.EMAIL),
+        },
+    )
     twilio_standin.latency = 0.05  # 40 texts through 2 threads: most wait in the pool
     clock.set(TONIGHT)
     token, ids = d.claim(100)
@@ -121,13 +126,28 @@ def _shared_number_burst(db: Database, n: int) -> None:
         for i in range(n):
             c = couples.add(s, now, name=f"Shared {i}", timezone="Europe/Berlin")
             partners.add(
-                s, now, c, name="Alex", phone=SHARED, email=None, timezone=None,
-                channels="sms", quiet_hours=None, sms_consent="test",
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                name="Alex",
+                phone=SHARED,
+                email=None,
+                timezone=None,
+                channels="sms",
+                quiet_hours=None,
+                sms_consent="test",
+            )
             rituals.add_one_off(
-                s, now, c, kind=RitualKind.CHECK_IN, title="Shared", description="",
-                start=now + timedelta(seconds=2), duration_minutes=60, offsets=[0],
-            )  # fmt: skip
+                s,
+                now,
+                c,
+                kind=RitualKind.CHECK_IN,
+                title="Shared",
+                description="",
+                start=now + timedelta(seconds=2),
+                duration_minutes=60,
+                offsets=[0],
+            )
 
 
 @pytest.mark.slow
@@ -150,10 +170,20 @@ def test_no_text_after_the_stop_is_answered_by_another_process(
     _shared_number_burst(db, 60)
     twilio_standin.latency = 0.5  # 10 threads sending, 10 more claimed and waiting
     port = free_port()
-    web = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_WEB_PORT=str(port),
-                        HEARTH_WEB_PUBLIC_BASE_URL=PUBLIC)  # fmt: skip
-    worker = DaemonProcess(db.url, tmp_path, twilio_standin, HEARTH_DAEMON_CONCURRENCY="10",
-                           HEARTH_DAEMON_LEASE_SECONDS="60")  # fmt: skip
+    web = DaemonProcess(
+        db.url,
+        tmp_path,
+        twilio_standin,
+        HEARTH_WEB_PORT=str(port),
+        HEARTH_WEB_PUBLIC_BASE_URL=PUBLIC,
+    )
+    worker = DaemonProcess(
+        db.url,
+        tmp_path,
+        twilio_standin,
+        HEARTH_DAEMON_CONCURRENCY="10",
+        HEARTH_DAEMON_LEASE_SECONDS="60",
+    )
     daemons.extend([web.start("web", ready=None), worker.start("worker")])
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         wait_for(lambda: _answers(http), 30, "hearth web")
@@ -177,8 +207,11 @@ def _answers(http: httpx.Client) -> bool:
 
 def _settled(db: Database) -> int:
     with db.engine.connect() as conn:
-        return int(conn.scalar(
-            sa.select(sa.func.count()).select_from(Reminder).where(
-                Reminder.state.not_in([ReminderState.SCHEDULED, ReminderState.SENDING])
+        return int(
+            conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(Reminder)
+                .where(Reminder.state.not_in([ReminderState.SCHEDULED, ReminderState.SENDING]))
             )
-        ) or 0)  # fmt: skip
+            or 0
+        )

@@ -29,8 +29,9 @@ RULED = (*ZONES, "Asia/Jerusalem", "America/Nuuk")
 def test_every_change_is_at_a_whole_second_and_bounds_its_gap_or_fold_exactly(tz: str) -> None:
     zone = ZoneInfo(tz)
     # A start with a fraction of a second must not leak into the instants found.
-    found = transitions(tz, datetime(2026, 1, 1, 0, 0, 0, 439452, tzinfo=UTC),
-                        datetime(2028, 1, 1, tzinfo=UTC))  # fmt: skip
+    found = transitions(
+        tz, datetime(2026, 1, 1, 0, 0, 0, 439452, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC)
+    )
     for t in found:
         assert t.at.microsecond == 0, t
         assert (t.at - SECOND).astimezone(zone).utcoffset() == t.before
@@ -47,8 +48,12 @@ def test_every_change_is_at_a_whole_second_and_bounds_its_gap_or_fold_exactly(tz
             first, last = onset + jump, onset - SECOND
         assert pins.unclear(first, zone) and pins.unclear(last, zone), t
         assert not pins.unclear(first - SECOND, zone) and not pins.unclear(last + SECOND, zone)
-    assert len(found) == {"Asia/Kathmandu": 0, "America/Sao_Paulo": 0, "Asia/Tehran": 0,
-                          "Pacific/Kiritimati": 0}.get(tz, len(found))  # fmt: skip
+    assert len(found) == {
+        "Asia/Kathmandu": 0,
+        "America/Sao_Paulo": 0,
+        "Asia/Tehran": 0,
+        "Pacific/Kiritimati": 0,
+    }.get(tz, len(found))
     if tz in ("Europe/Berlin", "Australia/Lord_Howe", "Africa/Casablanca"):
         assert len(found) == 4
 
@@ -65,8 +70,10 @@ def test_a_ritual_at_the_exact_wall_time_of_a_change_is_pinned(
         add_ritual(db, now, cid, kind="custom", title=at, at=at, every="daily")
     text = _feed(db, cid, now).decode()
     blocks = [b for b in text.split("BEGIN:VEVENT") if "RECURRENCE-ID" in b]
-    pinned = {(b.split("SUMMARY:")[1][:5], b.split("RECURRENCE-ID;TZID=Europe/Berlin:")[1][:15])
-              for b in blocks}  # fmt: skip
+    pinned = {
+        (b.split("SUMMARY:")[1][:5], b.split("RECURRENCE-ID;TZID=Europe/Berlin:")[1][:15])
+        for b in blocks
+    }
     assert ("02:00", "20270328T020000") in pinned and ("02:00", "20271031T020000") in pinned
     assert not any(title == "03:00" for title, _ in pinned)
     assert "DTSTART;TZID=Europe/Berlin:20270328T030000\r\n" in text  # where the SMS goes

@@ -320,10 +320,20 @@ def _malformed(case: str) -> tuple[bytes, str | None, dict[str, str]]:
 
 
 MALFORMED = [
-    "without From", "without Body", "without MessageSid", "json", "no content type",
-    "multipart", "percent-encoded invalid utf-8", "raw invalid utf-8", "NUL in Body",
-    "NUL in From", "overlong MessageSid", "huge", "huge, chunked",
-]  # fmt: skip
+    "without From",
+    "without Body",
+    "without MessageSid",
+    "json",
+    "no content type",
+    "multipart",
+    "percent-encoded invalid utf-8",
+    "raw invalid utf-8",
+    "NUL in Body",
+    "NUL in From",
+    "overlong MessageSid",
+    "huge",
+    "huge, chunked",
+]
 
 
 def test_a_malformed_reply_is_a_client_error_and_records_nothing(
@@ -357,10 +367,18 @@ def test_a_text_from_an_unknown_number_gets_an_empty_answer(
 
 @pytest.mark.parametrize(
     ("body", "keyword"),
-    [(" stop!", "STOP"), ("Stop.", "STOP"), ("stopall", "STOPALL"), ("unsubscribe", "UNSUBSCRIBE"),
-     ("Cancel", "CANCEL"), ("END", "END"), ("quit", "QUIT"), ("OptOut", "OPTOUT"),
-     ("revoke.", "REVOKE")],
-)  # fmt: skip
+    [
+        (" stop!", "STOP"),
+        ("Stop.", "STOP"),
+        ("stopall", "STOPALL"),
+        ("unsubscribe", "UNSUBSCRIBE"),
+        ("Cancel", "CANCEL"),
+        ("END", "END"),
+        ("quit", "QUIT"),
+        ("OptOut", "OPTOUT"),
+        ("revoke.", "REVOKE"),
+    ],
+)
 def test_stop_words_opt_out_and_cancel_pending_texts(
     db: Database, couple: None, http: httpx.Client, body: str, keyword: str
 ) -> None:
@@ -482,11 +500,13 @@ def test_skip_calls_off_the_next_occurrence(
 
 @pytest.mark.parametrize(
     ("body", "local", "due"),
-    [("snooze 45", "9:29 PM", TONIGHT + timedelta(minutes=29)),  # never past the 21:30 expiry
-     (" SNOOZE, 10.", "9:11 PM", TONIGHT + timedelta(minutes=11)),
-     ("snooze 15 min", "9:16 PM", TONIGHT + timedelta(minutes=16)),
-     ("Snooze", "9:29 PM", TONIGHT + timedelta(minutes=29))],  # default 30, clamped to expiry
-)  # fmt: skip
+    [
+        ("snooze 45", "9:29 PM", TONIGHT + timedelta(minutes=29)),  # never past the 21:30 expiry
+        (" SNOOZE, 10.", "9:11 PM", TONIGHT + timedelta(minutes=11)),
+        ("snooze 15 min", "9:16 PM", TONIGHT + timedelta(minutes=16)),
+        ("Snooze", "9:29 PM", TONIGHT + timedelta(minutes=29)),
+    ],  # default 30, clamped to expiry
+)
 def test_snooze_resends_the_nudge_later(
     db: Database,
     nudged: Dispatcher,
@@ -664,11 +684,18 @@ def _report(http: httpx.Client, sid: str, status: str, error: str | None = None)
 
 @pytest.mark.parametrize(
     ("status", "error", "state", "last_error"),
-    [("delivered", None, ReminderState.DELIVERED, None),
-     ("undelivered", "30007", ReminderState.UNDELIVERED, "twilio 30007"),
-     ("undelivered", "30005", ReminderState.FAILED, "twilio 30005"),  # permanent: unknown handset
-     ("failed", "30008", ReminderState.FAILED, "twilio 30008")],
-)  # fmt: skip
+    [
+        ("delivered", None, ReminderState.DELIVERED, None),
+        ("undelivered", "30007", ReminderState.UNDELIVERED, "twilio 30007"),
+        (
+            "undelivered",
+            "30005",
+            ReminderState.FAILED,
+            "twilio 30005",
+        ),  # permanent: unknown handset
+        ("failed", "30008", ReminderState.FAILED, "twilio 30008"),
+    ],
+)
 def test_a_receipt_finalises_the_text_once_and_for_all(
     db: Database,
     clock: FakeClock,
@@ -1028,8 +1055,9 @@ def test_a_new_address_ends_the_old_link_and_an_admin_can_resubscribe(
     assert alice.email_opted_out_at is None
     history = json.loads(run.ok("partner", "show", "Alice", "--json").output)["consent_history"]
     assert [(h["channel"], h["state"], h["source"]) for h in history][-2:] == [
-        ("email", "opted_out", "email unsubscribe"), ("email", "consented", "phone call"),
-    ]  # fmt: skip
+        ("email", "opted_out", "email unsubscribe"),
+        ("email", "consented", "phone call"),
+    ]
 
 
 # -- fuzz ---------------------------------------------------------------------------------
@@ -1074,10 +1102,18 @@ def _requests(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
 _FORM = "application/x-www-form-urlencoded"
 _content_types = st.one_of(
     st.just(_FORM),  # most requests get past the content type check...
-    st.sampled_from([f"{_FORM}; charset=utf-8", "Application/X-WWW-Form-Urlencoded", None,
-                     "application/json", "text/plain", "multipart/form-data; boundary=xx"]),
+    st.sampled_from(
+        [
+            f"{_FORM}; charset=utf-8",
+            "Application/X-WWW-Form-Urlencoded",
+            None,
+            "application/json",
+            "text/plain",
+            "multipart/form-data; boundary=xx",
+        ]
+    ),
     _printable,
-)  # fmt: skip
+)
 _header_names = st.from_regex(r"X-[A-Za-z][A-Za-z0-9-]{0,15}", fullmatch=True).filter(
     lambda h: h.lower() != "x-twilio-signature"
 )

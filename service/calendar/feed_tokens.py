@@ -246,9 +246,13 @@ class AsyncReader:
 
     async def open(self) -> None:
         self._pool = AsyncConnectionPool(
-            self._conninfo, min_size=1, max_size=self._size, open=False,
-            kwargs={"autocommit": True}, name="hearth-feeds",
-        )  # fmt: skip
+            self._conninfo,
+            min_size=1,
+            max_size=self._size,
+            open=False,
+            kwargs={"autocommit": True},
+            name="hearth-feeds",
+        )
         await self._pool.open(wait=False)
 
     async def stamp(self, token: str) -> Stamp | Literal[False] | None:

@@ -159,8 +159,11 @@ def _exact_alarms(ev: Event, ritual: Ritual, s: Schedule, start: datetime, t: La
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
         # VALUE=DATE-TIME: without it a reader expects a duration (RFC 5545 3.8.6.3).
-        alarm.add("trigger", reminder_due(s, start, minutes).astimezone(UTC),
-                  parameters={"VALUE": "DATE-TIME"})  # fmt: skip
+        alarm.add(
+            "trigger",
+            reminder_due(s, start, minutes).astimezone(UTC),
+            parameters={"VALUE": "DATE-TIME"},
+        )
         alarm.add("description", wording.title(ritual, t))
         ev.add_component(alarm)
 

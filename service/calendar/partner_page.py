@@ -201,8 +201,9 @@ def build(
         has_phone=bool(partner.phone),
         has_email=bool(partner.email),
         sms=_sms_state(partner),
-        email="none" if not partner.email else
-        ("unsubscribed" if partner.email_opted_out_at else "subscribed"),
+        email="none"
+        if not partner.email
+        else ("unsubscribed" if partner.email_opted_out_at else "subscribed"),
         paused=paused,
         paused_until=until,
         paused_through=through,
@@ -212,7 +213,7 @@ def build(
         feed=None if feed is None else subscribe(web, feed, couple.name),
         has_feed=partner.feed_token_hash is not None,
         unreachable=not any(_reachable(partner, c) for c in partner.channel_list),
-    )  # fmt: skip
+    )
 
 
 def _sms_state(p: Partner) -> str:

@@ -109,16 +109,21 @@ def parse(footer: str) -> Rule | None:
         return Rule(std, _name(m["std"]), ())
     dst = _offset(m["dstoff"]) if m["dstoff"] else std + timedelta(hours=1)
 
-    def change(spec: str, at: str | None, before: timedelta, after: timedelta, name: str,
-               is_dst: bool) -> Change:  # fmt: skip
+    def change(
+        spec: str, at: str | None, before: timedelta, after: timedelta, name: str, is_dst: bool
+    ) -> Change:
         month, week, weekday = (int(x) for x in spec[1:].split("."))
         when = _offset(at, posix=False) if at else timedelta(hours=2)
         return Change(month, week, weekday, when, before, after, name, is_dst)
 
-    return Rule(std, _name(m["std"]), (
-        change(m["start"], m["stime"], std, dst, _name(m["dst"]), True),
-        change(m["end"], m["etime"], dst, std, _name(m["std"]), False),
-    ))  # fmt: skip
+    return Rule(
+        std,
+        _name(m["std"]),
+        (
+            change(m["start"], m["stime"], std, dst, _name(m["dst"]), True),
+            change(m["end"], m["etime"], dst, std, _name(m["std"]), False),
+        ),
+    )
 
 
 def _tzif(key: str) -> bytes:

@@ -173,9 +173,15 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
             response = self._lean(method, url, params, data, headers, auth, timeout, settings)
         else:  # through a proxy, or a JSON API: the stock path
             response = super().request(
-                method, url, params=params, data=data, headers=headers, auth=auth,
-                timeout=timeout, allow_redirects=allow_redirects,
-            )  # fmt: skip
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                auth=auth,
+                timeout=timeout,
+                allow_redirects=allow_redirects,
+            )
         self._local.last_response = response
         return response
 
@@ -203,13 +209,19 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         if auth is not None:
             out["Authorization"] = self._basic(auth)
         if self.logger.isEnabledFor(20):  # INFO: the stock client's request log
-            self.log_request({"method": method, "url": url, "params": params,
-                              "headers": out, "auth": auth})  # fmt: skip
+            self.log_request(
+                {"method": method, "url": url, "params": params, "headers": out, "auth": auth}
+            )
         try:
             raw = self._pool(settings).request(
-                method.upper(), url, body=body, headers=out, redirect=False, retries=False,
+                method.upper(),
+                url,
+                body=body,
+                headers=out,
+                redirect=False,
+                retries=False,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            )  # fmt: skip
+            )
         except NewConnectionError as exc:  # refused, no such host (a ConnectTimeoutError too)
             raise requests.exceptions.ConnectionError(exc) from exc
         except ConnectTimeoutError as exc:
@@ -238,10 +250,14 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
             with self._pools_lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if verify is False else {
-                        "cert_reqs": "CERT_REQUIRED",
-                        "ca_certs": verify if isinstance(verify, str) else _ca_bundle(),
-                    }  # fmt: skip
+                    tls: dict[str, Any] = (
+                        {"cert_reqs": "CERT_NONE"}
+                        if verify is False
+                        else {
+                            "cert_reqs": "CERT_REQUIRED",
+                            "ca_certs": verify if isinstance(verify, str) else _ca_bundle(),
+                        }
+                    )
                     pool = urllib3.PoolManager(maxsize=self._pool_size, block=False, **tls)
                     self._pools[key] = pool
         return pool

@@ -23,9 +23,25 @@ from service.core.config import LogFormat, LogSettings
 
 REDACTED = "[redacted]"
 SENSITIVE_KEYS = frozenset(
-    {"to", "from", "from_", "phone", "email", "address", "body", "text", "message_body",
-     "token", "feed_token", "page_token", "unsubscribe_token", "auth_token", "password", "prompt"}
-)  # fmt: skip
+    {
+        "to",
+        "from",
+        "from_",
+        "phone",
+        "email",
+        "address",
+        "body",
+        "text",
+        "message_body",
+        "token",
+        "feed_token",
+        "page_token",
+        "unsubscribe_token",
+        "auth_token",
+        "password",
+        "prompt",
+    }
+)
 _PATTERNS = (
     re.compile(r"\+\d[\d\s-]{6,16}\d|\b\d{10,15}\b"),  # phone numbers (E.164, bare digits)
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # email addresses

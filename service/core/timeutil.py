@@ -8,9 +8,18 @@ from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 __all__ = [
-    "UTC", "before_quiet_hours", "exists", "http_date", "in_quiet_hours", "is_zone",
-    "known_zones", "localize", "quiet_hours_end", "quiet_hours_start", "zone",
-]  # fmt: skip
+    "UTC",
+    "before_quiet_hours",
+    "exists",
+    "http_date",
+    "in_quiet_hours",
+    "is_zone",
+    "known_zones",
+    "localize",
+    "quiet_hours_end",
+    "quiet_hours_start",
+    "zone",
+]
 
 
 @cache

@@ -64,9 +64,15 @@ def upsert(
     if row is not None:
         return row, False
     row = Answer(
-        couple_id=partner.couple_id, ritual_id=ritual.id, occurrence_start=occurrence,
-        partner_id=partner.id, text=None, mood=None, late=False, answered_at=now,
-    )  # fmt: skip
+        couple_id=partner.couple_id,
+        ritual_id=ritual.id,
+        occurrence_start=occurrence,
+        partner_id=partner.id,
+        text=None,
+        mood=None,
+        late=False,
+        answered_at=now,
+    )
     session.add(row)
     session.flush()
     return row, True
@@ -80,9 +86,12 @@ class MoodWeek:
 
 
 def mood_trend(
-    session: Session, couple: Couple, now: datetime, weeks: int = MOOD_WEEKS,
+    session: Session,
+    couple: Couple,
+    now: datetime,
+    weeks: int = MOOD_WEEKS,
     ritual_id: int | None = None,
-) -> dict[str, list[MoodWeek]]:  # fmt: skip
+) -> dict[str, list[MoodWeek]]:
     """Per partner (by name), the average mood of each of the last ``weeks`` weeks that
     has one (of one ritual's occurrences if given), oldest first, weeks starting on Monday
     in the couple's home zone."""

@@ -32,8 +32,13 @@ from service.db.models import (
 )
 
 FORMAT = "hearth-export/1"
-_SECRET = {"feed_token_hash", "unsubscribe_token", "claim_token", "page_token_hash",
-           "feed_token_sealed"}  # fmt: skip
+_SECRET = {
+    "feed_token_hash",
+    "unsubscribe_token",
+    "claim_token",
+    "page_token_hash",
+    "feed_token_sealed",
+}
 _SEALED = {"body", "text"}  # reply and message bodies, answers (service/core/crypto.py)
 
 

@@ -29,12 +29,23 @@ def tell(session: Session, now: datetime, to: Partner, text: str) -> int:
             continue
         session.add(
             Reminder(
-                couple_id=to.couple_id, ritual_id=None, partner_id=to.id, channel=ch,
-                offset_minutes=0, purpose=ReminderPurpose.NOTICE, occurrence_start=due,
-                due_at=due, expires_at=due + FRESH_FOR, state=ReminderState.SCHEDULED,
-                attempts=0, next_attempt_at=due, body=text, created_at=now, updated_at=now,
+                couple_id=to.couple_id,
+                ritual_id=None,
+                partner_id=to.id,
+                channel=ch,
+                offset_minutes=0,
+                purpose=ReminderPurpose.NOTICE,
+                occurrence_start=due,
+                due_at=due,
+                expires_at=due + FRESH_FOR,
+                state=ReminderState.SCHEDULED,
+                attempts=0,
+                next_attempt_at=due,
+                body=text,
+                created_at=now,
+                updated_at=now,
             )
-        )  # fmt: skip
+        )
         queued += 1
     session.flush()
     return queued

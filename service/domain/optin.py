@@ -56,14 +56,23 @@ def queue_confirmation(session: Session, now: datetime, partner: Partner) -> Non
     assert partner.phone is not None
     session.add(
         Reminder(
-            couple_id=partner.couple_id, ritual_id=None, partner_id=partner.id,
-            channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CONFIRM,
-            occurrence_start=now, due_at=now, expires_at=now + FRESH,
-            state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=now,
+            couple_id=partner.couple_id,
+            ritual_id=None,
+            partner_id=partner.id,
+            channel=Channel.SMS,
+            offset_minutes=0,
+            purpose=ReminderPurpose.CONFIRM,
+            occurrence_start=now,
+            due_at=now,
+            expires_at=now + FRESH,
+            state=ReminderState.SCHEDULED,
+            attempts=0,
+            next_attempt_at=now,
             body=confirmation_text(partner.couple.name, lang(partner.language)),
-            created_at=now, updated_at=now,
+            created_at=now,
+            updated_at=now,
         )
-    )  # fmt: skip
+    )
     session.flush()
 
 

@@ -104,10 +104,16 @@ class QuietNote:
     line: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"partner_id": self.partner_id, "partner": self.partner,
-                "ritual_id": self.ritual_id, "ritual": self.ritual,
-                "offset_minutes": self.offset_minutes, "local_time": self.local,
-                "delivered": self.delivered, "warning": self.line}  # fmt: skip
+        return {
+            "partner_id": self.partner_id,
+            "partner": self.partner,
+            "ritual_id": self.ritual_id,
+            "ritual": self.ritual,
+            "offset_minutes": self.offset_minutes,
+            "local_time": self.local,
+            "delivered": self.delivered,
+            "warning": self.line,
+        }
 
 
 def quiet_notes(
@@ -140,8 +146,9 @@ def quiet_notes(
             f"warning: {p.name}'s reminder for {ritual.title!r} falls at {local} their time, "
             f"in their quiet hours ({quiet}): {f.words(p.timezone)}"
         )
-        notes.append(QuietNote(p.id, p.name, ritual.id, ritual.title, offset, local,
-                               f.at is not None, line))  # fmt: skip
+        notes.append(
+            QuietNote(p.id, p.name, ritual.id, ritual.title, offset, local, f.at is not None, line)
+        )
     return notes
 
 

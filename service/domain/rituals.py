@@ -272,8 +272,14 @@ def pause(session: Session, now: datetime, ritual: Ritual, until: datetime | Non
     ritual.version += 1
     ritual.updated_at = now
     ritual.couple.touch(now)
-    record(session, EventType.RITUAL_PAUSED, now, ritual.couple_id, ritual_id=ritual.id,
-           until=until.isoformat() if until else None)  # fmt: skip
+    record(
+        session,
+        EventType.RITUAL_PAUSED,
+        now,
+        ritual.couple_id,
+        ritual_id=ritual.id,
+        until=until.isoformat() if until else None,
+    )
     return ritual
 
 

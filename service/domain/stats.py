@@ -85,10 +85,14 @@ def _reporters(session: Session, couple: Couple, now: datetime) -> dict[int, lis
     return spans
 
 
-def _outcomes(ritual: Ritual, reporters: dict[int, list[Span]],
-              done: dict[datetime, dict[int, datetime]],
-              pauses: list[Span], now: datetime,
-              grace: timedelta | None) -> list[tuple[datetime, bool]]:  # fmt: skip
+def _outcomes(
+    ritual: Ritual,
+    reporters: dict[int, list[Span]],
+    done: dict[datetime, dict[int, datetime]],
+    pauses: list[Span],
+    now: datetime,
+    grace: timedelta | None,
+) -> list[tuple[datetime, bool]]:
     """(original start, done) for each occurrence whose outcome is known, oldest first."""
     s = schedule_of(ritual)
     since = ritual.created_at

@@ -48,8 +48,18 @@ class Job:
     @classmethod
     def of(cls, r: Reminder, message: Message) -> Job:
         assert r.claim_token is not None, "a job is a claimed row"
-        return cls(r.id, r.claim_token, r.couple_id, r.partner_id, r.channel, r.due_at,
-                   r.expires_at, r.attempts, message, r.lease_until)  # fmt: skip
+        return cls(
+            r.id,
+            r.claim_token,
+            r.couple_id,
+            r.partner_id,
+            r.channel,
+            r.due_at,
+            r.expires_at,
+            r.attempts,
+            message,
+            r.lease_until,
+        )
 
 
 def claimed_rows(s: Session, token: str, ids: list[int]) -> list[Reminder]:
@@ -167,8 +177,12 @@ def recheck(
     row = reads.read(job) if reads is not None else _read(db, [job]).get((job.id, job.token))
     if row is None:
         return False
-    contact = Partner(phone=row.phone, sms_consent=row.sms_consent, email=row.email,
-                      email_opted_out_at=row.email_opted_out_at)  # fmt: skip
+    contact = Partner(
+        phone=row.phone,
+        sms_consent=row.sms_consent,
+        email=row.email,
+        email_opted_out_at=row.email_opted_out_at,
+    )
     if not partners.still_reachable(contact, job.channel):
         return Verdict(ReminderState.SKIPPED, f"partner opted out of {job.channel.value}")
     if now >= row.expires_at:
@@ -182,8 +196,16 @@ def _read(db: Database, jobs: Sequence[Job]) -> dict[tuple[int, str], Any]:
     """Lease, expiry and the partner's consent of each job's row still held under its
     token, in one query."""
     p = table(Partner)
-    cols = (_T.c.id, _T.c.claim_token, _T.c.lease_until, _T.c.expires_at, p.c.phone,
-            p.c.sms_consent, p.c.email, p.c.email_opted_out_at)  # fmt: skip
+    cols = (
+        _T.c.id,
+        _T.c.claim_token,
+        _T.c.lease_until,
+        _T.c.expires_at,
+        p.c.phone,
+        p.c.sms_consent,
+        p.c.email,
+        p.c.email_opted_out_at,
+    )
     stmt = (
         sa.select(*cols)
         .join(p, p.c.id == _T.c.partner_id)
@@ -290,8 +312,13 @@ class Stranded:
             tokens = list(self._tokens)
         if not tokens:
             return 0
-        back = {"state": ReminderState.SCHEDULED, "claim_token": None, "lease_until": None,
-                "attempts": _T.c.attempts - 1, "updated_at": now}  # fmt: skip
+        back = {
+            "state": ReminderState.SCHEDULED,
+            "claim_token": None,
+            "lease_until": None,
+            "attempts": _T.c.attempts - 1,
+            "updated_at": now,
+        }
         stmt = _T.update().where(_T.c.claim_token.in_(tokens), _T.c.state == ReminderState.SENDING)
         with db.write_engine.begin() as conn:
             n = conn.execute(stmt.values(back)).rowcount

@@ -125,8 +125,12 @@ class Dispatcher:
             except TransportError as exc:
                 receipt = exc
             except Exception as exc:  # a bug or an unexpected library error: retry, loudly
-                log.exception("channel_crashed", reminder_id=job.id, couple_id=job.couple_id,
-                              channel=job.channel.value)  # fmt: skip
+                log.exception(
+                    "channel_crashed",
+                    reminder_id=job.id,
+                    couple_id=job.couple_id,
+                    channel=job.channel.value,
+                )
                 receipt = TransportError(f"unexpected {type(exc).__name__}")
             self.finish(job, receipt, self.clock.monotonic() - started)
 

@@ -36,21 +36,42 @@ def to_record(o: Outcome) -> dict[str, Any]:
     """An outcome as the journal keeps it: ids, claim, state; no address or text."""
     j = o.job
     return {
-        "id": j.id, "token": j.token, "couple": j.couple_id, "partner": j.partner_id,
-        "channel": j.channel.value, "due": j.due_at, "expires": j.expires_at,
-        "attempts": j.attempts, "fields": o.fields, "outcome": o.outcome, "at": o.at,
-        "latency": o.latency, "error": o.error, "opted_out": o.opted_out,
-    }  # fmt: skip
+        "id": j.id,
+        "token": j.token,
+        "couple": j.couple_id,
+        "partner": j.partner_id,
+        "channel": j.channel.value,
+        "due": j.due_at,
+        "expires": j.expires_at,
+        "attempts": j.attempts,
+        "fields": o.fields,
+        "outcome": o.outcome,
+        "at": o.at,
+        "latency": o.latency,
+        "error": o.error,
+        "opted_out": o.opted_out,
+    }
 
 
 def from_record(r: dict[str, Any]) -> Outcome:
     """The outcome a journal record holds (its job without the message, long sent)."""
-    job = Job(r["id"], r["token"], r["couple"], r["partner"], Channel(r["channel"]), r["due"],
-              r["expires"], r["attempts"], Message("", ""), None)  # fmt: skip
+    job = Job(
+        r["id"],
+        r["token"],
+        r["couple"],
+        r["partner"],
+        Channel(r["channel"]),
+        r["due"],
+        r["expires"],
+        r["attempts"],
+        Message("", ""),
+        None,
+    )
     fields = dict(r["fields"])
     fields["state"] = ReminderState(fields["state"])
-    return Outcome(job, fields, r["outcome"], r["at"], r["latency"], r["error"], r["opted_out"],
-                   replayed=True)  # fmt: skip
+    return Outcome(
+        job, fields, r["outcome"], r["at"], r["latency"], r["error"], r["opted_out"], replayed=True
+    )
 
 
 class Finisher:

@@ -86,9 +86,11 @@ def classify(
     changes: dict[str, object] = {"claim_token": None, "lease_until": None, "updated_at": now}
     if isinstance(result, Receipt):
         changes.update(
-            state=ReminderState.SENT, provider_message_id=result.provider_id, sent_at=now,
+            state=ReminderState.SENT,
+            provider_message_id=result.provider_id,
+            sent_at=now,
             last_error=None,
-        )  # fmt: skip
+        )
         return Outcome(job, changes, ReminderState.SENT.value, now, latency, None)
     error = str(result)
     if result.opted_out:
@@ -112,9 +114,13 @@ def classify(
 def settled(job: Job, state: ReminderState, reason: str, now: datetime) -> Outcome:
     """An outcome for a job stopped right before its send (nothing was sent)."""
     changes: dict[str, object] = {
-        "state": state, "last_error": reason, "final_at": now,
-        "claim_token": None, "lease_until": None, "updated_at": now,
-    }  # fmt: skip
+        "state": state,
+        "last_error": reason,
+        "final_at": now,
+        "claim_token": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
     return Outcome(job, changes, state.value, now, None, reason)
 
 
@@ -172,8 +178,7 @@ def report(o: Outcome, written: int, tally: Tally) -> None:
     tally.add({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
     if o.outcome != "retry":
         sent = o.outcome == ReminderState.SENT.value
-        observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None,
-                     o.error)  # fmt: skip
+        observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None, o.error)
     log.info(
         "reminder_" + o.outcome,
         reminder_id=job.id,

@@ -156,10 +156,26 @@ def wanted_rows(
                 for offset, original, due, expires in slots:
                     at = due
                     if quiet:
-                        at = before_quiet_hours(due, p.tz, p.quiet_start, p.quiet_end,
-                                                quiet_early) or due  # fmt: skip
-                    yield (r.couple_id, r.id, p.id, ch, offset, _NUDGE, original, at, expires,
-                           _SCHEDULED, 0, at, now, now)  # fmt: skip
+                        at = (
+                            before_quiet_hours(due, p.tz, p.quiet_start, p.quiet_end, quiet_early)
+                            or due
+                        )
+                    yield (
+                        r.couple_id,
+                        r.id,
+                        p.id,
+                        ch,
+                        offset,
+                        _NUDGE,
+                        original,
+                        at,
+                        expires,
+                        _SCHEDULED,
+                        0,
+                        at,
+                        now,
+                        now,
+                    )
 
 
 def _among(col: Any, ids: Sequence[int]) -> Any:
@@ -185,8 +201,18 @@ def _load(
         )
     }
     partners: dict[int, list[_Partner]] = defaultdict(list)
-    pcols = (p.c.id, p.c.couple_id, p.c.channels, p.c.phone, p.c.email, p.c.sms_consent,
-             p.c.email_opted_out_at, p.c.timezone, p.c.quiet_start, p.c.quiet_end)  # fmt: skip
+    pcols = (
+        p.c.id,
+        p.c.couple_id,
+        p.c.channels,
+        p.c.phone,
+        p.c.email,
+        p.c.sms_consent,
+        p.c.email_opted_out_at,
+        p.c.timezone,
+        p.c.quiet_start,
+        p.c.quiet_end,
+    )
     zones: dict[str, ZoneInfo] = {}
     for row in conn.execute(
         sa.select(*pcols).where(_among(p.c.couple_id, couple_ids)).order_by(p.c.id)
@@ -233,8 +259,14 @@ def _load(
     rituals = []
     for rr in ritual_rows:
         plain = rr.id not in skips and rr.id not in moves
-        key = (rr.dtstart_date, rr.start_time, rr.duration_minutes, rr.timezone, rr.rrule,
-               rr.ended_at)  # fmt: skip
+        key = (
+            rr.dtstart_date,
+            rr.start_time,
+            rr.duration_minutes,
+            rr.timezone,
+            rr.rrule,
+            rr.ended_at,
+        )
         schedule = interned.get(key) if plain else None
         if schedule is None:
             schedule = Schedule(

@@ -94,16 +94,28 @@ def error_code(error: str | None) -> int | None:
 
 
 def _resend(
-    conn: Connection, rid: int, sid: str, state: ReminderState, at: datetime,
-    error: str | None, now: datetime,
-) -> str:  # fmt: skip
+    conn: Connection,
+    rid: int,
+    sid: str,
+    state: ReminderState,
+    at: datetime,
+    error: str | None,
+    now: datetime,
+) -> str:
     # The SID in the condition: a receipt for an earlier send never touches a later one.
     conn.execute(
         _R.update()
         .where(_R.c.id == rid, _R.c.provider_message_id == sid, _R.c.state == state)
-        .values(state=ReminderState.SCHEDULED, next_attempt_at=at, provider_message_id=None,
-                claim_token=None, lease_until=None, last_error=_error(error), updated_at=now)
-    )  # fmt: skip
+        .values(
+            state=ReminderState.SCHEDULED,
+            next_attempt_at=at,
+            provider_message_id=None,
+            claim_token=None,
+            lease_until=None,
+            last_error=_error(error),
+            updated_at=now,
+        )
+    )
     return "retried"
 
 
@@ -140,8 +152,11 @@ def _park(conn: Connection, sid: str, new: ReminderState, error: str | None, now
         return False  # the first final report stands, as on a recorded reminder
     try:
         with conn.begin_nested():
-            conn.execute(_E.insert().values(sid=sid, state=new.value, error=error and error[:300],
-                                            received_at=now))  # fmt: skip
+            conn.execute(
+                _E.insert().values(
+                    sid=sid, state=new.value, error=error and error[:300], received_at=now
+                )
+            )
     except sa.exc.IntegrityError:
         return False  # a concurrent duplicate parked it first
     return True

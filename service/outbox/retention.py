@@ -107,9 +107,10 @@ def backup_sqlite(hearth: Hearth, dest: Path) -> int:
     url = sa.engine.make_url(hearth.db.url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         raise InvalidInput(
-            "backup", "only a SQLite file database can be backed up by Hearth",
+            "backup",
+            "only a SQLite file database can be backed up by Hearth",
             "for PostgreSQL use pg_dump, see docs/operations.md",
-        )  # fmt: skip
+        )
     if not Path(url.database).is_file():
         # Checked first: opening a missing SQLite file would create an empty one to copy.
         raise InvalidInput("database", f"{url.database} does not exist", "check database.url")

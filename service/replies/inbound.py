@@ -121,10 +121,22 @@ def handle(
         )
     )
     session.flush()
-    record(session, EventType.REPLY_RECEIVED, now, partner.couple_id, partner_id=partner.id,
-           keyword=parsed.keyword, action=action)  # fmt: skip
-    log.info("reply_handled", couple_id=partner.couple_id, partner_id=partner.id,
-             keyword=parsed.keyword, action=action)  # fmt: skip
+    record(
+        session,
+        EventType.REPLY_RECEIVED,
+        now,
+        partner.couple_id,
+        partner_id=partner.id,
+        keyword=parsed.keyword,
+        action=action,
+    )
+    log.info(
+        "reply_handled",
+        couple_id=partner.couple_id,
+        partner_id=partner.id,
+        keyword=parsed.keyword,
+        action=action,
+    )
     return answer
 
 
@@ -177,8 +189,13 @@ def _stop(t: Turn) -> Outcome:
 
 def _start(t: Turn) -> Outcome:
     was = t.partner.sms_consent
-    partners.set_consent(t.session, t.now, t.partner, ConsentState.CONSENTED,
-                         f"sms {t.parsed.word or t.parsed.keyword}")  # fmt: skip
+    partners.set_consent(
+        t.session,
+        t.now,
+        t.partner,
+        ConsentState.CONSENTED,
+        f"sms {t.parsed.word or t.parsed.keyword}",
+    )
     if was is ConsentState.PENDING:
         return t.lang._(JOINED_TEXT), "opted in to sms (YES)", None
     return t.lang._(STARTED_TEXT), "opted in to sms", None

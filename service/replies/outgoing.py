@@ -57,9 +57,13 @@ def add_once(session: Session, reminder: Reminder) -> bool:
 
 
 def chase(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    partner: Partner,
+    ritual: Ritual,
     occurrence: datetime,
-) -> None:  # fmt: skip
+) -> None:
     """One gentle text to each other partner who has not said DONE, ``chase_hours`` before
     the grace period ends; the dispatcher drops it if they answer first."""
     hours = hearth.settings.replies.chase_hours
@@ -84,13 +88,22 @@ def chase(
         add_once(  # once per partner and occurrence: a clash means chased already
             session,
             Reminder(
-                couple_id=other.couple_id, ritual_id=ritual.id, partner_id=other.id,
-                channel=Channel.SMS, offset_minutes=0, purpose=ReminderPurpose.CHASE,
-                occurrence_start=occurrence, due_at=due, expires_at=end,
-                state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-                created_at=now, updated_at=now,
+                couple_id=other.couple_id,
+                ritual_id=ritual.id,
+                partner_id=other.id,
+                channel=Channel.SMS,
+                offset_minutes=0,
+                purpose=ReminderPurpose.CHASE,
+                occurrence_start=occurrence,
+                due_at=due,
+                expires_at=end,
+                state=ReminderState.SCHEDULED,
+                attempts=0,
+                next_attempt_at=due,
+                created_at=now,
+                updated_at=now,
             ),
-        )  # fmt: skip
+        )
 
 
 def message(
@@ -111,11 +124,22 @@ def message(
     if not reachable or (channel is Channel.SMS and Channel.SMS not in to.channel_list):
         return False
     row = Reminder(
-        couple_id=to.couple_id, ritual_id=ritual_id, partner_id=to.id, channel=channel,
-        offset_minutes=0, purpose=ReminderPurpose.MESSAGE, occurrence_start=occurrence or now,
-        due_at=now, expires_at=now + fresh, state=ReminderState.SCHEDULED, attempts=0,
-        next_attempt_at=now, body=hearth.keys.seal(text), created_at=now, updated_at=now,
-    )  # fmt: skip
+        couple_id=to.couple_id,
+        ritual_id=ritual_id,
+        partner_id=to.id,
+        channel=channel,
+        offset_minutes=0,
+        purpose=ReminderPurpose.MESSAGE,
+        occurrence_start=occurrence or now,
+        due_at=now,
+        expires_at=now + fresh,
+        state=ReminderState.SCHEDULED,
+        attempts=0,
+        next_attempt_at=now,
+        body=hearth.keys.seal(text),
+        created_at=now,
+        updated_at=now,
+    )
     if ritual_id is None:
         session.add(row)
         session.flush()

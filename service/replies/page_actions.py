@@ -134,8 +134,9 @@ def resubscribe(session: Session, now: datetime, partner: Partner, token: str, f
         raise InvalidInput("email", "there is no address to send to", "ask your Hearth admin")
     if partner.email_opted_out_at is None:
         raise Conflict("email: you are already subscribed")
-    partners.set_consent(session, now, partner, ConsentState.CONSENTED, "page resubscribe",
-                         channel=Channel.EMAIL)  # fmt: skip
+    partners.set_consent(
+        session, now, partner, ConsentState.CONSENTED, "page resubscribe", channel=Channel.EMAIL
+    )
     return Done("resubscribed")
 
 

@@ -141,8 +141,13 @@ def pause(
     for other in outgoing.others(partner):
         theirs = i18n.lang(other.language)
         when = _until_text(theirs, end, other.timezone)
-        outgoing.tell(hearth, session, now, other,
-                      theirs._(PAUSED_NOTICE).format(name=partner.name, when=when))  # fmt: skip
+        outgoing.tell(
+            hearth,
+            session,
+            now,
+            other,
+            theirs._(PAUSED_NOTICE).format(name=partner.name, when=when),
+        )
     mine = _until_text(t, end, partner.timezone)
     return t._(PAUSED_TEXT).format(when=mine), f"paused until {end.isoformat()}", None
 
@@ -157,6 +162,7 @@ def resume(
         return t._(NOT_PAUSED), "resume: not paused", None
     for other in outgoing.others(partner):
         theirs = i18n.lang(other.language)
-        outgoing.tell(hearth, session, now, other,
-                      theirs._(RESUMED_NOTICE).format(name=partner.name))  # fmt: skip
+        outgoing.tell(
+            hearth, session, now, other, theirs._(RESUMED_NOTICE).format(name=partner.name)
+        )
     return t._(RESUMED_TEXT), "resumed", None

@@ -58,9 +58,14 @@ EMAIL_QUESTION = N_('The question was: "{question}"')
 
 
 def mark_done(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
-    occurrence: datetime, source: str,
-) -> bool:  # fmt: skip
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    partner: Partner,
+    ritual: Ritual,
+    occurrence: datetime,
+    source: str,
+) -> bool:
     """Record DONE for the partner (once) and chase the other; True if it was new."""
     exists = session.scalar(
         sa.select(CheckIn.id).where(
@@ -71,11 +76,25 @@ def mark_done(
     )
     if exists is not None:
         return False
-    session.add(CheckIn(ritual_id=ritual.id, occurrence_start=occurrence,
-                        partner_id=partner.id, at=now, source=source))  # fmt: skip
+    session.add(
+        CheckIn(
+            ritual_id=ritual.id,
+            occurrence_start=occurrence,
+            partner_id=partner.id,
+            at=now,
+            source=source,
+        )
+    )
     session.flush()
-    record(session, EventType.OCCURRENCE_DONE, now, partner.couple_id, partner_id=partner.id,
-           ritual_id=ritual.id, occurrence=occurrence.isoformat())  # fmt: skip
+    record(
+        session,
+        EventType.OCCURRENCE_DONE,
+        now,
+        partner.couple_id,
+        partner_id=partner.id,
+        ritual_id=ritual.id,
+        occurrence=occurrence.isoformat(),
+    )
     outgoing.chase(hearth, session, now, partner, ritual, occurrence)
     return True
 
@@ -107,9 +126,16 @@ def reply(
 
 
 def _answer(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, ritual: Ritual,
-    last: Reminder, text: str, mood: int | None, late: bool,
-) -> Outcome:  # fmt: skip
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    partner: Partner,
+    ritual: Ritual,
+    last: Reminder,
+    text: str,
+    mood: int | None,
+    late: bool,
+) -> Outcome:
     t = i18n.lang(partner.language)
     occ = last.occurrence_start
     row, _ = answers.upsert(session, now, ritual, occ, partner)
@@ -124,8 +150,15 @@ def _answer(
     if mood is not None:
         row.mood = mood
     session.flush()
-    record(session, EventType.ANSWER_GIVEN, now, partner.couple_id, partner_id=partner.id,
-           ritual_id=ritual.id, occurrence=occ.isoformat())  # fmt: skip
+    record(
+        session,
+        EventType.ANSWER_GIVEN,
+        now,
+        partner.couple_id,
+        partner_id=partner.id,
+        ritual_id=ritual.id,
+        occurrence=occ.isoformat(),
+    )
     mark_done(hearth, session, now, partner, ritual, occ, "answer")
     if reveal(hearth, session, now, ritual, occ, last.prompt_id):
         return None, "answer: revealed to both", ritual.id
@@ -135,9 +168,13 @@ def _answer(
 
 
 def reveal(
-    hearth: Hearth, session: Session, now: datetime, ritual: Ritual, occ: datetime,
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    ritual: Ritual,
+    occ: datetime,
     prompt_id: int | None,
-) -> bool:  # fmt: skip
+) -> bool:
     """If every partner taking part answered in time: queue each the other's answer (SMS,
     and the whole of a long one by email) and make the answers final. True if revealed."""
     members = [p for p in ritual.couple.partners if answers.takes_part(p)]
@@ -158,8 +195,16 @@ def reveal(
             email = partners.can_email(to)
             t = i18n.lang(to.language)  # the reader's language; the answer as written
             sms, cut = reveal_sms(other.name, text, t, more=email)
-            outgoing.message(hearth, session, now, to, sms, ritual_id=ritual.id, occurrence=occ,
-                             fresh=outgoing.REVEAL_FRESH)  # fmt: skip
+            outgoing.message(
+                hearth,
+                session,
+                now,
+                to,
+                sms,
+                ritual_id=ritual.id,
+                occurrence=occ,
+                fresh=outgoing.REVEAL_FRESH,
+            )
             if cut and email:
                 head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
                 asked = ""
@@ -167,14 +212,26 @@ def reveal(
                     question = prompts.localized(ritual.kind, prompt.text, t.code)
                     asked = t._(EMAIL_QUESTION).format(question=question) + "\n\n"
                 outgoing.message(
-                    hearth, session, now, to, f"{head}\n\n{asked}{text}",
-                    channel=Channel.EMAIL, ritual_id=ritual.id, occurrence=occ,
+                    hearth,
+                    session,
+                    now,
+                    to,
+                    f"{head}\n\n{asked}{text}",
+                    channel=Channel.EMAIL,
+                    ritual_id=ritual.id,
+                    occurrence=occ,
                     fresh=outgoing.REVEAL_FRESH,
-                )  # fmt: skip
+                )
     for a in rows.values():
         a.revealed_at = now
-    record(session, EventType.ANSWERS_REVEALED, now, ritual.couple_id, ritual_id=ritual.id,
-           occurrence=occ.isoformat())  # fmt: skip
+    record(
+        session,
+        EventType.ANSWERS_REVEALED,
+        now,
+        ritual.couple_id,
+        ritual_id=ritual.id,
+        occurrence=occ.isoformat(),
+    )
     return True
 
 

@@ -119,9 +119,13 @@ def _calm(p: Partner, start: datetime, end: datetime) -> bool:
 
 
 def find_slot(
-    couple: Couple, busy: list[tuple[datetime, datetime]], after: datetime, until: datetime,
-    length: timedelta, lead: timedelta = timedelta(0),
-) -> datetime | None:  # fmt: skip
+    couple: Couple,
+    busy: list[tuple[datetime, datetime]],
+    after: datetime,
+    until: datetime,
+    length: timedelta,
+    lead: timedelta = timedelta(0),
+) -> datetime | None:
     """The first quarter-hour start in [after, until) that suits both partners, each of them
     also awake for the ``lead`` before it: a talk right at the end of one's quiet hours
     would leave no calm moment for the invitation and the reminder."""
@@ -167,8 +171,12 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         req.state = RepairState.NO_SLOT
         _tell(session, now, couple, lambda t: no_slot_text(cfg.window_hours, t))
         record(session, EventType.REPAIR_NO_SLOT, now, couple.id, repair_id=req.id)
-        log.warning("repair_no_slot", repair_id=req.id, couple_id=couple.id,
-                    hint="hearth repair request COUPLE --at 'YYYY-MM-DD HH:MM'")  # fmt: skip
+        log.warning(
+            "repair_no_slot",
+            repair_id=req.id,
+            couple_id=couple.id,
+            hint="hearth repair request COUPLE --at 'YYYY-MM-DD HH:MM'",
+        )
         return req
     ritual = rituals.add_one_off(
         session,
@@ -182,12 +190,35 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         offsets=[cfg.remind_minutes_before],
     )
     req.state, req.slot_start, req.ritual_id = RepairState.SCHEDULED, slot, ritual.id
-    _notify(session, now, couple, ritual, slot, ReminderPurpose.INVITE, None,
-            lambda p: _calm_from(p, now, slot))  # fmt: skip
-    _notify(session, now, couple, ritual, slot, ReminderPurpose.FOLLOWUP, None,
-            lambda p: _followup_at(p, slot + length, cfg.followup_hours))  # fmt: skip
-    record(session, EventType.REPAIR_SCHEDULED, now, couple.id, repair_id=req.id,
-           slot=slot.isoformat(), ritual_id=ritual.id)  # fmt: skip
+    _notify(
+        session,
+        now,
+        couple,
+        ritual,
+        slot,
+        ReminderPurpose.INVITE,
+        None,
+        lambda p: _calm_from(p, now, slot),
+    )
+    _notify(
+        session,
+        now,
+        couple,
+        ritual,
+        slot,
+        ReminderPurpose.FOLLOWUP,
+        None,
+        lambda p: _followup_at(p, slot + length, cfg.followup_hours),
+    )
+    record(
+        session,
+        EventType.REPAIR_SCHEDULED,
+        now,
+        couple.id,
+        repair_id=req.id,
+        slot=slot.isoformat(),
+        ritual_id=ritual.id,
+    )
     return req
 
 
@@ -249,14 +280,23 @@ def _notify(
                 continue
             session.add(
                 Reminder(
-                    couple_id=couple.id, ritual_id=ritual.id if ritual else None, partner_id=p.id,
-                    channel=ch, offset_minutes=0, purpose=purpose,
+                    couple_id=couple.id,
+                    ritual_id=ritual.id if ritual else None,
+                    partner_id=p.id,
+                    channel=ch,
+                    offset_minutes=0,
+                    purpose=purpose,
                     occurrence_start=slot or due,
-                    due_at=due, expires_at=expires,
-                    state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due, body=text,
-                    created_at=now, updated_at=now,
+                    due_at=due,
+                    expires_at=expires,
+                    state=ReminderState.SCHEDULED,
+                    attempts=0,
+                    next_attempt_at=due,
+                    body=text,
+                    created_at=now,
+                    updated_at=now,
                 )
-            )  # fmt: skip
+            )
     session.flush()
 
 
@@ -269,9 +309,16 @@ def _tell(
 ) -> None:
     """A notice to the couple (but ``skip``), each out of their quiet hours, fresh for 12 h."""
     _notify(
-        session, now, couple, None, None, ReminderPurpose.NOTICE, text,
-        lambda p: _calm_from(p, now, now + timedelta(hours=12)), skip=skip,
-    )  # fmt: skip
+        session,
+        now,
+        couple,
+        None,
+        None,
+        ReminderPurpose.NOTICE,
+        text,
+        lambda p: _calm_from(p, now, now + timedelta(hours=12)),
+        skip=skip,
+    )
 
 
 def cancel(
@@ -348,8 +395,9 @@ def schedule_pending(hearth: Hearth, repair_id: int | None = None) -> int:
                 if req is None or req.state is not RepairState.REQUESTED:
                     continue  # another worker got there first
                 schedule(hearth, s, req, hearth.clock.now())
-                log.info("repair_planned", repair_id=rid, couple_id=req.couple_id,
-                         state=req.state.value)  # fmt: skip
+                log.info(
+                    "repair_planned", repair_id=rid, couple_id=req.couple_id, state=req.state.value
+                )
                 handled += 1
         except Exception:
             # One request that cannot be planned must not hold up the others; the sweep

@@ -52,12 +52,22 @@ def snooze(
         return lang._("Hearth: that would fall in your quiet hours."), "snooze: quiet hours", None
     offset = -int((due - last.occurrence_start).total_seconds() // 60)
     snooze = Reminder(
-        couple_id=last.couple_id, ritual_id=last.ritual_id, partner_id=partner.id,
-        channel=last.channel, offset_minutes=offset, purpose=ReminderPurpose.SNOOZE,
-        occurrence_start=last.occurrence_start, due_at=due, expires_at=last.expires_at,
-        state=ReminderState.SCHEDULED, attempts=0, next_attempt_at=due,
-        prompt_id=last.prompt_id, created_at=now, updated_at=now,
-    )  # fmt: skip
+        couple_id=last.couple_id,
+        ritual_id=last.ritual_id,
+        partner_id=partner.id,
+        channel=last.channel,
+        offset_minutes=offset,
+        purpose=ReminderPurpose.SNOOZE,
+        occurrence_start=last.occurrence_start,
+        due_at=due,
+        expires_at=last.expires_at,
+        state=ReminderState.SCHEDULED,
+        attempts=0,
+        next_attempt_at=due,
+        prompt_id=last.prompt_id,
+        created_at=now,
+        updated_at=now,
+    )
     if not outgoing.add_once(session, snooze):
         return lang._("Hearth: already snoozed to then."), "snooze: duplicate", last.ritual_id
     # A second SNOOZE replaces the first: one reminder, at the time last asked for.

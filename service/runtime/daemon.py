@@ -179,8 +179,9 @@ class Daemon:
             prompts.sync_builtin(s, self.hearth.clock.now())
         if not self.hearth.keys.configured:
             # Partners' words are then not kept at all, and the shared question takes none.
-            log.warning("encryption_keys_missing", hint="set [encryption] keys; see "
-                        "docs/configuration.md")  # fmt: skip
+            log.warning(
+                "encryption_keys_missing", hint="set [encryption] keys; see docs/configuration.md"
+            )
         self.catch_up()
         self.plan()
         repair.schedule_pending(self.hearth)

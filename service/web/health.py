@@ -72,8 +72,9 @@ async def readyz(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
     checks = await run_in_threadpool(_readiness, hearth, request.app.state.runs_dispatcher)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ready else "error", **checks},
-                        status_code=200 if ready else 503)  # fmt: skip
+    return JSONResponse(
+        {"status": "ok" if ready else "error", **checks}, status_code=200 if ready else 503
+    )
 
 
 class OutboxCollector(Collector):

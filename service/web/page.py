@@ -33,8 +33,9 @@ from service.replies import page_actions
 from service.web.page_guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
 
 log = structlog.get_logger("hearth.page")
-DONE_CODES = frozenset({"paused", "resumed", "skipped", "repair", "saved", "resubscribed",
-                        "feed", "link"})  # fmt: skip
+DONE_CODES = frozenset(
+    {"paused", "resumed", "skipped", "repair", "saved", "resubscribed", "feed", "link"}
+)
 _TOKEN_FORM = page_tokens.well_formed
 
 
@@ -171,9 +172,14 @@ async def write(request: Request) -> Response:
 
 
 async def _refuse(
-    hearth: Hearth, token: str, action: str, form: dict[str, str], status: int, outcome: str,
+    hearth: Hearth,
+    token: str,
+    action: str,
+    form: dict[str, str],
+    status: int,
+    outcome: str,
     message: str | None,
-) -> Response:  # fmt: skip
+) -> Response:
     """The page again, the form's error beside it; a 404 if the token is not (or no longer)
     a page's, so a refusal never tells a stranger more than the 404 does."""
     view = await run_in_threadpool(_view, hearth, token)

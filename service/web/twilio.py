@@ -33,8 +33,9 @@ _RNG = random.Random()  # backoff jitter for receipts that ask for a resend
 
 def twiml(text: str | None) -> Response:
     inner = f"<Message>{escape(text)}</Message>" if text else ""
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>',
-                    media_type=TWIML)  # fmt: skip
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>', media_type=TWIML
+    )
 
 
 async def _body(request: Request) -> bytes | None:
@@ -139,9 +140,13 @@ async def status_callback(request: Request) -> Response:
 def _apply_status(hearth: Hearth, sid: str, status: str, error: str | None) -> str:
     with hearth.db.session(immediate=True) as s:
         return receipts.apply(
-            s.connection(), sid, status, error, hearth.clock.now(),
+            s.connection(),
+            sid,
+            status,
+            error,
+            hearth.clock.now(),
             backoff.policy(hearth.settings.daemon, _RNG),
-        )  # fmt: skip
+        )
 
 
 routes: list[BaseRoute] = [

@@ -48,9 +48,13 @@ def _opt_out(hearth: Hearth, partner_id: int) -> None:
         p = s.get(Partner, partner_id)
         if p is not None and p.email_opted_out_at is None:
             partners.set_consent(
-                s, hearth.clock.now(), p, ConsentState.OPTED_OUT, "email unsubscribe",
+                s,
+                hearth.clock.now(),
+                p,
+                ConsentState.OPTED_OUT,
+                "email unsubscribe",
                 channel=Channel.EMAIL,
-            )  # fmt: skip
+            )
 
 
 async def unsubscribe(request: Request) -> Response:
