@@ -107,3 +107,16 @@ def fmt_local(instant: datetime | None, tz: str) -> str:
     if instant is None:
         return "-"
     return instant.astimezone(zone(tz)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+def confirm(question: str) -> None:
+    """Ask ``question``; a "no" aborts. With nobody to answer (standard input closed, as in a
+    script), one error line that says how to confirm, exit 2, instead of Click's "Aborted!"."""
+    try:
+        yes = click.confirm(question, default=False)
+    except click.Abort:
+        raise click.UsageError(
+            f"{question} No answer on standard input (use --yes to confirm)"
+        ) from None
+    if not yes:
+        raise click.Abort

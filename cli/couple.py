@@ -8,6 +8,7 @@ import click
 
 from cli import warnings
 from cli.common import (
+    confirm,
     fmt_local,
     json_option,
     print_fields,
@@ -235,7 +236,7 @@ def remove_cmd(couple: str, yes: bool) -> None:
     # Asked with no transaction open: an admin pondering the question must not hold the
     # write lock the daemon and every other command wait for.
     if not yes:
-        click.confirm(f"Remove couple {name!r} and erase its partners' personal data?", abort=True)
+        confirm(f"Remove couple {name!r} and erase its partners' personal data?")
     with unit_of_work() as (hearth, session, now):
         # By id: the couple the admin confirmed, even if it was renamed meanwhile.
         c = couples.resolve(session, couple_id)

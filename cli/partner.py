@@ -12,6 +12,7 @@ import segno
 
 from cli import warnings
 from cli.common import (
+    confirm,
     fmt_local,
     json_option,
     print_fields,
@@ -157,7 +158,7 @@ def remove_cmd(partner: str, yes: bool) -> None:
     # Asked with no transaction open: an admin pondering the question must not hold the
     # write lock the daemon and every other command wait for.
     if not yes:
-        click.confirm(question, abort=True)
+        confirm(question)
     with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner_id)  # by id: the partner the admin confirmed
         label = f"{p.id}: {p.name}"

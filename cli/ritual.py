@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cli import warnings
 from cli.common import (
+    confirm,
     fmt_local,
     json_option,
     print_fields,
@@ -252,7 +253,7 @@ def remove_cmd(ritual: str, couple: str | None, yes: bool) -> None:
     # Asked with no transaction open: an admin pondering the question must not hold the
     # write lock the daemon and every other command wait for.
     if not yes:
-        click.confirm(f"End ritual {title!r}?", abort=True)
+        confirm(f"End ritual {title!r}?")
     with unit_of_work() as (_, session, now):
         r = rituals.resolve(session, ritual_id)  # by id: the ritual the admin confirmed
         rituals.remove(session, now, r)

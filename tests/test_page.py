@@ -37,7 +37,7 @@ from service.domain import unsubscribe as links
 from service.outbox import planner, texts
 from service.replies import inbound, repair
 from service.runtime.daemon import Daemon
-from service.web.page_guard import WRITE_LIMIT, WRITE_WINDOW
+from service.web.limiter import WRITE_LIMIT, WRITE_WINDOW
 from tests.conftest import Cli, snapshot
 from tests.page_helpers import Page, make_couple, served_page
 from tests.web import serve

@@ -5,8 +5,9 @@ rotatable. It is a separate secret: a feed URL is handed to calendar providers a
 carry the power to change anything, while the page can pause the couple's nudges.
 
 The page shows the partner's subscription links, so it needs their feed token, which is not
-stored either. It is kept *sealed* under the page token: XORed with a key stream derived
-from the page token by HMAC-SHA256 and a random nonce. The database alone therefore reveals
+stored either. It is kept *sealed* under the page token: AES-256-GCM (``cryptography``), the
+key derived from the page token by HKDF-SHA256, a random nonce, the partner's id as
+associated data. The database alone therefore reveals
 neither token; whoever holds the page link can read the feed URL, which they may anyway. An
 unsealed token is shown only while its hash is still the partner's feed hash, so a feed
 rotated elsewhere (``hearth feed rotate``) is never shown stale. A page token issued without
@@ -23,16 +24,21 @@ import secrets
 from datetime import datetime
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.orm import Session
 
 from service.calendar import feed_tokens
 from service.core.config import WebSettings
 from service.db.models import Partner
+from service.domain import grants
 from service.domain.events import EventType, record
 
 PATH = "/page/"
-_NONCE = 16
-_SEAL = b"hearth feed seal|"
+_NONCE = 12  # AES-GCM's
+_SEAL = b"hearth feed seal"
 
 
 def well_formed(token: str) -> bool:
@@ -55,7 +61,8 @@ def find(session: Session, token: str) -> Partner | None:
 
 
 def issue(session: Session, now: datetime, partner: Partner, current: str | None = None) -> str:
-    """A new page token for ``partner``; the previous one stops working at once.
+    """A new page token for ``partner``; the previous one, and every email's grant issued
+    before (service/domain/grants.py), stop working at once.
 
     ``current``: the page token being replaced, when the partner rotates from their page; the
     feed token sealed under it is sealed again under the new one. A partner without a feed
@@ -67,6 +74,7 @@ def issue(session: Session, now: datetime, partner: Partner, current: str | None
     partner.page_token_created_at = now
     partner.feed_token_sealed = None
     partner.updated_at = now
+    grants.revoke_all(session, partner)
     session.flush()
     record(
         session,
@@ -78,25 +86,30 @@ def issue(session: Session, now: datetime, partner: Partner, current: str | None
     if feed is None and partner.feed_token_hash is None:
         feed = feed_tokens.issue(session, now, partner)
     if feed is not None:
-        partner.feed_token_sealed = seal(token, feed)
+        partner.feed_token_sealed = seal(token, feed, partner)
     return token
 
 
 def issue_feed(session: Session, now: datetime, partner: Partner, page_token: str) -> str:
     """A new feed token (the old subscription stops), sealed for the page at ``page_token``."""
     feed = feed_tokens.issue(session, now, partner)
-    partner.feed_token_sealed = seal(page_token, feed)
+    partner.feed_token_sealed = seal(page_token, feed, partner)
     return feed
 
 
-def _stream(page_token: str, nonce: bytes) -> bytes:
-    return hmac.new(page_token.encode("ascii"), _SEAL + nonce, hashlib.sha256).digest()
+def _aead(page_token: str) -> AESGCM:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL)
+    return AESGCM(hkdf.derive(page_token.encode("ascii")))
 
 
-def seal(page_token: str, feed_token: str) -> str:
+def _aad(partner: Partner) -> bytes:
+    return f"partner:{partner.id}".encode()
+
+
+def seal(page_token: str, feed_token: str, partner: Partner) -> str:
     raw = base64.urlsafe_b64decode(feed_token + "=")
     nonce = secrets.token_bytes(_NONCE)
-    sealed = bytes(a ^ b for a, b in zip(raw, _stream(page_token, nonce), strict=True))
+    sealed = _aead(page_token).encrypt(nonce, raw, _aad(partner))
     return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
 
@@ -106,12 +119,9 @@ def unseal(partner: Partner, page_token: str) -> str | None:
         return None
     try:
         blob = base64.urlsafe_b64decode(partner.feed_token_sealed)
-    except ValueError:
+        raw = _aead(page_token).decrypt(blob[:_NONCE], blob[_NONCE:], _aad(partner))
+    except (ValueError, InvalidTag):  # not base64, too short, or not sealed under this token
         return None
-    nonce, sealed = blob[:_NONCE], blob[_NONCE:]
-    if len(sealed) != feed_tokens.TOKEN_BYTES:
-        return None
-    raw = bytes(a ^ b for a, b in zip(sealed, _stream(page_token, nonce), strict=True))
     token = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
     return token if hmac.compare_digest(digest(token), partner.feed_token_hash) else None
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict, InvalidInput, NotFound
 from service.db.models import Prompt, PromptRotation, Ritual, RitualKind
+from service.domain import validation
 from service.domain.events import EventType, record
 
 POOL_DIR = Path(__file__).parent / "prompt_texts"
@@ -124,6 +125,8 @@ def list_(session: Session, kind: RitualKind | None = None) -> list[Prompt]:
 
 
 def add(session: Session, now: datetime, kind: RitualKind, text: str) -> Prompt:
+    if validation.controls(text):  # refused like in a title: an SMS and email carry it
+        raise InvalidInput("prompt", "must not contain control characters")
     text = " ".join(text.split())
     if not 3 <= len(text) <= MAX_LENGTH:
         raise InvalidInput("prompt", f"must be 3 to {MAX_LENGTH} characters (SMS space)")

@@ -107,7 +107,8 @@ def add(
         if not spec.at:
             raise InvalidInput("at", "a ritual needs a time of day", "e.g. --at 21:00")
     title = validation.name(spec.title or title, "title")
-    description = spec.description if spec.description is not None else description
+    if spec.description is not None:
+        description = validation.free_text(spec.description)
     if spec.at:
         at = validation.clock_time(spec.at, "at")
     start = validation.local_date(spec.on, "on") if spec.on else today
@@ -204,7 +205,7 @@ def edit(
         ritual.title = validation.name(spec.title, "title")
         changed.append("title")
     if spec.description is not None:
-        ritual.description = spec.description
+        ritual.description = validation.free_text(spec.description)
         changed.append("description")
     if spec.kind is not None:
         if ritual.kind is RitualKind.REPAIR:

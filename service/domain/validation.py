@@ -234,9 +234,20 @@ def local_datetime(value: str, field: str = "datetime", hint: str | None = None)
     return parsed
 
 
+# Line and tab breaks a person types; every other control (\x0b, \x0c, \x1c, U+0085...),
+# surrogate and line/paragraph separator (U+2028/9) is refused, not folded into a space: a
+# strict iCalendar reader rejects the whole feed over one, and SMS and email garble them.
+_TYPED = frozenset("\t\n\r")
+_CONTROL = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def controls(value: str) -> bool:
+    return any(unicodedata.category(ch) in _CONTROL and ch not in _TYPED for ch in value)
+
+
 def name(value: str, field: str = "name", max_len: int = 120) -> str:
     text = " ".join(value.split())
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+    if controls(value):
         # NUL cannot be stored on PostgreSQL; the other controls garble a terminal or a feed.
         raise InvalidInput(field, "must not contain control characters")
     if not text:
@@ -245,6 +256,18 @@ def name(value: str, field: str = "name", max_len: int = 120) -> str:
         raise InvalidInput(field, f"longer than {max_len} characters")
     if text.isdigit():
         raise InvalidInput(field, "must not be only digits (those are read as ids)")
+    return text
+
+
+def free_text(value: str, field: str = "description", max_len: int = 2000) -> str:
+    """Text that reaches a feed, an SMS or an email besides a name (a ritual's description):
+    lines kept, controls refused like in :func:`name`."""
+    if controls(value):  # before stripping: Python counts \x0b, \x1c, U+0085 as white space
+        raise InvalidInput(field, "must not contain control characters")
+    lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text = "\n".join(line.rstrip() for line in lines).strip()
+    if len(text) > max_len:
+        raise InvalidInput(field, f"longer than {max_len} characters")
     return text
 
 

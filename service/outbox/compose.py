@@ -28,7 +28,7 @@ from service.db.models import (
     table,
 )
 from service.db.states import ONE_OFF_PURPOSES
-from service.domain import prompts
+from service.domain import grants, prompts
 from service.domain import unsubscribe as links
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
@@ -72,11 +72,13 @@ def render(
             r.prompt_id, prompt_text = prompt.id, prompt.text
     # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
     unsubscribe = links.url(s, base_url, partner) if r.channel is Channel.EMAIL else None
+    # The footer's way to the page: a grant for this send only (domain/grants).
+    page = grants.url(base_url, grants.issue(s, now, partner, r.id)) if unsubscribe else None
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
     late = now if now - r.due_at > LATE else None
-    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late)
+    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late, page)
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
-    r.body = links.without_link(message.text, unsubscribe)
+    r.body = links.without_link(links.without_link(message.text, unsubscribe), page)
     return message
 
 

@@ -97,6 +97,8 @@ class Context:
     # When the text goes out, if much later than planned (quiet hours, an outage): the time is
     # then told from now ("in 10 min", "started at 21:00") rather than as a stale "at 21:00".
     late_at: datetime | None = None
+    # The email footer's link to the partner's page: a single-use grant (domain/grants).
+    page_url: str | None = None
 
     @property
     def t(self) -> Lang:
@@ -238,13 +240,13 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     if ctx.unsubscribe_url:
         stop = t._("Stop these emails")
         own = t._("Your own page (pause, quiet hours, calendar)")
-        page = _page_url(ctx.unsubscribe_url)
-        lines += ["", f"{own}: {page}", f"{stop}: {ctx.unsubscribe_url}"]
+        page = ctx.page_url
+        lines += ["", *([f"{own}: {page}"] if page else []), f"{stop}: {ctx.unsubscribe_url}"]
         headers["List-Unsubscribe"] = f"<{ctx.unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        own_link = f'<a href="{html.escape(page)}">{html.escape(own)}</a> · ' if page else ""
         foot = (
-            f'<p style="color:#777;font-size:small"><a href="{html.escape(page)}">'
-            f"{html.escape(own)}</a> · "
+            f'<p style="color:#777;font-size:small">{own_link}'
             f'<a href="{html.escape(ctx.unsubscribe_url)}">{html.escape(stop)}</a></p>'
         )
     text = "\n".join(lines).strip() + "\n"
@@ -256,12 +258,6 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         headers=headers,
         reminder_id=reminder_id,
     )
-
-
-def _page_url(unsubscribe_url: str) -> str:
-    """The footer's way to the partner's page: the page link itself is never stored, so the
-    email links to a button that issues one (service/web/page.py), by the same token."""
-    return unsubscribe_url.replace("/unsubscribe/", "/page/from-email/", 1)
 
 
 def notice(

@@ -24,7 +24,9 @@ from service.core.clock import Clock
 from service.core.logs import scrub
 from service.db.context import Hearth
 from service.web import feeds, health, page, twilio, unsubscribe
-from service.web.page_guard import WriteLimiter
+from service.web.limiter import WriteLimiter
+from service.web.limits import BodyLimit
+from service.web.origin import SameOrigin
 
 log = structlog.get_logger("hearth.web")
 
@@ -98,7 +100,11 @@ def create_app(hearth: Hearth, *, runs_dispatcher: bool = False) -> Starlette:
             *twilio.routes,
             *unsubscribe.routes,
         ],
-        middleware=[Middleware(AccessLog, clock=hearth.clock)],
+        middleware=[
+            Middleware(AccessLog, clock=hearth.clock),
+            Middleware(BodyLimit),  # before anything reads a body (service/web/limits.py)
+            Middleware(SameOrigin, public_base_url=hearth.settings.web.public_base_url),
+        ],
         exception_handlers={404: not_found},
         lifespan=_lifespan,
     )

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -119,6 +120,10 @@ def metrics_endpoint(hearth: Hearth) -> Route:
     local.register(OutboxCollector(hearth))
 
     async def metrics(request: Request) -> Response:
+        # Only at the exact path: the router matches the decoded one, so /%6detrics would
+        # land here too, past a proxy rule that blocks /metrics by its spelling.
+        if request.scope.get("raw_path", b"/metrics") != b"/metrics":
+            raise HTTPException(404)
         body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(local))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

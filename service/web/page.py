@@ -4,9 +4,10 @@
 succeeds redirects back (POST-redirect-GET, ``?done=`` naming what happened). A refused
 form answers 4xx with the page and the service's one-line message beside the form, and the
 transaction rolled back. Unknown and rotated tokens, and every other path under ``/page``,
-get the app's one 404, exactly like a feed. ``/page/from-email/{unsubscribe token}`` is the
-emails' footer link: a button there issues a fresh page link (a GET alone never does, as
-mail scanners follow links).
+get the app's one 404, exactly like a feed. ``/page/from-email/{grant}`` is the emails'
+footer link (service/domain/grants.py): a button there, behind CSRF and the rate limit,
+spends the single-use grant on a fresh page link (a GET alone never does, as mail scanners
+follow links).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from service.calendar import page_tokens, partner_page
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
-from service.domain import unsubscribe as links
+from service.domain import grants
 from service.replies import page_actions
-from service.web.page_guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
+from service.web.limiter import WriteLimiter
+from service.web.page_guard import HEADERS, render
 
 log = structlog.get_logger("hearth.page")
 DONE_CODES = frozenset(
@@ -151,11 +153,16 @@ async def write(request: Request) -> Response:
     if action not in page_actions.ACTIONS or not _TOKEN_FORM(token):
         _count("write", "not_found")
         raise HTTPException(404)
+    # The token's hash looked up before the limiter counts it: invented tokens never take a
+    # place in it (service/web/limiter.py).
+    if await run_in_threadpool(partner_page.stamp, hearth.db.engine, token) is None:
+        _count("write", "not_found")
+        raise HTTPException(404)
     limiter: WriteLimiter = state.page_limiter
     if not limiter.allow(page_tokens.digest(token)):
         return await _refuse(hearth, token, action, {}, 429, "rate_limited", None)
-    body = await request.body()
-    form = dict(parse_qsl(body.decode("utf-8", "replace"))) if len(body) <= MAX_FORM_BYTES else {}
+    body = await request.body()  # at most limits.FORM_BODY (service/web/limits.py)
+    form = dict(parse_qsl(body.decode("utf-8", "replace")))
     if not page_tokens.csrf_ok(token, form.get("csrf", "")):
         return await _refuse(hearth, token, action, form, 403, "csrf", None)
     try:
@@ -193,37 +200,46 @@ async def _refuse(
     return render("page.html", view.language, status=status, **ctx)
 
 
-def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> tuple[str, str] | None:
-    """The partner's name and language (GET), or a new page token for them (POST)."""
-    if not links.TOKEN_FORM.fullmatch(unsubscribe):
+def _by_grant(hearth: Hearth, grant: str, issue: bool) -> tuple[str, str] | None:
+    """The partner's name and language (GET), or a new page token for them (POST), which
+    spends the grant: issuing a page token drops all of the partner's grants."""
+    if not grants.well_formed(grant):
         return None  # not one we issue: never reaches the database
     with hearth.db.session(immediate=issue) as s:
-        p = links.partner_for(s, unsubscribe)
+        now = hearth.clock.now()
+        p = grants.spend(s, grant, now) if issue else grants.find(s, grant, now)
         if p is None:
             return None
         if issue:
-            return page_tokens.issue(s, hearth.clock.now(), p), p.language
+            return page_tokens.issue(s, now, p), p.language
         return p.name, p.language
 
 
 async def from_email(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
-    unsubscribe = request.path_params["token"]
+    grant = request.path_params["token"]
     post = request.method == "POST"
-    if post:
-        body = await request.body()
-        form = dict(parse_qsl(body.decode("utf-8", "replace")))
-        if len(body) > MAX_FORM_BYTES or form.get("open") != "1":
-            return Response("expected open=1\n", status_code=400, headers=HEADERS)
-    found = await run_in_threadpool(_by_unsubscribe, hearth, unsubscribe, post)
+    found = await run_in_threadpool(_by_grant, hearth, grant, False)
     if found is None:
         _count("write" if post else "view", "not_found")
         raise HTTPException(404)
-    if post:
-        _count("write", "ok")
-        return RedirectResponse(f"{page_tokens.PATH}{found[0]}", status_code=303, headers=HEADERS)
-    _count("view", "ok")
-    return render("from_email.html", found[1], name=found[0])
+    if not post:
+        _count("view", "ok")
+        return render("from_email.html", found[1], name=found[0], csrf=grants.csrf(grant))
+    limiter: WriteLimiter = request.app.state.page_limiter
+    if not limiter.allow("grant:" + grants.digest(grant)):
+        _count("write", "rate_limited")
+        return Response("too many requests\n", status_code=429, headers=HEADERS)
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    if form.get("open") != "1" or not grants.csrf_ok(grant, form.get("csrf", "")):
+        _count("write", "csrf")
+        return Response("expected open=1 and the form's csrf\n", status_code=403, headers=HEADERS)
+    issued = await run_in_threadpool(_by_grant, hearth, grant, True)
+    if issued is None:  # spent or revoked meanwhile
+        _count("write", "not_found")
+        raise HTTPException(404)
+    _count("write", "ok")
+    return RedirectResponse(f"{page_tokens.PATH}{issued[0]}", status_code=303, headers=HEADERS)
 
 
 async def no_page(request: Request) -> Response:

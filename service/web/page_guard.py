@@ -1,4 +1,4 @@
-"""The partner page's safeguards and rendering: security headers, the write rate limit and
+"""The partner page's safeguards and rendering: security headers and
 the Jinja2 environment (templates and stylesheet ship as package data).
 
 Templates say everything the page says through ``_()`` (Jinja2's i18n extension), in the
@@ -10,9 +10,6 @@ CLDR formats).
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -35,10 +32,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex, nofollow",
 }
-# Writes per page token: enough for a person changing a few things, not for a script.
-WRITE_LIMIT = 10
-WRITE_WINDOW = 60.0  # seconds
-MAX_FORM_BYTES = 4096
+# The write limit lives in service/web/limiter.py, the body limit in service/web/limits.py.
 
 
 @cache
@@ -64,35 +58,3 @@ def render(
     t = i18n.lang(language)
     body = _env(t.code).get_template(template).render(t=t, languages=i18n.NAMES, **context)
     return HTMLResponse(body, status_code=status, headers=HEADERS)
-
-
-class WriteLimiter:
-    """At most ``limit`` writes per key in any ``window`` seconds of the injected monotonic
-    clock. In memory, per process: a worker restart forgets, which only ever lets a few
-    more through. Keys are token hashes; idle keys are dropped as the map is touched."""
-
-    def __init__(
-        self, monotonic: Callable[[], float], limit: int = WRITE_LIMIT, window: float = WRITE_WINDOW
-    ) -> None:
-        self._now = monotonic
-        self._limit = limit
-        self._window = window
-        self._lock = threading.Lock()
-        self._seen: dict[str, deque[float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = self._now()
-        with self._lock:
-            if len(self._seen) > 10_000:
-                self._forget(now)
-            times = self._seen.setdefault(key, deque())
-            while times and times[0] <= now - self._window:
-                times.popleft()
-            if len(times) >= self._limit:
-                return False
-            times.append(now)
-            return True
-
-    def _forget(self, now: float) -> None:
-        for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - self._window]:
-            del self._seen[key]

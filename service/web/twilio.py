@@ -3,7 +3,8 @@
 Both verify ``X-Twilio-Signature`` with the twilio library's ``RequestValidator`` against the
 configured public base URL, so they work behind a reverse proxy that rewrites host or scheme:
 a missing or wrong signature gets 403 and nothing is recorded. A body that is not a strict
-UTF-8 form (or holds NUL) gets 400, one larger than 64 KiB 413, before any database access.
+UTF-8 form (or holds NUL) gets 400, before any database access; one larger than 64 KiB never
+gets here (413 from service/web/limits.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from service.replies import inbound
 
 log = structlog.get_logger("hearth.twilio")
 TWIML = "application/xml"
-MAX_BODY = 64 * 1024  # Twilio's webhooks are a few kB (an SMS body is at most 1600 chars)
 MAX_SID = 120  # the width of the provider_message_id columns; Twilio's SIDs are 34
 _RNG = random.Random()  # backoff jitter for receipts that ask for a resend
 
@@ -36,22 +36,6 @@ def twiml(text: str | None) -> Response:
     return Response(
         f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>', media_type=TWIML
     )
-
-
-async def _body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than any webhook Twilio sends: read in
-    chunks and capped, so an unauthenticated client cannot make us buffer gigabytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_form(body: bytes) -> dict[str, str] | None:
@@ -75,10 +59,7 @@ async def _verified_form(request: Request, endpoint: str) -> dict[str, str] | Re
     if media_type != "application/x-www-form-urlencoded":
         WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
         return PlainTextResponse("expected a form-encoded body\n", status_code=400)
-    body = await _body(request)
-    if body is None:
-        WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()
-        return PlainTextResponse("body too large\n", status_code=413)
+    body = await request.body()  # at most limits.MAX_BODY: larger is 413 (service/web/limits.py)
     params = _parse_form(body)
     if params is None:
         WEBHOOKS.labels(endpoint=endpoint, outcome="bad_request").inc()

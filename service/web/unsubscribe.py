@@ -17,15 +17,17 @@ from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import partners
 from service.domain import unsubscribe as links
+from service.web.page_guard import HEADERS
 
 PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-</head><body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
+<link rel="stylesheet" href="/static/page.css"></head><body><main>{body}</main></body></html>"""
 
 
 def _page(t: Lang, body: str) -> HTMLResponse:
     """A page in the partner's language (the token names whose page it is)."""
     return HTMLResponse(
-        PAGE.format(lang=t.code, title=html.escape(t._("Hearth emails")), body=body)
+        PAGE.format(lang=t.code, title=html.escape(t._("Hearth emails")), body=body),
+        headers=HEADERS,  # the partner page's: never framed, the token never sent onwards
     )
 
 
@@ -67,9 +69,11 @@ async def unsubscribe(request: Request) -> Response:
     if request.method == "POST":
         # RFC 8058: the one-click POST carries List-Unsubscribe=One-Click, form-encoded or
         # multipart (so the raw body is checked rather than parsed as one encoding).
-        form = await request.body()
-        if len(form) > 4096 or b"List-Unsubscribe" not in form or b"One-Click" not in form:
-            return PlainTextResponse("expected List-Unsubscribe=One-Click\n", status_code=400)
+        form = await request.body()  # at most limits.FORM_BODY (service/web/limits.py)
+        if b"List-Unsubscribe" not in form or b"One-Click" not in form:
+            return PlainTextResponse(
+                "expected List-Unsubscribe=One-Click\n", status_code=400, headers=HEADERS
+            )
         await run_in_threadpool(_opt_out, hearth, partner_id)
         return _page(t, _p(t._("You will get no more emails from Hearth.")))
     if already:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from service.db.models.base import NAME_KEY_LENGTH, Base, UTCDateTime, table
 from service.db.models.couples import ConsentRecord, Couple, Partner
 from service.db.models.outbox import DeliveryStat, EarlyReceipt, Reminder
-from service.db.models.records import DaemonState, Event, Reply, ServerSecret
+from service.db.models.records import DaemonState, Event, PageGrant, Reply, ServerSecret
 from service.db.models.rituals import (
     Answer,
     CheckIn,
@@ -44,6 +44,7 @@ __all__ = [
     "Event",
     "ExceptionKind",
     "OccurrenceException",
+    "PageGrant",
     "Partner",
     "Prompt",
     "PromptRotation",

@@ -66,3 +66,20 @@ class ServerSecret(Base):
 
     name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     value: Mapped[str] = mapped_column(sa.String(128))
+
+
+class PageGrant(Base):
+    """An email's way to the partner's page (service/domain/grants.py): one per email send,
+    only its hash kept, good once and for a limited time, dropped when the page link is
+    rotated."""
+
+    __tablename__ = "page_grant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("partner.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    reminder_id: Mapped[int | None]  # the send it went out with; no FK: rows are pruned
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
