@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,13 +111,16 @@ def fmt_local(instant: datetime | None, tz: str) -> str:
 
 
 def confirm(question: str) -> None:
-    """Ask ``question``; a "no" aborts. With nobody to answer (standard input closed, as in a
-    script), one error line that says how to confirm, exit 2, instead of Click's "Aborted!"."""
+    """Ask ``question``; a "no" aborts. With nobody to answer (standard input closed or at its
+    end, as in a script), one error line that says how to confirm, exit 2, instead of Click's
+    bare "Aborted!"."""
+    unanswered = click.UsageError("no answer on standard input (use --yes to confirm)")
+    if sys.stdin is None or sys.stdin.closed:
+        raise unanswered
     try:
         yes = click.confirm(question, default=False)
-    except click.Abort:
-        raise click.UsageError(
-            f"{question} No answer on standard input (use --yes to confirm)"
-        ) from None
+    except (click.Abort, RuntimeError):  # EOF; RuntimeError: "input(): lost sys.stdin"
+        click.echo()  # end the prompt's line
+        raise unanswered from None
     if not yes:
         raise click.Abort

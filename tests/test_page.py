@@ -32,7 +32,7 @@ from service.db.models import (
     ReminderState,
     Ritual,
 )
-from service.domain import couples, partners
+from service.domain import couples, grants, partners
 from service.domain import unsubscribe as links
 from service.outbox import planner, texts
 from service.replies import inbound, repair
@@ -363,6 +363,7 @@ def test_the_email_footer_leads_to_a_button_that_opens_a_new_page(lite: Page) ->
     p = lite.partner()
     with lite.hearth.db.session() as s:
         unsub_token = links.token(s, s.merge(p))
+        grant = grants.issue(s, lite.hearth.clock.now(), s.merge(p), None)
     unsubscribe = f"{lite.base}/unsubscribe/{unsub_token}"
     with lite.hearth.db.session() as s:
         ritual = s.scalars(sa.select(Ritual)).one()
@@ -373,19 +374,24 @@ def test_the_email_footer_leads_to_a_button_that_opens_a_new_page(lite: Page) ->
             occurrence_start=lite.hearth.clock.now(),
             prompt=None,
             unsubscribe_url=unsubscribe,
+            page_url=grants.url(lite.base, grant),
         )
         msg = texts.email_message(ctx, "alice@example.org", 1)
     footer = next(line for line in msg.text.splitlines() if line.startswith("Your own page"))
     link = footer.rsplit(" ", 1)[1]
-    assert link == f"{lite.base}/page/from-email/{unsub_token}"
+    assert link == f"{lite.base}/page/from-email/{grant}"
     before = snapshot(lite.hearth.db)
     shown = httpx.get(link)  # a mail scanner following the link changes nothing
     assert shown.status_code == 200 and "Open my page" in shown.text
     assert snapshot(lite.hearth.db) == before
-    r = httpx.post(link, data={"open": "1"})
+    assert httpx.post(link, data={"open": "1"}).status_code == 403  # no CSRF token
+    r = httpx.post(link, data={"open": "1", "csrf": grants.csrf(grant)})
     assert r.status_code == 303
     assert httpx.get(lite.base + r.headers["location"]).status_code == 200
     assert httpx.get(lite.url).status_code == 404
+    again = httpx.post(link, data={"open": "1", "csrf": grants.csrf(grant)})
+    assert again.status_code == 404  # single use
+    assert httpx.get(lite.base + r.headers["location"]).status_code == 200  # not rotated again
 
 
 def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(

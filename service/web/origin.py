@@ -1,11 +1,12 @@
 """State-changing requests come from Hearth's own pages, as forms.
 
-A browser names where a request comes from (``Origin``, ``Sec-Fetch-Site``). A ``POST``
-that a browser says came from another site is refused 403 before anything reads its body or
-its token: the page's CSRF token already stops it, and this also covers the unsubscribe
-button, which has none (RFC 8058's one-click POST comes from mail software, which sends
-neither header, so a missing header passes). A body, if any, must be a form: 415 otherwise. The
-Twilio webhooks are server-to-server and signed (service/web/twilio.py checks its own).
+A browser names where a request comes from (``Sec-Fetch-Site``, else ``Origin``; the pages
+send no referrer, so a browser's ``Origin`` on their forms is ``null``, which says nothing
+and passes). A ``POST`` that a browser says came from another site is refused 403 before
+anything reads its body or its token: the page's CSRF token already stops it, and this also
+covers the unsubscribe button, which has none (RFC 8058's one-click POST comes from mail
+software, which sends neither header, so a missing header passes). A body, if any, must be a
+form: 415 otherwise. The Twilio webhooks are server-to-server and signed (service/web/twilio.py checks its own).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class SameOrigin:
         headers = dict(scope["headers"])
         site = headers.get(b"sec-fetch-site")
         origin = headers.get(b"origin")
-        if (site is not None and site not in SAME_SITE) or (
-            origin is not None and not self._same(origin, headers.get(b"host"))
-        ):
+        if site is not None:
+            cross = site not in SAME_SITE
+        else:  # a browser without Fetch Metadata: its Origin, where it tells one
+            cross = origin not in (None, b"null") and not self._same(origin, headers.get(b"host"))
+        if cross:
             await _answer(send, 403, CROSS_SITE)
             return
         forms = next((f for prefix, f in FORMS.items() if path.startswith(prefix)), None)
