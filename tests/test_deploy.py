@@ -24,6 +24,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -780,3 +781,43 @@ def test_the_proxies_keep_secret_links_out_of_their_access_logs() -> None:
     caddy = (DEPLOY / "Caddyfile").read_text(encoding="utf-8")
     assert "@secret_links path /page/* /feeds/* /unsubscribe/*" in caddy
     assert re.search(r"^\s*skip_log @secret_links", caddy, re.M)
+
+
+def test_the_proxies_set_hearths_body_limit() -> None:
+    """One limit everywhere: the proxies refuse (413) what Hearth would refuse anyway."""
+    from service.web.limits import MAX_BODY
+
+    nginx = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    (size,) = re.findall(r"^\s*client_max_body_size (\d+)k;", nginx, re.M)
+    assert int(size) * 1024 == MAX_BODY
+    caddy = (DEPLOY / "Caddyfile").read_text(encoding="utf-8")
+    block = re.search(r"request_body \{\s*max_size (\d+)KiB\s*\}", caddy)
+    assert block is not None and int(block[1]) * 1024 == MAX_BODY
+
+
+def test_caddy_adapts_the_body_limit_to_hearths(tmp_path: Path) -> None:
+    from service.web.limits import MAX_BODY
+
+    caddy = require("caddy")
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [caddy, "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    def handlers(node: object) -> Iterator[dict[str, object]]:
+        if isinstance(node, dict):
+            if node.get("handler") == "request_body":
+                yield node
+            for value in node.values():
+                yield from handlers(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from handlers(value)
+
+    limits = [h.get("max_size") for h in handlers(json.loads(result.stdout))]
+    assert limits == [MAX_BODY]
