@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cli.common import hearth_from, json_option, print_json
+from cli.common import confirm, hearth_from, json_option, print_json, unit_of_work
 from service.core.crypto import new_key
 from service.db.sealed import reencrypt
+from service.domain import unsubscribe
 
 
 @click.group("crypto")
 def crypto_group() -> None:
-    """Encryption at rest of answers and replies ([encryption] keys)."""
+    """Encryption at rest of answers and replies ([encryption] keys), and the link key."""
 
 
 @crypto_group.command("new-key")
@@ -32,6 +33,17 @@ def reencrypt_cmd(as_json: bool) -> None:
         print_json(done)
     else:
         click.echo(", ".join(f"{n} {what} re-encrypted" for what, n in done.items()))
+
+
+@crypto_group.command("rotate-link-key")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rotate_link_key_cmd(yes: bool) -> None:
+    """Replace the key that signs unsubscribe links: every link already sent stops working."""
+    if not yes:
+        confirm("Replace the unsubscribe link key? Every unsubscribe link sent so far stops.")
+    with unit_of_work() as (_, session, _now):
+        unsubscribe.rotate_key(session)
+    click.echo("unsubscribe link key replaced; links sent before it no longer work")
 
 
 def register(cli: click.Group) -> None:

@@ -46,6 +46,17 @@ def _key(session: Session) -> bytes:
     return bytes.fromhex(value)
 
 
+def rotate_key(session: Session) -> None:
+    """A new link key: every unsubscribe link already sent stops working (the next emails
+    carry links under the new key). For a key that may have leaked (docs/operations.md)."""
+    _key(session)  # made if missing, so the update below has its row
+    session.execute(
+        sa.update(ServerSecret)
+        .where(ServerSecret.name == KEY_NAME)
+        .values(value=secrets.token_hex(32))
+    )
+
+
 def _mac(key: bytes, partner_id: int, generation: int) -> str:
     digest = hmac.new(key, f"unsubscribe:{partner_id}:{generation}".encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(digest.digest()).decode()[:32]
