@@ -6,7 +6,8 @@ and passes). A ``POST`` that a browser says came from another site is refused 40
 anything reads its body or its token: the page's CSRF token already stops it, and this also
 covers the unsubscribe button, which has none (RFC 8058's one-click POST comes from mail
 software, which sends neither header, so a missing header passes). A body, if any, must be a
-form: 415 otherwise. The Twilio webhooks are server-to-server and signed (service/web/twilio.py checks its own).
+form: 415 otherwise. The Twilio webhooks are server-to-server and signed (service/web/twilio.py
+checks its own).
 """
 
 from __future__ import annotations
