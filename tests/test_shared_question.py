@@ -157,6 +157,25 @@ def test_answers_are_revealed_to_each_only_once_both_answered(
     assert not any("river" in (t or "") for t in [*stored, *bodies])  # sealed, also the reveal
 
 
+def test_an_answer_reaches_the_other_partner_without_control_characters(
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+    http: httpx.Client,
+) -> None:
+    """A reply cannot be refused back like a title, so the controls a strict reader chokes on
+    (issue 23: \x0b, \x0c, \x1c, U+0085, U+2028) become spaces before the reveal."""
+    _asked(clock, dispatcher, twilio_standin)
+    clock.advance(timedelta(minutes=5))
+    text(http, "The walk\x0bby\x0cthe\x1criver\u0085at\u2028dusk", ALICE)
+    text(http, DINNER, SAM)
+    dispatcher.run_once()
+    dispatcher.run_once()
+    assert (
+        _texts(twilio_standin, SAM)[-1] == "Hearth: Alice's answer: The walk by the river at dusk"
+    )
+
+
 def test_a_late_answer_is_not_revealed_and_says_so(
     db: Database,
     clock: FakeClock,

@@ -259,6 +259,16 @@ def name(value: str, field: str = "name", max_len: int = 120) -> str:
     return text
 
 
+def plain(text: str) -> str:
+    """Text a partner sent (an answer by SMS or email), which cannot be refused back to them:
+    the controls :func:`name` refuses become spaces before it reaches anyone else."""
+    if not controls(text):
+        return text
+    return "".join(
+        " " if ch not in _TYPED and unicodedata.category(ch) in _CONTROL else ch for ch in text
+    )
+
+
 def free_text(value: str, field: str = "description", max_len: int = 2000) -> str:
     """Text that reaches a feed, an SMS or an email besides a name (a ritual's description):
     lines kept, controls refused like in :func:`name`."""

@@ -27,7 +27,7 @@ from service.core import i18n
 from service.core.i18n import N_, Lang
 from service.db.context import Hearth
 from service.db.models import Answer, Channel, CheckIn, Partner, Prompt, Reminder, Ritual
-from service.domain import answers, partners, prompts, stats, wording
+from service.domain import answers, partners, prompts, stats, validation, wording
 from service.domain.events import EventType, record
 from service.replies import outgoing, words
 
@@ -137,6 +137,7 @@ def _answer(
     late: bool,
 ) -> Outcome:
     t = i18n.lang(partner.language)
+    text = validation.plain(text)  # it goes on to the other partner's SMS and email
     occ = last.occurrence_start
     row, _ = answers.upsert(session, now, ritual, occ, partner)
     if row.revealed_at is not None:
