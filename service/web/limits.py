@@ -37,18 +37,23 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:
+            await self.app(scope, receive, send)  # no body at all (RFC 9112 6.3)
+            return
         limit = limit_for(scope["path"])
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
         if declared is not None:
             # uvicorn's h11 has checked it is a number and delivers no more than it says.
             if not declared.isdigit() or int(declared) > limit:
                 await _too_large(send)
                 return
             await self.app(scope, receive, send)
-            return
-        if b"transfer-encoding" not in headers:
-            await self.app(scope, receive, send)  # no body at all (RFC 9112 6.3)
             return
         chunks: list[bytes] = []
         size = 0
