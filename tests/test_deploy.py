@@ -734,6 +734,17 @@ def test_nginx_logs_no_token_path(tmp_path: Path) -> None:
             except urllib.error.HTTPError as exc:  # 502: no Hearth behind it, as intended
                 exc.close()
         wait_for(lambda: "/healthz" in log.read_text(encoding="utf-8"), 10, "the log line")
+        # Hearth's body limit, at the proxy already (no Hearth behind it: 502 if let through).
+        from service.web.limits import MAX_BODY
+
+        for size, expected in ((MAX_BODY + 1, 413), (MAX_BODY, 502)):
+            big = urllib.request.Request(
+                f"https://127.0.0.1:{https_port}/twilio/inbound", data=b"a" * size
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(big, timeout=5, context=insecure).close()
+            refused.value.close()
+            assert refused.value.code == expected
     finally:
         proc.terminate()
         proc.wait(timeout=10)
