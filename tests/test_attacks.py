@@ -498,3 +498,18 @@ def test_a_confirmation_with_stdin_closed_says_how_to_confirm(
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and last.endswith("(use --yes to confirm)")
     assert snapshot(hearth.db) == before
+
+
+def test_rotating_the_link_key_ends_every_unsubscribe_link_sent(run: Cli, hearth: Hearth) -> None:
+    couple_with_partners(hearth.db, hearth.clock.now())
+    with hearth.db.session() as s:
+        old = links.token(s, partners.resolve(s, "Alice"))
+    asked = run("crypto", "rotate-link-key")
+    assert asked.exit_code == 2 and asked.output.strip().endswith("(use --yes to confirm)")
+    with hearth.db.session() as s:
+        assert links.partner_for(s, old) is not None  # unchanged without the confirmation
+    run.ok("crypto", "rotate-link-key", "--yes")
+    with hearth.db.session() as s:
+        assert links.partner_for(s, old) is None
+        new = links.token(s, partners.resolve(s, "Alice"))
+        assert new != old and links.partner_for(s, new) is not None
