@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import structlog
+from sqlalchemy import event
 
 from service.channels import build_one
 from service.core.clock import FakeClock
@@ -628,3 +630,102 @@ def test_yes_and_no_are_answers_like_any_other_words(
     dispatcher.run_once()
     assert _texts(twilio_standin, SAM)[-1] == "Hearth: Alice's answer: No"
     assert _texts(twilio_standin, ALICE)[-1] == "Hearth: Sam's answer: Yes!"
+
+
+class MeetAtInsert:
+    """Holds each transaction that inserts an answer until the other one has inserted
+    its own too, or is blocked waiting for a lock the first holds (PostgreSQL: an ungranted
+    lock of its backend; SQLite: inside BEGIN IMMEDIATE). Without such a lock both answers
+    are written before either transaction reads the other's: the interleaving that lost
+    the reveal, made certain rather than left to chance."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.inside: dict[int, str] = {}  # thread -> statement being executed
+        self.pids: dict[int, int] = {}  # thread -> PostgreSQL backend
+        self.inserted: set[int] = set()
+        self.cond = threading.Condition()
+        event.listen(db.engine, "before_cursor_execute", self.before)
+        event.listen(db.engine, "after_cursor_execute", self.after)
+
+    def close(self) -> None:
+        event.remove(self.db.engine, "before_cursor_execute", self.before)
+        event.remove(self.db.engine, "after_cursor_execute", self.after)
+
+    def before(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        me = threading.get_ident()
+        with self.cond:
+            self.inside[me] = statement
+            if not self.db.is_sqlite:
+                self.pids[me] = conn.connection.dbapi_connection.info.backend_pid
+            if not statement.startswith("INSERT INTO answers"):
+                return
+            self.inserted.add(me)
+            self.cond.notify_all()
+        while not self._other_caught_up(me):
+            with self.cond:
+                self.cond.wait(0.01)  # polls the lock table; no clock is involved
+
+    def after(self, *_args: Any) -> None:
+        with self.cond:
+            self.inside.pop(threading.get_ident(), None)
+
+    def _other_caught_up(self, me: int) -> bool:
+        with self.cond:
+            others = [t for t in self.inside if t != me]
+            if self.inserted - {me}:
+                return True
+            if self.db.is_sqlite:
+                return any(self.inside[t].startswith("BEGIN IMMEDIATE") for t in others)
+            pids = [self.pids[t] for t in others if t in self.pids]
+        with self.db.engine.connect() as c:
+            return bool(
+                pids
+                and c.scalar(
+                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = ANY(:p)"),
+                    {"p": pids},
+                )
+            )
+
+
+def test_two_answers_arriving_together_are_revealed_to_each_once(
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+) -> None:
+    """Both partners answer at the same moment: two webhooks in flight at once, each in its
+    own transaction. Neither may miss the other's answer (issue 25, item 3: on PostgreSQL
+    both were told to wait and nothing was ever revealed)."""
+    _asked(clock, dispatcher, twilio_standin)
+    clock.advance(timedelta(minutes=5))
+    start = threading.Barrier(2)
+    answers: dict[str, list[str]] = {}
+    meet = MeetAtInsert(db)
+
+    def answer(number: str, body: str) -> None:
+        with serve(hearth) as base, httpx.Client(base_url=base, timeout=30) as client:
+            start.wait(timeout=30)
+            answers[number] = text(client, body, number)
+
+    threads = [
+        threading.Thread(target=answer, args=(ALICE, RIVER)),
+        threading.Thread(target=answer, args=(SAM, DINNER)),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    meet.close()
+    # One of them came second and saw both answers: it is told nothing (the reveal says it).
+    assert sorted(len(a) for a in answers.values()) == [0, 1], answers
+    dispatcher.run_once()
+    assert [t for t in _texts(twilio_standin, SAM) if "'s answer:" in t] == [
+        f"Hearth: Alice's answer: {RIVER}"
+    ]
+    assert [t for t in _texts(twilio_standin, ALICE) if "'s answer:" in t] == [
+        f"Hearth: Sam's answer: {DINNER}"
+    ]
+    with db.session() as s:
+        assert all(a.revealed_at is not None for a in s.scalars(sa.select(Answer)))
