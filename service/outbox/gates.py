@@ -47,7 +47,7 @@ def check(
     """The first gate that stops ``r`` now, or None. ``answered`` tells whether the
     reminder's partner already reported its occurrence DONE (asked only for a chase)."""
     if r.purpose in ONE_OFF_PURPOSES:  # a reply's message goes out while paused
-        if r.purpose is ReminderPurpose.NOTICE and partner.couple.is_paused(now):
+        if r.purpose is ReminderPurpose.NOTICE and held_by_pause(r, partner, now):
             return Verdict(ReminderState.SKIPPED, "paused")
     elif ritual is None:
         return Verdict(ReminderState.CANCELLED, "ritual removed")
@@ -76,6 +76,16 @@ def check(
             return Verdict(ReminderState.SCHEDULED, "quiet hours", retry_at=end)
         return Verdict(ReminderState.EXPIRED, "quiet hours until past expiry")
     return None
+
+
+def held_by_pause(r: Reminder, partner: Partner, now: datetime) -> bool:
+    """A pause holds back the notices queued before it began. What is told because of it
+    or during it (the pause notice itself, the talk it called off) must reach the partner:
+    otherwise "we've told your partner" would be untrue."""
+    couple = partner.couple
+    return (
+        couple.is_paused(now) and couple.paused_at is not None and r.created_at < couple.paused_at
+    )
 
 
 def actual_start(ritual: Ritual, original: datetime) -> datetime:
