@@ -236,10 +236,19 @@ def _load(
                 r.c.channels,
                 r.c.paused_at,
                 r.c.paused_until,
-            ).where(
+            )
+            .where(
                 _among(r.c.couple_id, couple_ids),
                 sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now),
             )
+            .order_by(r.c.id)
+            # Held until the pass commits: an edit of one of these rituals waits for it, so
+            # its replan sees (and cancels) what the pass inserted, and a pass that comes
+            # second reads the edit. Without it, on PostgreSQL a pass that read the ritual
+            # before an edit could insert rows for the old time after the replan committed.
+            # (In id order, as a multi-ritual edit's updates, so neither waits for the
+            # other in a cycle. SQLite: the pass's BEGIN IMMEDIATE serializes it already.)
+            .with_for_update(read=True)
         )
     )
     skips: dict[int, set[datetime]] = defaultdict(set)
