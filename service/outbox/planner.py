@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from service.core.metrics import observe_cancelled
 from service.core.timeutil import before_quiet_hours, zone
+from service.db.engine import Database
 from service.db.models import (
     Channel,
     ConsentState,
@@ -305,7 +306,7 @@ def _load(
 
 
 def plan(
-    engine: sa.Engine,
+    engine: Database | sa.Engine,
     now: datetime,
     horizon: timedelta,
     stale_minutes: float,
@@ -315,7 +316,8 @@ def plan(
     quiet_early: timedelta = QUIET_EARLY,
 ) -> PlanResult:
     """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
-    ``count=True`` reports how many rows were new (costs a count per chunk)."""
+    ``count=True`` reports how many rows were new (costs a count per chunk). Given the
+    :class:`Database`, its errors come as the one-line kinds (unavailable, busy)."""
     result = PlanResult()
     c = Couple.__table__
     last = 0

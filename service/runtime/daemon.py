@@ -80,7 +80,7 @@ class Daemon:
         cfg = self.settings.daemon
         with PLANNER_DURATION.time():
             result = planner.plan(
-                self.hearth.db.write_engine,
+                self.hearth.db,
                 self.hearth.clock.now(),
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
@@ -132,7 +132,7 @@ class Daemon:
     def _events_handled(self, batch: list[Event]) -> None:
         self._events.handled(e.id for e in batch)
         try:
-            with self.hearth.db.write_engine.begin() as conn:
+            with self.hearth.db.begin() as conn:
                 self._events.save(conn, self.hearth.clock.now())
         except Exception:
             # The events are handled; a watermark stored late only means a longer replay.
@@ -144,7 +144,7 @@ class Daemon:
         claim fresh); it prunes in chunks (retention.CHUNK), and a prune that fails gives
         its claim back, so the next look, a minute later, goes on where it stopped."""
         now = self.hearth.clock.now()
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             if not daemon_state.claim(conn, daemon_state.PRUNE, now, PRUNE_AGAIN_AFTER):
                 return None
         try:
@@ -163,14 +163,14 @@ class Daemon:
 
     def _give_back_prune(self, claimed_at: datetime) -> None:
         try:
-            with self.hearth.db.write_engine.begin() as conn:
+            with self.hearth.db.begin() as conn:
                 daemon_state.release(conn, daemon_state.PRUNE, claimed_at)
         except Exception:
             # The database is away: the claim stands, and the prune waits for tomorrow.
             log.exception("prune_claim_not_given_back")
 
     def sweep_receipts(self) -> None:
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             applied = receipts.sweep(conn, self.hearth.clock.now(), self.dispatcher.backoff)
         if applied:
             log.info("parked_receipts_applied", count=applied)
@@ -223,7 +223,7 @@ class Daemon:
         daemon ran (an edit, a move, a pause) is replanned before the first send. The plan
         pass only adds rows; it never cancels or retimes an outdated one."""
         horizon = timedelta(hours=self.settings.daemon.horizon_hours)
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             self._events.load(conn, self.hearth.clock.now(), horizon + timedelta(days=1))
         while self.handle_events():
             pass
