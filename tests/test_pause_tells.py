@@ -122,3 +122,15 @@ def test_a_pause_calls_off_a_talk_in_it_and_every_view_agrees(
     assert [
         m for m in sam + alice_mail + alice_sms if CALLED_OFF not in m and "paused" not in m
     ] == []
+
+
+def test_a_talk_asked_for_during_a_pause_is_placed_after_it(
+    hearth: Hearth, page: Page, clock: FakeClock
+) -> None:
+    _pause(page, "2026-01-11")  # through Sunday: Monday 00:00 in Berlin ends it
+    with hearth.db.session(immediate=True) as s:
+        repair.request(s, clock.now(), couples.resolve(s, page.couple_id), None, "admin")
+    repair.schedule_pending(hearth)
+    [row] = json.loads(_LOG_LINE.sub("", Cli(hearth).ok("repair", "list", "--json").output))
+    assert row["state"] == "scheduled"
+    assert datetime.fromisoformat(row["slot_start"]) >= datetime(2026, 1, 11, 23, 0, tzinfo=UTC)

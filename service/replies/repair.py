@@ -166,7 +166,14 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         after = max(cooled, now + timedelta(minutes=cfg.remind_minutes_before))
         until = after + timedelta(hours=cfg.window_hours) - (cooled - req.requested_at)
         lead = timedelta(minutes=cfg.remind_minutes_before + LEAD_MARGIN_MINUTES)
-        slot = find_slot(couple, _busy(session, couple, after, until), after, until, length, lead)
+        # Asked for during a pause: the pause would hold back the invitation and the
+        # reminder, so the talk goes after it (an open-ended pause leaves no time to offer).
+        if couple.is_paused(after) and couple.paused_until is not None:
+            until += couple.paused_until - after
+            after = couple.paused_until
+        paused = couple.is_paused(after)
+        busy = _busy(session, couple, after, until)
+        slot = None if paused else find_slot(couple, busy, after, until, length, lead)
     req.updated_at = now
     if slot is None:
         req.state = RepairState.NO_SLOT
