@@ -1,10 +1,10 @@
 """Making a race certain instead of likely: which thread runs which statement, and whether a
 thread's transaction is blocked on a lock another one holds.
 
-A test holds one transaction at a chosen statement until the other has done its part or is
-blocked waiting for a lock the first holds (PostgreSQL: an ungranted lock of its backend in
-``pg_locks``; SQLite: inside ``BEGIN IMMEDIATE``, its only wait for a writer). Without the
-lock the fix adds, the bad interleaving then happens every time; with it, the test goes on.
+A test holds one transaction at a chosen point until the other has come as far or is
+blocked waiting for a lock the first holds (PostgreSQL: ``pg_blocking_pids``; SQLite: inside
+``BEGIN IMMEDIATE``, its only wait for a writer). Without the lock a fix adds, the bad
+interleaving then happens every time; with it, the test goes on.
 """
 
 from __future__ import annotations
@@ -21,11 +21,18 @@ from service.db.engine import Database
 
 class Statements:
     """Tracks, per thread, the statement being executed and the PostgreSQL backend, and
-    calls ``hook(statement)`` in the executing thread just after each statement."""
+    calls ``before(statement)`` / ``after(statement)`` in the executing thread around each
+    statement."""
 
-    def __init__(self, db: Database, hook: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        after: Callable[[str], None] | None = None,
+        *,
+        before: Callable[[str], None] | None = None,
+    ) -> None:
         self.db = db
-        self.hook = hook
+        self.after_hook, self.before_hook = after, before
         self.inside: dict[int, str] = {}
         self.pids: dict[int, int] = {}
         self.lock = threading.Lock()
@@ -42,24 +49,37 @@ class Statements:
             self.inside[me] = statement
             if not self.db.is_sqlite:
                 self.pids[me] = conn.connection.dbapi_connection.info.backend_pid
+        if self.before_hook is not None:
+            self.before_hook(statement)
 
     def _after(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         with self.lock:
             self.inside.pop(threading.get_ident(), None)
-        if self.hook is not None:
-            self.hook(statement)
+        if self.after_hook is not None:
+            self.after_hook(statement)
 
-    def blocked(self, thread: int) -> bool:
-        """Whether ``thread``'s transaction waits for a lock held by another."""
+    def blocked(self, thread: int, by: int) -> bool:
+        """Whether ``thread``'s transaction waits for a lock that ``by``'s holds (SQLite:
+        for the write lock, which only another writer can hold)."""
         with self.lock:
-            statement, pid = self.inside.get(thread), self.pids.get(thread)
+            statement, pid, holder = (
+                self.inside.get(thread),
+                self.pids.get(thread),
+                self.pids.get(by),
+            )
         if self.db.is_sqlite:
             return statement is not None and statement.startswith("BEGIN IMMEDIATE")
         if statement is None or pid is None:
             return False
         with self.db.engine.connect() as c:
-            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = :pid"
-            return bool(c.scalar(sa.text(waiting), {"pid": pid}))
+            blockers = c.scalar(sa.text("SELECT pg_blocking_pids(:pid)"), {"pid": pid})
+        return holder in (blockers or [])
+
+    def others_blocked_by(self, me: int) -> bool:
+        """Whether another thread waits for a lock ``me``'s transaction holds."""
+        with self.lock:
+            others = [t for t in self.inside if t != me]
+        return any(self.blocked(t, by=me) for t in others)
 
 
 def wait_until(done: Callable[[], bool], cond: threading.Condition) -> None:

@@ -82,7 +82,7 @@ def test_a_plan_pass_that_read_the_ritual_before_an_edit_adds_nothing_stale(
         me = threading.get_ident()
         if me == threads.get("plan") and "FROM ritual" in statement and not read.is_set():
             read.set()
-            wait_until(lambda: edited.is_set() or stmts.blocked(threads["edit"]), cond)
+            wait_until(lambda: edited.is_set() or stmts.blocked(threads["edit"], by=me), cond)
 
     stmts = Statements(db, hold_after_reading_the_ritual)
 

@@ -53,6 +53,7 @@ from service.replies.pausing import until
 from service.replies.question import LATE_TEXT
 from tests.conftest import TEST_KEY, Cli, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
+from tests.interleave import Statements, wait_until
 from tests.peers.twilio_standin import TwilioStandIn
 from tests.test_webhooks import ALICE, Outbox, _sections, text
 from tests.web import serve
@@ -632,62 +633,6 @@ def test_yes_and_no_are_answers_like_any_other_words(
     assert _texts(twilio_standin, ALICE)[-1] == "Hearth: Sam's answer: Yes!"
 
 
-class MeetAtInsert:
-    """Holds each transaction that inserts an answer until the other one has inserted
-    its own too, or is blocked waiting for a lock the first holds (PostgreSQL: an ungranted
-    lock of its backend; SQLite: inside BEGIN IMMEDIATE). Without such a lock both answers
-    are written before either transaction reads the other's: the interleaving that lost
-    the reveal, made certain rather than left to chance."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.inside: dict[int, str] = {}  # thread -> statement being executed
-        self.pids: dict[int, int] = {}  # thread -> PostgreSQL backend
-        self.inserted: set[int] = set()
-        self.cond = threading.Condition()
-        event.listen(db.engine, "before_cursor_execute", self.before)
-        event.listen(db.engine, "after_cursor_execute", self.after)
-
-    def close(self) -> None:
-        event.remove(self.db.engine, "before_cursor_execute", self.before)
-        event.remove(self.db.engine, "after_cursor_execute", self.after)
-
-    def before(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        me = threading.get_ident()
-        with self.cond:
-            self.inside[me] = statement
-            if not self.db.is_sqlite:
-                self.pids[me] = conn.connection.dbapi_connection.info.backend_pid
-            if not statement.startswith("INSERT INTO answers"):
-                return
-            self.inserted.add(me)
-            self.cond.notify_all()
-        while not self._other_caught_up(me):
-            with self.cond:
-                self.cond.wait(0.01)  # polls the lock table; no clock is involved
-
-    def after(self, *_args: Any) -> None:
-        with self.cond:
-            self.inside.pop(threading.get_ident(), None)
-
-    def _other_caught_up(self, me: int) -> bool:
-        with self.cond:
-            others = [t for t in self.inside if t != me]
-            if self.inserted - {me}:
-                return True
-            if self.db.is_sqlite:
-                return any(self.inside[t].startswith("BEGIN IMMEDIATE") for t in others)
-            pids = [self.pids[t] for t in others if t in self.pids]
-        with self.db.engine.connect() as c:
-            return bool(
-                pids
-                and c.scalar(
-                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = ANY(:p)"),
-                    {"p": pids},
-                )
-            )
-
-
 def test_two_answers_arriving_together_are_revealed_to_each_once(
     db: Database,
     hearth: Hearth,
@@ -702,7 +647,28 @@ def test_two_answers_arriving_together_are_revealed_to_each_once(
     clock.advance(timedelta(minutes=5))
     start = threading.Barrier(2)
     answers: dict[str, list[str]] = {}
-    meet = MeetAtInsert(db)
+    # A transaction that wrote an answer waits before it commits until the other is about
+    # to commit too, or is blocked on a lock the first holds. Without such a lock both read
+    # the answers before either commits, the interleaving that lost the reveal, made certain
+    # rather than left to chance.
+    cond, answering, committing = threading.Condition(), set(), set()
+
+    def note_answer(statement: str) -> None:
+        if statement.startswith("INSERT INTO answers"):
+            with cond:
+                answering.add(threading.get_ident())
+
+    def meet_at_commit(_conn: Any) -> None:
+        me = threading.get_ident()
+        if me not in answering:
+            return
+        with cond:
+            committing.add(me)
+            cond.notify_all()
+        wait_until(lambda: bool(committing - {me}) or meet.others_blocked_by(me), cond)
+
+    meet = Statements(db, before=note_answer)
+    event.listen(db.engine, "commit", meet_at_commit)
 
     def answer(number: str, body: str) -> None:
         with serve(hearth) as base, httpx.Client(base_url=base, timeout=30) as client:
@@ -718,6 +684,7 @@ def test_two_answers_arriving_together_are_revealed_to_each_once(
     for th in threads:
         th.join(60)
     meet.close()
+    event.remove(db.engine, "commit", meet_at_commit)
     # One of them came second and saw both answers: it is told nothing (the reveal says it).
     assert sorted(len(a) for a in answers.values()) == [0, 1], answers
     dispatcher.run_once()
