@@ -20,6 +20,7 @@ from cli.common import (
 from service.db.models import Couple
 from service.domain import answers, couples, partners, rituals, stats
 from service.domain.validation import until_datetime
+from service.replies import pausing
 
 
 def couple_dict(c: Couple) -> dict[str, Any]:
@@ -211,7 +212,7 @@ def pause_cmd(couple: str, until: str | None) -> None:
     with unit_of_work() as (_, session, now):
         c = couples.resolve(session, couple)
         end = until_datetime(until, c.timezone) if until is not None else None
-        couples.pause(session, now, c, end)
+        pausing.pause_couple(session, now, c, end)
         suffix = f" until {fmt_local(end, c.timezone)}" if end else " until resumed"
         click.echo(f"paused couple {c.id}{suffix}")
 

@@ -226,3 +226,14 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_on() -> None:
             s.add(orphan)
     finally:
         app.db.dispose()
+
+
+def test_the_environment_source_overrides_no_private_method_of_pydantic_settings() -> None:
+    """It is a ``PydanticBaseSettingsSource`` (the public extension point): nothing of its
+    own is a pydantic-settings internal it replaces."""
+    from service.core import config
+
+    mine = vars(config._EnvironSource)
+    own = [n for n in mine if n.startswith("_") and not n.endswith("__") and n != "_abc_impl"]
+    assert own == []
+    assert config._EnvironSource.__bases__ == (config.PydanticBaseSettingsSource,)

@@ -10,11 +10,14 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.core.metrics import REGISTRY
+from service.core.timeutil import zone
 from service.db.context import Hearth
-from service.db.models import Channel
+from service.db.models import Channel, Reminder, Ritual
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests.conftest import Cli
@@ -190,3 +193,40 @@ def test_cancelled_reminders_are_counted(run: Cli, hearth: Hearth, clock: FakeCl
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_early_means_at_most_quiet_early_hours_in_preview_and_outbox(
+    run_sqlite: Cli, sqlite_hearth: Hearth, clock: FakeClock
+) -> None:
+    """Issue 25, item 11: with quiet hours 22:30-07:00 and the default 3 h, a nudge at 01:29
+    goes out at 22:29 (3 h early); one at 01:30 would be 3 h 01 min early, so it is not
+    moved (and, stale before 07:00, not sent). ``ritual preview`` and the planned outbox
+    rows say the same."""
+    run = run_sqlite
+    run.ok("couple", "add", "Mia & Noah", "-z", "Europe/Berlin")
+    run.ok(
+        "partner",
+        "add",
+        "1",
+        "Noah",
+        "--email",
+        "noah@example.org",
+        "--quiet",
+        "22:30-07:00",
+    )
+    for title, at in (("Within", "01:59"), ("Beyond", "02:00")):
+        spec = ["--kind", "check_in", "--title", title, "--at", at, "--every", "daily"]
+        run.ok("ritual", "add", "1", *spec, "--remind", "30m", "--duration", "8h")
+    within = run.ok("ritual", "preview", "1", "--count", "1").output
+    beyond = run.ok("ritual", "preview", "2", "--count", "1").output
+    assert "(nudge 22:29, early: quiet hours)" in within
+    assert "(no nudge: quiet hours)" in beyond and "22:29" not in beyond
+    planner.plan(sqlite_hearth.db.write_engine, clock.now(), timedelta(hours=48), 30)
+    with sqlite_hearth.db.session() as s:
+        rows = s.execute(
+            sa.select(Ritual.title, Reminder.due_at).join(Ritual, Ritual.id == Reminder.ritual_id)
+        ).all()
+    berlin = zone("Europe/Berlin")
+    local = {(title, f"{due.astimezone(berlin):%H:%M}") for title, due in rows}
+    assert ("Within", "22:29") in local
+    assert [at for title, at in local if title == "Beyond"] == ["01:30"]  # the gate expires it

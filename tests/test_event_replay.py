@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import structlog
+import structlog.testing
 from sqlalchemy.orm import Session
 
 from service.channels.base import Transport
@@ -15,9 +17,18 @@ from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, DaemonState, Reminder, Ritual
-from service.domain import rituals, skips
-from service.runtime import event_cursor
+from service.db.models import (
+    Channel,
+    DaemonState,
+    Reminder,
+    ReminderState,
+    RepairRequest,
+    RepairState,
+    Ritual,
+)
+from service.domain import couples, rituals, skips
+from service.replies import repair
+from service.runtime import event_cursor, replans
 from service.runtime.daemon import Daemon
 from tests.conftest import _database, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
@@ -176,3 +187,48 @@ def test_a_first_start_replays_only_what_can_still_matter(
     assert floor == first_ids[-1]  # the couple's creation: older than horizon + a day
     with db.session() as s:
         assert [e.type for e in d._events.fetch(s)] == ["ritual.changed"]
+
+
+def test_one_couple_whose_replan_raises_holds_up_nobody_else(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """Issue 25, item 7: A's ritual cannot be expanded (a rule that no parser reads); B's
+    edit and B's repair request after it are still handled, A's failure is logged once
+    over several polls and retried with backoff, and succeeds once A is repaired."""
+    a = couple_with_partners(db, clock.now(), name="A")
+    b = couple_with_partners(db, clock.now(), name="B")
+    ra = add_ritual(db, clock.now(), a, "five-minute-check-in")
+    rb = add_ritual(db, clock.now(), b, "five-minute-check-in")
+    d = _daemon(hearth)
+    d.handle_events()
+    with db.session() as s:
+        rituals.edit(s, clock.now(), _ritual(s, ra), rituals.RitualSpec(title="Talk"))
+        _ritual(s, ra).rrule = "FREQ=FORTNIGHTLY"  # what a bad migration or hand edit leaves
+    with db.session() as s:
+        rituals.edit(s, clock.now(), _ritual(s, rb), rituals.RitualSpec(at="22:00"))
+    with db.session(immediate=True) as s:
+        repair.request(s, clock.now(), couples.resolve(s, "B"), None, "admin")
+    with structlog.testing.capture_logs() as logs:
+        assert d.handle_events() == 3
+        for _ in range(3):  # later polls: the retry is not due yet, or fails again quietly
+            d.handle_events()
+            clock.advance(timedelta(seconds=replans.FIRST_RETRY))
+    assert [e["couple_id"] for e in logs if e["event"] == "replan_failed"] == [a]
+    assert d.replans.waiting == {a: "ValueError"}
+    with db.session() as s:
+        dues = s.scalars(
+            sa.select(Reminder.due_at).where(
+                Reminder.ritual_id == rb, Reminder.state == ReminderState.SCHEDULED
+            )
+        ).all()
+        assert dues and all(due.hour == 21 for due in dues)  # 22:00 in Berlin
+        [req] = s.scalars(sa.select(RepairRequest)).all()
+        assert req.state is RepairState.SCHEDULED
+
+    with db.session() as s:
+        _ritual(s, ra).rrule = "FREQ=DAILY"
+    clock.advance(timedelta(seconds=replans.MAX_RETRY))
+    with structlog.testing.capture_logs() as logs:
+        d.handle_events()
+    assert [e["couple_id"] for e in logs if e["event"] == "replan_recovered"] == [a]
+    assert d.replans.waiting == {}

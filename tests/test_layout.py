@@ -84,3 +84,16 @@ def test_the_domain_layer_loads_neither_alembic_nor_twilio() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_write_transactions_open_through_the_database_helper() -> None:
+    """``Database.begin()`` turns driver errors into the one-line kinds (unavailable, busy);
+    a bare ``write_engine.begin()`` would let a raw driver traceback through."""
+    bare = [
+        f"{path}:{number}"
+        for path in _sources("service", "cli")
+        if path != ROOT / "service" / "db" / "engine.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "write_engine.begin()" in line
+    ]
+    assert bare == []

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import structlog
+from sqlalchemy import event
 
 from service.channels import build_one
 from service.core.clock import FakeClock
@@ -51,6 +53,7 @@ from service.replies.pausing import until
 from service.replies.question import LATE_TEXT
 from tests.conftest import TEST_KEY, Cli, make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
+from tests.interleave import Statements, wait_until
 from tests.peers.twilio_standin import TwilioStandIn
 from tests.test_webhooks import ALICE, Outbox, _sections, text
 from tests.web import serve
@@ -647,3 +650,68 @@ def test_yes_and_no_are_answers_like_any_other_words(
     dispatcher.run_once()
     assert _texts(twilio_standin, SAM)[-1] == "Hearth: Alice's answer: No"
     assert _texts(twilio_standin, ALICE)[-1] == "Hearth: Sam's answer: Yes!"
+
+
+def test_two_answers_arriving_together_are_revealed_to_each_once(
+    db: Database,
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    twilio_standin: TwilioStandIn,
+) -> None:
+    """Both partners answer at the same moment: two webhooks in flight at once, each in its
+    own transaction. Neither may miss the other's answer (issue 25, item 3: on PostgreSQL
+    both were told to wait and nothing was ever revealed)."""
+    _asked(clock, dispatcher, twilio_standin)
+    clock.advance(timedelta(minutes=5))
+    start = threading.Barrier(2)
+    answers: dict[str, list[str]] = {}
+    # A transaction that wrote an answer waits before it commits until the other is about
+    # to commit too, or is blocked on a lock the first holds. Without such a lock both read
+    # the answers before either commits, the interleaving that lost the reveal, made certain
+    # rather than left to chance.
+    cond, answering, committing = threading.Condition(), set(), set()
+
+    def note_answer(statement: str) -> None:
+        if statement.startswith("INSERT INTO answers"):
+            with cond:
+                answering.add(threading.get_ident())
+
+    def meet_at_commit(_conn: Any) -> None:
+        me = threading.get_ident()
+        if me not in answering:
+            return
+        with cond:
+            committing.add(me)
+            cond.notify_all()
+        wait_until(lambda: bool(committing - {me}) or meet.others_blocked_by(me), cond)
+
+    meet = Statements(db, before=note_answer)
+    event.listen(db.engine, "commit", meet_at_commit)
+
+    def answer(number: str, body: str) -> None:
+        with serve(hearth) as base, httpx.Client(base_url=base, timeout=30) as client:
+            start.wait(timeout=30)
+            answers[number] = text(client, body, number)
+
+    threads = [
+        threading.Thread(target=answer, args=(ALICE, RIVER)),
+        threading.Thread(target=answer, args=(SAM, DINNER)),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    meet.close()
+    event.remove(db.engine, "commit", meet_at_commit)
+    # One of them came second and saw both answers: it is told nothing (the reveal says it).
+    assert sorted(len(a) for a in answers.values()) == [0, 1], answers
+    dispatcher.run_once()
+    assert [t for t in _texts(twilio_standin, SAM) if "'s answer:" in t] == [
+        f"Hearth: Alice's answer: {RIVER}"
+    ]
+    assert [t for t in _texts(twilio_standin, ALICE) if "'s answer:" in t] == [
+        f"Hearth: Sam's answer: {DINNER}"
+    ]
+    with db.session() as s:
+        assert all(a.revealed_at is not None for a in s.scalars(sa.select(Answer)))

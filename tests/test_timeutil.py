@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from service.core.timeutil import exists, in_quiet_hours, localize, quiet_hours_end, zone
+from service.core.timeutil import (
+    before_quiet_hours,
+    exists,
+    in_quiet_hours,
+    localize,
+    quiet_hours_end,
+    zone,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,4 +96,36 @@ def test_quiet_hours_ending_in_the_spring_gap() -> None:
     at = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 00:00 CET
     assert quiet_hours_end(at, berlin, time(22, 0), time(2, 30)) == datetime(
         2026, 3, 29, 1, 30, tzinfo=UTC
+    )
+
+
+EARLY_ZONES = [
+    "Europe/Berlin",
+    "America/New_York",
+    "America/St_Johns",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Sydney",
+    "Pacific/Chatham",
+    "UTC",
+]
+QUIET = (time(22, 30), time(7, 0))
+
+
+@pytest.mark.parametrize("tz", EARLY_ZONES)
+@pytest.mark.parametrize("day", [date(2026, 1, 14), date(2026, 7, 15)])  # both seasons
+def test_early_is_never_more_than_quiet_early_hours(tz: str, day: date) -> None:
+    """Issue 25, item 11: 22:29 is 3 h 01 min before 01:30, one minute more than three
+    hours, so a nudge due exactly 3 h into the quiet hours waits for their end."""
+    z = zone(tz)
+    next_day = date.fromordinal(day.toordinal() + 1)
+    three = timedelta(hours=3)
+    moved = before_quiet_hours(localize(next_day, time(1, 29), z), z, *QUIET, three)
+    assert moved == localize(day, time(22, 29), z)  # exactly 3 h early: allowed
+    assert before_quiet_hours(localize(next_day, time(1, 30), z), z, *QUIET, three) is None
+    # quiet_early_hours = 0 means never early, even for a nudge due as the quiet hours begin.
+    at_start = localize(day, time(22, 30), z)
+    assert before_quiet_hours(at_start, z, *QUIET, timedelta(0)) is None
+    assert before_quiet_hours(at_start, z, *QUIET, timedelta(minutes=1)) == at_start - timedelta(
+        minutes=1
     )

@@ -19,9 +19,9 @@ from typing import Any
 from pydantic import (
     ValidationError,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -141,16 +141,26 @@ def _read_files(environ: dict[str, str]) -> tuple[dict[str, str], dict[str, str]
     return out, via
 
 
-class _EnvironSource(EnvSettingsSource):
+class _EnvironSource(PydanticBaseSettingsSource):
     """The environment source, reading a given mapping instead of ``os.environ``: the one
-    :func:`load_settings` prepared, with values read from ``_FILE`` variables in place."""
+    :func:`load_settings` prepared, with values read from ``_FILE`` variables in place.
+    ``HEARTH_<SECTION>_<KEY>`` in any case sets ``<section>.<key>`` (the stock source's
+    reading with ``env_nested_max_split=1``); the keys were checked against the sections
+    before, and the values are validated with the file's."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
-        self._given = environ
         super().__init__(settings_cls)
+        self._sections: dict[str, dict[str, str]] = {}
+        for name, value in environ.items():
+            found = _key_of(name)
+            if found is not None:
+                self._sections.setdefault(found[0], {})[found[1]] = value
 
-    def _load_env_vars(self) -> dict[str, str | None]:
-        return {k.lower(): v for k, v in self._given.items()}  # case_sensitive=False
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._sections.get(field_name), field_name, True
+
+    def __call__(self) -> dict[str, Any]:
+        return {name: dict(values) for name, values in self._sections.items()}
 
 
 # The mapping load_settings passes to Settings' environment source (None: os.environ).

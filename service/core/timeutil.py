@@ -114,4 +114,6 @@ def before_quiet_hours(
     if start is None or end is None or not in_quiet_hours(due, tz, start, end):
         return None
     moment = quiet_hours_start(due, tz, start, end) - JUST_BEFORE
-    return moment if due - moment <= early + JUST_BEFORE else None
+    # Measured from the moment it goes out: 22:29 is 3 h 01 min before 01:30, too early for
+    # three hours, and ``early`` of zero never moves a nudge at all.
+    return moment if due - moment <= early else None

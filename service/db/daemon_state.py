@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from service.db import upsert
 from service.db.engine import Database
 from service.db.models import DaemonState, table
 
@@ -36,8 +36,7 @@ _S = table(DaemonState)
 
 
 def _upsert(conn: Connection, name: str, now: datetime, when: sa.ColumnElement[bool]) -> int:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(_S).values(name=name, at=now)
+    stmt = upsert.insert(conn, _S).values(name=name, at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[_S.c.name], set_={"at": stmt.excluded.at}, where=when
     )
@@ -63,7 +62,7 @@ class Heartbeat:
         if self._at is not None and now - self._at < HEARTBEAT_EVERY:
             return
         try:
-            with self._db.write_engine.begin() as conn:
+            with self._db.begin() as conn:
                 beat(conn, self._name, now)
         except Exception:
             log.exception("heartbeat_not_recorded")

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from service.db import upsert
 from service.db.models import DeliveryStat, Reminder, ReminderState, table
 
 _R = table(Reminder)
@@ -37,11 +37,10 @@ def count_into_stats(conn: Connection, where: sa.ColumnElement[bool]) -> None:
         .group_by(day, _R.c.channel, _R.c.state)
     ).all()
     stats = table(DeliveryStat)
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     for d, channel, state, n in rows:
         d = d if not isinstance(d, str) else datetime.strptime(d, "%Y-%m-%d").date()
         # One statement: two first counts of the same day cannot both insert.
-        stmt = insert(stats).values(day=d, channel=channel, state=state, count=n)
+        stmt = upsert.insert(conn, stats).values(day=d, channel=channel, state=state, count=n)
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[stats.c.day, stats.c.channel, stats.c.state],

@@ -17,12 +17,11 @@ import secrets
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import Conflict
 from service.core.text import MAX_ID
+from service.db import upsert
 from service.db.models import Channel, ConsentState, Partner, ServerSecret
 from service.domain import partners
 
@@ -35,9 +34,8 @@ PLACEHOLDER = "[unsubscribe link]"
 def _key(session: Session) -> bytes:
     value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == KEY_NAME))
     if value is None:  # an emptied database (tests truncate): make one, first writer wins
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
-            insert(ServerSecret)
+            upsert.insert(session, ServerSecret)
             .values(name=KEY_NAME, value=secrets.token_hex(32))
             .on_conflict_do_nothing(index_elements=["name"])
         )

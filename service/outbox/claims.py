@@ -88,7 +88,7 @@ def claim(
     capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
     rest = [ch for ch in Channel if ch not in capped]
     ids: list[int] = []
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         for ch, n in sorted(capped.items()):
             if n > 0 and len(ids) < limit:
                 stmt = _claim_stmt(now, token, lease_until, min(n, limit - len(ids)), [ch])
@@ -156,7 +156,7 @@ def renew(db: Database, job: Job, until: datetime) -> bool:
     """Extend the job's lease; False when the claim is no longer ours. The token in the
     condition makes this safe even past the lease: a worker that reclaimed the row in
     between has changed it, and then nothing is updated."""
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         return conn.execute(_T.update().where(held(job)).values(lease_until=until)).rowcount == 1
 
 
@@ -266,7 +266,7 @@ def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
     if not jobs:
         return True
     try:
-        with db.write_engine.begin() as conn:
+        with db.begin() as conn:
             for job in jobs:
                 conn.execute(
                     _T.update()
@@ -320,7 +320,7 @@ class Stranded:
             "updated_at": now,
         }
         stmt = _T.update().where(_T.c.claim_token.in_(tokens), _T.c.state == ReminderState.SENDING)
-        with db.write_engine.begin() as conn:
+        with db.begin() as conn:
             n = conn.execute(stmt.values(back)).rowcount
         with self._lock:
             self._tokens = [t for t in self._tokens if t not in tokens]

@@ -12,11 +12,11 @@ import random
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
 from service.channels.base import Message
 from service.core.crypto import Keyring
+from service.db import upsert
 from service.db.models import (
     Channel,
     CheckIn,
@@ -193,11 +193,10 @@ def lock_rotations(
     if not ritual_ids:
         return []
     t = table(prompts.PromptRotation)
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
     # Rows as executemany parameters, not a multi-row VALUES: that statement is compiled
     # anew for each batch size, and cost a tenth of a burst's prepare.
     s.execute(
-        insert(t).on_conflict_do_nothing(index_elements=[t.c.ritual_id]),
+        upsert.insert(s, t).on_conflict_do_nothing(index_elements=[t.c.ritual_id]),
         [
             {"ritual_id": rid, "remaining": [], "last_prompt_id": None, "updated_at": now}
             for rid in ritual_ids

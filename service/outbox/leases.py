@@ -81,7 +81,7 @@ class LeaseKeeper:
             return 0
         until = self.clock.now() + self.lease
         try:
-            with self.db.write_engine.begin() as conn:
+            with self.db.begin() as conn:
                 # Locked in id order, as the finisher locks them: the two cannot deadlock.
                 ids = (
                     sa.select(_T.c.id)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from service.core.metrics import observe_cancelled
 from service.core.timeutil import before_quiet_hours, zone
+from service.db.engine import Database
 from service.db.models import (
     Channel,
     ConsentState,
@@ -236,10 +237,19 @@ def _load(
                 r.c.channels,
                 r.c.paused_at,
                 r.c.paused_until,
-            ).where(
+            )
+            .where(
                 _among(r.c.couple_id, couple_ids),
                 sa.or_(r.c.ended_at.is_(None), r.c.ended_at > now),
             )
+            .order_by(r.c.id)
+            # Held until the pass commits: an edit of one of these rituals waits for it, so
+            # its replan sees (and cancels) what the pass inserted, and a pass that comes
+            # second reads the edit. Without it, on PostgreSQL a pass that read the ritual
+            # before an edit could insert rows for the old time after the replan committed.
+            # (In id order, as a multi-ritual edit's updates, so neither waits for the
+            # other in a cycle. SQLite: the pass's BEGIN IMMEDIATE serializes it already.)
+            .with_for_update(read=True)
         )
     )
     skips: dict[int, set[datetime]] = defaultdict(set)
@@ -296,7 +306,7 @@ def _load(
 
 
 def plan(
-    engine: sa.Engine,
+    engine: Database | sa.Engine,
     now: datetime,
     horizon: timedelta,
     stale_minutes: float,
@@ -306,7 +316,8 @@ def plan(
     quiet_early: timedelta = QUIET_EARLY,
 ) -> PlanResult:
     """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
-    ``count=True`` reports how many rows were new (costs a count per chunk)."""
+    ``count=True`` reports how many rows were new (costs a count per chunk). Given the
+    :class:`Database`, its errors come as the one-line kinds (unavailable, busy)."""
     result = PlanResult()
     c = Couple.__table__
     last = 0

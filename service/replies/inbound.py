@@ -36,6 +36,7 @@ from service.db.models import (
     Partner,
     Reminder,
     ReminderPurpose,
+    ReminderState,
     Reply,
     Ritual,
 )
@@ -300,12 +301,26 @@ def _gentle(t: Turn) -> Outcome:
 
 
 def find_partner(session: Session, phone: str) -> Partner | None:
-    """The partner texting from ``phone`` (the most recently active if several share it)."""
-    return session.scalar(
-        sa.select(Partner)
-        .where(Partner.phone == phone)
-        .order_by(Partner.updated_at.desc())
-        .limit(1)
+    """The partner texting from ``phone``. When partners of several couples share it, the
+    one it last got a text for (the newest SMS sent to it): a reply answers that text. Not
+    ``updated_at``, which an admin's edit or a page link moves. Never texted: the newest."""
+    found = list(session.scalars(sa.select(Partner).where(Partner.phone == phone)))
+    if len(found) <= 1:
+        return found[0] if found else None
+    # Per couple and state: the outbox's (couple_id, state) index serves it.
+    sent = (
+        sa.select(Reminder.partner_id, sa.func.max(Reminder.sent_at).label("at"))
+        .where(
+            Reminder.couple_id.in_({p.couple_id for p in found}),
+            Reminder.state.in_([ReminderState.SENT, ReminderState.DELIVERED]),
+            Reminder.channel == Channel.SMS,
+            Reminder.partner_id.in_([p.id for p in found]),
+        )
+        .group_by(Reminder.partner_id)
+    )
+    last = {pid: at for pid, at in session.execute(sent)}
+    return max(
+        found, key=lambda p: (last.get(p.id) is not None, last.get(p.id) or p.created_at, p.id)
     )
 
 

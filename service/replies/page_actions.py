@@ -22,7 +22,7 @@ from service.core.i18n import N_, Lang
 from service.core.timeutil import zone
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import couples, notices, partners, rituals, skips, validation
-from service.replies import repair
+from service.replies import pausing, repair
 
 SOURCE = "page"
 
@@ -65,7 +65,7 @@ def pause(session: Session, now: datetime, partner: Partner, token: str, form: F
     """Pause the couple's nudges through a date in the partner's zone (empty: until resumed)."""
     raw = form.get("until", "").strip()
     until = validation.until_datetime(raw, partner.timezone) if raw else None
-    couples.pause(session, now, partner.couple, until)
+    pausing.pause_couple(session, now, partner.couple, until)
     for other in _others(partner):
         notices.tell(session, now, other, _paused_text(partner.name, until, other))
     return Done("paused")

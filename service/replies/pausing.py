@@ -22,9 +22,9 @@ from service.core.exceptions import Conflict
 from service.core.i18n import N_, Lang
 from service.core.timeutil import localize, zone
 from service.db.context import Hearth
-from service.db.models import Partner
+from service.db.models import Couple, Partner
 from service.domain import couples
-from service.replies import outgoing
+from service.replies import outgoing, repair
 from service.replies.words import bare, fold
 
 MAX_DAYS = 60
@@ -126,6 +126,13 @@ def _until_text(t: Lang, end: datetime, tz_name: str) -> str:
     return t.day_time(end.astimezone(zone(tz_name)))
 
 
+def pause_couple(session: Session, now: datetime, couple: Couple, end: datetime | None) -> None:
+    """Pause ``couple`` (by text, from the page or the CLI): a pending repair talk that
+    would fall in the pause is called off and both partners are told."""
+    couples.pause(session, now, couple, end)
+    repair.call_off_for_pause(session, now, couple)
+
+
 def pause(
     hearth: Hearth, session: Session, now: datetime, partner: Partner, arg: str | None
 ) -> Outcome:
@@ -137,7 +144,7 @@ def pause(
         return t._(PAST), "pause: past", None
     if end > now + timedelta(days=MAX_DAYS):
         return t._(TOO_LONG).format(days=MAX_DAYS), "pause: too long", None
-    couples.pause(session, now, partner.couple, end)
+    pause_couple(session, now, partner.couple, end)
     for other in outgoing.others(partner):
         theirs = i18n.lang(other.language)
         when = _until_text(theirs, end, other.timezone)

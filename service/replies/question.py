@@ -139,6 +139,14 @@ def _answer(
     t = i18n.lang(partner.language)
     text = validation.plain(text)  # it goes on to the other partner's SMS and email
     occ = last.occurrence_start
+    # Two answers arriving together: on PostgreSQL (READ COMMITTED) neither transaction
+    # would see the other's uncommitted answer and nobody would get the reveal. The second
+    # waits here for the first to commit, then reads its answer. (NO KEY UPDATE: the
+    # dispatcher's inserts that reference the ritual need not wait; SQLite's BEGIN
+    # IMMEDIATE serializes the two already.)
+    session.execute(
+        sa.select(Ritual.id).where(Ritual.id == ritual.id).with_for_update(key_share=True)
+    )
     row, _ = answers.upsert(session, now, ritual, occ, partner)
     if row.revealed_at is not None:
         return t._(AFTER_REVEAL), "answer: after the reveal", ritual.id

@@ -39,6 +39,7 @@ from service.db.models import (
 )
 from service.domain import partners, rituals, wording
 from service.domain.events import EventType, record
+from service.domain.pauses import in_pause
 from service.domain.recurrence import occurrences, schedule_of
 from service.outbox.gates import REPAIR_NIGHT
 from service.replies.reactions import on
@@ -165,7 +166,14 @@ def schedule(hearth: Hearth, session: Session, req: RepairRequest, now: datetime
         after = max(cooled, now + timedelta(minutes=cfg.remind_minutes_before))
         until = after + timedelta(hours=cfg.window_hours) - (cooled - req.requested_at)
         lead = timedelta(minutes=cfg.remind_minutes_before + LEAD_MARGIN_MINUTES)
-        slot = find_slot(couple, _busy(session, couple, after, until), after, until, length, lead)
+        # Asked for during a pause: the pause would hold back the invitation and the
+        # reminder, so the talk goes after it (an open-ended pause leaves no time to offer).
+        if couple.is_paused(after) and couple.paused_until is not None:
+            until += couple.paused_until - after
+            after = couple.paused_until
+        paused = couple.is_paused(after)
+        busy = _busy(session, couple, after, until)
+        slot = None if paused else find_slot(couple, busy, after, until, length, lead)
     req.updated_at = now
     if slot is None:
         req.state = RepairState.NO_SLOT
@@ -343,6 +351,30 @@ def cancel(
         assert couple is not None
         _tell(session, now, couple, lambda t: t._(CANCELLED_TEXT), skip=by)
     record(session, EventType.REPAIR_CANCELLED, now, req.couple_id, repair_id=req.id)
+    return req
+
+
+def call_off_for_pause(session: Session, now: datetime, couple: Couple) -> RepairRequest | None:
+    """After ``couple`` was paused: the pending talk that would fall in the pause (or is
+    still to be arranged) is called off, and both partners are told on each channel, as
+    the pause holds back its invitation, reminder and follow-up. The feed, the page and
+    ``repair list`` then all show it called off. Returns the request called off."""
+    req = session.scalar(
+        sa.select(RepairRequest).where(
+            RepairRequest.couple_id == couple.id,
+            RepairRequest.state.in_([RepairState.REQUESTED, RepairState.SCHEDULED]),
+            sa.or_(RepairRequest.slot_start.is_(None), RepairRequest.slot_start > now),
+        )
+    )
+    slot = req.slot_start if req is not None else None
+    if req is None or (
+        slot is not None and not in_pause(slot, couple.paused_at, couple.paused_until)
+    ):
+        return None
+    invited = req.state is RepairState.SCHEDULED
+    cancel(session, now, req)  # tells both when they were invited
+    if not invited:
+        _tell(session, now, couple, lambda t: t._(CANCELLED_TEXT))
     return req
 
 

@@ -35,6 +35,7 @@ from service.outbox import planner, receipts, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import reactions, repair
 from service.runtime.event_cursor import EventCursor
+from service.runtime.replans import Replans
 
 log = structlog.get_logger("hearth.daemon")
 # Modules whose reactions the event loop runs (importing them registers the reactions).
@@ -70,6 +71,7 @@ class Daemon:
         self._web_server: Any = None
         self._metrics_server: Any = None
         self._events = EventCursor(hearth.clock.monotonic)
+        self.replans = Replans(hearth.clock.monotonic)
         self._events_lock = threading.Lock()
 
     # -- jobs -------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ class Daemon:
         cfg = self.settings.daemon
         with PLANNER_DURATION.time():
             result = planner.plan(
-                self.hearth.db.write_engine,
+                self.hearth.db,
                 self.hearth.clock.now(),
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
@@ -88,44 +90,49 @@ class Daemon:
         self.dispatcher.wake()
 
     def handle_events(self) -> int:
-        """React to new domain events: replan each touched couple (one transaction each),
-        then run the registered reactions. Returns how many events were seen."""
+        """React to new domain events: replan each touched couple (one transaction each;
+        one that fails waits for a retry, service/runtime/replans.py), then run the
+        registered reactions. Returns how many events were seen."""
         with self._events_lock:
             with self.hearth.db.session() as s:
                 batch = self._events.fetch(s)
+            asked: dict[int, list[int]] = {}
+            for e in batch:
+                if e.type in events.REPLAN_TYPES and e.couple_id:
+                    asked.setdefault(e.couple_id, []).append(e.id)
+            self.replans.run(asked, self._replan, asked)  # also the retries now due
             if not batch:
                 self._events_handled([])  # a gap's wait may have run out
                 return 0
-            cfg = self.settings.daemon
-            now = self.hearth.clock.now()
-            couples = {e.couple_id for e in batch if e.type in events.REPLAN_TYPES and e.couple_id}
-            for couple_id in sorted(couples):
-                with self.hearth.db.write_engine.begin() as conn:
-                    result = planner.replan(
-                        conn,
-                        now,
-                        couple_id,
-                        timedelta(hours=cfg.horizon_hours),
-                        cfg.stale_after_minutes,
-                        quiet_early=timedelta(hours=cfg.quiet_early_hours),
-                    )
-                log.info(
-                    "replanned",
-                    couple_id=couple_id,
-                    created=result.created,
-                    cancelled=result.cancelled,
-                    revived=result.revived,
-                )
             for ev in batch:
                 reactions.react(self.hearth, ev)
             self._events_handled(batch)
         self.dispatcher.wake()
         return len(batch)
 
+    def _replan(self, couple_id: int) -> None:
+        cfg = self.settings.daemon
+        with self.hearth.db.begin() as conn:
+            result = planner.replan(
+                conn,
+                self.hearth.clock.now(),
+                couple_id,
+                timedelta(hours=cfg.horizon_hours),
+                cfg.stale_after_minutes,
+                quiet_early=timedelta(hours=cfg.quiet_early_hours),
+            )
+        log.info(
+            "replanned",
+            couple_id=couple_id,
+            created=result.created,
+            cancelled=result.cancelled,
+            revived=result.revived,
+        )
+
     def _events_handled(self, batch: list[Event]) -> None:
         self._events.handled(e.id for e in batch)
         try:
-            with self.hearth.db.write_engine.begin() as conn:
+            with self.hearth.db.begin() as conn:
                 self._events.save(conn, self.hearth.clock.now())
         except Exception:
             # The events are handled; a watermark stored late only means a longer replay.
@@ -137,7 +144,7 @@ class Daemon:
         claim fresh); it prunes in chunks (retention.CHUNK), and a prune that fails gives
         its claim back, so the next look, a minute later, goes on where it stopped."""
         now = self.hearth.clock.now()
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             if not daemon_state.claim(conn, daemon_state.PRUNE, now, PRUNE_AGAIN_AFTER):
                 return None
         try:
@@ -156,14 +163,14 @@ class Daemon:
 
     def _give_back_prune(self, claimed_at: datetime) -> None:
         try:
-            with self.hearth.db.write_engine.begin() as conn:
+            with self.hearth.db.begin() as conn:
                 daemon_state.release(conn, daemon_state.PRUNE, claimed_at)
         except Exception:
             # The database is away: the claim stands, and the prune waits for tomorrow.
             log.exception("prune_claim_not_given_back")
 
     def sweep_receipts(self) -> None:
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             applied = receipts.sweep(conn, self.hearth.clock.now(), self.dispatcher.backoff)
         if applied:
             log.info("parked_receipts_applied", count=applied)
@@ -216,7 +223,7 @@ class Daemon:
         daemon ran (an edit, a move, a pause) is replanned before the first send. The plan
         pass only adds rows; it never cancels or retimes an outdated one."""
         horizon = timedelta(hours=self.settings.daemon.horizon_hours)
-        with self.hearth.db.write_engine.begin() as conn:
+        with self.hearth.db.begin() as conn:
             self._events.load(conn, self.hearth.clock.now(), horizon + timedelta(days=1))
         while self.handle_events():
             pass

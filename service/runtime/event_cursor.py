@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from service.db import upsert
 from service.db.models import DaemonState, Event, table
 
 NAME = "events"
@@ -108,8 +108,7 @@ class EventCursor:
         moves up (one daemon's replan is every daemon's: the reminders are shared)."""
         if self._saved == self.floor:
             return False
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(_S).values(name=NAME, at=now, value=self.floor)
+        stmt = upsert.insert(conn, _S).values(name=NAME, at=now, value=self.floor)
         stmt = stmt.on_conflict_do_update(
             index_elements=[_S.c.name],
             set_={"at": stmt.excluded.at, "value": stmt.excluded.value},
