@@ -12,6 +12,7 @@ import json
 import random
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from service.channels import build
 from service.core.clock import FakeClock
+from service.core.crypto import ensure_key_file
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Couple, Reminder, ReminderPurpose
@@ -178,3 +180,21 @@ def test_doctor_says_when_no_key_is_set_and_only_then(
     assert json.loads(as_json.stdout) == [] and doctor.NO_KEY in as_json.stderr
     keyed = Cli(hearth)("doctor")  # conftest's settings carry a key
     assert (keyed.exit_code, keyed.output.splitlines()) == (0, [EVERYONE])
+
+
+def test_doctor_warns_of_a_key_file_every_user_can_read(
+    db: Database, clock: FakeClock, tmp_path: Path
+) -> None:
+    key = tmp_path / "hearth.key"
+    ensure_key_file(key)
+    hearth = Hearth(
+        settings=make_settings(db, encryption={"key_file": str(key)}), db=db, clock=clock
+    )
+    assert Cli(hearth)("doctor").output.splitlines() == [EVERYONE]  # 0600, as written
+    key.chmod(0o640)  # a service's own group may read it (docs/operations.md)
+    assert Cli(hearth)("doctor").output.splitlines() == [EVERYONE]
+    key.chmod(0o644)
+    assert Cli(hearth)("doctor").output.splitlines() == [
+        f"warning: the encryption key file {key} is readable by every user: chmod 600 it",
+        EVERYONE,
+    ]

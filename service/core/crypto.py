@@ -57,9 +57,10 @@ def ensure_key_file(path: Path) -> bool:
 
 
 def others_can_read(path: Path) -> bool:
-    """Whether someone besides the owner may read the key file (group or world bits)."""
+    """Whether every user of the machine may read the key file (a service's own group may:
+    /etc/hearth is root:hearth 0640 in docs/operations.md)."""
     try:
-        return bool(path.stat().st_mode & 0o077)
+        return bool(path.stat().st_mode & 0o007)
     except OSError:
         return False
 

@@ -49,7 +49,7 @@ def encryption_problem(enc: EncryptionSettings) -> str | None:
     if not enc.keyring.configured:
         return NO_KEY
     if enc.key_file and others_can_read(Path(enc.key_file)):
-        return f"the encryption key file {enc.key_file} is readable by others: chmod 600 it"
+        return f"the encryption key file {enc.key_file} is readable by every user: chmod 600 it"
     return None
 
 
