@@ -33,14 +33,13 @@ def demo_cmd(nudge_in: int) -> None:
             click.echo(NOT_ADDED)
             return
         web = hearth.settings.web
-        pages, feed = {}, None
+        pages, feeds = {}, {}
         for p in (made.alex, made.sam):
             page = page_tokens.issue(session, now, p)
-            # A feed token sealed for the page: it opens on working subscribe buttons.
-            token = page_tokens.issue_feed(session, now, p, page)
             pages[p.name] = page_tokens.url(web, page)
-            feed = feed_tokens.urls(web, token) if p is made.alex else feed
-        assert feed is not None
+            # A feed token sealed for the page: it opens on working subscribe buttons.
+            feeds[p.name] = page_tokens.issue_feed(session, now, p, page)
+        feed = feed_tokens.urls(web, feeds[made.alex.name])
         tz = made.couple.timezone
         when = fmt_local(made.start - timedelta(minutes=1), tz)
         name, hello_id, created = made.couple.name, made.hello.id, made.created
