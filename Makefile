@@ -24,7 +24,9 @@ catalogs: $(STAMP)
 	$(BIN)/pybabel extract -F service/locale/babel.cfg -k N_ --no-location --sort-output --omit-header -o service/locale/hearth.pot .
 	$(BIN)/pybabel update -D hearth -i service/locale/hearth.pot -d service/locale --ignore-obsolete --no-fuzzy-matching
 
+# A first run writes hearth.toml and its encryption key (hearth.key, 0600): answers are kept.
 run: $(STAMP) $(CATALOGS)
+	[ -e hearth.toml ] || $(BIN)/hearth init
 	$(BIN)/hearth db upgrade
 	$(BIN)/hearth demo
 	exec $(BIN)/hearth serve

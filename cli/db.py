@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from cli.common import hearth_from
+from service.core.crypto import ensure_key_file, parse_keys, read_key_file
 from service.core.exceptions import InvalidInput
 from service.core.files import write_private
 from service.core.text import cut
@@ -31,22 +33,55 @@ email = "console"
 [defaults]
 phone_region = "US"
 timezone = "UTC"
+
+[encryption]
+# The key that encrypts what partners write (answers, replies), in a file of its own beside
+# this one (mode 0600). Back it up with the database: stored answers cannot be read without it.
+key_file = {key_file}
 """
 
 
 @click.command("init")
 @click.option("--path", default="hearth.toml", show_default=True, help="Where to write the file.")
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init_cmd(path: str, force: bool) -> None:
-    """Write a starter hearth.toml."""
+@click.option("--force", is_flag=True, help="Overwrite an existing file (never the key file).")
+@click.option(
+    "--key-file",
+    default="hearth.key",
+    show_default=True,
+    help="The encryption key's file, beside the config; made (mode 0600) unless it exists.",
+)
+def init_cmd(path: str, force: bool, key_file: str) -> None:
+    """Write a starter hearth.toml and an encryption key file it points at."""
     target = Path(path)
+    if not key_file.strip():
+        raise InvalidInput("key-file", "must not be empty")
+    key = target.parent / key_file
     try:
         if target.exists() and not force:
             raise InvalidInput("path", f"{cut(path)} already exists", "use --force to overwrite")
-        write_private(target, STARTER)  # it will hold secrets: owner only
+        made = ensure_key_file(key)
+        if not made:
+            _check_kept(key)
+        # It may come to hold secrets: owner only.
+        write_private(target, STARTER.format(key_file=json.dumps(key_file)))
     except OSError as exc:
-        raise InvalidInput("path", f"cannot write {cut(path)}: {exc.strerror}") from None
-    click.echo(f"wrote {path}; next: hearth db upgrade")
+        # A missing directory is the config's too: name what the admin typed.
+        where = key if exc.filename == str(key) and key.parent.is_dir() else path
+        raise InvalidInput("path", f"cannot write {cut(str(where))}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InvalidInput(
+            "key-file", str(exc), "move it away or give another --key-file"
+        ) from None
+    kept = "wrote" if made else "kept the existing"
+    click.echo(f"wrote {path}; {kept} encryption key {key}; next: hearth db upgrade")
+
+
+def _check_kept(key: Path) -> None:
+    """An existing key file is kept, so it must hold keys."""
+    try:
+        parse_keys(read_key_file(key))
+    except InvalidInput as exc:
+        raise ValueError(f"{key}: {exc.problem}") from None
 
 
 @click.group("db")

@@ -7,9 +7,10 @@ from datetime import timedelta
 import click
 
 from cli.common import fmt_local, unit_of_work
-from service.calendar import feed_tokens
+from service.calendar import feed_tokens, page_tokens
 from service.domain import demo
 
+HINT = "open both links, answer tonight's question as each partner, and watch the reveal"
 NOT_ADDED = "demo not added: this database already has couples (it goes only into an empty one)"
 
 
@@ -22,7 +23,8 @@ NOT_ADDED = "demo not added: this database already has couples (it goes only int
     help="Minutes until the demo nudge goes out.",
 )
 def demo_cmd(nudge_in: int) -> None:
-    """Demo couple: nudge due in a minute, new feed URL; created only in an empty database.
+    """Demo couple: a nudge with a question due in a minute, both partners' page links and a
+    feed URL; created only in an empty database.
 
     A database with couples of its own, none of them the demo, is left alone."""
     with unit_of_work() as (hearth, session, now):
@@ -30,17 +32,31 @@ def demo_cmd(nudge_in: int) -> None:
         if made is None:
             click.echo(NOT_ADDED)
             return
-        token = feed_tokens.issue(session, now, made.alex)
-        urls = feed_tokens.urls(hearth.settings.web, token)
+        web = hearth.settings.web
+        pages, feeds = {}, {}
+        for p in (made.alex, made.sam):
+            page = page_tokens.issue(session, now, p)
+            pages[p.name] = page_tokens.url(web, page)
+            # A feed token sealed for the page: it opens on working subscribe buttons.
+            feeds[p.name] = page_tokens.issue_feed(session, now, p, page)
+        feed = feed_tokens.urls(web, feeds[made.alex.name])
         tz = made.couple.timezone
         when = fmt_local(made.start - timedelta(minutes=1), tz)
         name, hello_id, created = made.couple.name, made.hello.id, made.created
+        question = made.question
     click.echo(f"{'created' if created else 'using'} demo couple {name!r}")
     click.echo(f"demo nudge (ritual {hello_id}) goes out at {when}, printed by the console channel")
-    # Only the token's hash is stored, so a link cannot be shown twice: each run issues a new one.
-    note = "" if created else " (new link; the one printed by the last run no longer works)"
-    click.echo(f"Alex's calendar feed{note}: {urls.https}")
-    click.echo(f"    {urls.webcal}")
+    if question:
+        click.echo(f"tonight's question for both: {question}")
+    # Only the tokens' hashes are stored, so a link cannot be shown twice: each run issues
+    # new ones.
+    note = "" if created else " (new links; the ones printed by the last run no longer work)"
+    click.echo(f"the partners' own pages{note}:")
+    for who, url in pages.items():
+        click.echo(f"  {who}: {url}")
+    click.echo(f"Alex's calendar feed: {feed.https}")
+    click.echo(f"    {feed.webcal}")
+    click.echo(f"next: {HINT}")
 
 
 def register(cli: click.Group) -> None:

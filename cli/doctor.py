@@ -16,7 +16,8 @@ from service.outbox import doctor
 @json_option
 def doctor_cmd(couple: str | None, as_json: bool) -> None:
     """List every partner who will not get a ritual's nudges, and why (no channel reaches
-    them, quiet hours, a number the provider refuses). Exit status 1 when there is one."""
+    them, quiet hours, a number the provider refuses). Exit status 1 when there is one. Also
+    warns when no encryption key is set (partners' answers are then not kept)."""
     with read_only() as (hearth, session, now):
         c = couples.resolve(session, couple) if couple else None
         cfg = hearth.settings.daemon
@@ -27,6 +28,10 @@ def doctor_cmd(couple: str | None, as_json: bool) -> None:
             stale_minutes=cfg.stale_after_minutes,
             couple=c,
         )
+    problem = doctor.encryption_problem(hearth.settings.encryption)
+    if problem is not None:
+        # Not a finding (nudges still go out), so the exit status stays about nudges.
+        click.echo(f"warning: {problem}", err=as_json)
     if as_json:
         print_json([f.as_dict() for f in found])
     elif not found:

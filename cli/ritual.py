@@ -265,10 +265,14 @@ def remove_cmd(ritual: str, couple: str | None, yes: bool) -> None:
 @click.argument("date")
 @couple_option
 def skip_cmd(ritual: str, date: str, couple: str | None) -> None:
-    """Skip RITUAL's occurrence on DATE (YYYY-MM-DD, the ritual's local date)."""
+    """Skip RITUAL's occurrence on DATE (YYYY-MM-DD, the ritual's local date; `next`: its
+    next occurrence not skipped yet)."""
     with unit_of_work() as (_, session, now):
         r = _ritual(session, ritual, couple)
-        original = skips.occurrence_on(r, validation.local_date(date))
+        if date.strip().lower() == "next":
+            original = skips.next_occurrence(r, now)
+        else:
+            original = skips.occurrence_on(r, validation.local_date(date))
         skips.skip(session, now, r, original)
         click.echo(f"skipped ritual {r.id} on {fmt_local(original, r.timezone)}")
 

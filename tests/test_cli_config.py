@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from cli.main import cli
 from service.core.config import load_settings
+from service.core.crypto import new_key
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.models import Partner
@@ -190,22 +191,67 @@ def test_an_unopenable_sqlite_file_is_one_line_and_exit_1(tmp_path: Path) -> Non
 
 
 def test_init_writes_a_starter_file_and_never_overwrites_unasked() -> None:
-    assert one_line(hearth("init"), 0) == "wrote hearth.toml; next: hearth db upgrade"
+    assert one_line(hearth("init"), 0) == (
+        "wrote hearth.toml; wrote encryption key hearth.key; next: hearth db upgrade"
+    )
     starter = Path("hearth.toml").read_text(encoding="utf-8")
+    key = Path("hearth.key").read_text(encoding="utf-8")
+    assert Path("hearth.key").stat().st_mode & 0o777 == 0o600
     settings = load_settings(None, environ={})  # ./hearth.toml, as every command finds it
     assert settings.database.url == "sqlite:///hearth.db"
     assert settings.channels.sms == "console" and settings.channels.email == "console"
+    assert settings.encryption.keys.get_secret_value() == key.strip()  # answers are kept
 
     Path("hearth.toml").write_text("# mine\n", encoding="utf-8")
     line = one_line(hearth("init"), 2)
     assert line == "error: path: hearth.toml already exists (use --force to overwrite)"
     assert Path("hearth.toml").read_text(encoding="utf-8") == "# mine\n"
 
-    assert one_line(hearth("init", "--force"), 0).startswith("wrote hearth.toml")
+    # --force rewrites the config, never the key: what was sealed under it stays readable.
+    assert one_line(hearth("init", "--force"), 0) == (
+        "wrote hearth.toml; kept the existing encryption key hearth.key; next: hearth db upgrade"
+    )
     assert Path("hearth.toml").read_text(encoding="utf-8") == starter
+    assert Path("hearth.key").read_text(encoding="utf-8") == key
     assert one_line(hearth("init", "--path", "other.toml"), 0).startswith("wrote other.toml")
     line = one_line(hearth("init", "--path", "no/such/dir/h.toml"), 2)
     assert line == "error: path: cannot write no/such/dir/h.toml: No such file or directory"
+
+
+def test_the_key_file_is_read_beside_its_config_and_named_when_it_is_wrong() -> None:
+    Path("site").mkdir()
+    one_line(hearth("init", "--path", "site/hearth.toml"), 0)
+    key = Path("site/hearth.key").read_text(encoding="utf-8").strip()
+    # From another directory: the relative key_file is the one beside the config.
+    settings = load_settings("site/hearth.toml", environ={})
+    assert settings.encryption.keyring.keys == (key,)
+    # One line naming what is wrong, exit 2.
+    Path("site/hearth.key").unlink()
+    assert one_line(hearth("--config", "site/hearth.toml", "couple", "list"), 2) == (
+        "error: config: encryption: cannot read key_file site/hearth.key: No such file or"
+        " directory (from site/hearth.toml)"
+    )
+    Path("site/hearth.key").write_text("\n", encoding="utf-8")
+    assert one_line(hearth("--config", "site/hearth.toml", "couple", "list"), 2) == (
+        "error: config: encryption: key_file site/hearth.key is empty (from site/hearth.toml)"
+    )
+    Path("site/hearth.key").write_text("not-a-key\n", encoding="utf-8")
+    assert one_line(hearth("--config", "site/hearth.toml", "couple", "list"), 2) == (
+        "error: config: encryption.keys: key 1 is not a Fernet key (32 url-safe base64 bytes);"
+        " make one with `hearth crypto new-key` (from site/hearth.toml)"
+    )
+    assert one_line(hearth("init", "--path", "site/hearth.toml", "--force"), 2) == (
+        "error: key-file: site/hearth.key: key 1 is not a Fernet key (32 url-safe base64 bytes)"
+        " (move it away or give another --key-file)"
+    )
+    # Two keys a line each (a rotation) read as the comma-separated list.
+    second = new_key()
+    Path("site/hearth.key").write_text(f"{second}\n{key}\n", encoding="utf-8")
+    assert load_settings("site/hearth.toml", environ={}).encryption.keyring.keys == (second, key)
+    both = hearth("--config", "site/hearth.toml", "couple", "list", HEARTH_ENCRYPTION_KEYS=key)
+    assert one_line(both, 2) == (
+        "error: config: encryption: set either keys or key_file, not both (from site/hearth.toml)"
+    )
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys_on() -> None:

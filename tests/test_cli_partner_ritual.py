@@ -178,6 +178,23 @@ def test_ritual_refusals(run: Cli, db: Database, args: tuple[str, ...], message:
     assert snapshot(db) == before
 
 
+def test_skip_next_takes_the_next_occurrence_not_skipped_yet(run: Cli, db: Database) -> None:
+    """`skip RITUAL next`: what a tour or a script can run on any day."""
+    _couple(run)
+    run.ok("ritual", "add", "1", "-t", "five-minute-check-in")
+    out = run.ok("ritual", "skip", "Five-minute check-in", "next", "--couple", "1").output
+    assert "skipped ritual 1 on Mon 2026-01-05 21:00 CET" in out  # tonight (it is noon)
+    out = run.ok("ritual", "skip", "1", "NEXT").output
+    assert "skipped ritual 1 on Tue 2026-01-06 21:00 CET" in out
+    before = snapshot(db)
+    bad = run("ritual", "skip", "1", "soon")
+    assert (bad.exit_code, bad.output.strip()) == (
+        2,
+        "error: date: 'soon' is not a date (use YYYY-MM-DD)",
+    )
+    assert snapshot(db) == before
+
+
 def test_skip_move_pause_remove(run: Cli, clock: FakeClock) -> None:
     _couple(run)
     run.ok("ritual", "add", "1", "-t", "five-minute-check-in")

@@ -9,18 +9,23 @@ from datetime import timedelta
 import httpx
 import sqlalchemy as sa
 
-from cli.demo import NOT_ADDED
+from cli.demo import HINT, NOT_ADDED
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Couple, Partner, Ritual
+from service.db.models import Channel, Couple, Partner, Prompt, Reminder, Ritual
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests.conftest import Cli, snapshot
 from tests.web import serve
 
 URL = re.compile(r"(http://\S+/feeds/(\S+)\.ics)")
+PAGE = re.compile(r"^  (\w+): (http://\S+/page/\S+)$", re.MULTILINE)
+
+
+def _page_urls(output: str) -> dict[str, str]:
+    return {who: url for who, url in PAGE.findall(output)}
 
 
 def _feed_url(output: str) -> str:
@@ -35,6 +40,10 @@ def test_demo_creates_a_couple_in_an_empty_database_and_its_nudge_arrives_in_the
     first = run.ok("demo").output
     assert "created demo couple 'Demo: Alex & Sam'" in first
     assert "goes out at Mon 2026-01-05 12:01 UTC" in first  # default zone: UTC
+    assert "tonight's question for both: What made you laugh today?" in first
+    assert first.rstrip().endswith(f"next: {HINT}")
+    pages = _page_urls(first)
+    assert list(pages) == ["Alex", "Sam"]
     with hearth.db.session() as s:
         (couple,) = s.scalars(sa.select(Couple)).all()
         zones = {p.name: p.timezone or couple.timezone for p in couple.partners}
@@ -55,10 +64,25 @@ def test_demo_creates_a_couple_in_an_empty_database_and_its_nudge_arrives_in_the
     # Each partner reads the start in their own zone: UTC for Alex, New York for Sam.
     assert "Hearth: a moment for you two at 12:02 PM" in printed  # Alex's discreet text
     assert "Hello from Hearth at 7:02 AM" in printed
+    # The hello asks both the light question (Alex's lock screen shows none of it).
+    assert printed.count("What made you laugh today?") == 1  # in Sam's email
+    with hearth.db.session() as s:
+        hello = s.scalars(sa.select(Ritual).where(Ritual.title == "Hello from Hearth")).one()
+        asked = s.scalars(
+            sa.select(Prompt.text).join(Reminder, Reminder.prompt_id == Prompt.id)
+        ).all()
+    assert hello.ask and asked == ["What made you laugh today?"] * 2  # one question, both
+
+    # Both pages open (each on its own partner), with working subscribe links.
+    with serve(hearth) as base, httpx.Client(base_url=base) as http:
+        for who, url in pages.items():
+            page = http.get(url.split("8080", 1)[1])
+            assert page.status_code == 200 and who in page.text
+            assert "webcal://" in page.text
 
     # A second run keeps the couple, adds a fresh nudge and a new feed link; the old one is dead.
     second = run.ok("demo").output
-    assert "using demo couple" in second and "no longer works" in second
+    assert "using demo couple" in second and "no longer work" in second
     old, new = _feed_url(first), _feed_url(second)
     with serve(hearth) as base, httpx.Client(base_url=base) as http:
         assert http.get(old.split("8080", 1)[1]).status_code == 404
@@ -83,7 +107,7 @@ def test_an_existing_demo_keeps_working_beside_other_couples(run: Cli, hearth: H
     run.ok("demo")
     run.ok("couple", "add", "Alice & Sam", "-z", "Europe/Berlin")
     again = run.ok("demo").output
-    assert "using demo couple 'Demo: Alex & Sam'" in again and "no longer works" in again
+    assert "using demo couple 'Demo: Alex & Sam'" in again and "no longer work" in again
     with hearth.db.session() as s:
         hellos = s.scalars(sa.select(Ritual).where(Ritual.title == "Hello from Hearth")).all()
     assert len(hellos) == 2

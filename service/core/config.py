@@ -240,6 +240,16 @@ def resolve_path(path: str | os.PathLike[str] | None, environ: dict[str, str]) -
     return default if default.exists() else None
 
 
+def _beside(data: dict[str, Any], file: Path) -> dict[str, Any]:
+    """A relative ``encryption.key_file`` in a config file is read beside that file, so
+    Hearth finds the key ``hearth init`` wrote from whatever directory it runs in."""
+    enc = data.get("encryption")
+    name = enc.get("key_file") if isinstance(enc, dict) else None
+    if not isinstance(enc, dict) or not isinstance(name, str) or not name:
+        return data
+    return {**data, "encryption": {**enc, "key_file": str(file.parent / name)}}
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -266,6 +276,8 @@ def load_settings(
             raise ConfigError(section, f"unknown section (from {origin})")
         if not isinstance(value, dict):
             raise ConfigError(section, f"must be a table [{section}] (from {origin})")
+    if file is not None:
+        data = _beside(data, file)
     token = _ENVIRON.set(env)
     try:
         return Settings(**data)

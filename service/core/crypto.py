@@ -6,11 +6,16 @@ Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under the keys in
 ``hearth crypto reencrypt``, then drop the old keys. A sealed value is ``enc1:`` and the
 Fernet token, so a value written before encryption was configured is told apart and sealed
 by the re-encryption. Texts are never logged; neither are keys.
+
+The keys may live in a file of their own (``encryption.key_file``, what ``hearth init``
+writes, mode 0600): one key a line, or comma-separated, read once at start.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -22,6 +27,42 @@ UNREADABLE = "[unreadable: encrypted with a key no longer configured]"
 
 def new_key() -> str:
     return Fernet.generate_key().decode("ascii")
+
+
+def read_key_file(path: Path) -> str:
+    """The keys held in ``path``, comma-separated; ValueError with one line naming the
+    problem (a missing, unreadable or empty file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ValueError(f"cannot read key_file {path}: {reason}") from None
+    keys = ",".join(text.replace(",", " ").split())
+    if not keys:
+        raise ValueError(f"key_file {path} is empty")
+    return keys
+
+
+def ensure_key_file(path: Path) -> bool:
+    """Create ``path`` holding a new key, mode 0600 from the first byte, unless it exists;
+    True if it was made. An existing file is kept as it is: whatever was sealed under its
+    keys could not be read without them."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(new_key() + "\n")
+    return True
+
+
+def others_can_read(path: Path) -> bool:
+    """Whether every user of the machine may read the key file (a service's own group may:
+    /etc/hearth is root:hearth 0640 in docs/operations.md)."""
+    try:
+        return bool(path.stat().st_mode & 0o007)
+    except OSError:
+        return False
 
 
 def parse_keys(text: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from pydantic import (
 )
 
 from service.core import i18n
-from service.core.crypto import Keyring, parse_keys
+from service.core.crypto import Keyring, parse_keys, read_key_file
 from service.core.exceptions import InvalidInput
 from service.core.timeutil import is_zone
 
@@ -241,6 +242,20 @@ class RepliesSettings(_Section):
 class EncryptionSettings(_Section):
     # Fernet keys, comma-separated; the first encrypts, all decrypt (see service/core/crypto.py).
     keys: SecretStr = SecretStr("")
+    # Or a file holding them (what `hearth init` writes): read here, once, into ``keys``.
+    key_file: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_key_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("key_file"):
+            return data
+        given = data.get("keys") or ""
+        if isinstance(given, SecretStr):
+            given = given.get_secret_value()
+        if given:
+            raise ValueError("set either keys or key_file, not both")
+        return {**data, "keys": read_key_file(Path(str(data["key_file"])))}
 
     @field_validator("keys")
     @classmethod

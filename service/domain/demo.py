@@ -1,7 +1,9 @@
 """The demo couple: what `make run` shows a new user, with no accounts anywhere.
 
 It goes only into an empty database (a real one must not gain made-up partners with phone
-numbers and rituals); each run adds a one-off "hello" whose nudge goes out soon.
+numbers and rituals); each run adds a one-off "hello" whose nudge goes out soon. The hello
+asks a light shared question, so a newcomer can answer as one partner, then the other, and
+see the reveal.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core.exceptions import NotFound
-from service.db.models import Couple, Partner, Ritual, RitualKind
-from service.domain import couples, partners, rituals
+from service.db.models import Couple, Partner, Prompt, PromptRotation, Ritual, RitualKind
+from service.domain import couples, partners, prompts, rituals
 
 DEMO = "Demo: Alex & Sam"
+# The hello's question: light enough to answer as a stranger trying Hearth out.
+LIGHT_QUESTION = "made_laugh_today"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Demo:
     hello: Ritual  # the one-off whose nudge goes out ``nudge_in`` minutes from now
     start: datetime  # when the one-off starts (its nudge: a minute before)
     alex: Partner  # the partner whose feed URL the demo prints
+    sam: Partner
+    question: str | None  # what the hello asks both partners (None: an admin disabled it)
 
 
 def ensure(session: Session, now: datetime, tz: str, nudge_in: int) -> Demo | None:
@@ -47,12 +53,36 @@ def ensure(session: Session, now: datetime, tz: str, nudge_in: int) -> Demo | No
         couple,
         kind=RitualKind.CHECK_IN,
         title="Hello from Hearth",
-        description="A demo nudge: in real use, the rituals you define remind you here.",
+        description="A demo: answer its question as each partner; you each see the other's"
+        " answer once both answered.",
         start=start,
         duration_minutes=5,
         offsets=[1],
     )
-    return Demo(couple, created, hello, start, partners.resolve(session, "Alex", couple))
+    hello.ask = True
+    question = _ask_first(session, now, hello)
+    alex, sam = (partners.resolve(session, n, couple) for n in ("Alex", "Sam"))
+    return Demo(couple, created, hello, start, alex, sam, question)
+
+
+def _ask_first(session: Session, now: datetime, ritual: Ritual) -> str | None:
+    """Put the light question first in the ritual's rotation; its text, or None if an admin
+    disabled it (the rotation then draws another, as for any ritual)."""
+    prompts.sync_builtin(session, now)
+    text = prompts.keyed_pool(RitualKind.CHECK_IN)[LIGHT_QUESTION]
+    prompt = session.scalar(
+        sa.select(Prompt).where(
+            Prompt.kind == RitualKind.CHECK_IN, Prompt.text == text, Prompt.enabled
+        )
+    )
+    if prompt is None:
+        return None
+    session.add(
+        PromptRotation(
+            ritual_id=ritual.id, remaining=[prompt.id], last_prompt_id=None, updated_at=now
+        )
+    )
+    return prompt.text
 
 
 def _create(session: Session, now: datetime, tz: str) -> Couple:

@@ -34,6 +34,17 @@ def occurrence_on(ritual: Ritual, day: date) -> datetime:
     return found[0]
 
 
+def next_occurrence(ritual: Ritual, now: datetime) -> datetime:
+    """The original start (UTC) of the ritual's next occurrence not yet skipped (``skip
+    RITUAL next``): a tour or a script need not know today's date."""
+    sched = schedule_of(ritual)
+    for days in (14, 400, 800):  # a yearly ritual's next one may be most of two years away
+        found = occurrences(sched, now, now + timedelta(days=days))
+        if found:
+            return found[0].original_start
+    raise InvalidInput("date", f"ritual {ritual.id} has no upcoming occurrence")
+
+
 def _existing(ritual: Ritual, original: datetime) -> OccurrenceException | None:
     return next((e for e in ritual.exceptions if e.original_start == original), None)
 

@@ -3,18 +3,22 @@
 Three causes repeat until someone acts: no channel reaches the partner (no number, no
 consent, STOP, unsubscribed), the ritual's reminders fall in their quiet hours too far from
 either edge to be moved (see docs/delivery.md), or the provider refused the partner's last
-reminder on a channel for good (an invalid number, a landline).
+reminder on a channel for good (an invalid number, a landline). Besides those, it says when
+no encryption key is set: nudges still go out, but partners' words cannot be kept.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.core import reasons
+from service.core.config import EncryptionSettings
+from service.core.crypto import others_can_read
 from service.db.models import Couple, Partner, Reminder, Ritual
 from service.domain import reach
 
@@ -31,6 +35,22 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+NO_KEY = (
+    "no encryption key is set ([encryption] key_file or keys): partners' answers and replies"
+    " are not kept, so the shared question is asked of nobody; `hearth init` writes a key file"
+    " (docs/configuration.md)"
+)
+
+
+def encryption_problem(enc: EncryptionSettings) -> str | None:
+    """One line when the keys that seal partners' words are missing or exposed."""
+    if not enc.keyring.configured:
+        return NO_KEY
+    if enc.key_file and others_can_read(Path(enc.key_file)):
+        return f"the encryption key file {enc.key_file} is readable by every user: chmod 600 it"
+    return None
 
 
 def findings(

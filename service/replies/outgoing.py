@@ -117,9 +117,15 @@ def message(
     ritual_id: int | None = None,
     occurrence: datetime | None = None,
     fresh: timedelta = MESSAGE_FRESH,
+    words: bool = False,
 ) -> bool:
-    """Queue a one-off text (sealed) for ``to``, out now; False if they cannot get it on
-    ``channel``, or (with a ritual) it was queued for that occurrence already."""
+    """Queue a one-off text for ``to``, out now; False if they cannot get it on ``channel``,
+    or (with a ritual) it was queued for that occurrence already.
+
+    Sealed at rest when a key is set. ``words``: the text quotes what a partner wrote (a
+    reveal), so it is always sealed and needs a key; Hearth's own notices ("Alex paused your
+    rituals") are kept as the dispatcher keeps every nudge's text when no key is set, so a
+    PAUSE on an install without a key still tells the other partner."""
     reachable = partners.can_text(to) if channel is Channel.SMS else partners.can_email(to)
     if not reachable or (channel is Channel.SMS and Channel.SMS not in to.channel_list):
         return False
@@ -136,7 +142,7 @@ def message(
         state=ReminderState.SCHEDULED,
         attempts=0,
         next_attempt_at=now,
-        body=hearth.keys.seal(text),
+        body=hearth.keys.seal(text) if words or hearth.keys.configured else text,
         created_at=now,
         updated_at=now,
     )

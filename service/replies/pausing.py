@@ -49,6 +49,12 @@ PAUSED_NOTICE = N_(
 PAUSED_TEXT = N_(
     "Hearth: paused until {when}; we've told your partner. Reply RESUME to start again sooner."
 )
+# When no channel reaches the other partner (no consent, STOP, unsubscribed): never claim
+# they were told.
+PAUSED_UNTOLD = N_(
+    "Hearth: paused until {when}. We can't reach your partner, so please tell them yourself."
+    " Reply RESUME to start again sooner."
+)
 RESUMED_NOTICE = N_("Hearth: {name} resumed your rituals.")
 RESUMED_TEXT = N_("Hearth: welcome back, your rituals are on again.")
 NOT_PAUSED = N_("Hearth: nothing is paused.")
@@ -145,18 +151,15 @@ def pause(
     if end > now + timedelta(days=MAX_DAYS):
         return t._(TOO_LONG).format(days=MAX_DAYS), "pause: too long", None
     pause_couple(session, now, partner.couple, end)
+    told = False
     for other in outgoing.others(partner):
         theirs = i18n.lang(other.language)
         when = _until_text(theirs, end, other.timezone)
-        outgoing.tell(
-            hearth,
-            session,
-            now,
-            other,
-            theirs._(PAUSED_NOTICE).format(name=partner.name, when=when),
-        )
+        notice = theirs._(PAUSED_NOTICE).format(name=partner.name, when=when)
+        told = outgoing.tell(hearth, session, now, other, notice) or told
     mine = _until_text(t, end, partner.timezone)
-    return t._(PAUSED_TEXT).format(when=mine), f"paused until {end.isoformat()}", None
+    answer = t._(PAUSED_TEXT if told else PAUSED_UNTOLD).format(when=mine)
+    return answer, f"paused until {end.isoformat()}", None
 
 
 def resume(

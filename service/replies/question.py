@@ -213,6 +213,7 @@ def reveal(
                 ritual_id=ritual.id,
                 occurrence=occ,
                 fresh=outgoing.REVEAL_FRESH,
+                words=True,
             )
             if cut and email:
                 head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
@@ -230,6 +231,7 @@ def reveal(
                     ritual_id=ritual.id,
                     occurrence=occ,
                     fresh=outgoing.REVEAL_FRESH,
+                    words=True,
                 )
     for a in rows.values():
         a.revealed_at = now

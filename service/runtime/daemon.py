@@ -187,7 +187,8 @@ class Daemon:
         if not self.hearth.keys.configured:
             # Partners' words are then not kept at all, and the shared question takes none.
             log.warning(
-                "encryption_keys_missing", hint="set [encryption] keys; see docs/configuration.md"
+                "encryption_keys_missing",
+                hint="`hearth init` writes a key file; see docs/configuration.md, [encryption]",
             )
         self.catch_up()
         self.plan()
