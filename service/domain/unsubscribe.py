@@ -33,15 +33,20 @@ PLACEHOLDER = "[unsubscribe link]"
 
 
 def _key(session: Session) -> bytes:
-    value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == KEY_NAME))
+    return server_key(session, KEY_NAME)
+
+
+def server_key(session: Session, name: str) -> bytes:
+    """The server's secret called ``name`` (one per use: unsubscribe links, reply addresses)."""
+    value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == name))
     if value is None:  # an emptied database (tests truncate): make one, first writer wins
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
             insert(ServerSecret)
-            .values(name=KEY_NAME, value=secrets.token_hex(32))
+            .values(name=name, value=secrets.token_hex(32))
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == KEY_NAME))
+        value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == name))
     assert value is not None
     return bytes.fromhex(value)
 

@@ -1,0 +1,354 @@
+"""Replying to Hearth's emails, end to end: nudges through SMTP to the aiosmtpd sink, replies
+delivered into a real IMAP server (Dovecot on loopback) and read by the mailbox worker, on
+SQLite and PostgreSQL.
+
+Alice (SMS + email, Berlin) and Sam (email only) keep the nightly check-in. Replies are
+shaped like real mail clients' (Gmail, Apple Mail, Outlook; English, German, Spanish). What
+each test asserts is what the partner sees: the state their words changed and the mail the
+SMTP sink accepted for them.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+import threading
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+import sqlalchemy as sa
+
+from service.channels import build_one
+from service.channels.console import ConsoleTransport
+from service.core.clock import FakeClock
+from service.db.context import Hearth
+from service.db.engine import Database
+from service.db.models import Answer, Channel, CheckIn, Couple, Partner, Reply
+from service.domain import partners
+from service.outbox import planner
+from service.outbox.dispatcher import Dispatcher
+from service.replies.mailbox import MailboxWorker
+from tests.conftest import make_settings
+from tests.factories import TONIGHT, add_ritual, couple_with_partners
+from tests.peers.imap_server import DovecotServer
+from tests.peers.smtp_sink import ReceivedMail, SmtpSink
+
+BASE = "hearth@example.org"
+SAM = "sam@example.org"
+ALICE = "alice@example.org"
+PLUS = re.compile(r"hearth\+[a-z0-9-]+@example\.org")
+
+
+@pytest.fixture
+def hearth(db: Database, clock: FakeClock, smtp_sink: SmtpSink, dovecot: DovecotServer) -> Hearth:
+    settings = make_settings(
+        db,
+        channels={"sms": "console", "email": "smtp"},
+        smtp={"host": smtp_sink.host, "port": smtp_sink.port, "security": "none"},
+        imap={
+            "host": dovecot.host,
+            "port": dovecot.port,
+            "security": "none",
+            "username": dovecot.user,
+            "password": dovecot.password,
+            "reply_address": BASE,
+            "timeout_seconds": 10,
+        },
+    )
+    h = Hearth(settings=settings, db=db, clock=clock)
+    cid = couple_with_partners(db, clock.now())
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
+    return h
+
+
+@pytest.fixture
+def dispatcher(hearth: Hearth) -> Dispatcher:
+    transports = {
+        Channel.SMS: ConsoleTransport(Channel.SMS, io.StringIO()),
+        Channel.EMAIL: build_one(hearth.settings, Channel.EMAIL),
+    }
+    return Dispatcher(hearth, transports, rng=random.Random(1))
+
+
+def _to(sink: SmtpSink, address: str) -> list[ReceivedMail]:
+    return [m for m in sink.messages if address in m.rcpt_tos]
+
+
+def _nudged(clock: FakeClock, d: Dispatcher, sink: SmtpSink, sent: int = 3) -> str:
+    """Tonight's nudges go out; returns Sam's reply address (the nudge's Reply-To)."""
+    clock.set(TONIGHT + timedelta(minutes=1))
+    assert d.run_once().sent == sent  # Alice: SMS and email; Sam: email
+    (nudge,) = _to(sink, SAM)
+    reply_to = str(nudge.message["Reply-To"])
+    assert PLUS.fullmatch(reply_to), reply_to
+    assert reply_to != str(_to(sink, ALICE)[0].message["Reply-To"])  # one per partner
+    return reply_to
+
+
+def _mail(
+    to: str,
+    body: str,
+    *,
+    sender: str = f"Sam <{SAM}>",
+    subject: str = "Re: Five-minute check-in at 21:00",
+    message_id: str | None = None,
+    html: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or make_msgid(domain="mail.example.com")
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    if html is None:
+        msg.set_content(body)
+    else:
+        msg.set_content(html, subtype="html")
+    return msg.as_bytes()
+
+
+def _read(hearth: Hearth) -> int:
+    """One pass of the daemon's mailbox worker over the real IMAP server."""
+    worker = MailboxWorker(hearth, threading.Event())
+    worker.mailbox.open()
+    try:
+        return worker.drain()
+    finally:
+        worker.mailbox.close()
+
+
+def _sam(hearth: Hearth) -> Partner:
+    with hearth.db.session() as s:
+        p = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        s.expunge(p)
+        return p
+
+
+def _done(hearth: Hearth, name: str) -> int:
+    with hearth.db.session() as s:
+        return int(
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(CheckIn)
+                .join(Partner, Partner.id == CheckIn.partner_id)
+                .where(Partner.name == name)
+            )
+            or 0
+        )
+
+
+GMAIL_EN = """Done!
+
+On Mon, Jan 5, 2026 at 9:01 PM Hearth <hearth@example.org> wrote:
+> Five-minute check-in at 21:00.
+>
+> Reply to this email with DONE, SKIP, SNOOZE 30, PAUSE 3D or STOP.
+"""
+
+
+def test_done_by_email_marks_it_done_and_answers_by_email(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    nudge = _to(smtp_sink, SAM)[0]
+    assert "Reply to this email with DONE, SKIP" in nudge.text()
+    dovecot.append(_mail(reply_to, GMAIL_EN))
+    clock.advance(timedelta(minutes=3))
+    assert _read(hearth) == 1
+    assert _done(hearth, "Sam") == 1
+    dispatcher.run_once()
+    (_, answer) = _to(smtp_sink, SAM)
+    assert "Hearth: lovely, Five-minute check-in marked done." in answer.text()
+    assert answer.message["Reply-To"] == reply_to  # the conversation can go on
+    # Handled once: flagged read on the server, never read again.
+    assert [flags for _uid, flags in dovecot.messages()] == [(b"\\Seen",)]
+    assert _read(hearth) == 0
+
+
+OUTLOOK_DE = """PAUSE 3 Tage
+
+Viele Grüße
+Sam
+
+Von: Hearth <hearth@example.org>
+Gesendet: Montag, 5. Januar 2026 21:01
+An: Sam <sam@example.org>
+Betreff: Fünf-Minuten-Check-in um 21:00
+
+Fünf-Minuten-Check-in um 21:00.
+"""
+
+
+def test_pause_by_an_outlook_reply_in_german_pauses_the_couple(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    with hearth.db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        sam.language = "de"
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    dovecot.append(_mail(reply_to, OUTLOOK_DE))
+    assert _read(hearth) == 1
+    with hearth.db.session() as s:
+        couple = s.scalars(sa.select(Couple)).one()
+        assert couple.is_paused(clock.now())
+        assert not couple.is_paused(clock.now() + timedelta(days=3, hours=1))
+    dispatcher.run_once()
+    answer = _to(smtp_sink, SAM)[-1]
+    assert "pausiert bis" in answer.text()
+    # Alice is told, on her first channel (SMS); no email reaches her about it.
+    assert len(_to(smtp_sink, ALICE)) == 1
+
+
+APPLE_ES = """STOP
+
+Enviado desde mi iPhone
+
+> El 5 ene 2026, a las 21:01, Hearth <hearth@example.org> escribió:
+>
+> Check-in de cinco minutos a las 21:00.
+"""
+
+
+def test_stop_by_an_apple_mail_reply_in_spanish_ends_the_emails(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    with hearth.db.session() as s:
+        s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one().language = "es"
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    dovecot.append(_mail(reply_to, APPLE_ES))
+    assert _read(hearth) == 1
+    assert _sam(hearth).email_opted_out_at is not None
+    clock.set(TONIGHT + timedelta(days=1, minutes=1))
+    planner.plan(hearth.db.write_engine, clock.now(), timedelta(hours=48), 30)
+    dispatcher.run_once()
+    assert len(_to(smtp_sink, SAM)) == 1  # only the first nudge: no answer, no next nudge
+    assert len(_to(smtp_sink, ALICE)) == 2  # Alice's go on
+
+
+def test_a_forged_from_without_the_token_changes_nothing(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    forged = reply_to[: -len("@example.org")][:-4] + "aaaa@example.org"  # a guessed token
+    dovecot.append(_mail(BASE, "STOP"))  # From Sam, to the base address
+    dovecot.append(_mail(forged, "STOP"))
+    dovecot.append(_mail(f"someone+{reply_to.split('+')[1]}", "STOP"))  # another mailbox
+    assert _read(hearth) == 3
+    assert _sam(hearth).email_opted_out_at is None
+    with hearth.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Reply)) == 0
+    dispatcher.run_once()
+    assert len(_to(smtp_sink, SAM)) == 1  # the nudge; nothing answered
+    assert all(flags == (b"\\Seen",) for _uid, flags in dovecot.messages())  # read once
+
+
+def test_the_same_message_twice_is_acted_on_once(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    raw = _mail(reply_to, "SNOOZE 30", message_id="<same-1@mail.example.com>")
+    dovecot.append(raw)
+    dovecot.append(raw)  # delivered twice (a retried delivery, a crash before the flag)
+    assert _read(hearth) == 2
+    dispatcher.run_once()
+    assert len(_to(smtp_sink, SAM)) == 2  # the nudge and one answer
+    with hearth.db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Reply)) == 1
+
+
+def test_an_html_only_reply_and_an_automatic_one(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    vacation = {"Auto-Submitted": "auto-replied"}
+    dovecot.append(_mail(reply_to, "I am away until Monday.", headers=vacation))
+    outlook_html = (
+        "<html><head><style>p{margin:0}</style></head><body><div><p>Done.&nbsp;"
+        "</p></div><hr><div id='appendonsend'></div><blockquote><p>Five-minute check-in at "
+        "21:00. Reply STOP</p></blockquote></body></html>"
+    )
+    dovecot.append(_mail(reply_to, "", html=outlook_html))
+    assert _read(hearth) == 2
+    assert _done(hearth, "Sam") == 1  # "Done.": DONE; the quoted STOP is not read
+    assert _sam(hearth).email_opted_out_at is None
+    dispatcher.run_once()
+    answers = _to(smtp_sink, SAM)[1:]
+    assert [("marked done" in m.text()) for m in answers] == [True]  # none to the vacation
+
+
+def test_answers_by_email_are_revealed_to_both_by_email(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    # Both take part in the shared question; Sam takes no texts, so the email is his way.
+    with hearth.db.session() as s:
+        for p in s.scalars(sa.select(Partner)):
+            p.full_text = True
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        partners.edit(s, clock.now(), sam, phone="+12125550123", channels="email,sms")
+        sam.language = "es"
+    reply_to = _nudged(clock, dispatcher, smtp_sink, sent=4)  # and Sam's SMS nudge
+    nudge = _to(smtp_sink, SAM)[0]
+    assert "Responde a este correo con tu respuesta" in nudge.text()
+    html = nudge.html() or ""
+    assert re.search(r'<a href="http://[^"]+/page/from-email/[^"]+"[^>]*>Responde en tu', html)
+    alice_to = str(_to(smtp_sink, ALICE)[0].message["Reply-To"])
+    gmail_es = (
+        "Cocinar juntos el domingo\n\n-- \nSam\nIngeniero\n\n"
+        "El lun, 5 ene 2026 a las 21:01, Hearth (<hearth@example.org>) escribió:\n"
+        "> ¿Qué te hizo sonreír hoy?\n"
+    )
+    dovecot.append(_mail(reply_to, gmail_es))
+    assert _read(hearth) == 1
+    dispatcher.run_once()
+    got = _to(smtp_sink, SAM)[-1]
+    assert "Cocinar" not in " ".join(m.text() for m in _to(smtp_sink, ALICE))
+    assert "recibimos tu respuesta" in got.text().lower() or "respuesta" in got.text().lower()
+    outlook_en = (
+        "The walk by the river\n\n-----Original Message-----\nFrom: Hearth "
+        "<hearth@example.org>\nSent: Monday, January 5, 2026 9:01 PM\nTo: Alice\n"
+        "Subject: Five-minute check-in\n\nWhat made you smile today?\n"
+    )
+    dovecot.append(_mail(alice_to, outlook_en, sender=f"Alice <{ALICE}>"))
+    assert _read(hearth) == 1
+    dispatcher.run_once()
+    reveal = _to(smtp_sink, SAM)[-1]
+    assert "The walk by the river" in reveal.text()
+    assert "-----Original Message-----" not in reveal.text()
+    with hearth.db.session() as s:
+        rows = list(s.scalars(sa.select(Answer)))
+        assert len(rows) == 2 and all(a.revealed_at is not None for a in rows)
+        assert hearth.keys.open(rows[0].text or "") == "Cocinar juntos el domingo"
