@@ -14,9 +14,11 @@ import io
 import random
 import re
 import threading
+import time
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,9 +29,10 @@ from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Answer, Channel, CheckIn, Couple, Partner, Reply
-from service.domain import partners
+from service.domain import partners, reply_address
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
+from service.replies import mail_text
 from service.replies.mailbox import MailboxWorker
 from tests.conftest import make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
@@ -42,21 +45,33 @@ ALICE = "alice@example.org"
 PLUS = re.compile(r"hearth\+[a-z0-9-]+@example\.org")
 
 
+def _imap(dovecot: DovecotServer) -> dict[str, Any]:
+    return {
+        "host": dovecot.host,
+        "port": dovecot.port,
+        "security": "none",
+        "username": dovecot.user,
+        "password": dovecot.password,
+        "reply_address": BASE,
+        "timeout_seconds": 10,
+    }
+
+
+def _idling(dovecot: DovecotServer) -> None:
+    """Until the worker waits in IDLE (a bounded wait for the other thread, not for time)."""
+    deadline = time.monotonic() + 15
+    while not dovecot.idling():
+        assert time.monotonic() < deadline, "the worker never entered IDLE"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def hearth(db: Database, clock: FakeClock, smtp_sink: SmtpSink, dovecot: DovecotServer) -> Hearth:
     settings = make_settings(
         db,
         channels={"sms": "console", "email": "smtp"},
         smtp={"host": smtp_sink.host, "port": smtp_sink.port, "security": "none"},
-        imap={
-            "host": dovecot.host,
-            "port": dovecot.port,
-            "security": "none",
-            "username": dovecot.user,
-            "password": dovecot.password,
-            "reply_address": BASE,
-            "timeout_seconds": 10,
-        },
+        imap=_imap(dovecot),
     )
     h = Hearth(settings=settings, db=db, clock=clock)
     cid = couple_with_partners(db, clock.now())
@@ -352,3 +367,79 @@ def test_answers_by_email_are_revealed_to_both_by_email(
         rows = list(s.scalars(sa.select(Answer)))
         assert len(rows) == 2 and all(a.revealed_at is not None for a in rows)
         assert hearth.keys.open(rows[0].text or "") == "Cocinar juntos el domingo"
+
+
+def test_the_daemon_worker_wakes_on_idle(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink, dovecot: DovecotServer
+) -> None:
+    """The worker waits in IMAP IDLE (polling only once an hour here): a reply delivered
+    while it waits is handled at once, and a stop ends the wait."""
+    h = Hearth(
+        settings=make_settings(db, imap={**_imap(dovecot), "poll_seconds": 3600}),
+        db=db,
+        clock=clock,
+    )
+    cid = couple_with_partners(db, clock.now())
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        reply_to = reply_address.address(s, BASE, sam)
+    stop, woken = threading.Event(), threading.Event()
+    worker = MailboxWorker(h, stop, on_queued=woken.set)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert woken.wait(0.1) is False  # an empty mailbox: nothing handled
+        _idling(dovecot)
+        dovecot.append(_mail(reply_to, "HELP"))
+        assert woken.wait(15), "the reply was not read while the worker waited"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    with db.session() as s:
+        (row,) = s.scalars(sa.select(Reply))
+        assert (row.channel, row.action) == (Channel.EMAIL, "help sent")
+
+
+QUOTE = "> Five-minute check-in at 21:00.\n> What made you smile today?\n"
+CLIENTS = {
+    "gmail en": ("en", f"On Mon, Jan 5, 2026 at 9:01 PM Hearth <{BASE}> wrote:\n{QUOTE}"),
+    "gmail de": ("de", f"Am Mo., 5. Jan. 2026 um 21:01 Uhr schrieb Hearth <{BASE}>:\n{QUOTE}"),
+    "gmail es": ("es", f"El lun, 5 ene 2026 a las 21:01, Hearth (<{BASE}>) escribió:\n{QUOTE}"),
+    "apple en": (
+        "en",
+        f"Sent from my iPhone\n\n> On 5 Jan 2026, at 21:01, Hearth <{BASE}> wrote:\n{QUOTE}",
+    ),
+    "apple de": (
+        "de",
+        f"Von meinem iPhone gesendet\n\n> Am 05.01.2026 um 21:01 schrieb Hearth <{BASE}>:\n{QUOTE}",
+    ),
+    "apple es": (
+        "es",
+        f"Enviado desde mi iPhone\n\n> El 5 ene 2026, a las 21:01, Hearth <{BASE}> escribió:\n{QUOTE}",
+    ),
+    "outlook en": (
+        "en",
+        f"-----Original Message-----\nFrom: Hearth <{BASE}>\nSent: Monday, January 5, 2026 9:01 PM\nTo: Sam <{SAM}>\nSubject: Check-in\n\nWhat made you smile today?\n",
+    ),
+    "outlook de": (
+        "de",
+        f"Von: Hearth <{BASE}>\nGesendet: Montag, 5. Januar 2026 21:01\nAn: Sam <{SAM}>\nBetreff: Check-in\n\nWas hat dich heute zum Lächeln gebracht?\n",
+    ),
+    "outlook es": (
+        "es",
+        f"De: Hearth <{BASE}>\nEnviado: lunes, 5 de enero de 2026 21:01\nPara: Sam <{SAM}>\nAsunto: Check-in\n\n¿Qué te hizo sonreír hoy?\n",
+    ),
+    "signature": ("en", "-- \nSam Example\nExample Corp, +1 212 555 0123\n"),
+}
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_only_the_new_words_of_a_reply_are_read(client: str) -> None:
+    language, tail = CLIENTS[client]
+    words = "The walk by the river,\nholding hands"
+    assert mail_text.new_words(f"{words}\n\n{tail}", language) == words
+    assert (
+        mail_text.new_words(f"PAUSE 3D\r\n\r\n{tail}".replace("\n", "\r\n"), language) == "PAUSE 3D"
+    )

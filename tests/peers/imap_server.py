@@ -76,6 +76,7 @@ base_dir = {self.dir}/run
 state_dir = {self.dir}/state
 log_path = {self.dir}/dovecot.log
 ssl = no
+verbose_proctitle = yes
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -154,6 +155,20 @@ service imap-login {{
             uids = c.search("ALL")
             flags = c.get_flags(uids) if uids else {}
             return [(uid, tuple(flags[uid])) for uid in sorted(uids)]
+
+    def idling(self) -> bool:
+        """Whether a client of this server waits in IDLE (Dovecot shows the command in its
+        imap process's title, with verbose_proctitle)."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                title = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"dovecot/imap" in title and b"IDLE" in title and f"{os.getpid()}" != proc.name:
+                return True
+        return False
 
     def empty(self) -> None:
         """Delete every message in every folder (a test's clean mailbox)."""
