@@ -417,19 +417,24 @@ CLIENTS = {
     ),
     "apple es": (
         "es",
-        f"Enviado desde mi iPhone\n\n> El 5 ene 2026, a las 21:01, Hearth <{BASE}> escribió:\n{QUOTE}",
+        "Enviado desde mi iPhone\n\n"
+        f"> El 5 ene 2026, a las 21:01, Hearth <{BASE}> escribió:\n{QUOTE}",
     ),
     "outlook en": (
         "en",
-        f"-----Original Message-----\nFrom: Hearth <{BASE}>\nSent: Monday, January 5, 2026 9:01 PM\nTo: Sam <{SAM}>\nSubject: Check-in\n\nWhat made you smile today?\n",
+        f"-----Original Message-----\nFrom: Hearth <{BASE}>\n"
+        f"Sent: Monday, January 5, 2026 9:01 PM\nTo: Sam <{SAM}>\nSubject: Check-in\n\n"
+        "What made you smile today?\n",
     ),
     "outlook de": (
         "de",
-        f"Von: Hearth <{BASE}>\nGesendet: Montag, 5. Januar 2026 21:01\nAn: Sam <{SAM}>\nBetreff: Check-in\n\nWas hat dich heute zum Lächeln gebracht?\n",
+        f"Von: Hearth <{BASE}>\nGesendet: Montag, 5. Januar 2026 21:01\nAn: Sam <{SAM}>\n"
+        "Betreff: Check-in\n\nWas hat dich heute zum Lächeln gebracht?\n",
     ),
     "outlook es": (
         "es",
-        f"De: Hearth <{BASE}>\nEnviado: lunes, 5 de enero de 2026 21:01\nPara: Sam <{SAM}>\nAsunto: Check-in\n\n¿Qué te hizo sonreír hoy?\n",
+        f"De: Hearth <{BASE}>\nEnviado: lunes, 5 de enero de 2026 21:01\nPara: Sam <{SAM}>\n"
+        "Asunto: Check-in\n\n¿Qué te hizo sonreír hoy?\n",
     ),
     "signature": ("en", "-- \nSam Example\nExample Corp, +1 212 555 0123\n"),
 }
