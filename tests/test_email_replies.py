@@ -81,9 +81,15 @@ def hearth(db: Database, clock: FakeClock, smtp_sink: SmtpSink, dovecot: Dovecot
 
 
 @pytest.fixture
-def dispatcher(hearth: Hearth) -> Dispatcher:
+def texts() -> io.StringIO:
+    """What the console SMS channel printed: the texts phones would get."""
+    return io.StringIO()
+
+
+@pytest.fixture
+def dispatcher(hearth: Hearth, texts: io.StringIO) -> Dispatcher:
     transports = {
-        Channel.SMS: ConsoleTransport(Channel.SMS, io.StringIO()),
+        Channel.SMS: ConsoleTransport(Channel.SMS, texts),
         Channel.EMAIL: build_one(hearth.settings, Channel.EMAIL),
     }
     return Dispatcher(hearth, transports, rng=random.Random(1))
@@ -297,6 +303,31 @@ def test_the_same_message_twice_is_acted_on_once(
         assert s.scalar(sa.select(sa.func.count()).select_from(Reply)) == 1
 
 
+# Outlook's HTML reply: the original below a rule, in a div of its own, no blockquote.
+OUTLOOK_HTML = (
+    '<html><head><style>p {{margin:0}}</style></head><body><div dir="ltr">{words}</div>'
+    '<div id="appendonsend"></div><hr style="display:inline-block;width:98%">'
+    '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri"><b>From:</b> Hearth '
+    "&lt;hearth+1-1-abc@example.org&gt;<br><b>Sent:</b> Monday, January 5, 2026 9:01 PM<br>"
+    "<b>To:</b> Sam &lt;sam@example.org&gt;<br><b>Subject:</b> Five-minute check-in</font>"
+    "<div>&nbsp;</div></div><div><p>Five-minute check-in at 21:00. Reply STOP to opt out."
+    "</p></div></body></html>"
+)
+# Gmail's: the attribution and the quote in a div of class gmail_quote.
+GMAIL_HTML = (
+    '<div dir="ltr">{words}</div><br><div class="gmail_quote"><div dir="ltr" '
+    'class="gmail_attr">Am Mo., 5. Jan. 2026 um 21:01 Uhr schrieb Hearth &lt;<a href="mailto:'
+    'hearth@example.org">hearth@example.org</a>&gt;:<br></div><blockquote class="gmail_quote">'
+    "<div>Five-minute check-in. Reply STOP to opt out.</div></blockquote></div>"
+)
+
+
+@pytest.mark.parametrize("markup", [OUTLOOK_HTML, GMAIL_HTML], ids=["outlook", "gmail"])
+def test_an_html_reply_is_read_as_its_text(markup: str) -> None:
+    text = mail_text.html_to_text(markup.format(words="Der Spaziergang &amp; das Eis"))
+    assert mail_text.new_words(text, "de") == "Der Spaziergang & das Eis"
+
+
 def test_an_html_only_reply_and_an_automatic_one(
     hearth: Hearth,
     clock: FakeClock,
@@ -307,11 +338,7 @@ def test_an_html_only_reply_and_an_automatic_one(
     reply_to = _nudged(clock, dispatcher, smtp_sink)
     vacation = {"Auto-Submitted": "auto-replied"}
     dovecot.append(_mail(reply_to, "I am away until Monday.", headers=vacation))
-    outlook_html = (
-        "<html><head><style>p{margin:0}</style></head><body><div><p>Done.&nbsp;"
-        "</p></div><hr><div id='appendonsend'></div><blockquote><p>Five-minute check-in at "
-        "21:00. Reply STOP</p></blockquote></body></html>"
-    )
+    outlook_html = OUTLOOK_HTML.format(words="Done.")
     dovecot.append(_mail(reply_to, "", html=outlook_html))
     assert _read(hearth) == 2
     assert _done(hearth, "Sam") == 1  # "Done.": DONE; the quoted STOP is not read
@@ -325,6 +352,7 @@ def test_answers_by_email_are_revealed_to_both_by_email(
     hearth: Hearth,
     clock: FakeClock,
     dispatcher: Dispatcher,
+    texts: io.StringIO,
     smtp_sink: SmtpSink,
     dovecot: DovecotServer,
 ) -> None:
@@ -351,7 +379,7 @@ def test_answers_by_email_are_revealed_to_both_by_email(
     dispatcher.run_once()
     got = _to(smtp_sink, SAM)[-1]
     assert "Cocinar" not in " ".join(m.text() for m in _to(smtp_sink, ALICE))
-    assert "recibimos tu respuesta" in got.text().lower() or "respuesta" in got.text().lower()
+    assert "Hearth: tenemos tu respuesta." in got.text()
     outlook_en = (
         "The walk by the river\n\n-----Original Message-----\nFrom: Hearth "
         "<hearth@example.org>\nSent: Monday, January 5, 2026 9:01 PM\nTo: Alice\n"
@@ -363,6 +391,10 @@ def test_answers_by_email_are_revealed_to_both_by_email(
     reveal = _to(smtp_sink, SAM)[-1]
     assert "The walk by the river" in reveal.text()
     assert "-----Original Message-----" not in reveal.text()
+    assert len(_to(smtp_sink, SAM)) == 3  # the nudge, "got your answer", the reveal
+    # Alice takes texts: Sam's answer reaches her phone, without his signature.
+    assert "Hearth: Sam's answer: Cocinar juntos el domingo" in texts.getvalue()
+    assert "Ingeniero" not in texts.getvalue()
     with hearth.db.session() as s:
         rows = list(s.scalars(sa.select(Answer)))
         assert len(rows) == 2 and all(a.revealed_at is not None for a in rows)

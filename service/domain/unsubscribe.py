@@ -37,9 +37,15 @@ def _key(session: Session) -> bytes:
 
 
 def server_key(session: Session, name: str) -> bytes:
-    """The server's secret called ``name`` (one per use: unsubscribe links, reply addresses)."""
+    """The server's secret called ``name`` (one per use: unsubscribe links, reply addresses),
+    read once per session: a batch of emails derives every link with one query."""
+    known: dict[str, bytes] = session.info.setdefault("server_keys", {})
+    if name in known:
+        return known[name]
     value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == name))
-    if value is None:  # an emptied database (tests truncate): make one, first writer wins
+    if value is not None:
+        known[name] = bytes.fromhex(value)  # committed already: safe to keep
+    else:  # an emptied database (tests truncate): make one, first writer wins
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
             insert(ServerSecret)
