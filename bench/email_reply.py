@@ -30,7 +30,8 @@ BASE_URL = "https://hearth.example.org"
 
 
 def _round(db: Database, reply_base: str) -> tuple[float, int]:
-    """CPU milliseconds (process time: the neighbours do not count) per rendered email, and how many were rendered."""
+    """CPU milliseconds per rendered email (process time: the neighbours do not count), and
+    how many were rendered."""
     with db.session() as s:
         rows = list(
             s.scalars(sa.select(Reminder).where(Reminder.channel == Channel.EMAIL).limit(1000))
