@@ -480,3 +480,21 @@ def test_only_the_new_words_of_a_reply_are_read(client: str) -> None:
     assert (
         mail_text.new_words(f"PAUSE 3D\r\n\r\n{tail}".replace("\n", "\r\n"), language) == "PAUSE 3D"
     )
+
+
+def test_handled_mail_moves_to_the_processed_folder(
+    db: Database, clock: FakeClock, dovecot: DovecotServer
+) -> None:
+    imap = {**_imap(dovecot), "processed_folder": "Processed"}
+    h = Hearth(settings=make_settings(db, imap=imap), db=db, clock=clock)
+    couple_with_partners(db, clock.now())
+    with db.session() as s:
+        sam = s.scalars(sa.select(Partner).where(Partner.name == "Sam")).one()
+        reply_to = reply_address.address(s, BASE, sam)
+    dovecot.append(_mail(reply_to, "HELP"))
+    dovecot.append(_mail(BASE, "HELP"))  # no token: moved too, never read again
+    assert _read(h) == 2
+    assert dovecot.messages("INBOX") == []
+    assert all(b"\\Seen" in flags for _uid, flags in dovecot.messages("Processed"))
+    assert len(dovecot.messages("Processed")) == 2
+    assert _read(h) == 0
