@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from service.channels import build_one
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.core.metrics import REGISTRY
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Answer, Channel, CheckIn, Couple, Partner, Reply
@@ -142,6 +143,10 @@ def _read(hearth: Hearth) -> int:
         return worker.drain()
     finally:
         worker.mailbox.close()
+
+
+def _count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("hearth_email_replies_total", {"outcome": outcome}) or 0.0
 
 
 def _sam(hearth: Hearth) -> Partner:
@@ -276,8 +281,12 @@ def test_a_forged_from_without_the_token_changes_nothing(
     dovecot.append(_mail(BASE, "STOP"))  # From Sam, to the base address
     dovecot.append(_mail(forged, "STOP"))
     dovecot.append(_mail(f"someone+{reply_to.split('+')[1]}", "STOP"))  # another mailbox
+    before = {k: _count(k) for k in ("unknown_token", "no_token")}
     assert _read(hearth) == 3
     assert _sam(hearth).email_opted_out_at is None
+    # What the operator sees: ignored, by kind, in /metrics.
+    assert _count("unknown_token") - before["unknown_token"] == 1
+    assert _count("no_token") - before["no_token"] == 2
     with hearth.db.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Reply)) == 0
     dispatcher.run_once()

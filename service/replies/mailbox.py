@@ -27,6 +27,7 @@ from email.parser import BytesParser
 import structlog
 
 from service.channels.email_imap import ImapMailbox, MailboxError
+from service.core.metrics import EMAIL_REPLIES
 from service.db.context import Hearth
 from service.db.models import Channel, Partner
 from service.domain import reply_address
@@ -66,7 +67,7 @@ def process(hearth: Hearth, raw: bytes) -> str:
             if partner is not None:
                 break
         if partner is None:
-            return "unknown token" if tokens else "no token"
+            return "unknown_token" if tokens else "no_token"
         text = mail_text.new_words(mail_text.body_text(msg), partner.language)
         if not text:
             return "empty"
@@ -74,8 +75,8 @@ def process(hearth: Hearth, raw: bytes) -> str:
         sid = message_key(msg, raw)
         answer = inbound.handle(hearth, s, now, partner, text, sid, channel=Channel.EMAIL)
         if answer and not outgoing.message(hearth, s, now, partner, answer, channel=Channel.EMAIL):
-            return "handled; answer not sent (no email)"
-        return "handled" if answer else "handled; silent"
+            return "handled_no_email"  # the answer could not go: the partner has no email
+        return "handled" if answer else "handled_silent"
 
 
 class MailboxWorker:
@@ -101,9 +102,10 @@ class MailboxWorker:
             if not batch:
                 break
             for fetched in batch:
-                outcome = "too large" if fetched.raw is None else process(self.hearth, fetched.raw)
+                outcome = "too_large" if fetched.raw is None else process(self.hearth, fetched.raw)
                 self.mailbox.handled(fetched.uid)
                 log.info("email_reply_read", outcome=outcome)
+                EMAIL_REPLIES.labels(outcome=outcome).inc()
                 count += 1
             self.on_queued()  # answers were queued: the dispatcher sends them now
         return count
