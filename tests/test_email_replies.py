@@ -35,6 +35,7 @@ from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from service.replies import mail_text
 from service.replies.mailbox import MailboxWorker
+from service.runtime.daemon import Daemon
 from tests.conftest import make_settings
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.imap_server import DovecotServer
@@ -507,3 +508,34 @@ def test_handled_mail_moves_to_the_processed_folder(
     assert all(b"\\Seen" in flags for _uid, flags in dovecot.messages("Processed"))
     assert len(dovecot.messages("Processed")) == 2
     assert _read(h) == 0
+
+
+def test_the_daemon_reads_replies_and_sends_the_answer(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    texts: io.StringIO,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    """The real daemon (web off): its mailbox thread reads the reply while it waits in IDLE,
+    and its dispatcher sends the answer to the SMTP server at once."""
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    transports = {
+        Channel.SMS: ConsoleTransport(Channel.SMS, texts),
+        Channel.EMAIL: build_one(hearth.settings, Channel.EMAIL),
+    }
+    daemon = Daemon(hearth, transports=transports, web=False)
+    daemon.start()
+    try:
+        _idling(dovecot)
+        dovecot.append(_mail(reply_to, "SNOOZE 30\n\n-- \nSam"))
+        deadline = time.monotonic() + 20
+        while len(_to(smtp_sink, SAM)) < 2:  # waits for the daemon's threads, not for time
+            assert time.monotonic() < deadline, "no answer reached the SMTP server"
+            time.sleep(0.05)
+    finally:
+        assert daemon.stop() == 0
+    (_, answer) = _to(smtp_sink, SAM)
+    assert answer.text().startswith("Hearth: snoozed, we'll remind you at 9:")
+    assert answer.message["Reply-To"] == reply_to
