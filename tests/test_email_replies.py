@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from service.channels import build_one
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
+from service.core.exceptions import DatabaseUnavailable
 from service.core.metrics import REGISTRY
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -539,3 +540,23 @@ def test_the_daemon_reads_replies_and_sends_the_answer(
     (_, answer) = _to(smtp_sink, SAM)
     assert answer.text().startswith("Hearth: snoozed, we'll remind you at 9:")
     assert answer.message["Reply-To"] == reply_to
+
+
+def test_while_the_database_is_away_the_mail_waits(
+    hearth: Hearth,
+    clock: FakeClock,
+    dispatcher: Dispatcher,
+    smtp_sink: SmtpSink,
+    dovecot: DovecotServer,
+) -> None:
+    reply_to = _nudged(clock, dispatcher, smtp_sink)
+    dovecot.append(_mail(reply_to, "DONE"))
+    away = Database("postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens there
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            _read(Hearth(settings=hearth.settings, db=away, clock=clock))
+    finally:
+        away.dispose()
+    assert [b"\\Seen" in flags for _uid, flags in dovecot.messages()] == [False]  # not lost
+    assert _read(hearth) == 1  # the database is back: read, acted on, marked
+    assert _done(hearth, "Sam") == 1

@@ -24,9 +24,11 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+import sqlalchemy as sa
 import structlog
 
 from service.channels.email_imap import ImapMailbox, MailboxError
+from service.core.exceptions import DatabaseUnavailable
 from service.core.metrics import EMAIL_REPLIES
 from service.db.context import Hearth
 from service.db.models import Channel, Partner
@@ -102,13 +104,26 @@ class MailboxWorker:
             if not batch:
                 break
             for fetched in batch:
-                outcome = "too_large" if fetched.raw is None else process(self.hearth, fetched.raw)
+                outcome = "too_large" if fetched.raw is None else self._process(fetched.raw)
                 self.mailbox.handled(fetched.uid)
                 log.info("email_reply_read", outcome=outcome)
                 EMAIL_REPLIES.labels(outcome=outcome).inc()
                 count += 1
             self.on_queued()  # answers were queued: the dispatcher sends them now
         return count
+
+    def _process(self, raw: bytes) -> str:
+        try:
+            return process(self.hearth, raw)
+        except DatabaseUnavailable:
+            raise  # the database is away: the message stays unread, the worker backs off
+        except sa.exc.IntegrityError:
+            return "duplicate"  # another worker acted on the same Message-ID first
+        except Exception:
+            # A bug this message brings out: logged, and marked handled, so that one message
+            # cannot hold up every reply after it.
+            log.exception("email_reply_failed")
+            return "failed"
 
     def run(self) -> None:
         backoff = BACKOFF_START
