@@ -237,7 +237,9 @@ def _done(t: Turn) -> Outcome:
     ritual = t.session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if last is None or ritual is None:
         return t.lang._(NOTHING_DONE), "done: nothing to mark", None
-    question.mark_done(t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, "sms")
+    question.mark_done(
+        t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, t.channel.value
+    )
     if t.partner.full_text or ritual.kind != "repair":
         text = t.lang._("Hearth: lovely, {title} marked done.").format(
             title=wording.title(ritual, t.lang)
@@ -249,7 +251,7 @@ def _done(t: Turn) -> Outcome:
 
 def _repair(t: Turn) -> Outcome:
     try:
-        repair.request(t.session, t.now, t.partner.couple, t.partner, "sms")
+        repair.request(t.session, t.now, t.partner.couple, t.partner, t.channel.value)
     except Conflict:
         return t.lang._("Hearth: a conversation is already being arranged."), "repair pending", None
     return (
@@ -281,7 +283,7 @@ def _skip(t: Turn) -> Outcome:
         # A second SKIP of the same occurrence changes nothing (not the one after it).
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     try:
-        skips.skip(session, now, ritual, original, source="sms")
+        skips.skip(session, now, ritual, original, source=t.channel.value)
     except (Conflict, InvalidInput):
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     for other in outgoing.others(partner):
