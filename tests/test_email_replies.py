@@ -560,3 +560,13 @@ def test_while_the_database_is_away_the_mail_waits(
     assert [b"\\Seen" in flags for _uid, flags in dovecot.messages()] == [False]  # not lost
     assert _read(hearth) == 1  # the database is back: read, acted on, marked
     assert _done(hearth, "Sam") == 1
+
+
+def test_the_text_part_is_preferred_to_the_html_part() -> None:
+    msg = EmailMessage()
+    msg.set_content("SKIP\n")
+    msg.add_alternative("<p>DONE</p>", subtype="html")
+    assert mail_text.body_text(msg).strip() == "SKIP"
+    html_only = EmailMessage()
+    html_only.set_content("<p>DONE</p><blockquote>STOP</blockquote>", subtype="html")
+    assert mail_text.body_text(html_only) == "DONE"
