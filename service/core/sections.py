@@ -183,7 +183,8 @@ class ImapSettings(_Section):
     # Handled mail moves here (made if missing); empty: it is only flagged \Seen.
     processed_folder: str = ""
     idle: bool = True  # wait with IMAP IDLE where the server offers it, else poll
-    idle_renew_seconds: float = Field(600.0, ge=10, le=1740)  # RFC 2177: below 29 minutes
+    # RFC 2177 allows 29 minutes; NAT routers and some providers drop a quiet connection sooner.
+    idle_renew_seconds: float = Field(300.0, ge=10, le=1740)
     poll_seconds: float = Field(60.0, ge=1, le=3600)
     max_message_bytes: int = Field(256 * 1024, ge=4096, le=25 * 1024 * 1024)
     timeout_seconds: float = Field(30.0, gt=0, le=300)
