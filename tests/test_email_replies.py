@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from service.channels import build_one
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
-from service.core.exceptions import DatabaseUnavailable
+from service.core.config import load_settings
+from service.core.exceptions import ConfigError, DatabaseUnavailable
 from service.core.metrics import REGISTRY
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -570,3 +571,13 @@ def test_the_text_part_is_preferred_to_the_html_part() -> None:
     html_only = EmailMessage()
     html_only.set_content("<p>DONE</p><blockquote>STOP</blockquote>", subtype="html")
     assert mail_text.body_text(html_only) == "DONE"
+
+
+@pytest.mark.parametrize(
+    "value", ["hearth+x@example.org", "hearth", "hearth@localhost", "a b@example.org"]
+)
+def test_a_reply_address_that_cannot_take_plus_addresses_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(environ={"HEARTH_IMAP_REPLY_ADDRESS": value})
+    assert "imap.reply_address" in str(exc.value)
+    assert "plain address such as hearth@example.org" in str(exc.value)
