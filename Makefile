@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+DOVECOT := /usr/sbin/dovecot
 # Compiled message catalogs (service/core/i18n.py compiles a missing or stale one in memory).
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard service/locale/*/LC_MESSAGES/hearth.po))
 
@@ -31,7 +32,7 @@ run: $(STAMP) $(CATALOGS)
 	$(BIN)/hearth demo
 	exec $(BIN)/hearth serve
 
-test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM)
+test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM) $(DOVECOT)
 	$(BIN)/ruff check service cli tests bench
 	$(BIN)/ruff format --check service cli tests bench
 	$(BIN)/mypy
@@ -42,6 +43,12 @@ test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM)
 # download a browser of its own). Installed only when missing.
 $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+
+# Debian's Dovecot: the email-reply tests start their own on loopback (tests/peers/
+# imap_server.py). Never the system's service: disabled again where the package started it.
+$(DOVECOT):
+	apt-get install -y --no-install-recommends dovecot-imapd || (apt-get update && apt-get install -y --no-install-recommends dovecot-imapd)
+	-systemctl disable --now dovecot 2>/dev/null
 
 # ical.js for the feed interop tests, pinned by the lockfile.
 tests/js/node_modules/.package-lock.json: tests/js/package-lock.json

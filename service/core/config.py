@@ -34,6 +34,7 @@ from service.core.sections import (
     DefaultsSettings,
     EmailBackend,
     EncryptionSettings,
+    ImapSettings,
     LogFormat,
     LogSettings,
     RepairSettings,
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     channels: ChannelSettings = ChannelSettings()
     twilio: TwilioSettings = TwilioSettings()
     smtp: SmtpSettings = SmtpSettings()
+    imap: ImapSettings = ImapSettings()
     repair: RepairSettings = RepairSettings()
     replies: RepliesSettings = RepliesSettings()
     defaults: DefaultsSettings = DefaultsSettings()

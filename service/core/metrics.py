@@ -54,6 +54,12 @@ WEBHOOKS = Counter(
     ["endpoint", "outcome"],
     registry=REGISTRY,
 )
+EMAIL_REPLIES = Counter(
+    "hearth_email_replies_total",
+    "Messages the mailbox worker read from the reply mailbox, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
 FEED_REQUESTS = Counter(
     "hearth_feed_requests_total",
     "Feed requests by status (200, 304, 404)",

@@ -169,6 +169,40 @@ class SmtpSettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
 
 
+class ImapSettings(_Section):
+    """The mailbox partners' email replies arrive in (service/replies/mailbox.py); off while
+    ``host`` or ``reply_address`` is empty."""
+
+    host: str = ""
+    port: int = Field(993, ge=1, le=65535)
+    security: SmtpSecurity = SmtpSecurity.TLS
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    folder: str = "INBOX"
+    # The base address; each partner's Reply-To is its plus form, hearth+<token>@example.org.
+    reply_address: str = ""
+    # Handled mail moves here (made if missing); empty: it is only flagged \Seen.
+    processed_folder: str = ""
+    idle: bool = True  # wait with IMAP IDLE where the server offers it, else poll
+    # RFC 2177 allows 29 minutes; NAT routers and some providers drop a quiet connection sooner.
+    idle_renew_seconds: float = Field(300.0, ge=10, le=1740)
+    poll_seconds: float = Field(60.0, ge=1, le=3600)
+    max_message_bytes: int = Field(256 * 1024, ge=4096, le=25 * 1024 * 1024)
+    timeout_seconds: float = Field(30.0, gt=0, le=300)
+
+    @field_validator("reply_address")
+    @classmethod
+    def _plain_address(cls, v: str) -> str:
+        local, at, domain = v.strip().rpartition("@")
+        if v and (not at or not local or "." not in domain or "+" in local or " " in v):
+            raise ValueError("must be a plain address such as hearth@example.org (no + part)")
+        return v.strip().lower()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host and self.reply_address)
+
+
 class RepairSettings(_Section):
     cooldown_hours: float = Field(2.0, ge=0)
     window_hours: float = Field(48.0, gt=0)

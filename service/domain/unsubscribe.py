@@ -32,14 +32,25 @@ PLACEHOLDER = "[unsubscribe link]"
 
 
 def _key(session: Session) -> bytes:
-    value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == KEY_NAME))
-    if value is None:  # an emptied database (tests truncate): make one, first writer wins
+    return server_key(session, KEY_NAME)
+
+
+def server_key(session: Session, name: str) -> bytes:
+    """The server's secret called ``name`` (one per use: unsubscribe links, reply addresses),
+    read once per session: a batch of emails derives every link with one query."""
+    known: dict[str, bytes] = session.info.setdefault("server_keys", {})
+    if name in known:
+        return known[name]
+    value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == name))
+    if value is not None:
+        known[name] = bytes.fromhex(value)  # committed already: safe to keep
+    else:  # an emptied database (tests truncate): make one, first writer wins
         session.execute(
             upsert.insert(session, ServerSecret)
-            .values(name=KEY_NAME, value=secrets.token_hex(32))
+            .values(name=name, value=secrets.token_hex(32))
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == KEY_NAME))
+        value = session.scalar(sa.select(ServerSecret.value).where(ServerSecret.name == name))
     assert value is not None
     return bytes.fromhex(value)
 

@@ -28,7 +28,7 @@ from service.db.models import (
     table,
 )
 from service.db.states import ONE_OFF_PURPOSES
-from service.domain import grants, prompts
+from service.domain import grants, prompts, reply_address
 from service.domain import unsubscribe as links
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
@@ -45,13 +45,20 @@ def render(
     rng: random.Random,
     base_url: str,
     keys: Keyring,
+    reply_base: str = "",
 ) -> Message:
-    """The message for ``r``; records the prompt it takes and the text in the row."""
+    """The message for ``r``; records the prompt it takes and the text in the row. With
+    ``reply_base`` (``imap.reply_address``) an email's Reply-To is the partner's own plus
+    address, so that replying works (service/replies/mailbox.py)."""
     partner = batch.partners[r.partner_id]
+    reply_to = None
+    if reply_base and r.channel is Channel.EMAIL:
+        reply_to = reply_address.address(s, reply_base, partner)  # derived, never stored
     if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
         assert r.body is not None, "a notice carries its text"
         body = keys.open(r.body)  # a reply's message is sealed at rest
-        return texts.notice(body, r.channel, address(partner, r.channel), r.id, partner.language)
+        to = address(partner, r.channel)
+        return texts.notice(body, r.channel, to, r.id, partner.language, reply_to)
     ritual = batch.rituals[r.ritual_id]
     prompt_text = None
     if r.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
@@ -76,7 +83,9 @@ def render(
     page = grants.url(base_url, grants.issue(s, now, partner, r.id)) if unsubscribe else None
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
     late = now if now - r.due_at > LATE else None
-    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late, page)
+    mctx = texts.Context(
+        ritual, partner, r.purpose, start, prompt_text, unsubscribe, late, page, reply_to
+    )
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
     r.body = links.without_link(links.without_link(message.text, unsubscribe), page)
     return message

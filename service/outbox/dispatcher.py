@@ -83,6 +83,8 @@ class Dispatcher:
             return []
         now = self.clock.now()
         base_url = self.hearth.settings.web.public_base_url
+        imap = self.hearth.settings.imap
+        reply_base = imap.reply_address if imap.enabled else ""
         jobs: list[Job] = []
         with self.db.session(immediate=True) as s:
             rows = claims.claimed_rows(s, token, ids)
@@ -93,7 +95,9 @@ class Dispatcher:
                 if verdict is not None:
                     outcomes.settle_row(r, verdict, now, self.tally)
                     continue
-                message = compose.render(s, r, batch, now, self.rng, base_url, self.hearth.keys)
+                message = compose.render(
+                    s, r, batch, now, self.rng, base_url, self.hearth.keys, reply_base
+                )
                 jobs.append(Job.of(r, message))
         return jobs
 

@@ -33,6 +33,13 @@ EMAIL_ASK = N_(
     "Answer by text message: your partner sees your answer once you have both answered, "
     "and you see theirs."
 )
+# With a reply mailbox (service/replies/mailbox.py): the email itself can be answered.
+EMAIL_REPLY_ASK = N_(
+    "Reply to this email with your answer: your partner sees it once you have both "
+    "answered, and you see theirs."
+)
+EMAIL_REPLY_HINTS = N_("Reply to this email with DONE, SKIP, SNOOZE 30, PAUSE 3D or STOP.")
+ANSWER_BUTTON = N_("Answer on your page")
 
 
 def fit(text: str, max_segments: int = MAX_SEGMENTS) -> str:
@@ -99,6 +106,8 @@ class Context:
     late_at: datetime | None = None
     # The email footer's link to the partner's page: a single-use grant (domain/grants).
     page_url: str | None = None
+    # The partner's own reply address (service/domain/reply_address.py): replying works.
+    reply_to: str | None = None
 
     @property
     def t(self) -> Lang:
@@ -227,15 +236,35 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
         subject = f"{title} {when}"
         lines = [f"{title} {when}.", ""]
     prompt = ctx.prompt_text
+    nudge = ctx.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)
+    asking = bool(prompt) and asks(ctx.ritual) and nudge
+    page = ctx.page_url
+    button = button_line = ""
     if prompt:
         lines += [prompt, ""]
-        if asks(ctx.ritual) and ctx.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE):
-            lines += [t._(EMAIL_ASK), ""]
+        if asking:
+            lines += [t._(EMAIL_REPLY_ASK if ctx.reply_to else EMAIL_ASK), ""]
+            if page:
+                # The button answers on the page (its answer box); the text part says where.
+                button_line = f"{t._(ANSWER_BUTTON)}: {page}"
+                lines += [button_line, ""]
+                button = (
+                    f'<p><a href="{html.escape(page)}" style="display:inline-block;'
+                    "padding:10px 18px;border-radius:6px;background:#b4532a;color:#fff;"
+                    f'text-decoration:none;font-weight:bold">{html.escape(t._(ANSWER_BUTTON))}'
+                    "</a></p>"
+                )
+    if ctx.reply_to and nudge and not asking:
+        lines += [t._(EMAIL_REPLY_HINTS), ""]
     description = wording.description(ctx.ritual, t)
     if description:
         lines += [description, ""]
     headers: dict[str, str] = {}
-    paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in lines if line)
+    if ctx.reply_to:
+        headers["Reply-To"] = ctx.reply_to
+    paragraphs = "".join(
+        button if line == button_line else f"<p>{html.escape(line)}</p>" for line in lines if line
+    )
     foot = ""
     if ctx.unsubscribe_url:
         stop = t._("Stop these emails")
@@ -261,14 +290,20 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
 
 
 def notice(
-    text: str, channel: Channel, to: str, reminder_id: int | None, language: str | None = None
+    text: str,
+    channel: Channel,
+    to: str,
+    reminder_id: int | None,
+    language: str | None = None,
+    reply_to: str | None = None,
 ) -> Message:
     """A stored one-off text (no ritual behind it), written in the partner's language when it
-    was queued; only the email's subject is added here."""
+    was queued; only the email's subject (and Reply-To) is added here."""
     if channel is Channel.SMS:
         return Message(to=to, text=fit(text), reminder_id=reminder_id)
     t = lang(language)
     return Message(
+        headers={"Reply-To": reply_to} if reply_to else {},
         to=to,
         text=text + "\n",
         subject=t._("A note from Hearth"),

@@ -63,6 +63,7 @@ GENTLE_TEXT = N_("Hearth: got it. Reply DONE, SKIP, SNOOZE or REPAIR; HELP for m
 CALLED_OFF_TEXT = N_("Hearth: called off. We've let your partner know.")
 TYPO_TEXT = N_("Hearth: did you mean {word}? HELP lists every reply.")
 NOTED_TEXT = N_("Hearth: thank you, noted.")
+EMAIL_STARTED_TEXT = N_("Hearth: emails are back on. Reply STOP to opt out, HELP for help.")
 NOTHING_DONE = N_("Hearth: there is nothing to mark done yet.")
 NOTHING_TO_SKIP = N_("Hearth: there is no upcoming ritual to skip.")
 SKIPPED_ALREADY = N_("Hearth: that one is already skipped.")
@@ -85,6 +86,7 @@ class Turn:
     parsed: Parsed
     body: str
     lang: Lang  # the partner's language: every answer is in it
+    channel: Channel = Channel.SMS  # where the reply came from (email: service/replies/mailbox)
 
 
 Handler = Callable[[Turn], Outcome]
@@ -97,21 +99,28 @@ def parse(body: str, language: str = i18n.DEFAULT) -> Parsed:
 
 
 def handle(
-    hearth: Hearth, session: Session, now: datetime, partner: Partner, body: str, sid: str | None
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    partner: Partner,
+    body: str,
+    sid: str | None,
+    channel: Channel = Channel.SMS,
 ) -> str | None:
-    """Act on one reply; returns the text to answer with (None: stay silent)."""
+    """Act on one reply (by SMS, or by email); returns the text to answer with (None: stay
+    silent). The same words work on both, answered on the channel they came by."""
     if sid:
         seen = session.scalar(sa.select(Reply).where(Reply.provider_message_id == sid))
         if seen is not None:
             return None  # a retried webhook: acted on already
     t = i18n.lang(partner.language)
     parsed = parse(body, t.code)
-    answer, action, ritual_id = _act(Turn(hearth, session, now, partner, parsed, body, t))
+    answer, action, ritual_id = _act(Turn(hearth, session, now, partner, parsed, body, t, channel))
     session.add(
         Reply(
             couple_id=partner.couple_id,
             partner_id=partner.id,
-            channel=Channel.SMS,
+            channel=channel,
             provider_message_id=sid,
             # Without a key, a partner's words are not kept at all (never in clear).
             body=hearth.keys.seal(body[:1600]) if hearth.keys.configured else "",
@@ -143,6 +152,9 @@ def handle(
 
 def _act(t: Turn) -> Outcome:
     word, consent = t.parsed.keyword, t.partner.sms_consent
+    if t.channel is Channel.EMAIL:  # email has no opt-in: only an opt-out
+        opted_out = t.partner.email_opted_out_at is not None
+        consent = ConsentState.OPTED_OUT if opted_out else ConsentState.CONSENTED
     if word == "YES" and consent is ConsentState.CONSENTED:
         word = None  # a YES from a subscribed partner answers a follow-up, not opt-in
     if word in ALWAYS:
@@ -182,13 +194,26 @@ def _later(a: Reminder, b: Reminder) -> bool:
 
 
 def _stop(t: Turn) -> Outcome:
-    assert t.partner.phone is not None  # found by the number that texted
     word = t.parsed.keyword
+    if t.channel is Channel.EMAIL:
+        if t.partner.email_opted_out_at is None:
+            source = f"email {word}"
+            partners.set_consent(
+                t.session, t.now, t.partner, ConsentState.OPTED_OUT, source, channel=Channel.EMAIL
+            )
+        return None, "opted out of email", None  # no email goes to who said STOP
+    assert t.partner.phone is not None  # found by the number that texted
     cancelled = partners.opt_out_sms(t.session, t.now, t.partner.phone, f"sms {word}")
     return t.lang._(STOPPED_TEXT), f"opted out of sms; {cancelled} pending cancelled", None
 
 
 def _start(t: Turn) -> Outcome:
+    if t.channel is Channel.EMAIL:
+        if t.partner.email_opted_out_at is not None:
+            partners.set_consent(
+                t.session, t.now, t.partner, ConsentState.CONSENTED, "email START", Channel.EMAIL
+            )
+        return t.lang._(EMAIL_STARTED_TEXT), "opted in to email", None
     was = t.partner.sms_consent
     partners.set_consent(
         t.session,
@@ -213,7 +238,9 @@ def _done(t: Turn) -> Outcome:
     ritual = t.session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if last is None or ritual is None:
         return t.lang._(NOTHING_DONE), "done: nothing to mark", None
-    question.mark_done(t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, "sms")
+    question.mark_done(
+        t.hearth, t.session, t.now, t.partner, ritual, last.occurrence_start, t.channel.value
+    )
     if t.partner.full_text or ritual.kind != "repair":
         text = t.lang._("Hearth: lovely, {title} marked done.").format(
             title=wording.title(ritual, t.lang)
@@ -225,7 +252,7 @@ def _done(t: Turn) -> Outcome:
 
 def _repair(t: Turn) -> Outcome:
     try:
-        repair.request(t.session, t.now, t.partner.couple, t.partner, "sms")
+        repair.request(t.session, t.now, t.partner.couple, t.partner, t.channel.value)
     except Conflict:
         return t.lang._("Hearth: a conversation is already being arranged."), "repair pending", None
     return (
@@ -257,7 +284,7 @@ def _skip(t: Turn) -> Outcome:
         # A second SKIP of the same occurrence changes nothing (not the one after it).
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     try:
-        skips.skip(session, now, ritual, original, source="sms")
+        skips.skip(session, now, ritual, original, source=t.channel.value)
     except (Conflict, InvalidInput):
         return t.lang._(SKIPPED_ALREADY), "skip: already skipped", ritual.id
     for other in outgoing.others(partner):

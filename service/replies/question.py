@@ -204,7 +204,7 @@ def reveal(
             email = partners.can_email(to)
             t = i18n.lang(to.language)  # the reader's language; the answer as written
             sms, cut = reveal_sms(other.name, text, t, more=email)
-            outgoing.message(
+            texted = outgoing.message(
                 hearth,
                 session,
                 now,
@@ -215,7 +215,8 @@ def reveal(
                 fresh=outgoing.REVEAL_FRESH,
                 words=True,
             )
-            if cut and email:
+            # By email: the whole of a long answer, or the whole reveal for who takes no texts.
+            if (cut or not texted) and email:
                 head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
                 asked = ""
                 if prompt is not None:

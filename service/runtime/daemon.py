@@ -34,6 +34,7 @@ from service.domain import events, prompts
 from service.outbox import planner, receipts, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import reactions, repair
+from service.replies.mailbox import MailboxWorker
 from service.runtime.event_cursor import EventCursor
 from service.runtime.replans import Replans
 
@@ -210,6 +211,10 @@ class Daemon:
         self._spawn("dispatch", self.dispatcher.loop)
         if not db.is_sqlite:
             self._spawn("listen", self._listen)
+        if self.settings.imap.enabled:
+            # Email replies: one thread on the reply mailbox (IDLE, or polling).
+            worker = MailboxWorker(self.hearth, self.stop_requested, self.dispatcher.wake)
+            self._spawn("mailbox", worker.run)
         if self.web_enabled:
             self._start_web()
         log.info(
