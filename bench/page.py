@@ -8,7 +8,7 @@ Endpoints, interleaved in rounds in the same run against the same server:
 - ``/healthz``: a threadpool hop and ``SELECT 1``, a second reference;
 - ``/page/{token}``: a partner's page for a couple with ``--rituals`` rituals, as a partner
   reloading it gets it: from the page cache, checked by one stamp query
-  (``service/web/page.py``). A page built afresh (after a change, or a minute later) is
+  (``service/web/page/routes.py``). A page built afresh (after a change, or a minute later) is
   timed in this process and printed beside.
 
 Then, in this process, the SQL statements one page view runs for couples with 1, 10 and 40
@@ -33,14 +33,15 @@ from starlette.routing import Route
 
 from bench.common import database, serve_app
 from bench.feeds import Phase, fetch, load, ping
-from service.calendar import page_tokens, partner_page
 from service.core.clock import SystemClock
 from service.core.config import DatabaseSettings, LogSettings, Settings, WebSettings
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.domain import couples, partners, rituals
-from service.web.page import page_context
-from service.web.page_guard import render
+from service.web.page import tokens as page_tokens
+from service.web.page import view as partner_page
+from service.web.page.guard import render
+from service.web.page.routes import page_context
 
 GOAL = 0.30
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")

@@ -20,11 +20,11 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service.calendar import page_tokens
 from service.core.exceptions import Conflict
 from service.db.models import ConsentState, Partner
 from service.domain import couples, partners
 from service.domain import unsubscribe as links
+from service.web.page import tokens as page_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 

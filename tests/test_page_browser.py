@@ -19,7 +19,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.calendar import page_tokens
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -27,6 +26,7 @@ from service.db.models import Partner, Reminder, ReminderState
 from service.domain import partners
 from service.outbox import planner
 from service.runtime.daemon import Daemon
+from service.web.page import tokens as page_tokens
 from tests.browser import DESKTOP, PHONE, Tab, chromium, shoot
 from tests.conftest import snapshot
 from tests.factories import add_ritual, couple_with_partners

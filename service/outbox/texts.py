@@ -260,7 +260,7 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
 
 def _page_url(unsubscribe_url: str) -> str:
     """The footer's way to the partner's page: the page link itself is never stored, so the
-    email links to a button that issues one (service/web/page.py), by the same token."""
+    email links to a button that issues one (service/web/page/routes.py), by the same token."""
     return unsubscribe_url.replace("/unsubscribe/", "/page/from-email/", 1)
 
 

@@ -24,7 +24,6 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from service.calendar import page_tokens
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
@@ -45,6 +44,7 @@ from service.domain.recurrence import occurrences, schedule_of
 from service.replies import outgoing, pausing, question, repair, snoozing, vocabulary, words
 from service.replies.vocabulary import HELP_WORDS, KEYWORDS, START_WORDS, STOP_WORDS
 from service.replies.words import Parsed
+from service.web.page import tokens as page_tokens
 
 log = structlog.get_logger("hearth.inbound")
 

@@ -23,8 +23,9 @@ from service.calendar import feed_tokens
 from service.core.clock import Clock
 from service.core.logs import scrub
 from service.db.context import Hearth
-from service.web import feeds, health, page, twilio, unsubscribe
-from service.web.page_guard import WriteLimiter
+from service.web import feeds, health, twilio, unsubscribe
+from service.web.page import routes as page
+from service.web.page.guard import WriteLimiter
 
 log = structlog.get_logger("hearth.web")
 

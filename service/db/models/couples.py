@@ -94,7 +94,7 @@ class Partner(Base):
     # Legacy plain-text tokens, emptied by migration 0009; the column stays while a previous
     # release may still run beside this one (it reads NULL: no link). Never written.
     unsubscribe_token: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
-    # The partner's own page (service/calendar/page_tokens.py): only the token's hash, and
+    # The partner's own page (service/web/page/tokens.py): only the token's hash, and
     # the feed token sealed under a key only the page token gives, so the page can show the
     # subscription links while the database alone reveals neither token.
     page_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)

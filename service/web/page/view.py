@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from service.calendar import feed_tokens, page_tokens
+from service.calendar import feed_tokens
 from service.core.config import WebSettings
 from service.core.timeutil import in_quiet_hours, zone
 from service.db.engine import fetch_by_digest
@@ -27,6 +27,7 @@ from service.db.states import RepairState
 from service.domain import partners, rituals, stats
 from service.domain.pauses import paused_then
 from service.domain.recurrence import nudge_anchor, schedule_of
+from service.web.page import tokens as page_tokens
 
 UPCOMING = 3  # occurrences shown per ritual
 CHART_WEEKS = 8

@@ -24,13 +24,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.calendar import page_tokens, partner_page
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
 from service.domain import unsubscribe as links
-from service.replies import page_actions
-from service.web.page_guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
+from service.web.page import actions as page_actions
+from service.web.page import tokens as page_tokens
+from service.web.page import view as partner_page
+from service.web.page.guard import HEADERS, MAX_FORM_BYTES, WriteLimiter, render
 
 log = structlog.get_logger("hearth.page")
 DONE_CODES = frozenset(

@@ -15,7 +15,6 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy.orm import Session
 
-from service.calendar import page_tokens
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
@@ -23,6 +22,7 @@ from service.core.timeutil import zone
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import couples, notices, partners, rituals, skips, validation
 from service.replies import repair
+from service.web.page import tokens as page_tokens
 
 SOURCE = "page"
 
