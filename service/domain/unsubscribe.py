@@ -30,6 +30,9 @@ KEY_NAME = "unsubscribe"
 TOKEN_FORM = re.compile(r"([1-9]\d{0,18})\.([1-9]\d{0,9})\.([A-Za-z0-9_-]{32})")
 # Where a stored text (an outbox body) had the link: a reference, rendered at send time.
 PLACEHOLDER = "[unsubscribe link]"
+# Where a stored text points to the partner's page (a discreet partner's question and
+# reveal): rendered at send time into :func:`page_url`, so no stored body holds the token.
+PAGE_LINK = "[page link]"
 
 
 def _key(session: Session) -> bytes:
@@ -70,6 +73,12 @@ def partner_for(session: Session, text: str) -> Partner | None:
 
 def url(session: Session, base: str, partner: Partner) -> str:
     return f"{base}/unsubscribe/{token(session, partner)}"
+
+
+def page_url(session: Session, base: str, partner: Partner) -> str:
+    """The way to the partner's page from a message: a button there issues a page link
+    (service/web/page/routes.py), as the emails' footer does; by the same token."""
+    return f"{base}/page/from-email/{token(session, partner)}"
 
 
 def without_link(text: str, link: str | None) -> str:

@@ -30,6 +30,7 @@ from service.db.models import (
 from service.db.states import ONE_OFF_PURPOSES
 from service.domain import prompts
 from service.domain import unsubscribe as links
+from service.domain.answers import asks
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
 
@@ -51,6 +52,8 @@ def render(
     if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
         assert r.body is not None, "a notice carries its text"
         body = keys.open(r.body)  # a reply's message is sealed at rest
+        if links.PAGE_LINK in body:
+            body = body.replace(links.PAGE_LINK, links.page_url(s, base_url, partner))
         return texts.notice(body, r.channel, address(partner, r.channel), r.id, partner.language)
     ritual = batch.rituals[r.ritual_id]
     prompt_text = None
@@ -72,11 +75,15 @@ def render(
             r.prompt_id, prompt_text = prompt.id, prompt.text
     # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
     unsubscribe = links.url(s, base_url, partner) if r.channel is Channel.EMAIL else None
+    # A discreet partner answers the shared question on their page: the text links to it.
+    page = None
+    if r.channel is Channel.SMS and not partner.full_text and prompt_text and asks(ritual):
+        page = links.page_url(s, base_url, partner)
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
     late = now if now - r.due_at > LATE else None
-    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late)
+    mctx = texts.Context(ritual, partner, r.purpose, start, prompt_text, unsubscribe, late, page)
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
-    r.body = links.without_link(message.text, unsubscribe)
+    r.body = links.without_link(message.text, unsubscribe or page)
     return message
 
 
