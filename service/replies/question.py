@@ -112,8 +112,9 @@ def reply(
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if last is None or ritual is None:
         return None
-    # Without a key no answer can be kept (never in clear): only the mood counts.
-    asking = answers.asks(ritual) and hearth.keys.configured
+    # Without a key no answer can be kept (never in clear): only the mood counts. A discreet
+    # partner was asked on their page, not in the text: their words are no answer.
+    asking = answers.asks(ritual) and answers.by_text(partner) and hearth.keys.configured
     if not asking and mood is None:
         return None
     occ = last.occurrence_start
