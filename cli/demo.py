@@ -7,7 +7,7 @@ from datetime import timedelta
 import click
 
 from cli.common import fmt_local, unit_of_work
-from service.calendar import feed_tokens
+from service.calendar import feed_keep, feed_tokens
 from service.domain import demo
 
 NOT_ADDED = "demo not added: this database already has couples (it goes only into an empty one)"
@@ -31,6 +31,7 @@ def demo_cmd(nudge_in: int) -> None:
             click.echo(NOT_ADDED)
             return
         token = feed_tokens.issue(session, now, made.alex)
+        feed_keep.keep(made.alex, token, hearth.keys)  # Alex's pages show it too
         urls = feed_tokens.urls(hearth.settings.web, token)
         tz = made.couple.timezone
         when = fmt_local(made.start - timedelta(minutes=1), tz)

@@ -39,6 +39,7 @@ _SECRET = {
     "claim_token",
     "page_token_hash",
     "feed_token_sealed",
+    "feed_token_kept",
 }
 _SEALED = {"body", "text"}  # reply and message bodies, answers (service/core/crypto.py)
 

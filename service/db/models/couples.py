@@ -100,6 +100,8 @@ class Partner(Base):
     page_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     page_token_created_at: Mapped[datetime | None]
     feed_token_sealed: Mapped[str | None] = mapped_column(sa.String(120))
+    # The feed token sealed under the encryption keys (service/calendar/feed_keep.py).
+    feed_token_kept: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

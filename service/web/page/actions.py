@@ -15,6 +15,7 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy.orm import Session
 
+from service.calendar import feed_keep
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
@@ -145,8 +146,10 @@ def resubscribe(session: Session, now: datetime, partner: Partner, token: str, f
     return Done("resubscribed")
 
 
-def rotate_feed(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
-    page_tokens.issue_feed(session, now, partner, token)
+def rotate_feed(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
+    feed_keep.keep(partner, page_tokens.issue_feed(session, now, partner, token), hearth.keys)
     return Done("feed")
 
 
@@ -161,7 +164,9 @@ def _occurrence(form: Form) -> tuple[int, datetime]:
         raise InvalidInput("answer", "this form is incomplete", "reload the page") from None
 
 
-def answer(hearth: Hearth, session: Session, now: datetime, partner: Partner, form: Form) -> Done:
+def answer(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
     """The partner's answer to the open question, as if texted: kept sealed, revealed to both
     once both answered (service/replies/question.py). Only to the occurrence the page showed:
     a form left open past its close never lands on the next one."""
@@ -184,17 +189,23 @@ def answer(hearth: Hearth, session: Session, now: datetime, partner: Partner, fo
     return Done("answered")
 
 
-def forget(hearth: Hearth, session: Session, now: datetime, partner: Partner, form: Form) -> Done:
+def forget(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
     """Forget the partner's own answer for good (the other's stays theirs)."""
     ritual_id, occ = _occurrence(form)
     answers.forget(session, now, partner, ritual_id, occ)
     return Done("forgotten")
 
 
-QuestionAction = Callable[[Hearth, Session, datetime, Partner, Form], Done]
-# The shared question's forms need the service context: the keys that seal an answer and
-# the outbox the reveal goes through.
-QUESTION_ACTIONS: dict[str, QuestionAction] = {"answer": answer, "forget": forget}
+HearthAction = Callable[[Hearth, Session, datetime, Partner, str, Form], Done]
+# Forms that need the service context: the keys that seal an answer or keep a feed token,
+# the outbox a reveal goes through.
+HEARTH_ACTIONS: dict[str, HearthAction] = {
+    "answer": answer,
+    "forget": forget,
+    "rotate-feed": rotate_feed,
+}
 
 ACTIONS: dict[str, Action] = {
     "pause": pause,
@@ -203,6 +214,5 @@ ACTIONS: dict[str, Action] = {
     "repair": ask_repair,
     "settings": settings,
     "resubscribe": resubscribe,
-    "rotate-feed": rotate_feed,
     "rotate-link": rotate_page,
 }

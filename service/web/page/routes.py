@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service.calendar import feed_keep
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
@@ -187,9 +188,9 @@ def _write(hearth: Hearth, token: str, action: str, form: dict[str, str]) -> pag
         partner = partner_page.load(s, token)
         if partner is None:
             raise LookupError(token)
-        if action in page_actions.QUESTION_ACTIONS:
-            act = page_actions.QUESTION_ACTIONS[action]
-            return act(hearth, s, hearth.clock.now(), partner, form)
+        if action in page_actions.HEARTH_ACTIONS:
+            act = page_actions.HEARTH_ACTIONS[action]
+            return act(hearth, s, hearth.clock.now(), partner, token, form)
         return page_actions.ACTIONS[action](s, hearth.clock.now(), partner, token, form)
 
 
@@ -197,7 +198,7 @@ async def write(request: Request) -> Response:
     state = request.app.state
     hearth: Hearth = state.hearth
     token, action = request.path_params["token"], request.path_params["action"]
-    known = action in page_actions.ACTIONS or action in page_actions.QUESTION_ACTIONS
+    known = action in page_actions.ACTIONS or action in page_actions.HEARTH_ACTIONS
     if not known or not _TOKEN_FORM(token):
         _count("write", "not_found")
         raise HTTPException(404)
@@ -262,7 +263,11 @@ def _by_unsubscribe(hearth: Hearth, unsubscribe: str, issue: bool) -> tuple[str,
         if p is None:
             return None
         if issue:
-            return page_tokens.issue(s, hearth.clock.now(), p), p.language
+            token = page_tokens.issue(s, hearth.clock.now(), p)
+            fresh = page_tokens.unseal(p, token)  # a first feed token, made for this link
+            if fresh is not None:
+                feed_keep.keep(p, fresh, hearth.keys)
+            return token, p.language
         return p.name, p.language
 
 

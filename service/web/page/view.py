@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from service.calendar import feed_tokens
+from service.calendar import feed_keep, feed_tokens
 from service.core import i18n
 from service.core.config import WebSettings
 from service.core.crypto import Keyring
@@ -263,7 +263,7 @@ def build(
     paused = couple.is_paused(now)
     until = couple.paused_until.astimezone(tz) if paused and couple.paused_until else None
     through = (until - timedelta(days=1)).date() if until and until.time() == time(0) else None
-    feed = page_tokens.unseal(partner, token)
+    feed = page_tokens.unseal(partner, token) or feed_keep.recover(partner, keys)
     weeks = _weeks(known, now, tz)
     past, more = _past(session, partner, t, keys, past_page)
     return View(
