@@ -245,3 +245,30 @@ def test_every_partner_takes_part_and_discreet_ones_get_no_answer_by_text(db: Da
         alice.full_text = True
         assert answers.by_text(alice)
         assert s.scalars(sa.select(Partner)).all()
+
+
+def test_an_email_only_partner_is_offered_only_the_settings_that_apply(loop: Loop) -> None:
+    """No quiet hours and no lock-screen choice without a phone; saving the form keeps
+    them as they were. The zone is picked from the IANA list, no placeholder poses as a
+    value."""
+    with loop.hearth.db.session() as s:
+        sam = partners.resolve(s, "Sam")
+        now = loop.hearth.clock.now()
+        partners.edit(s, now, sam, quiet_hours="23:00-06:00", full_text=True)
+        token = page_tokens.issue(s, now, sam)
+    path = f"/page/{token}"
+    page = loop.page(path)
+    assert 'id="quiet_hours"' not in page and 'name="text_style"' not in page
+    assert 'list="zones"' in page and '<option value="America/New_York">' in page
+    assert "placeholder=" not in page
+    r = loop.post(path, "settings", timezone="Europe/Madrid", channel_email="on", language="es")
+    assert r.status_code == 303
+    with loop.hearth.db.session() as s:
+        sam = partners.resolve(s, "Sam")
+        assert (sam.timezone, sam.language) == ("Europe/Madrid", "es")
+        assert partners.format_quiet(sam) == "23:00-06:00" and sam.full_text
+    # Alice has a phone: both are offered.
+    with loop.hearth.db.session() as s:
+        alice_token = page_tokens.issue(s, loop.hearth.clock.now(), partners.resolve(s, "Alice"))
+    alice = loop.page(f"/page/{alice_token}")
+    assert 'id="quiet_hours"' in alice and 'name="text_style"' in alice

@@ -30,6 +30,7 @@ from service.db.models import (
     RitualKind,
 )
 from service.domain import stats
+from service.domain.recurrence import occurrences, schedule_of
 
 ASKING_KINDS = (RitualKind.CHECK_IN, RitualKind.GRATITUDE)  # templates ask by default
 MOOD_WEEKS = 8
@@ -132,9 +133,20 @@ def open_question(
     ritual = session.get(Ritual, row.ritual_id)
     if ritual is None or ritual.couple_id != couple.id or not asks(ritual):
         return None
-    if now >= stats.grace_end(ritual, row.occurrence_start, grace):
+    if now >= _closes(ritual, row.occurrence_start, grace):
         return None
     return Open(ritual, row.occurrence_start, row.prompt_id)
+
+
+def _closes(ritual: Ritual, occ: datetime, grace: timedelta | None) -> datetime:
+    """:func:`stats.grace_end`, looking only as far ahead as a question can be open: a page
+    view expands a week of the schedule, not the 400 days that function reads."""
+    schedule = schedule_of(ritual)
+    start = schedule.moves.get(occ, occ)
+    later = occurrences(schedule, start + timedelta(seconds=1), start + OPEN_AT_MOST)
+    if not later:
+        return min(stats.grace_end(ritual, occ, grace), start + OPEN_AT_MOST)
+    return min(later[0].start, start + grace) if grace else later[0].start
 
 
 def forget(
