@@ -20,6 +20,7 @@ from service.core.crypto import Keyring
 from service.db.models import (
     Channel,
     CheckIn,
+    Couple,
     Partner,
     Reminder,
     ReminderPurpose,
@@ -99,7 +100,11 @@ class Batch:
             for r in s.scalars(
                 sa.select(Ritual)
                 .where(Ritual.id.in_(ritual_ids))
-                .options(joinedload(Ritual.couple), joinedload(Ritual.exceptions))
+                .options(
+                    # The partners too: whether a ritual asks (texts, the page link) counts them.
+                    joinedload(Ritual.couple).selectinload(Couple.partners),
+                    joinedload(Ritual.exceptions),
+                )
             ).unique()
         }
         self.partners = {
