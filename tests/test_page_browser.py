@@ -27,13 +27,11 @@ from service.domain import partners
 from service.outbox import planner
 from service.runtime.daemon import Daemon
 from service.web.page import tokens as page_tokens
-from tests.browser import DESKTOP, PHONE, Tab, chromium
+from tests.browser import DESKTOP, PHONE, Tab
 from tests.conftest import snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.page_helpers import Page, served_page
 from tests.processes import free_port, wait_for
-
-__all__ = ["chromium"]  # the fixture, imported for pytest
 
 
 @pytest.fixture

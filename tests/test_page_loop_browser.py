@@ -14,12 +14,10 @@ import pytest
 from service.db.context import Hearth
 from service.domain import partners
 from service.web.page import tokens as page_tokens
-from tests.browser import DESKTOP, PHONE, Tab, axe_serious, chromium, shoot
+from tests.browser import DESKTOP, PHONE, Tab, axe_serious, shoot
 from tests.factories import check_in_sent
 from tests.page_helpers import served_page
 from tests.web import serve
-
-__all__ = ["chromium"]  # the fixture, imported for pytest
 
 RIVER = "The walk by the river at dusk"
 DINNER = "Cooking dinner together"
