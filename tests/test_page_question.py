@@ -191,7 +191,13 @@ def test_bad_answers_are_refused_with_one_line_and_change_nothing(loop: Loop) ->
     assert other.status_code == 400 and "this question has closed" in other.text
     broken = loop.post(alice, "answer", ritual="x", occurrence="y", answer="x")
     assert broken.status_code == 400
+    too_long = loop.post(alice, "answer", ritual="1", occurrence=_key(loop), answer="я" * 1601)
+    assert too_long.status_code == 400 and "at most 1600 characters" in too_long.text
     assert snapshot(loop.hearth.db) == before
+    # The longest answer, in any script, is taken (it is well over the other forms' limit).
+    longest = "я" * 1600
+    ok = loop.post(alice, "answer", ritual="1", occurrence=_key(loop), answer=longest)
+    assert ok.status_code == 303 and longest in loop.page(alice)
     # Once the occurrence has closed (the next one began), the page asks nothing.
     assert isinstance(loop.hearth.clock, FakeClock)
     loop.hearth.clock.advance(timedelta(days=1))

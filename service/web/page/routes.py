@@ -31,6 +31,7 @@ from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
 from service.domain import unsubscribe as links
+from service.replies.question import MAX_ANSWER
 from service.web.page import actions as page_actions
 from service.web.page import tokens as page_tokens
 from service.web.page import view as partner_page
@@ -51,7 +52,12 @@ DONE_CODES = frozenset(
         "forgotten",
     }
 )
-MAX_PAST_PAGE = 10_000  # "our questions" pages: any number past the last is just empty
+MAX_PAST_PAGE = 10_000
+# An answer of question.MAX_ANSWER characters, each up to 4 UTF-8 bytes sent as %XX, and the
+# form's other fields.
+ANSWER_FORM_BYTES = (
+    MAX_ANSWER * 12 + 1024
+)  # "our questions" pages: any number past the last is just empty
 _TOKEN_FORM = page_tokens.well_formed
 
 
@@ -206,7 +212,8 @@ async def write(request: Request) -> Response:
     if not limiter.allow(page_tokens.digest(token)):
         return await _refuse(hearth, token, action, {}, 429, "rate_limited", None)
     body = await request.body()
-    form = dict(parse_qsl(body.decode("utf-8", "replace"))) if len(body) <= MAX_FORM_BYTES else {}
+    limit = ANSWER_FORM_BYTES if action == "answer" else MAX_FORM_BYTES
+    form = dict(parse_qsl(body.decode("utf-8", "replace"))) if len(body) <= limit else {}
     if not page_tokens.csrf_ok(token, form.get("csrf", "")):
         return await _refuse(hearth, token, action, form, 403, "csrf", None)
     try:
