@@ -64,3 +64,9 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache .mypy_cache hearth.db hearth.db-wal hearth.db-shm $(CATALOGS)
+
+# docs/page-phone.png and docs/page-desktop.png, taken by the browser tests of the couple's
+# loop (the revealed question and "our questions"), at 375 px and 1280 px.
+.PHONY: screenshots
+screenshots: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM)
+	SCREENSHOTS=1 $(BIN)/pytest -q tests/test_page_loop_browser.py -k both_answer

@@ -7,8 +7,9 @@ from datetime import timedelta
 import click
 
 from cli.common import fmt_local, unit_of_work
-from service.calendar import feed_tokens, page_tokens
+from service.calendar import feed_keep, feed_tokens
 from service.domain import demo
+from service.web.page import tokens as page_tokens
 
 HINT = "open both links, answer tonight's question as each partner, and watch the reveal"
 NOT_ADDED = "demo not added: this database already has couples (it goes only into an empty one)"
@@ -39,6 +40,7 @@ def demo_cmd(nudge_in: int) -> None:
             pages[p.name] = page_tokens.url(web, page)
             # A feed token sealed for the page: it opens on working subscribe buttons.
             feeds[p.name] = page_tokens.issue_feed(session, now, p, page)
+            feed_keep.keep(p, feeds[p.name], hearth.keys)  # their later pages show it too
         feed = feed_tokens.urls(web, feeds[made.alex.name])
         tz = made.couple.timezone
         when = fmt_local(made.start - timedelta(minutes=1), tz)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.common import print_json, read_only, unit_of_work
-from service.calendar import feed_tokens, feeds
+from service.calendar import feed_keep, feed_tokens, feeds
 from service.core.exceptions import InvalidInput
 from service.domain import couples, partners
 
@@ -35,8 +35,9 @@ def _show(partner_name: str, urls: feed_tokens.FeedUrls, qr: bool) -> None:
 @click.option("--qr/--no-qr", default=True, help="Also print a QR code to scan with a phone.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def url_cmd(partner: str, qr: bool, as_json: bool) -> None:
-    """Issue PARTNER's first feed URL. Only a hash of it is stored, so it is shown once: when
-    PARTNER already has one this refuses rather than cut off a live subscription (`rotate`
+    """Show PARTNER's feed URL, issuing their first. With encryption keys the URL is kept
+    sealed, so it can be shown again (after `partner link` too); without, only its hash is
+    stored and a second `url` refuses rather than cut off a live subscription (`rotate`
     issues a new one)."""
     _issue(partner, qr, as_json, rotate=False)
 
@@ -53,7 +54,11 @@ def rotate_cmd(partner: str, qr: bool, as_json: bool) -> None:
 def _issue(partner: str, qr: bool, as_json: bool, *, rotate: bool) -> None:
     with unit_of_work() as (hearth, session, now):
         p = partners.resolve(session, partner)
-        token = feed_tokens.issue(session, now, p, first=not rotate, ref=partner)
+        # A kept feed token (service/calendar/feed_keep.py) is shown again, not replaced.
+        token = None if rotate else feed_keep.recover(p, hearth.keys)
+        if token is None:
+            token = feed_tokens.issue(session, now, p, first=not rotate, ref=partner)
+            feed_keep.keep(p, token, hearth.keys)
         urls = feed_tokens.urls(hearth.settings.web, token)
         name = p.name
     if as_json:

@@ -86,7 +86,7 @@ def schedule_options(f: F) -> F:
         click.option(
             "--ask/--no-ask",
             default=None,
-            help="Ask the prompt as the shared question: answers by text, each partner sees "
+            help="Ask the prompt as the shared question: answers by text or on the page, each sees "
             "the other's once both answered (default: on for check-ins and gratitude).",
         ),
     ]

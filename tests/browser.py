@@ -71,6 +71,22 @@ class Tab:
         self.context.close()
 
 
+AXE = Path(__file__).resolve().parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
+_SERIOUS = """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+  .filter(v => v.impact === "serious" || v.impact === "critical")
+  .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "))"""
+
+
+def axe_serious(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now. The script goes
+    in through the DevTools protocol, which the page's CSP (no script at all) does not
+    govern; the page itself stays script-free."""
+    if not AXE.exists():
+        _missing(f"{AXE} is missing (cd tests/js && npm ci)")
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    return list(page.evaluate(_SERIOUS))
+
+
 def shoot(page: Any, name: str) -> None:
     """Write the screenshot into docs/ when asked (SCREENSHOTS=1), as the README's
     pictures are made; otherwise only check that one can be taken."""

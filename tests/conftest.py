@@ -26,7 +26,8 @@ from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Base
 
-pytest_plugins = ["tests.peers.fixtures"]
+# tests.browser: one headless Chromium for the whole session, shared by every browser test.
+pytest_plugins = ["tests.peers.fixtures", "tests.browser"]
 
 PG_BASE = os.environ.get("HEARTH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

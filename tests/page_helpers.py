@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from service.calendar import page_tokens
 from service.db.context import Hearth
 from service.db.models import Event, Partner, Reminder, ReminderPurpose
 from service.domain import partners
+from service.web.page import tokens as page_tokens
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from service.calendar import feed_tokens, page_tokens
+from service.calendar import feed_tokens
 from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
@@ -38,6 +38,7 @@ from service.domain import unsubscribe as links
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from service.web import create_app
+from service.web.page import tokens as page_tokens
 from tests import peers
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners

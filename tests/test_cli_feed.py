@@ -54,9 +54,15 @@ def test_feed_url_prints_https_webcal_and_a_qr_code(cli: Cli) -> None:
     assert shown["webcal"] == "webcal://" + shown["https"].removeprefix("https://")
 
 
-def test_feed_url_refuses_to_replace_a_live_url(cli: Cli, db: Database) -> None:
-    """Only the hash is stored, so showing the URL again would mean a new token, cutting off
-    the subscription the partner has: refused, pointing at `rotate`."""
+def test_feed_url_refuses_to_replace_a_live_url_it_cannot_show(
+    db: Database, clock: FakeClock
+) -> None:
+    """Without encryption keys only the hash is stored, so showing the URL again would mean
+    a new token, cutting off the subscription the partner has: refused, pointing at
+    `rotate`."""
+    settings = make_settings(db, web={"public_base_url": BASE}, encryption={"keys": ""})
+    cli = Cli(Hearth(settings=settings, db=db, clock=clock))
+    couple_with_partners(db, clock.now())
     cli.ok("feed", "url", "Alice")
     before = snapshot(db)
     for args in (("feed", "url", "Alice"), ("feed", "url", "Alice", "--json")):
@@ -70,6 +76,32 @@ def test_feed_url_refuses_to_replace_a_live_url(cli: Cli, db: Database) -> None:
     assert by_path.exit_code == 2
     assert "use `hearth feed rotate 'Alice & Sam/Alice'` to issue" in by_path.output
     assert snapshot(db) == before
+
+
+def test_feed_url_shows_a_kept_url_again_also_after_partner_link(cli: Cli, public: Hearth) -> None:
+    """With keys the feed token is kept sealed: `feed url` shows the same URL again, the
+    subscription keeps working, nothing changes; after `partner link` (which made Sam's
+    first feed for his page) it shows the very feed the page shows."""
+    first = _token(cli.ok("feed", "url", "Alice").output)
+    before = snapshot(public.db)
+    assert _token(cli.ok("feed", "url", "Alice", "--no-qr").output) == first
+    assert snapshot(public.db) == before
+    link = cli.ok("partner", "link", "Sam", "--no-qr").output
+    page_url = next(w for w in link.split() if "/page/" in w)
+    sam = _token(cli.ok("feed", "url", "Sam", "--no-qr").output)
+    with serve(public) as base, httpx.Client(base_url=base) as http:
+        assert http.get(f"/feeds/{first}.ics").status_code == 200
+        page = http.get(page_url.replace(BASE, base)).text
+        assert f"/feeds/{sam}.ics" in page  # the page's subscribe link is the same feed
+        assert http.get(f"/feeds/{sam}.ics").status_code == 200
+        # Alice subscribed before her page existed: her first page link opens on the
+        # subscribe buttons of that calendar, no click, nothing rotated.
+        alice_link = cli.ok("partner", "link", "Alice", "--no-qr").output
+        alice_url = next(w for w in alice_link.split() if "/page/" in w)
+        alice_page = http.get(alice_url.replace(BASE, base)).text
+        assert f"webcal://hearth.example.org/feeds/{first}.ics" in alice_page
+        assert 'id="sub-google"' in alice_page and 'id="new-feed"' not in alice_page
+        assert http.get(f"/feeds/{first}.ics").status_code == 200
 
 
 def test_feed_rotate_cuts_off_only_the_old_url(cli: Cli, public: Hearth) -> None:

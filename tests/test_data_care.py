@@ -9,13 +9,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service.calendar import feed_tokens, page_tokens
+from service.calendar import feed_tokens
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Channel, DeliveryStat, Event, Reminder, ReminderState, Reply
 from service.domain import partners
 from service.outbox import retention
+from service.web.page import tokens as page_tokens
 from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import check_in_sent
 from tests.test_replies import reply

@@ -191,6 +191,7 @@ def _sample(t: i18n.Lang) -> dict[str, str]:
         "day": t.day(berlin),
         "until": t.day_time(berlin),
         "url": _URL,
+        "link": _URL.split("/page/", 1)[0] + "/page/from-email/12345.1." + "x" * 32,
         "word": "AUSLASSEN",
         "mood": "4",
         "days": "60",

@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from service.calendar import page_tokens, partner_page
 from service.core.clock import FakeClock
 from service.core.config import LogFormat, LogSettings
 from service.core.logs import REDACTED, configure
@@ -38,6 +37,8 @@ from service.outbox import planner, texts
 from service.replies import inbound, repair
 from service.runtime.daemon import Daemon
 from service.web.limiter import WRITE_LIMIT, WRITE_WINDOW
+from service.web.page import tokens as page_tokens
+from service.web.page import view as partner_page
 from tests.conftest import Cli, snapshot
 from tests.page_helpers import Page, make_couple, served_page
 from tests.web import serve

@@ -19,7 +19,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.calendar import page_tokens
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -27,13 +26,12 @@ from service.db.models import Partner, Reminder, ReminderState
 from service.domain import partners
 from service.outbox import planner
 from service.runtime.daemon import Daemon
-from tests.browser import DESKTOP, PHONE, Tab, chromium, shoot
+from service.web.page import tokens as page_tokens
+from tests.browser import DESKTOP, PHONE, Tab
 from tests.conftest import snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.page_helpers import Page, served_page
 from tests.processes import free_port, wait_for
-
-__all__ = ["chromium"]  # the fixture, imported for pytest
 
 
 @pytest.fixture
@@ -89,7 +87,6 @@ def test_the_link_opens_on_a_phone_and_every_button_goes_where_it_should(
     feed = httpx.get(page.base + "/feeds/" + https.rsplit("/feeds/", 1)[1])
     assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/calendar")
     assert "Five-minute check-in" in phone.page.inner_text("main")
-    shoot(phone.page, "page-phone.png")
 
 
 def test_pause_and_resume_from_the_phone_and_the_daemon_honours_both(
@@ -163,7 +160,6 @@ def test_the_page_on_a_desktop(page: Page, chromium: Any) -> None:
     try:
         tab.page.goto(page.url)
         assert tab.page.locator("h1").inner_text() == "Hearth for Alice"
-        shoot(tab.page, "page-desktop.png")
         assert tab.errors == []
     finally:
         tab.close()

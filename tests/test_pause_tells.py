@@ -14,7 +14,7 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from service.calendar import feeds, page_tokens
+from service.calendar import feeds
 from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
@@ -23,6 +23,7 @@ from service.domain import couples
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from service.replies import repair
+from service.web.page import tokens as page_tokens
 from tests import peers
 from tests.conftest import Cli, make_settings
 from tests.page_helpers import Page, served_page

@@ -24,6 +24,7 @@ from service.db.models import (
     Event,
     OccurrenceException,
     Partner,
+    Prompt,
     PromptRotation,
     Reminder,
     RepairRequest,
@@ -38,6 +39,7 @@ _SECRET = {
     "claim_token",
     "page_token_hash",
     "feed_token_sealed",
+    "feed_token_kept",
 }
 _SEALED = {"body", "text"}  # reply and message bodies, answers (service/core/crypto.py)
 
@@ -105,6 +107,18 @@ def export_couple(
         ),
         "replies": rows(sa.select(Reply).where(Reply.couple_id == couple.id).order_by(Reply.id)),
         "answers": rows(sa.select(Answer).where(Answer.couple_id == couple.id).order_by(Answer.id)),
+        # The questions those answers answer ("our questions" on the page).
+        "questions": rows(
+            sa.select(Prompt)
+            .where(
+                Prompt.id.in_(
+                    sa.select(Answer.prompt_id).where(
+                        Answer.couple_id == couple.id, Answer.prompt_id.is_not(None)
+                    )
+                )
+            )
+            .order_by(Prompt.id)
+        ),
         "repair_requests": rows(
             sa.select(RepairRequest)
             .where(RepairRequest.couple_id == couple.id)

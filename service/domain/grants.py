@@ -3,7 +3,7 @@
 A page link itself is never stored (only its hash), so an email cannot carry it. Each email
 send carries a grant instead: 256 random bits, stored as SHA-256, bound to that send (its
 reminder id), good for :data:`LIFETIME` and for one use. Using it issues a new page link
-(service/calendar/page_tokens.py), and every page-link issue drops all of the partner's
+(service/web/page/tokens.py), and every page-link issue drops all of the partner's
 grants: the one just used, and every email sent before a "new link to this page". A
 forwarded email is therefore a key for at most a week and one page opening, and the partner
 takes it back by rotating their page link. docs/operations.md has the whole link model.
@@ -24,6 +24,8 @@ from service.db.models import PageGrant, Partner
 
 LIFETIME = timedelta(days=7)
 PATH = "/page/from-email/"
+# Where a stored text links to the page: replaced by a fresh grant when it is sent.
+PAGE_LINK = "[page link]"
 TOKEN_BYTES = 32
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32); fullmatch only
 

@@ -31,6 +31,8 @@ TOKEN_FORM = re.compile(r"([1-9]\d{0,18})\.([1-9]\d{0,9})\.([A-Za-z0-9_-]{32})")
 PLACEHOLDER = "[unsubscribe link]"
 
 
+# Where a stored text points to the partner's page (a discreet partner's question and
+# reveal): rendered at send time into :func:`page_url`, so no stored body holds the token.
 def _key(session: Session) -> bytes:
     return server_key(session, KEY_NAME)
 

@@ -20,6 +20,7 @@ from service.db import upsert
 from service.db.models import (
     Channel,
     CheckIn,
+    Couple,
     Partner,
     Reminder,
     ReminderPurpose,
@@ -30,6 +31,7 @@ from service.db.models import (
 from service.db.states import ONE_OFF_PURPOSES
 from service.domain import grants, prompts, reply_address
 from service.domain import unsubscribe as links
+from service.domain.answers import asks
 from service.outbox import texts
 from service.outbox.gates import actual_start, address
 
@@ -57,6 +59,8 @@ def render(
     if r.purpose in ONE_OFF_PURPOSES or r.ritual_id is None:
         assert r.body is not None, "a notice carries its text"
         body = keys.open(r.body)  # a reply's message is sealed at rest
+        if grants.PAGE_LINK in body:  # a grant for this send only, never stored
+            body = body.replace(grants.PAGE_LINK, _grant(s, now, base_url, partner, r))
         to = address(partner, r.channel)
         return texts.notice(body, r.channel, to, r.id, partner.language, reply_to)
     ritual = batch.rituals[r.ritual_id]
@@ -79,8 +83,11 @@ def render(
             r.prompt_id, prompt_text = prompt.id, prompt.text
     # Derived at send time; the stored body keeps only a reference (domain/unsubscribe).
     unsubscribe = links.url(s, base_url, partner) if r.channel is Channel.EMAIL else None
-    # The footer's way to the page: a grant for this send only (domain/grants).
-    page = grants.url(base_url, grants.issue(s, now, partner, r.id)) if unsubscribe else None
+    # The way to the page: a grant for this send only (domain/grants), in the email's footer
+    # and, when the shared question is asked, in a discreet partner's text (they answer there).
+    page = None
+    if unsubscribe or (not partner.full_text and prompt_text and asks(ritual)):
+        page = _grant(s, now, base_url, partner, r)
     start = actual_start(ritual, r.occurrence_start)  # a moved occurrence's new time
     late = now if now - r.due_at > LATE else None
     mctx = texts.Context(
@@ -89,6 +96,10 @@ def render(
     message = texts.render(mctx, r.channel, address(partner, r.channel), r.id)
     r.body = links.without_link(links.without_link(message.text, unsubscribe), page)
     return message
+
+
+def _grant(s: Session, now: datetime, base_url: str, partner: Partner, r: Reminder) -> str:
+    return grants.url(base_url, grants.issue(s, now, partner, r.id))
 
 
 class Batch:
@@ -103,7 +114,11 @@ class Batch:
             for r in s.scalars(
                 sa.select(Ritual)
                 .where(Ritual.id.in_(ritual_ids))
-                .options(joinedload(Ritual.couple), joinedload(Ritual.exceptions))
+                .options(
+                    # The partners too: whether a ritual asks (texts, the page link) counts them.
+                    joinedload(Ritual.couple).selectinload(Couple.partners),
+                    joinedload(Ritual.exceptions),
+                )
             ).unique()
         }
         self.partners = {

@@ -29,6 +29,8 @@ SMS_HINTS = N_("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
 ASK_HINTS = N_(
     "Reply with your answer: you'll see your partner's once you both have. STOP to opt out."
 )
+# A discreet partner's lock screen shows no question: the text links to their page.
+PAGE_ASK = N_("A question for you two is on your page: {link} STOP to opt out.")
 EMAIL_ASK = N_(
     "Answer by text message: your partner sees your answer once you have both answered, "
     "and you see theirs."
@@ -199,6 +201,9 @@ def sms_text(ctx: Context) -> str:
     # The full text, prompt and shared question included, is for partners who chose it.
     prompt = ctx.prompt_text if ctx.prompt and not discreet else None
     head = t._("Hearth: {title} {when}.")
+    if discreet and ctx.page_url:
+        ask = t._(PAGE_ASK).format(link=ctx.page_url)
+        return fit_title(lambda x: f"{head.format(title=x, when=when)} {ask}", title)
     tail = t._(ASK_HINTS) if prompt and asks(ctx.ritual) else sms_hints(t)
     if prompt:
         # The prompt is what gets shortened, never the hints (STOP must always be there).

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from service.calendar import page_tokens
+from service.calendar import feed_keep
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
@@ -46,6 +46,7 @@ from service.domain.recurrence import occurrences, schedule_of
 from service.replies import outgoing, pausing, question, repair, snoozing, vocabulary, words
 from service.replies.vocabulary import HELP_WORDS, KEYWORDS, START_WORDS, STOP_WORDS
 from service.replies.words import Parsed
+from service.web.page import tokens as page_tokens
 
 log = structlog.get_logger("hearth.inbound")
 
@@ -361,6 +362,9 @@ def _resume(t: Turn) -> Outcome:
 
 def _link(t: Turn) -> Outcome:
     token = page_tokens.issue(t.session, t.now, t.partner)
+    fresh = page_tokens.unseal(t.partner, token)  # a first feed token, made for this link
+    if fresh is not None:
+        feed_keep.keep(t.partner, fresh, t.hearth.keys)
     url = page_tokens.url(t.hearth.settings.web, token)
     return t.lang._(LINK_TEXT).format(url=url), "page link sent", None
 

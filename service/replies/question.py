@@ -26,8 +26,8 @@ from service.channels.segments import MAX_SEGMENTS, segments
 from service.core import i18n
 from service.core.i18n import N_, Lang
 from service.db.context import Hearth
-from service.db.models import Answer, Channel, CheckIn, Partner, Prompt, Reminder, Ritual
-from service.domain import answers, partners, prompts, stats, validation, wording
+from service.db.models import Answer, Channel, CheckIn, Partner, Prompt, Ritual
+from service.domain import answers, grants, partners, prompts, stats, validation, wording
 from service.domain.events import EventType, record
 from service.replies import outgoing, words
 
@@ -55,6 +55,8 @@ CHANGED_ANSWER = N_(
 REVEAL_HEAD = N_("Hearth: {name}'s answer:")
 EMAIL_HEAD = N_("{name}'s answer to {title}:")
 EMAIL_QUESTION = N_('The question was: "{question}"')
+# To a discreet partner: no name of a ritual, no answer on the lock screen.
+REVEAL_PAGE = N_("Hearth: your partner answered too. See both answers on your page: {link}")
 
 
 def mark_done(
@@ -109,8 +111,9 @@ def reply(
     ritual = session.get(Ritual, last.ritual_id) if last and last.ritual_id else None
     if last is None or ritual is None:
         return None
-    # Without a key no answer can be kept (never in clear): only the mood counts.
-    asking = answers.asks(ritual) and hearth.keys.configured
+    # Without a key no answer can be kept (never in clear): only the mood counts. A discreet
+    # partner was asked on their page, not in the text: their words are no answer.
+    asking = answers.asks(ritual) and answers.by_text(partner) and hearth.keys.configured
     if not asking and mood is None:
         return None
     occ = last.occurrence_start
@@ -122,23 +125,26 @@ def reply(
         row.mood = mood
         noted = MOOD_NOTED_ASK if asking and row.text is None else MOOD_NOTED
         return t._(noted).format(mood=mood), f"mood {mood}", ritual.id
-    return _answer(hearth, session, now, partner, ritual, last, body.strip(), mood, late)
+    occ, prompt_id = last.occurrence_start, last.prompt_id
+    return answer(hearth, session, now, partner, ritual, occ, prompt_id, body.strip(), mood, late)
 
 
-def _answer(
+def answer(
     hearth: Hearth,
     session: Session,
     now: datetime,
     partner: Partner,
     ritual: Ritual,
-    last: Reminder,
+    occ: datetime,
+    prompt_id: int | None,
     text: str,
     mood: int | None,
     late: bool,
 ) -> Outcome:
+    """Keep ``partner``'s answer to the occurrence (by text or on their page) and reveal
+    both once both answered in time."""
     t = i18n.lang(partner.language)
     text = validation.plain(text)  # it goes on to the other partner's SMS and email
-    occ = last.occurrence_start
     # Two answers arriving together: on PostgreSQL (READ COMMITTED) neither transaction
     # would see the other's uncommitted answer and nobody would get the reveal. The second
     # waits here for the first to commit, then reads its answer. (NO KEY UPDATE: the
@@ -148,6 +154,8 @@ def _answer(
         sa.select(Ritual.id).where(Ritual.id == ritual.id).with_for_update(key_share=True)
     )
     row, _ = answers.upsert(session, now, ritual, occ, partner)
+    if row.prompt_id is None:
+        row.prompt_id = prompt_id
     if row.revealed_at is not None:
         return t._(AFTER_REVEAL), "answer: after the reveal", ritual.id
     if late:
@@ -169,7 +177,7 @@ def _answer(
         occurrence=occ.isoformat(),
     )
     mark_done(hearth, session, now, partner, ritual, occ, "answer")
-    if reveal(hearth, session, now, ritual, occ, last.prompt_id):
+    if reveal(hearth, session, now, ritual, occ, prompt_id):
         return None, "answer: revealed to both", ritual.id
     if changed:
         return t._(CHANGED_ANSWER), "answer changed", ritual.id
@@ -198,42 +206,8 @@ def reveal(
     prompt = session.get(Prompt, prompt_id) if prompt_id else None
     for to in members:
         for other in members:
-            if other is to:
-                continue
-            text = hearth.keys.open(rows[other.id].text or "")
-            email = partners.can_email(to)
-            t = i18n.lang(to.language)  # the reader's language; the answer as written
-            sms, cut = reveal_sms(other.name, text, t, more=email)
-            texted = outgoing.message(
-                hearth,
-                session,
-                now,
-                to,
-                sms,
-                ritual_id=ritual.id,
-                occurrence=occ,
-                fresh=outgoing.REVEAL_FRESH,
-                words=True,
-            )
-            # By email: the whole of a long answer, or the whole reveal for who takes no texts.
-            if (cut or not texted) and email:
-                head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
-                asked = ""
-                if prompt is not None:
-                    question = prompts.localized(ritual.kind, prompt.text, t.code)
-                    asked = t._(EMAIL_QUESTION).format(question=question) + "\n\n"
-                outgoing.message(
-                    hearth,
-                    session,
-                    now,
-                    to,
-                    f"{head}\n\n{asked}{text}",
-                    channel=Channel.EMAIL,
-                    ritual_id=ritual.id,
-                    occurrence=occ,
-                    fresh=outgoing.REVEAL_FRESH,
-                    words=True,
-                )
+            if other is not to:
+                _reveal_to(hearth, session, now, ritual, occ, prompt, to, other, rows)
     for a in rows.values():
         a.revealed_at = now
     record(
@@ -245,6 +219,65 @@ def reveal(
         occurrence=occ.isoformat(),
     )
     return True
+
+
+def _reveal_to(
+    hearth: Hearth,
+    session: Session,
+    now: datetime,
+    ritual: Ritual,
+    occ: datetime,
+    prompt: Prompt | None,
+    to: Partner,
+    other: Partner,
+    rows: dict[int, Answer],
+) -> None:
+    """``other``'s answer to ``to`` on their own channel: in the text for a full-text SMS
+    partner (the whole of a long one by email too), by email (not a lock screen) for a
+    partner who gets emails, else a discreet text that only points to their page. Their
+    page shows it in any case."""
+    text = hearth.keys.open(rows[other.id].text or "")
+    t = i18n.lang(to.language)  # the reader's language; the answer as written
+    fresh = outgoing.REVEAL_FRESH
+    email = partners.can_email(to) and Channel.EMAIL in to.channel_list
+    if answers.by_text(to):
+        sms, cut = reveal_sms(other.name, text, t, more=partners.can_email(to))
+        outgoing.message(
+            hearth,
+            session,
+            now,
+            to,
+            sms,
+            ritual_id=ritual.id,
+            occurrence=occ,
+            fresh=fresh,
+            words=True,
+        )
+        if not (cut and partners.can_email(to)):
+            return
+    elif not email:
+        notice = t._(REVEAL_PAGE).format(link=grants.PAGE_LINK)
+        outgoing.message(
+            hearth, session, now, to, notice, ritual_id=ritual.id, occurrence=occ, fresh=fresh
+        )
+        return
+    head = t._(EMAIL_HEAD).format(name=other.name, title=wording.title(ritual, t))
+    asked = ""
+    if prompt is not None:
+        question = prompts.localized(ritual.kind, prompt.text, t.code)
+        asked = t._(EMAIL_QUESTION).format(question=question) + "\n\n"
+    outgoing.message(
+        hearth,
+        session,
+        now,
+        to,
+        f"{head}\n\n{asked}{text}",
+        channel=Channel.EMAIL,
+        ritual_id=ritual.id,
+        occurrence=occ,
+        fresh=fresh,
+        words=True,
+    )
 
 
 def reveal_sms(name: str, text: str, t: Lang, more: bool = False) -> tuple[str, bool]:

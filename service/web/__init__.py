@@ -23,10 +23,11 @@ from service.calendar import feed_tokens
 from service.core.clock import Clock
 from service.core.logs import scrub
 from service.db.context import Hearth
-from service.web import feeds, health, page, twilio, unsubscribe
+from service.web import feeds, health, twilio, unsubscribe
 from service.web.limiter import WriteLimiter
 from service.web.limits import BodyLimit
 from service.web.origin import SameOrigin
+from service.web.page import routes as page
 
 log = structlog.get_logger("hearth.web")
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.replies.question import MAX_ANSWER
+
 # The largest body any route takes: a Twilio webhook is a few kB (an SMS is at most 1600
 # characters), so 64 KiB leaves room. deploy/nginx.conf and deploy/Caddyfile say the same.
 MAX_BODY = 64 * 1024
 # The partner page's forms and the email buttons are a few short fields.
 FORM_BODY = 4096
+# The page's answer box: an answer of MAX_ANSWER characters, each up to 4 UTF-8 bytes sent as
+# %XX, and the form's other fields.
+ANSWER_BODY = MAX_ANSWER * 12 + 1024
 ROUTE_LIMITS: dict[str, int] = {
     "/page/": FORM_BODY,
     "/unsubscribe/": FORM_BODY,
@@ -26,6 +31,8 @@ TOO_LARGE = b"request body too large\n"
 
 
 def limit_for(path: str) -> int:
+    if path.startswith("/page/") and path.endswith("/answer"):
+        return ANSWER_BODY
     return next((n for prefix, n in ROUTE_LIMITS.items() if path.startswith(prefix)), MAX_BODY)
 
 

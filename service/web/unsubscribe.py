@@ -17,7 +17,7 @@ from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
 from service.domain import partners
 from service.domain import unsubscribe as links
-from service.web.page_guard import HEADERS
+from service.web.page.guard import HEADERS
 
 PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
 <link rel="stylesheet" href="/static/page.css"></head><body><main>{body}</main></body></html>"""

@@ -121,6 +121,8 @@ class Answer(Base):
     late: Mapped[bool] = mapped_column(default=False)
     answered_at: Mapped[datetime] = mapped_column(index=True)
     revealed_at: Mapped[datetime | None]
+    # The question asked (migration 0014): "our questions" on the page shows it.
+    prompt_id: Mapped[int | None] = mapped_column(sa.ForeignKey("prompt.id", ondelete="SET NULL"))
 
 
 class RepairRequest(Base):

@@ -15,14 +15,16 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy.orm import Session
 
-from service.calendar import page_tokens
+from service.calendar import feed_keep
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
 from service.core.timeutil import zone
+from service.db.context import Hearth
 from service.db.models import Channel, ConsentState, Partner
-from service.domain import couples, notices, partners, rituals, skips, validation
-from service.replies import pausing, repair
+from service.domain import answers, couples, notices, partners, rituals, skips, validation
+from service.replies import pausing, question, repair
+from service.web.page import tokens as page_tokens
 
 SOURCE = "page"
 
@@ -115,14 +117,18 @@ def settings(session: Session, now: datetime, partner: Partner, token: str, form
     """Quiet hours, timezone, channels, discreet or full texts, language: ``hearth partner
     edit``."""
     chosen = [c for c in (Channel.SMS, Channel.EMAIL) if form.get(f"channel_{c}") == "on"]
+    # Quiet hours and the lock-screen style are offered only to a partner with a phone:
+    # a form without them keeps them as they are.
+    kept_quiet = partners.format_quiet(partner) if partners.quiet(partner) else ""
+    style = form.get("text_style")
     partners.edit(
         session,
         now,
         partner,
-        quiet_hours=form.get("quiet_hours", ""),
+        quiet_hours=form.get("quiet_hours", kept_quiet),
         timezone=form.get("timezone", partner.timezone),
         channels=",".join(chosen),
-        full_text=form.get("text_style") == "full",
+        full_text=partner.full_text if style is None else style == "full",
         language=form.get("language") or None,
     )
     return Done("saved")
@@ -140,14 +146,66 @@ def resubscribe(session: Session, now: datetime, partner: Partner, token: str, f
     return Done("resubscribed")
 
 
-def rotate_feed(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
-    page_tokens.issue_feed(session, now, partner, token)
+def rotate_feed(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
+    feed_keep.keep(partner, page_tokens.issue_feed(session, now, partner, token), hearth.keys)
     return Done("feed")
 
 
 def rotate_page(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
     return Done("link", page_tokens.issue(session, now, partner, current=token))
 
+
+def _occurrence(form: Form) -> tuple[int, datetime]:
+    try:
+        return int(form.get("ritual", "")), datetime.fromisoformat(form.get("occurrence", ""))
+    except ValueError:
+        raise InvalidInput("answer", "this form is incomplete", "reload the page") from None
+
+
+def answer(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
+    """The partner's answer to the open question, as if texted: kept sealed, revealed to both
+    once both answered (service/replies/question.py). Only to the occurrence the page showed:
+    a form left open past its close never lands on the next one."""
+    text = form.get("answer", "").strip()
+    if not text:
+        raise InvalidInput("answer", "write a few words first")
+    if len(text) > question.MAX_ANSWER:
+        raise InvalidInput("answer", f"at most {question.MAX_ANSWER} characters, please")
+    if not hearth.keys.configured:
+        raise Conflict("answer: answers cannot be kept yet; ask your Hearth admin")
+    ritual_id, occ = _occurrence(form)
+    found = answers.open_question(session, partner.couple, now, hearth.settings.replies.grace)
+    if found is None or found.ritual.id != ritual_id or found.occurrence != occ:
+        raise Conflict("answer: this question has closed; reload the page")
+    row = answers.get(session, ritual_id, occ, partner.id)
+    if row is not None and row.revealed_at is not None:
+        raise Conflict("answer: your answers were shared already, so it stays as it is")
+    ritual, prompt = found.ritual, found.prompt_id
+    question.answer(hearth, session, now, partner, ritual, occ, prompt, text, None, False)
+    return Done("answered")
+
+
+def forget(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
+    """Forget the partner's own answer for good (the other's stays theirs)."""
+    ritual_id, occ = _occurrence(form)
+    answers.forget(session, now, partner, ritual_id, occ)
+    return Done("forgotten")
+
+
+HearthAction = Callable[[Hearth, Session, datetime, Partner, str, Form], Done]
+# Forms that need the service context: the keys that seal an answer or keep a feed token,
+# the outbox a reveal goes through.
+HEARTH_ACTIONS: dict[str, HearthAction] = {
+    "answer": answer,
+    "forget": forget,
+    "rotate-feed": rotate_feed,
+}
 
 ACTIONS: dict[str, Action] = {
     "pause": pause,
@@ -156,6 +214,5 @@ ACTIONS: dict[str, Action] = {
     "repair": ask_repair,
     "settings": settings,
     "resubscribe": resubscribe,
-    "rotate-feed": rotate_feed,
     "rotate-link": rotate_page,
 }

@@ -1,4 +1,4 @@
-"""Page tokens: the secret link to a partner's own page (service/web/page.py).
+"""Page tokens: the secret link to a partner's own page (service/web/page/routes.py).
 
 Like a feed token, 256 random bits shown once and stored only as SHA-256, one per partner,
 rotatable. It is a separate secret: a feed URL is handed to calendar providers and must not

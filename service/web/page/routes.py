@@ -17,27 +17,43 @@ from collections import OrderedDict
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import available_timezones
 
 import structlog
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.calendar import page_tokens, partner_page
+from service.calendar import feed_keep
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
 from service.domain import grants
-from service.replies import page_actions
 from service.web.limiter import WriteLimiter
-from service.web.page_guard import HEADERS, render
+from service.web.page import actions as page_actions
+from service.web.page import tokens as page_tokens
+from service.web.page import view as partner_page
+from service.web.page.guard import HEADERS, render
 
 log = structlog.get_logger("hearth.page")
 DONE_CODES = frozenset(
-    {"paused", "resumed", "skipped", "repair", "saved", "resubscribed", "feed", "link"}
+    {
+        "paused",
+        "resumed",
+        "skipped",
+        "repair",
+        "saved",
+        "resubscribed",
+        "feed",
+        "link",
+        "answered",
+        "forgotten",
+    }
 )
+MAX_PAST_PAGE = 10_000
 _TOKEN_FORM = page_tokens.well_formed
 
 
@@ -45,13 +61,13 @@ def _count(kind: str, outcome: str) -> None:
     PAGE_REQUESTS.labels(kind=kind, outcome=outcome).inc()
 
 
-def _view(hearth: Hearth, token: str) -> partner_page.View | None:
+def _view(hearth: Hearth, token: str, past: int = 1) -> partner_page.View | None:
     with hearth.db.session() as s:
         partner = partner_page.load(s, token)
         if partner is None:
             return None
-        grace = hearth.settings.replies.grace
-        return partner_page.build(s, partner, token, hearth.clock.now(), hearth.settings.web, grace)
+        grace, web, now = hearth.settings.replies.grace, hearth.settings.web, hearth.clock.now()
+        return partner_page.build(s, partner, token, now, web, grace, hearth.keys, past)
 
 
 def page_context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any]:
@@ -63,7 +79,9 @@ def page_context(view: partner_page.View, token: str, **extra: Any) -> dict[str,
         "error": None,
         "error_form": None,
         "error_code": None,
+        "error_field": None,
         "form": {},
+        "zones": ZONE_OPTIONS,
         **extra,
     }
 
@@ -111,9 +129,11 @@ async def show(request: Request) -> Response:
     hearth: Hearth = request.app.state.hearth
     cache: PageCache = request.app.state.page_cache
     token = request.path_params["token"]
-    done = request.query_params.get("done") if request.scope["query_string"] else None
+    query = request.query_params if request.scope["query_string"] else None
+    done = query.get("done") if query else None
+    past = _past_page(query.get("past", "") if query else "")
     key: tuple[object, ...] | None = None
-    if done is None:
+    if done is None and past == 1:
         found = await run_in_threadpool(_cached, hearth, cache, token)
         if found is None:
             _count("view", "not_found")
@@ -122,7 +142,7 @@ async def show(request: Request) -> Response:
             _count("view", "ok")
             return HTMLResponse(found, headers=HEADERS)
         key = found
-    view = await run_in_threadpool(_view, hearth, token)
+    view = await run_in_threadpool(_view, hearth, token, past)
     if view is None:
         _count("view", "not_found")
         raise HTTPException(404)
@@ -137,12 +157,42 @@ async def show(request: Request) -> Response:
     return page
 
 
+def _zone_options() -> Markup:
+    """Every IANA zone a partner may pick, as ``<option>``s for the zone field's datalist
+    (a searchable list without script); built once, the same for every page."""
+    names = sorted(z for z in available_timezones() if "/" in z and not z.startswith(_NOT_PLACES))
+    return Markup("".join(f'<option value="{escape(z)}">' for z in names))
+
+
+_NOT_PLACES = ("Etc/", "SystemV/", "US/", "posix/", "right/")
+ZONE_OPTIONS = _zone_options()
+# The form field a refused action's error belongs to (the service names it its own way).
+_FIELDS = (("quiet", "quiet_hours"), ("zone", "timezone"), ("language", "language"))
+
+
+def _field(action: str, named: str) -> str | None:
+    """The page's field to focus for an error the service raised about ``named``."""
+    if action in ("answer", "pause"):
+        return "answer" if action == "answer" else "until"
+    if action == "settings":
+        return next((f for key, f in _FIELDS if key in named), None)
+    return None
+
+
+def _past_page(raw: str) -> int:
+    """The page of "our questions" asked for; anything that is no page number: the first."""
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= MAX_PAST_PAGE else 1
+
+
 def _write(hearth: Hearth, token: str, action: str, form: dict[str, str]) -> page_actions.Done:
     """Run one action in one transaction; a HearthError rolls it back and propagates."""
     with hearth.db.session(immediate=True) as s:
         partner = partner_page.load(s, token)
         if partner is None:
             raise LookupError(token)
+        if action in page_actions.HEARTH_ACTIONS:
+            act = page_actions.HEARTH_ACTIONS[action]
+            return act(hearth, s, hearth.clock.now(), partner, token, form)
         return page_actions.ACTIONS[action](s, hearth.clock.now(), partner, token, form)
 
 
@@ -150,7 +200,8 @@ async def write(request: Request) -> Response:
     state = request.app.state
     hearth: Hearth = state.hearth
     token, action = request.path_params["token"], request.path_params["action"]
-    if action not in page_actions.ACTIONS or not _TOKEN_FORM(token):
+    known = action in page_actions.ACTIONS or action in page_actions.HEARTH_ACTIONS
+    if not known or not _TOKEN_FORM(token):
         _count("write", "not_found")
         raise HTTPException(404)
     # The token's hash looked up before the limiter counts it: invented tokens never take a
@@ -161,7 +212,7 @@ async def write(request: Request) -> Response:
     limiter: WriteLimiter = state.page_limiter
     if not limiter.allow(page_tokens.digest(token)):
         return await _refuse(hearth, token, action, {}, 429, "rate_limited", None)
-    body = await request.body()  # at most limits.FORM_BODY (service/web/limits.py)
+    body = await request.body()  # at most limits.limit_for(path) (service/web/limits.py)
     form = dict(parse_qsl(body.decode("utf-8", "replace")))
     if not page_tokens.csrf_ok(token, form.get("csrf", "")):
         return await _refuse(hearth, token, action, form, 403, "csrf", None)
@@ -171,7 +222,8 @@ async def write(request: Request) -> Response:
         _count("write", "not_found")
         raise HTTPException(404) from None
     except HearthError as exc:
-        return await _refuse(hearth, token, action, form, 400, "refused", str(exc))
+        field = _field(action, getattr(exc, "field", ""))
+        return await _refuse(hearth, token, action, form, 400, "refused", str(exc), field)
     _count("write", "ok")
     log.info("page_write", action=action, outcome="ok")
     target = f"{page_tokens.PATH}{done.token or token}?done={done.code}"
@@ -186,6 +238,7 @@ async def _refuse(
     status: int,
     outcome: str,
     message: str | None,
+    field: str | None = None,
 ) -> Response:
     """The page again, the form's error beside it; a 404 if the token is not (or no longer)
     a page's, so a refusal never tells a stranger more than the 404 does."""
@@ -196,7 +249,15 @@ async def _refuse(
     _count("write", outcome)
     log.info("page_write", action=action, outcome=outcome)
     form.pop("csrf", None)
-    ctx = page_context(view, token, error=message, error_code=outcome, error_form=action, form=form)
+    ctx = page_context(
+        view,
+        token,
+        error=message,
+        error_code=outcome,
+        error_form=action,
+        error_field=field,
+        form=form,
+    )
     return render("page.html", view.language, status=status, **ctx)
 
 
@@ -211,7 +272,11 @@ def _by_grant(hearth: Hearth, grant: str, issue: bool) -> tuple[str, str] | None
         if p is None:
             return None
         if issue:
-            return page_tokens.issue(s, now, p), p.language
+            token = page_tokens.issue(s, now, p)
+            fresh = page_tokens.unseal(p, token)  # a first feed token, made for this link
+            if fresh is not None:
+                feed_keep.keep(p, fresh, hearth.keys)
+            return token, p.language
         return p.name, p.language
 
 

@@ -6,7 +6,7 @@ the page's texts live in its templates (service/web/templates), ready for transl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
@@ -18,17 +18,30 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from service.calendar import feed_tokens, page_tokens
+from service.calendar import feed_keep, feed_tokens
+from service.core import i18n
 from service.core.config import WebSettings
+from service.core.crypto import Keyring
 from service.core.timeutil import in_quiet_hours, zone
 from service.db.engine import fetch_by_digest
-from service.db.models import Channel, CheckIn, Couple, Partner, RepairRequest, Ritual
+from service.db.models import (
+    Answer,
+    Channel,
+    CheckIn,
+    Couple,
+    Partner,
+    Prompt,
+    RepairRequest,
+    Ritual,
+)
 from service.db.states import RepairState
-from service.domain import partners, rituals, stats
+from service.domain import answers, partners, prompts, rituals, stats, wording
 from service.domain.pauses import paused_then
 from service.domain.recurrence import nudge_anchor, schedule_of
+from service.web.page import tokens as page_tokens
 
 UPCOMING = 3  # occurrences shown per ritual
+PAST_PAGE = 5  # revealed occurrences per page of "our questions"
 CHART_WEEKS = 8
 
 
@@ -73,6 +86,36 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Said:
+    name: str
+    text: str | None  # None: forgotten (or, before the reveal, not answered yet)
+    mine: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """The open question: what it asks, this partner's answer, the others' once revealed."""
+
+    ritual_id: int
+    key: str  # the occurrence, posted back so an answer never lands on a newer one
+    title: str
+    text: str | None  # the question in the reader's language
+    at: datetime  # local
+    mine: str | None
+    revealed: list[Said]  # empty until both answered
+
+
+@dataclass(frozen=True, slots=True)
+class Past:
+    ritual_id: int
+    key: str
+    title: str
+    text: str | None
+    at: datetime  # local
+    said: list[Said]  # this partner first
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     name: str
     couple_name: str
@@ -95,6 +138,11 @@ class View:
     feed: Subscribe | None
     has_feed: bool  # a feed token exists, even if this page cannot show it
     unreachable: bool  # no channel of theirs can reach them
+    question: Question | None = None
+    past: list[Past] = field(default_factory=list)
+    past_page: int = 1
+    past_more: bool = False
+    kept_any: bool = False  # any occurrence counted in the chart's weeks
 
 
 def _stamp_statement() -> sa.Select[Any]:
@@ -109,9 +157,26 @@ def _stamp_statement() -> sa.Select[Any]:
         .where(RepairRequest.couple_id == Couple.id)
         .scalar_subquery()
     )
+    # An answer given, changed or revealed moves the newest answered_at; forgetting one
+    # touches its writer's row and lowers the count of kept texts.
+    answered = (
+        sa.select(sa.func.max(Answer.answered_at))
+        .where(Answer.couple_id == Couple.id)
+        .scalar_subquery()
+    )
+    kept = (
+        sa.select(sa.func.count(Answer.text)).where(Answer.couple_id == Couple.id).scalar_subquery()
+    )
     return (
         sa.select(
-            Partner.id, Partner.updated_at, Couple.change_stamp, Couple.created_at, checkin, repair
+            Partner.id,
+            Partner.updated_at,
+            Couple.change_stamp,
+            Couple.created_at,
+            checkin,
+            repair,
+            answered,
+            kept,
         )
         .join(Couple, Couple.id == Partner.couple_id)
         .where(Partner.page_token_hash == sa.bindparam("digest"))
@@ -160,8 +225,11 @@ def build(
     now: datetime,
     web: WebSettings,
     grace: timedelta | None = None,
+    keys: Keyring | None = None,
+    past_page: int = 1,
 ) -> View:
     couple = partner.couple
+    t = i18n.lang(partner.language)
     tz = zone(partner.timezone)
     active = session.scalars(
         sa.select(Ritual)
@@ -174,7 +242,14 @@ def build(
     for r in active:
         current, best = stats.streaks(known.get(r.id, []))
         lines.append(
-            RitualLine(r.id, r.title, r.is_paused(now), _upcoming(r, partner, now), current, best)
+            RitualLine(
+                r.id,
+                wording.title(r, t),
+                r.is_paused(now),
+                _upcoming(r, partner, now),
+                current,
+                best,
+            )
         )
     pending = session.scalar(
         sa.select(RepairRequest.id)
@@ -188,7 +263,9 @@ def build(
     paused = couple.is_paused(now)
     until = couple.paused_until.astimezone(tz) if paused and couple.paused_until else None
     through = (until - timedelta(days=1)).date() if until and until.time() == time(0) else None
-    feed = page_tokens.unseal(partner, token)
+    feed = page_tokens.unseal(partner, token) or feed_keep.recover(partner, keys)
+    weeks = _weeks(known, now, tz)
+    past, more = _past(session, partner, t, keys, past_page)
     return View(
         name=partner.name,
         couple_name=couple.name,
@@ -209,11 +286,103 @@ def build(
         paused_through=through,
         repair_pending=pending is not None,
         rituals=lines,
-        weeks=_weeks(known, now, tz),
+        weeks=weeks,
         feed=None if feed is None else subscribe(web, feed, couple.name),
         has_feed=partner.feed_token_hash is not None,
         unreachable=not any(_reachable(partner, c) for c in partner.channel_list),
+        question=_question(session, partner, now, grace, t, keys),
+        past=past,
+        past_page=past_page,
+        past_more=more,
+        kept_any=any(w.counted for w in weeks),
     )
+
+
+def _open(keys: Keyring | None, sealed: str | None) -> str | None:
+    return None if sealed is None or keys is None else keys.open(sealed)
+
+
+def _question(
+    session: Session,
+    partner: Partner,
+    now: datetime,
+    grace: timedelta | None,
+    t: i18n.Lang,
+    keys: Keyring | None,
+) -> Question | None:
+    """Without a key no answer can be kept, so no question is asked on the page either."""
+    if keys is None or not keys.configured:
+        return None
+    found = answers.open_question(session, partner.couple, now, grace)
+    if found is None:
+        return None
+    ritual, occ = found.ritual, found.occurrence
+    rows = {a.partner_id: a for a in answers.for_occurrence(session, ritual.id, occ)}
+    mine = rows.get(partner.id)
+    revealed = []
+    if mine is not None and mine.revealed_at is not None:
+        revealed = [
+            Said(p.name, _open(keys, rows[p.id].text), False)
+            for p in partner.couple.partners
+            if p.id != partner.id and p.id in rows
+        ]
+    prompt = session.get(Prompt, found.prompt_id) if found.prompt_id else None
+    return Question(
+        ritual_id=ritual.id,
+        key=occ.isoformat(),
+        title=wording.title(ritual, t),
+        text=None if prompt is None else prompts.localized(ritual.kind, prompt.text, t.code),
+        at=occ.astimezone(zone(partner.timezone)),
+        mine=_open(keys, mine.text) if mine is not None else None,
+        revealed=revealed,
+    )
+
+
+def _past(
+    session: Session, partner: Partner, t: i18n.Lang, keys: Keyring | None, page: int
+) -> tuple[list[Past], bool]:
+    """ "Our questions": the couple's revealed occurrences, newest first, a page at a time
+    (four queries whatever the page holds)."""
+    if keys is None or not keys.configured:
+        return [], False
+    shown, more = answers.shared(session, partner.couple, page, PAST_PAGE)
+    if not shown:
+        return [], more
+    rituals_by_id = {
+        r.id: r
+        for r in session.scalars(
+            sa.select(Ritual).where(Ritual.id.in_({s.ritual_id for s in shown}))
+        )
+    }
+    asked = {s.prompt_id for s in shown if s.prompt_id is not None}
+    texts = (
+        {q.id: q for q in session.scalars(sa.select(Prompt).where(Prompt.id.in_(asked)))}
+        if asked
+        else {}
+    )
+    names = {p.id: p.name for p in partner.couple.partners}
+    tz = zone(partner.timezone)
+    out = []
+    for s in shown:
+        ritual = rituals_by_id[s.ritual_id]
+        prompt = texts.get(s.prompt_id) if s.prompt_id is not None else None
+        order = sorted(s.answers, key=lambda pid: (pid != partner.id, pid))
+        out.append(
+            Past(
+                ritual_id=ritual.id,
+                key=s.occurrence.isoformat(),
+                title=wording.title(ritual, t),
+                text=None
+                if prompt is None
+                else prompts.localized(ritual.kind, prompt.text, t.code),
+                at=s.occurrence.astimezone(tz),
+                said=[
+                    Said(names.get(pid, "?"), _open(keys, s.answers[pid]), pid == partner.id)
+                    for pid in order
+                ],
+            )
+        )
+    return out, more
 
 
 def _sms_state(p: Partner) -> str:
