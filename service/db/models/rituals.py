@@ -121,7 +121,7 @@ class Answer(Base):
     late: Mapped[bool] = mapped_column(default=False)
     answered_at: Mapped[datetime] = mapped_column(index=True)
     revealed_at: Mapped[datetime | None]
-    # The question asked (migration 0014): "our questions" on the page shows it.
+    # The question asked (migration 0011): "our questions" on the page shows it.
     prompt_id: Mapped[int | None] = mapped_column(sa.ForeignKey("prompt.id", ondelete="SET NULL"))
 
 

@@ -1,8 +1,8 @@
 """the question an answer answers: answer.prompt_id (for "our questions" on the page);
 partner.feed_token_kept (the feed token sealed under the encryption keys)
 
-Revision ID: 0014
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 
 Earlier answers keep no question (NULL): the page shows them under the ritual's title.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
