@@ -190,7 +190,7 @@ def test_done_by_email_marks_it_done_and_answers_by_email(
 ) -> None:
     reply_to = _nudged(clock, dispatcher, smtp_sink)
     nudge = _to(smtp_sink, SAM)[0]
-    assert "Reply to this email with DONE, SKIP" in nudge.text()
+    assert "Reply to this email with your answer" in nudge.text()  # the question is asked
     dovecot.append(_mail(reply_to, GMAIL_EN))
     clock.advance(timedelta(minutes=3))
     assert _read(hearth) == 1

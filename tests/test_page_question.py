@@ -58,8 +58,12 @@ class Loop:
         """The page behind a message's link: the button there, pressed (a GET alone never
         issues a link); the page link it lands on."""
         path = link.split("://", 1)[1].split("/", 1)[1]
-        assert self.http.get("/" + path).status_code == 200
-        r = self.http.post("/" + path, data={"open": "1"})
+        button = self.http.get("/" + path)
+        assert button.status_code == 200
+        found = re.search(r'name="csrf" value="([^"]+)"', button.text)
+        assert found, "the button's form carries its CSRF token"
+        csrf = html.unescape(found[1])
+        r = self.http.post("/" + path, data={"open": "1", "csrf": csrf})
         assert r.status_code == 303
         return str(r.headers["location"])
 

@@ -240,7 +240,8 @@ def _reveal_to(
     t = i18n.lang(to.language)  # the reader's language; the answer as written
     fresh = outgoing.REVEAL_FRESH
     email = partners.can_email(to) and Channel.EMAIL in to.channel_list
-    if answers.by_text(to):
+    # Their channels are an order of preference: email first means the reveal goes by email.
+    if answers.by_text(to) and not (email and to.channel_list[0] is Channel.EMAIL):
         sms, cut = reveal_sms(other.name, text, t, more=partners.can_email(to))
         outgoing.message(
             hearth,
