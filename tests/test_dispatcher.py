@@ -49,6 +49,7 @@ from tests.processes import free_port, wait_for
 from tests.test_messages import LONG_TITLE
 
 TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin
+ALICE = "+4915123456789"  # the factory couple's partner on SMS
 
 
 def _hearth(db: Database, clock: FakeClock, **sections: Any) -> Hearth:
@@ -502,7 +503,7 @@ def test_backoff_doubles_with_jitter_between_half_and_all_of_the_step() -> None:
         assert max(delays) - min(delays) > step / 4  # really spread: no thundering herd
 
 
-@pytest.mark.parametrize("trouble", ["429", "unreachable", "timeout"])
+@pytest.mark.parametrize("trouble", ["429", "unreachable", "500"])
 def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
     db: Database,
     clock: FakeClock,
@@ -510,18 +511,19 @@ def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
     smtp_sink: SmtpSink,
     trouble: str,
 ) -> None:
+    """Trouble that says the text was not taken (a 429, nobody listening, a 500 from the
+    API itself) is retried with backoff until the reminder expires; nothing reaches Alice."""
     _setup(db, clock)
     cfg = peers.sections(twilio_standin, smtp_sink)
     if trouble == "429":
-        twilio_standin.fail_to("+4915123456789", status=429, code=20429)
+        twilio_standin.fail_to(ALICE, status=429, code=20429)
         error = "twilio 20429: too many requests"
     elif trouble == "unreachable":
         cfg["twilio"]["api_base_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
-        error = "twilio unreachable: ConnectionError"
+        error = "twilio unreachable: NewConnectionError"
     else:
-        twilio_standin.latency = 1.0  # answers long after the client gave up
-        cfg["twilio"]["timeout_seconds"] = 0.2
-        error = "twilio unreachable: ReadTimeout"
+        twilio_standin.fail_to(ALICE, status=500, code=None)
+        error = "twilio 20500: HTTP 500"
     base, cap = 120.0, 900.0
     d = _dispatcher(
         _hearth(db, clock, daemon={"retry_base_seconds": base, "retry_max_seconds": cap}, **cfg)
@@ -543,8 +545,92 @@ def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
         clock.set(sms.next_attempt_at)
     assert (sms.state, sms.last_error) == (ReminderState.EXPIRED, error)
     assert len(delays) >= 3 and sms.attempts == len(delays) + 1
-    if trouble == "429":
-        assert len(twilio_standin.requests) == sms.attempts  # each attempt was one request
+    assert twilio_standin.accepted(ALICE) == []
+    if trouble != "unreachable":
+        assert twilio_standin.posts == sms.attempts  # each attempt was one request
+        assert twilio_standin.lookups == []  # a refusal is known: nothing to ask
+
+
+@pytest.mark.parametrize("trouble", ["timeout", "reset"])
+def test_a_lost_answer_is_settled_through_the_provider_and_the_text_accepted_once(
+    db: Database,
+    clock: FakeClock,
+    twilio_standin: TwilioStandIn,
+    smtp_sink: SmtpSink,
+    trouble: str,
+) -> None:
+    """Issue 25, item 1: Twilio takes the text but its answer never arrives (it answers after
+    the client's timeout, or the connection drops after the request went out). The send is
+    unknown, not failed: once the lease has run out the dispatcher asks Twilio's Messages list
+    (To, DateSent), finds the text it sent, records it, and never POSTs it again. On main the
+    timeout alone produced 6 accepted texts and an expired row."""
+    _setup(db, clock)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    twilio_standin.now = clock.now  # DateSent as Hearth's clock tells it
+    if trouble == "timeout":
+        twilio_standin.latency = 1.0  # answers long after the client gave up
+        cfg["twilio"]["timeout_seconds"] = 0.2
+    else:
+        twilio_standin.accept_then_drop(1)
+    lease = 30.0
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    clock.set(TONIGHT)
+    with capture_logs() as logs:
+        first = d.run_once()
+    assert (first.unknown, first.retried) == (1, 0)
+    wait_for(lambda: twilio_standin.in_progress == 0, 10, "the stand-in's late answer")
+    [taken] = twilio_standin.accepted(ALICE)
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert (sms.state, sms.unknown_since) == (ReminderState.SENDING, TONIGHT)
+    clock.advance(timedelta(seconds=lease / 2))
+    assert d.run_once().claimed == 0  # not asked before the lease has run out
+    clock.advance(timedelta(seconds=lease / 2 + 1))
+    with capture_logs() as more:
+        settled = d.run_once()
+    assert (settled.claimed, settled.sent, settled.retried) == (1, 1, 0)
+    [lookup] = twilio_standin.lookups
+    assert lookup.kind == "list" and lookup.query["To"] == ALICE and "DateSent>" in lookup.query
+    assert twilio_standin.posts == 1  # no second POST
+    assert twilio_standin.accepted(ALICE) == [taken]
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert (sms.state, sms.provider_message_id, sms.unknown_since) == (
+            ReminderState.SENT,
+            taken.sid,
+            None,
+        )
+    clock.set(sms.expires_at + timedelta(hours=1))
+    assert d.run_once().claimed == 0
+    assert twilio_standin.accepted_per_recipient() == {ALICE: 1}
+    assert ALICE not in repr(logs + more)  # the lookup's number is in no log line
+
+
+def test_a_gateway_timeout_is_settled_and_sent_again_only_when_twilio_has_no_such_text(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """A proxy's 504: whether Twilio took the text is unknown. Twilio's list has no such
+    text, so it is sent again, once: one accepted text in all."""
+    _setup(db, clock)
+    twilio_standin.fail_next(1, status=504, code=None)
+    lease = 30.0
+    d = _dispatcher(
+        _hearth(
+            db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
+        )
+    )
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    assert twilio_standin.accepted(ALICE) == []
+    clock.advance(timedelta(seconds=lease + 1))
+    tally = d.run_once()  # the lookup finds nothing; the row is due again and goes out
+    assert (tally.retried, tally.sent) == (1, 1)
+    assert [lk.kind for lk in twilio_standin.lookups] == ["list", "list"]  # DateSent, queued
+    assert twilio_standin.posts == 2 and len(twilio_standin.accepted(ALICE)) == 1
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert sms.state is ReminderState.SENT
+        assert sms.provider_message_id == twilio_standin.accepted(ALICE)[0].sid
 
 
 def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(

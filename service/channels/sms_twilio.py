@@ -36,6 +36,8 @@ DEFAULT_RETRY_AFTER = 5.0
 # those (docs/delivery.md), they do not stand for the send that is being settled.
 NOT_TAKEN = {"failed", "undelivered", "canceled"}
 LOOKUP_LIMIT = 200  # messages read when settling one send; a partner gets a few a day
+QUEUED_LIMIT = 20
+PENDING = {"accepted", "scheduled", "queued", "sending"}  # taken, not handed on yet
 
 
 class TwilioTransport(Transport):
@@ -121,14 +123,20 @@ class TwilioTransport(Transport):
         """Twilio's Messages list, filtered by ``To`` and ``DateSent``, newest first: the
         message with this very text, unless Twilio reports it failed (a receipt's matter)."""
         try:
-            found = self.messages.list(to=message.to, date_sent_after=since, limit=LOOKUP_LIMIT)
+            for m in self.messages.list(to=message.to, date_sent_after=since, limit=LOOKUP_LIMIT):
+                if m.body == message.text and m.status not in NOT_TAKEN:
+                    return Receipt(provider_id=str(m.sid))
+            # Twilio stamps DateSent when it hands a text on: one still in its queue has none
+            # yet, so the newest texts to the number are read too.
+            for m in self.messages.list(to=message.to, limit=QUEUED_LIMIT):
+                created = m.date_created
+                pending = m.status in PENDING and (created is None or created >= since)
+                if pending and m.body == message.text:
+                    return Receipt(provider_id=str(m.sid))
         except TwilioRestException as exc:
             raise self._error(exc) from None
         except (Unreached, Unanswered) as exc:
             raise TransportError(f"twilio unreachable: {exc}") from None
-        for m in found:
-            if m.body == message.text and m.status not in NOT_TAKEN:
-                return Receipt(provider_id=str(m.sid))
         return None
 
     def _error(self, exc: TwilioRestException) -> TransportError:

@@ -130,6 +130,7 @@ def not_at_provider(job: Job, now: datetime) -> Outcome:
         "next_attempt_at": now,
         "unknown_since": None,
         "last_error": "not at the provider: sent again",
+        "attempts": max(0, job.attempts - 1),  # a lookup is not a delivery attempt
         "claim_token": None,
         "lease_until": None,
         "updated_at": now,
