@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.slow]
 class Outage:
     """A database of the test's own and a way to take it away and bring it back."""
 
-    def __init__(self, db: Database, down: Callable[[], None], up: Callable[[], None]) -> None:
+    def __init__(self, db: Database, down: Callable[[], object], up: Callable[[], object]) -> None:
         self.db, self.down, self.up = db, down, up
 
 

@@ -9,6 +9,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from service.channels.twilio_http import (
+    TwilioHttp,
     Unanswered,
     Unreached,
     close_client,
@@ -34,7 +35,9 @@ def test_both_paths_send_and_map_errors_alike(twilio_standin: TwilioStandIn, lea
         with pytest.raises(TwilioRestException) as info:
             client.messages.create(to=TO, from_=FROM, body="again")
         assert (info.value.status, info.value.code) == (429, 20429)
-        assert retry_after_seconds(client.http_client.last_response) == 7.0  # type: ignore[attr-defined]
+        http = client.http_client
+        assert isinstance(http, TwilioHttp)
+        assert retry_after_seconds(http.last_response) == 7.0
     finally:
         close_client(client)
     [first] = twilio_standin.accepted()

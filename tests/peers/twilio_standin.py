@@ -28,8 +28,9 @@ lost: ``GET .../Messages.json`` lists messages newest first, filtered by ``To``,
 ``DateSent`` (``DateSent``, ``DateSent<``, ``DateSent>``: a date or a UTC timestamp) with
 ``PageSize`` and ``next_page_uri`` paging; ``GET .../Messages/{Sid}.json`` fetches one. Each
 read is recorded in :attr:`TwilioStandIn.lookups`. ``accept_then_drop(n)`` makes the next
-``n`` messages be created and their answer lost (the connection closed instead). :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
-callback to the ``StatusCallback`` URL a message was created with.
+``n`` messages be created and their answer lost (the connection closed instead).
+:meth:`TwilioStandIn.send_status_callback` POSTs a signed status callback to the
+``StatusCallback`` URL a message was created with.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 from twilio.request_validator import RequestValidator
