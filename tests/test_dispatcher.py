@@ -36,6 +36,7 @@ from service.domain import couples, partners, prompts, rituals, skips
 from service.outbox import planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
+from service.outbox.finisher import Finisher
 from service.outbox.texts import SMS_HINTS
 from tests import peers
 from tests.conftest import _database, make_settings
@@ -775,6 +776,29 @@ def test_a_failed_outcome_write_is_tried_again_not_sent_again(
     clock.advance(timedelta(seconds=hearth.settings.daemon.lease_seconds + 1))
     assert d.run_once().claimed == 0  # nothing left 'sending' to reclaim
     assert len(twilio_standin.sent) == 1 and len(smtp_sink.messages) == 2
+
+
+def test_outcomes_the_database_never_takes_are_given_up_after_a_lease_of_waits(
+    db: Database,
+) -> None:
+    """Issue 25, item 12: the finisher took its deadline from the injected clock and slept in
+    real time, so with a fake clock a persistent failure retried forever. It now counts its
+    own waits: after about a lease it gives up, and the rows are settled with the provider
+    once their lease has run out."""
+    cfg = make_settings(db, daemon={"lease_seconds": 5}).daemon
+    tries: list[int] = []
+
+    def refuse(batch: list[Any]) -> None:
+        tries.append(len(batch))
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+    f = Finisher(refuse, cfg, threading.Condition())
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(f.write_until_done([])), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert result == [False]
+    assert len(tries) == 5  # waits of 0.2, 0.4, 0.8 and 1.6 s; the next would pass 5 s
 
 
 def test_a_retry_for_a_time_edited_away_is_not_sent(
