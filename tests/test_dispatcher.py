@@ -177,6 +177,8 @@ def test_permanent_twilio_errors(
         else:
             assert alice.sms_consent is ConsentState.CONSENTED
     assert d.run_once().claimed == 0  # no retry
+    assert twilio_standin.accepted() == [] and twilio_standin.posts == 1
+    assert smtp_sink.distinct_per_recipient() == {"alice@example.org": 1, "sam@example.org": 1}
 
 
 def test_transient_errors_retry_with_backoff_and_retry_after(
@@ -201,6 +203,9 @@ def test_transient_errors_retry_with_backoff_and_retry_after(
     with db.session() as s:
         sms = _sms_tonight(s)
         assert (sms.state, sms.attempts) == (ReminderState.SENT, 3)
+    # Three requests, one text: the refusals were known refusals, never asked about.
+    assert twilio_standin.posts == 3 and twilio_standin.accepted_per_recipient() == {ALICE: 1}
+    assert twilio_standin.lookups == []
 
 
 def test_retries_stop_at_expiry(
@@ -231,6 +236,8 @@ def test_smtp_rejections(
     clock.set(TONIGHT)
     tally = d.run_once()
     assert (tally.sent, tally.failed, tally.retried) == (1, 1, 1)
+    assert smtp_sink.accepted() == []  # both refused: the one sent is Alice's text
+    assert twilio_standin.accepted_per_recipient() == {ALICE: 1}
 
 
 def test_send_time_gates(db: Database, clock: FakeClock) -> None:
