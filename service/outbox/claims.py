@@ -95,7 +95,7 @@ def claim(
     capped = {ch: n for ch, n in (caps or {}).items() if n < limit}
     rest = [ch for ch in Channel if ch not in capped]
     ids: list[int] = []
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         for ch, n in sorted(capped.items()):
             if n > 0 and len(ids) < limit:
                 stmt = _claim_stmt(now, token, lease_until, min(n, limit - len(ids)), [ch])
@@ -168,7 +168,7 @@ def renew(db: Database, job: Job, until: datetime) -> bool:
     """Extend the job's lease; False when the claim is no longer ours. The token in the
     condition makes this safe even past the lease: a worker that reclaimed the row in
     between has changed it, and then nothing is updated."""
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         return conn.execute(_T.update().where(held(job)).values(lease_until=until)).rowcount == 1
 
 
@@ -278,7 +278,7 @@ def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
     if not jobs:
         return True
     try:
-        with db.write_engine.begin() as conn:
+        with db.begin() as conn:
             for job in jobs:
                 conn.execute(
                     _T.update()
@@ -348,7 +348,7 @@ class Stranded:
             _T.c.state == ReminderState.SENDING,
             _T.c.unknown_since.is_(None),  # a stale claim retaken stays to be settled
         )
-        with db.write_engine.begin() as conn:
+        with db.begin() as conn:
             n = conn.execute(stmt.values(back)).rowcount
         with self._lock:
             self._tokens = [t for t in self._tokens if t not in tokens]
@@ -364,7 +364,7 @@ def renew_held(db: Database, tokens: Collection[str], now: datetime, lease: time
     if not tokens:
         return 0
     until = now + lease
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         # Locked in id order, as the outcome writes lock them: the two cannot deadlock.
         ids = (
             sa.select(_T.c.id)
@@ -382,7 +382,7 @@ def renew_held(db: Database, tokens: Collection[str], now: datetime, lease: time
 
 def next_due(db: Database) -> datetime | None:
     """When the earliest scheduled row is due (None: nothing scheduled)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return conn.scalar(
             sa.select(sa.func.min(_T.c.next_attempt_at)).where(
                 _T.c.state == ReminderState.SCHEDULED

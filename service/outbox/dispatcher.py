@@ -19,9 +19,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 from structlog.contextvars import bound_contextvars
 
 from service.channels.base import Message, Receipt, Transport, TransportError
@@ -112,26 +112,24 @@ class Dispatcher:
         return jobs
 
     def _to_settle(
-        self, s: Any, r: Reminder, batch: compose.Batch, now: datetime, jobs: list[Job]
+        self, s: Session, r: Reminder, batch: compose.Batch, now: datetime, jobs: list[Job]
     ) -> None:
         """A row whose last send is unknown: no gates and no new text; its job asks the
-        provider for the text that was sent then (``r.body``; a notice's renders the same).
-        A row never rendered was never sent: it is due again at once."""
+        provider for the text sent then (the stored body; a notice renders the same again).
+        A row never rendered was never sent, and one whose address is gone cannot be asked
+        about: either is due again at once, through the gates."""
         partner = batch.partners[r.partner_id]
-        if r.ritual_id is not None and r.purpose not in ONE_OFF_PURPOSES:
-            if r.body is None:
-                r.state, r.claim_token, r.lease_until, r.unknown_since = (
-                    ReminderState.SCHEDULED,
-                    None,
-                    None,
-                    None,
-                )
-                r.next_attempt_at, r.updated_at = now, now
-                return
-            sent = Message(to=gates.address(partner, r.channel), text=r.body, reminder_id=r.id)
-        else:
+        notice = r.ritual_id is None or r.purpose in ONE_OFF_PURPOSES
+        address = partner.phone if r.channel is Channel.SMS else partner.email
+        if address is None or (r.body is None and not notice):
+            r.state, r.next_attempt_at, r.updated_at = ReminderState.SCHEDULED, now, now
+            r.claim_token = r.lease_until = r.unknown_since = None
+            return
+        if notice:
             base_url = self.hearth.settings.web.public_base_url
             sent = compose.render(s, r, batch, now, self.rng, base_url, self.hearth.keys)
+        else:
+            sent = Message(to=address, text=r.body or "", reminder_id=r.id)
         jobs.append(Job.of(r, sent, settle=True))
 
     # -- sending ----------------------------------------------------------------------------

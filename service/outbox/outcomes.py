@@ -221,7 +221,7 @@ def apply(
 ) -> None:
     """Write a batch of outcomes, then apply receipts parked for the sends they record, then
     count and log each (an opt-out the provider reported becomes a STOP)."""
-    with db.write_engine.begin() as conn:
+    with db.begin() as conn:
         written = write(conn, batch)
         sids = [
             str(o.fields["provider_message_id"])
