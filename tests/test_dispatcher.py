@@ -615,6 +615,29 @@ def test_a_lost_answer_is_settled_through_the_provider_and_the_text_accepted_onc
     assert ALICE not in repr(logs + more)  # the lookup's number is in no log line
 
 
+def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """The answer was lost, and when the lease has run out Twilio's list answers 503: the
+    text is neither sent again nor given up; a lease later the list answers and settles it."""
+    _setup(db, clock)
+    twilio_standin.accept_then_drop(1)
+    lease = 30.0
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    twilio_standin.fail_next(1, status=503)  # the list request
+    clock.advance(timedelta(seconds=lease + 1))
+    assert d.run_once().unknown == 1
+    with db.session() as s:
+        assert _sms_tonight(s).state is ReminderState.SENDING
+    clock.advance(timedelta(seconds=lease + 1))
+    assert d.run_once().sent == 1
+    assert [lk.kind for lk in twilio_standin.lookups] == ["list", "list"]
+    assert twilio_standin.posts == 1 and twilio_standin.accepted_per_recipient() == {ALICE: 1}
+
+
 def test_a_gateway_timeout_is_settled_and_sent_again_only_when_twilio_has_no_such_text(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
