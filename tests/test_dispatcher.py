@@ -638,6 +638,31 @@ def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(
     assert twilio_standin.posts == 1 and twilio_standin.accepted_per_recipient() == {ALICE: 1}
 
 
+def test_an_unknown_send_twilio_will_not_answer_about_for_a_day_is_failed_visibly(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Settling is bounded: a day past the reminder's expiry with Twilio's list still
+    failing, the row is final (failed, "outcome unknown" and the cause), never sent again."""
+    _setup(db, clock)
+    twilio_standin.accept_then_drop(1)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, **cfg))
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    with db.session() as s:
+        expires = _sms_tonight(s).expires_at
+    clock.set(expires + timedelta(days=1))
+    twilio_standin.fail_next(1, status=503)
+    assert d.run_once().failed == 1
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert sms.state is ReminderState.FAILED
+        assert sms.last_error == "outcome unknown: twilio 503: HTTP 503"
+    clock.advance(timedelta(days=1))
+    assert d.run_once().claimed == 0
+    assert twilio_standin.posts == 1
+
+
 def test_a_gateway_timeout_is_settled_and_sent_again_only_when_twilio_has_no_such_text(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:

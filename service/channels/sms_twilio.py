@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from service.channels.base import Message, Receipt, Transport, TransportError
@@ -135,6 +135,11 @@ class TwilioTransport(Transport):
                     return Receipt(provider_id=str(m.sid))
         except TwilioRestException as exc:
             raise self._error(exc) from None
+        except TwilioException:  # a list page that did not load: the SDK keeps no code
+            http = self.client.http_client
+            response = http.last_response if isinstance(http, TwilioHttp) else None
+            status = response.status_code if response is not None else 500
+            raise classify(status, None, retry_after_seconds(response)) from None
         except (Unreached, Unanswered) as exc:
             raise TransportError(f"twilio unreachable: {exc}") from None
         return None

@@ -32,6 +32,9 @@ from service.outbox.gates import Verdict
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
+# How long past its expiry an unknown send is still asked about while the provider cannot
+# answer; then it is settled as failed, its reason on the row.
+SETTLE_GIVE_UP = timedelta(days=1)
 
 
 @dataclass
@@ -95,6 +98,13 @@ def classify(
         )
         return Outcome(job, changes, ReminderState.SENT.value, now, latency, None)
     error = str(result)
+    if job.settle and (result.permanent or now >= job.expires_at + SETTLE_GIVE_UP):
+        # The provider refuses to be asked (credentials, say) or has not answered for a day:
+        # final, with the reason in sight, rather than unknown for ever. Never sent again.
+        changes.update(
+            state=ReminderState.FAILED, last_error=f"outcome unknown: {error}", final_at=now
+        )
+        return Outcome(job, changes, ReminderState.FAILED.value, now, latency, error)
     if result.unknown or job.settle:
         # The provider may have the message: no resend before it has been asked, a lease
         # from now (time for a request on its way to be taken). Unclaimed, so any worker
