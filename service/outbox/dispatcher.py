@@ -35,8 +35,9 @@ from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
 log = structlog.get_logger("hearth.dispatch")
-# A failing pass (database away, disk full) waits before the next one, doubling up to this.
-PASS_BACKOFF_FIRST, PASS_BACKOFF_MAX = 0.5, 30.0
+# A failing pass (database away, disk full) waits before the next one, doubling up to this:
+# short enough that rows are handed back within seconds of the database answering again.
+PASS_BACKOFF_FIRST, PASS_BACKOFF_MAX = 0.5, 5.0
 # The provider's clock and ours may differ a little: an unknown send is looked up from this
 # long before its due time.
 CLOCK_SKEW = timedelta(minutes=1)
