@@ -65,14 +65,13 @@ class Run:
         )
 
 
-def _env(db: Database, base_url: str, concurrency: int, journal: Path) -> dict[str, str]:
+def _env(db: Database, base_url: str, concurrency: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
     env.update(
         HEARTH_DATABASE_URL=db.url,
         HEARTH_DAEMON_RUN_WEB="false",
         HEARTH_DAEMON_CONCURRENCY=str(concurrency),
         HEARTH_DAEMON_STALE_AFTER_MINUTES="120",
-        HEARTH_DAEMON_JOURNAL_DIR=str(journal),
         HEARTH_LOG_LEVEL="warning",
         HEARTH_CHANNELS_SMS="twilio",
         HEARTH_TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
@@ -108,7 +107,7 @@ def scale_run(count: int, workers: int, concurrency: int, latency: float) -> Run
             templates=(),
         )
         planner.plan(db.write_engine, now, timedelta(hours=48), 120)
-        env = _env(db, standin.base_url, concurrency, Path(tmp) / "journal")
+        env = _env(db, standin.base_url, concurrency)
         procs: list[subprocess.Popen[bytes]] = []
         outs = [Path(tmp) / f"worker{i}.out" for i in range(workers)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -36,6 +36,7 @@ from service.domain import couples, partners, prompts, rituals, skips
 from service.outbox import planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
+from service.outbox.finisher import Finisher
 from service.outbox.texts import SMS_HINTS
 from tests import peers
 from tests.conftest import _database, make_settings
@@ -49,6 +50,7 @@ from tests.processes import free_port, wait_for
 from tests.test_messages import LONG_TITLE
 
 TONIGHT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 21:00 in Berlin
+ALICE = "+4915123456789"  # the factory couple's partner on SMS
 
 
 def _hearth(db: Database, clock: FakeClock, **sections: Any) -> Hearth:
@@ -175,6 +177,8 @@ def test_permanent_twilio_errors(
         else:
             assert alice.sms_consent is ConsentState.CONSENTED
     assert d.run_once().claimed == 0  # no retry
+    assert twilio_standin.accepted() == [] and twilio_standin.posts == 1
+    assert smtp_sink.distinct_per_recipient() == {"alice@example.org": 1, "sam@example.org": 1}
 
 
 def test_transient_errors_retry_with_backoff_and_retry_after(
@@ -199,6 +203,9 @@ def test_transient_errors_retry_with_backoff_and_retry_after(
     with db.session() as s:
         sms = _sms_tonight(s)
         assert (sms.state, sms.attempts) == (ReminderState.SENT, 3)
+    # Three requests, one text: the refusals were known refusals, never asked about.
+    assert twilio_standin.posts == 3 and twilio_standin.accepted_per_recipient() == {ALICE: 1}
+    assert twilio_standin.lookups == []
 
 
 def test_retries_stop_at_expiry(
@@ -229,6 +236,8 @@ def test_smtp_rejections(
     clock.set(TONIGHT)
     tally = d.run_once()
     assert (tally.sent, tally.failed, tally.retried) == (1, 1, 1)
+    assert smtp_sink.accepted() == []  # both refused: the one sent is Alice's text
+    assert twilio_standin.accepted_per_recipient() == {ALICE: 1}
 
 
 def test_send_time_gates(db: Database, clock: FakeClock) -> None:
@@ -502,7 +511,7 @@ def test_backoff_doubles_with_jitter_between_half_and_all_of_the_step() -> None:
         assert max(delays) - min(delays) > step / 4  # really spread: no thundering herd
 
 
-@pytest.mark.parametrize("trouble", ["429", "unreachable", "timeout"])
+@pytest.mark.parametrize("trouble", ["429", "unreachable", "500"])
 def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
     db: Database,
     clock: FakeClock,
@@ -510,18 +519,19 @@ def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
     smtp_sink: SmtpSink,
     trouble: str,
 ) -> None:
+    """Trouble that says the text was not taken (a 429, nobody listening, a 500 from the
+    API itself) is retried with backoff until the reminder expires; nothing reaches Alice."""
     _setup(db, clock)
     cfg = peers.sections(twilio_standin, smtp_sink)
     if trouble == "429":
-        twilio_standin.fail_to("+4915123456789", status=429, code=20429)
+        twilio_standin.fail_to(ALICE, status=429, code=20429)
         error = "twilio 20429: too many requests"
     elif trouble == "unreachable":
         cfg["twilio"]["api_base_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
-        error = "twilio unreachable: ConnectionError"
+        error = "twilio unreachable: NewConnectionError"
     else:
-        twilio_standin.latency = 1.0  # answers long after the client gave up
-        cfg["twilio"]["timeout_seconds"] = 0.2
-        error = "twilio unreachable: ReadTimeout"
+        twilio_standin.fail_to(ALICE, status=500, code=None)
+        error = "twilio 20500: HTTP 500"
     base, cap = 120.0, 900.0
     d = _dispatcher(
         _hearth(db, clock, daemon={"retry_base_seconds": base, "retry_max_seconds": cap}, **cfg)
@@ -543,8 +553,141 @@ def test_transient_sms_trouble_is_retried_with_backoff_until_expiry(
         clock.set(sms.next_attempt_at)
     assert (sms.state, sms.last_error) == (ReminderState.EXPIRED, error)
     assert len(delays) >= 3 and sms.attempts == len(delays) + 1
-    if trouble == "429":
-        assert len(twilio_standin.requests) == sms.attempts  # each attempt was one request
+    assert twilio_standin.accepted(ALICE) == []
+    if trouble != "unreachable":
+        assert twilio_standin.posts == sms.attempts  # each attempt was one request
+        assert twilio_standin.lookups == []  # a refusal is known: nothing to ask
+
+
+@pytest.mark.parametrize("trouble", ["timeout", "reset"])
+def test_a_lost_answer_is_settled_through_the_provider_and_the_text_accepted_once(
+    db: Database,
+    clock: FakeClock,
+    twilio_standin: TwilioStandIn,
+    smtp_sink: SmtpSink,
+    trouble: str,
+) -> None:
+    """Issue 25, item 1: Twilio takes the text but its answer never arrives (it answers after
+    the client's timeout, or the connection drops after the request went out). The send is
+    unknown, not failed: once the lease has run out the dispatcher asks Twilio's Messages list
+    (To, DateSent), finds the text it sent, records it, and never POSTs it again. On main the
+    timeout alone produced 6 accepted texts and an expired row."""
+    _setup(db, clock)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    twilio_standin.now = clock.now  # DateSent as Hearth's clock tells it
+    if trouble == "timeout":
+        twilio_standin.latency = 1.0  # answers long after the client gave up
+        cfg["twilio"]["timeout_seconds"] = 0.2
+    else:
+        twilio_standin.accept_then_drop(1)
+    lease = 30.0
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    clock.set(TONIGHT)
+    with capture_logs() as logs:
+        first = d.run_once()
+    wait_for(lambda: twilio_standin.in_progress == 0, 10, "the stand-in's late answer")
+    [taken] = twilio_standin.accepted(ALICE)
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert sms.state is ReminderState.SENDING  # main: 'scheduled', a retry soon
+        assert sms.unknown_since == TONIGHT
+    assert (first.unknown, first.retried) == (1, 0)
+    clock.advance(timedelta(seconds=lease / 2))
+    assert d.run_once().claimed == 0  # not asked before the lease has run out
+    clock.advance(timedelta(seconds=lease / 2 + 1))
+    with capture_logs() as more:
+        settled = d.run_once()
+    assert (settled.claimed, settled.sent, settled.retried) == (1, 1, 0)
+    [lookup] = twilio_standin.lookups
+    assert lookup.kind == "list" and lookup.query["To"] == ALICE and "DateSent>" in lookup.query
+    assert twilio_standin.posts == 1  # no second POST
+    assert twilio_standin.accepted(ALICE) == [taken]
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert (sms.state, sms.provider_message_id, sms.unknown_since) == (
+            ReminderState.SENT,
+            taken.sid,
+            None,
+        )
+    clock.set(sms.expires_at + timedelta(hours=1))
+    assert d.run_once().claimed == 0
+    assert twilio_standin.accepted_per_recipient() == {ALICE: 1}
+    assert ALICE not in repr(logs + more)  # the lookup's number is in no log line
+
+
+def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """The answer was lost, and when the lease has run out Twilio's list answers 503: the
+    text is neither sent again nor given up; a lease later the list answers and settles it."""
+    _setup(db, clock)
+    twilio_standin.accept_then_drop(1)
+    lease = 30.0
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    twilio_standin.fail_next(1, status=503)  # the list request
+    clock.advance(timedelta(seconds=lease + 1))
+    assert d.run_once().unknown == 1
+    with db.session() as s:
+        assert _sms_tonight(s).state is ReminderState.SENDING
+    clock.advance(timedelta(seconds=lease + 1))
+    assert d.run_once().sent == 1
+    assert [lk.kind for lk in twilio_standin.lookups] == ["list", "list"]
+    assert twilio_standin.posts == 1 and twilio_standin.accepted_per_recipient() == {ALICE: 1}
+
+
+def test_an_unknown_send_twilio_will_not_answer_about_for_a_day_is_failed_visibly(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Settling is bounded: a day past the reminder's expiry with Twilio's list still
+    failing, the row is final (failed, "outcome unknown" and the cause), never sent again."""
+    _setup(db, clock)
+    twilio_standin.accept_then_drop(1)
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, **cfg))
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    with db.session() as s:
+        expires = _sms_tonight(s).expires_at
+    clock.set(expires + timedelta(days=1))
+    twilio_standin.fail_next(1, status=503)
+    assert d.run_once().failed == 1
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert sms.state is ReminderState.FAILED
+        assert sms.last_error == "outcome unknown: twilio 503: HTTP 503"
+    clock.advance(timedelta(days=1))
+    assert d.run_once().claimed == 0
+    assert twilio_standin.posts == 1
+
+
+def test_a_gateway_timeout_is_settled_and_sent_again_only_when_twilio_has_no_such_text(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """A proxy's 504: whether Twilio took the text is unknown. Twilio's list has no such
+    text, so it is sent again, once: one accepted text in all."""
+    _setup(db, clock)
+    twilio_standin.fail_next(1, status=504, code=None)
+    lease = 30.0
+    d = _dispatcher(
+        _hearth(
+            db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
+        )
+    )
+    clock.set(TONIGHT)
+    assert d.run_once().unknown == 1
+    assert twilio_standin.accepted(ALICE) == []
+    clock.advance(timedelta(seconds=lease + 1))
+    tally = d.run_once()  # the lookup finds nothing; the row is due again and goes out
+    assert (tally.retried, tally.sent) == (1, 1)
+    assert [lk.kind for lk in twilio_standin.lookups] == ["list", "list"]  # DateSent, queued
+    assert twilio_standin.posts == 2 and len(twilio_standin.accepted(ALICE)) == 1
+    with db.session() as s:
+        sms = _sms_tonight(s)
+        assert sms.state is ReminderState.SENT
+        assert sms.provider_message_id == twilio_standin.accepted(ALICE)[0].sid
 
 
 def test_a_120_character_title_with_emoji_reaches_twilio_with_its_time_and_stop(
@@ -689,6 +832,29 @@ def test_a_failed_outcome_write_is_tried_again_not_sent_again(
     clock.advance(timedelta(seconds=hearth.settings.daemon.lease_seconds + 1))
     assert d.run_once().claimed == 0  # nothing left 'sending' to reclaim
     assert len(twilio_standin.sent) == 1 and len(smtp_sink.messages) == 2
+
+
+def test_outcomes_the_database_never_takes_are_given_up_after_a_lease_of_waits(
+    db: Database,
+) -> None:
+    """Issue 25, item 12: the finisher took its deadline from the injected clock and slept in
+    real time, so with a fake clock a persistent failure retried forever. It now counts its
+    own waits: after about a lease it gives up, and the rows are settled with the provider
+    once their lease has run out."""
+    cfg = make_settings(db, daemon={"lease_seconds": 5}).daemon
+    tries: list[int] = []
+
+    def refuse(batch: list[Any]) -> None:
+        tries.append(len(batch))
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+    f = Finisher(refuse, cfg, threading.Condition())
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(f.write_until_done([])), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert result == [False]
+    assert len(tries) == 5  # waits of 0.2, 0.4, 0.8 and 1.6 s; the next would pass 5 s
 
 
 def test_a_retry_for_a_time_edited_away_is_not_sent(

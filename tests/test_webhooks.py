@@ -37,6 +37,7 @@ from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.core.config import Settings
 from service.core.metrics import RECEIPT_STATES, REMINDERS
+from service.db import optouts
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import (
@@ -757,7 +758,11 @@ def test_a_carrier_opt_out_in_a_receipt_opts_the_number_out(
 ) -> None:
     http, sid = texted
     assert _pending(db, Channel.SMS) == 1  # tomorrow's text
+    seen = optouts.generation()
     _report(http, sid, "failed", "21610")
+    # Every send in this process reads consent again (issue 25, item 12): on main the
+    # receipt's session never committed, so the counter did not move.
+    assert optouts.generation() > seen
     assert _partner(db).sms_consent is ConsentState.OPTED_OUT
     assert _pending(db, Channel.SMS) == 0
     with db.session() as s:

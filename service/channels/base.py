@@ -9,6 +9,10 @@ A :class:`Transport` sends one :class:`Message` to one recipient and returns a
   recipient unsubscribed, SMTP 5xx): the reminder becomes ``failed``.
 * ``permanent=False`` means try again later (timeouts, 429, 5xx, SMTP 4xx); ``retry_after``
   carries the provider's hint in seconds where it gave one.
+* ``unknown=True`` means the request may have reached the provider and the answer was lost
+  (read timeout, a reset after the body went out, a proxy's 502/504): the message may be
+  on its way. The dispatcher never sends such a message again before :meth:`Transport.find`
+  has asked the provider for it.
 * ``opted_out=True`` (always permanent) means the recipient revoked consent at the provider
   (Twilio 21610): the partner is marked opted out and the reminder ``skipped``.
 * ``pace`` blocks until the channel's rate lets a message go; ``send`` itself never waits for
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from service.db.models import Channel
 
@@ -51,8 +56,10 @@ class TransportError(Exception):
         opted_out: bool = False,
         retry_after: float | None = None,
         code: str | None = None,
+        unknown: bool = False,
     ) -> None:
         super().__init__(message)
+        self.unknown = unknown
         self.permanent = permanent or opted_out
         self.opted_out = opted_out
         self.retry_after = retry_after
@@ -64,6 +71,13 @@ class Transport:
 
     def send(self, message: Message) -> Receipt:
         raise NotImplementedError
+
+    def find(self, message: Message, since: datetime) -> Receipt | None:
+        """The provider's record of ``message`` (same recipient and text) sent at or after
+        ``since``, or None when it has none. Raises :class:`TransportError` when the provider
+        cannot be asked now. A channel that cannot be asked returns None: its resend must be
+        the same message to the recipient (email: the same Message-ID)."""
+        return None
 
     def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:
         """Wait until pacing lets ``message`` go (returns the seconds waited); a set

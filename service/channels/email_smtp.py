@@ -6,6 +6,7 @@ partner per day. SMTP 5xx is permanent, 4xx and connection trouble are transient
 
 from __future__ import annotations
 
+import hashlib
 import smtplib
 import ssl
 from email import policy
@@ -43,7 +44,7 @@ class SmtpTransport(Transport):
         msg["To"] = message.to
         msg["Subject"] = message.subject
         msg["Date"] = formatdate(localtime=False, usegmt=True)
-        msg["Message-ID"] = make_msgid(domain=self.domain)
+        msg["Message-ID"] = self.message_id(message)
         msg["Auto-Submitted"] = "auto-generated"
         for key, value in message.headers.items():
             msg[key] = value
@@ -51,6 +52,15 @@ class SmtpTransport(Transport):
         if message.html:
             msg.add_alternative(message.html, subtype="html")
         return msg
+
+    def message_id(self, message: Message) -> str:
+        """One Message-ID per outbox row: an email sent again after an answer was lost (or a
+        stale claim) is the same message to the recipient's mail system, not a second one.
+        The sender's address is in it, so two installations' row numbers never collide."""
+        if message.reminder_id is None:
+            return make_msgid(domain=self.domain)
+        tag = hashlib.sha256(self.settings.from_address.encode()).hexdigest()[:12]
+        return f"<reminder-{message.reminder_id}.{tag}@{self.domain}>"
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings

@@ -9,22 +9,35 @@ its Retry-After: every other send waits too, then one probe, then the rest in th
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
-import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.pacing import Breaker, Pacer
 from service.channels.segments import MAX_SEGMENTS, segments
 from service.channels.twilio_codes import classify
-from service.channels.twilio_http import close_client, make_client, retry_after_seconds
+from service.channels.twilio_http import (
+    TwilioHttp,
+    Unanswered,
+    Unreached,
+    close_client,
+    make_client,
+    retry_after_seconds,
+)
 from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.config import TwilioSettings
 from service.db.models import Channel
 
 # How long the account waits after a 429 that names no Retry-After.
 DEFAULT_RETRY_AFTER = 5.0
+# Statuses of a message the provider took and then could not deliver: the receipts handle
+# those (docs/delivery.md), they do not stand for the send that is being settled.
+NOT_TAKEN = {"failed", "undelivered", "canceled"}
+LOOKUP_LIMIT = 200  # messages read when settling one send; a partner gets a few a day
+QUEUED_LIMIT = 20
+PENDING = {"accepted", "scheduled", "queued", "sending"}  # taken, not handed on yet
 
 
 class TwilioTransport(Transport):
@@ -90,20 +103,51 @@ class TwilioTransport(Transport):
         try:
             created = self.messages.create(**kwargs)
         except TwilioRestException as exc:
-            http = self.client.http_client
-            response = getattr(http, "last_response", None)
-            error = classify(exc.status, exc.code, retry_after_seconds(response))
+            error = self._error(exc)
             if exc.status == 429 or exc.code == 20429:
                 # The account is rate-limited, not this message: hold every send.
                 self.breaker.trip(error.retry_after or DEFAULT_RETRY_AFTER)
             else:
                 self.breaker.passed()
             raise error from None
-        except requests.RequestException as exc:
+        except Unreached as exc:
             self.breaker.passed()
-            raise TransportError(f"twilio unreachable: {type(exc).__name__}") from None
+            raise TransportError(f"twilio unreachable: {exc}") from None
+        except Unanswered as exc:
+            self.breaker.passed()
+            raise TransportError(f"twilio answer lost: {exc}", unknown=True) from None
         self.breaker.passed()
         return Receipt(provider_id=str(created.sid))
+
+    def find(self, message: Message, since: datetime) -> Receipt | None:
+        """Twilio's Messages list, filtered by ``To`` and ``DateSent``, newest first: the
+        message with this very text, unless Twilio reports it failed (a receipt's matter)."""
+        try:
+            for m in self.messages.list(to=message.to, date_sent_after=since, limit=LOOKUP_LIMIT):
+                if m.body == message.text and m.status not in NOT_TAKEN:
+                    return Receipt(provider_id=str(m.sid))
+            # Twilio stamps DateSent when it hands a text on: one still in its queue has none
+            # yet, so the newest texts to the number are read too.
+            for m in self.messages.list(to=message.to, limit=QUEUED_LIMIT):
+                created = m.date_created
+                pending = m.status in PENDING and (created is None or created >= since)
+                if pending and m.body == message.text:
+                    return Receipt(provider_id=str(m.sid))
+        except TwilioRestException as exc:
+            raise self._error(exc) from None
+        except TwilioException:  # a list page that did not load: the SDK keeps no code
+            http = self.client.http_client
+            response = http.last_response if isinstance(http, TwilioHttp) else None
+            status = response.status_code if response is not None else 500
+            raise classify(status, None, retry_after_seconds(response)) from None
+        except (Unreached, Unanswered) as exc:
+            raise TransportError(f"twilio unreachable: {exc}") from None
+        return None
+
+    def _error(self, exc: TwilioRestException) -> TransportError:
+        http = self.client.http_client
+        response = http.last_response if isinstance(http, TwilioHttp) else None
+        return classify(exc.status, exc.code, retry_after_seconds(response))
 
     def close(self) -> None:
         close_client(self.client)

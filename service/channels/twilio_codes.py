@@ -24,6 +24,9 @@ TRANSIENT = {
 }
 
 
+UNKNOWN_STATUS = {502, 504}  # a gateway's answer: whether the API acted on it is unknown
+
+
 def classify(status: int, code: int | None, retry_after: float | None) -> TransportError:
     """One place that turns a Twilio answer into our error class."""
     if code in OPTED_OUT:
@@ -35,6 +38,9 @@ def classify(status: int, code: int | None, retry_after: float | None) -> Transp
         return TransportError(
             f"{label}: {TRANSIENT[code]}", retry_after=retry_after, code=str(code)
         )
+    if status in UNKNOWN_STATUS:
+        # A proxy or gateway lost the answer; the API behind it may have taken the message.
+        return TransportError(f"{label}: HTTP {status}", unknown=True, code=str(code or status))
     if status == 429 or status >= 500:
         return TransportError(
             f"{label}: HTTP {status}", retry_after=retry_after, code=str(code or status)

@@ -1,56 +1,55 @@
-"""Build the real ``twilio`` REST client, optionally aimed at another base URL.
+"""The real ``twilio`` REST client over a small HTTP client of our own, optionally aimed at
+another base URL.
 
-Why this module exists: the SMS channel must talk to something other than
-``https://api.twilio.com`` in tests, benches and staging (``[twilio] api_base_url``, e.g. the
-local stand-in in ``tests/peers/twilio_standin.py``), while still going through the *real*
-client: its form encoding, auth, JSON parsing and ``TwilioRestException`` mapping.
+The SMS channel talks to something other than ``https://api.twilio.com`` in tests, benches
+and staging (``[twilio] api_base_url``, e.g. ``tests/peers/twilio_standin.py``), through the
+*real* client all the same: its form encoding, auth, JSON parsing, paging and
+``TwilioRestException`` mapping. The SDK's documented extension point for that is its
+``http_client`` argument, which takes any implementation of :class:`twilio.http.HttpClient`.
+:class:`TwilioHttp` is one, on urllib3's public pool API: it sends each ``*.twilio.com``
+request to the base URL instead (keeping path and query), keeps the last response per
+thread (``TwilioRestException`` carries no headers, and a 429's ``Retry-After`` matters),
+and tells the two kinds of network trouble apart, which the send path must not confuse:
 
-The twilio package has no base-URL option. Its generated resources build absolute URLs
-from per-domain ``base_url`` attributes (``client.api.base_url`` and one per product), and
-``Client.get_hostname`` may rewrite the host again for ``TWILIO_REGION``/``TWILIO_EDGE``.
-Patching those attributes would miss domains created later and fight the region logic, so
-we use the supported extension point instead: a custom ``http_client`` (the client accepts
-any :class:`twilio.http.HttpClient`). :class:`RebasedTwilioHttpClient` subclasses the stock
-``TwilioHttpClient`` and, just before each request goes out, swaps the scheme and host of any
-``*.twilio.com`` URL for the configured base URL, keeping path and query. Every product
-domain therefore lands on the one base URL, which is what a single stand-in server wants.
+* :class:`Unreached`: the request never left (refused, no route, connect timeout, proxy
+  refused): nothing was sent, sending again is safe;
+* :class:`Unanswered`: the request went out and its answer was lost (read timeout, reset):
+  the provider may have taken the message (docs/delivery.md, "unknown is not failed").
 
-With an empty base URL nothing is rewritten and the client talks to Twilio as usual.
-
-The subclass also keeps the last response *per thread* (the stock client keeps one shared
-``_test_only_last_response``), because ``TwilioRestException`` does not carry response
-headers and the channel needs ``Retry-After`` from a 429: see :func:`retry_after_seconds`.
+``lean=False`` sends through ``requests`` instead (the stock client's engine): the
+benchmarks' reference for what the bare client costs.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import threading
+import urllib.request
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 import urllib3
-from requests import Session
-from requests.adapters import HTTPAdapter
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
+    MaxRetryError,
     NewConnectionError,
-    ReadTimeoutError,
+    ProxyError,
 )
 
 from service.core.clock import SYSTEM_CLOCK
 from service.core.timeutil import http_date
 
 __all__ = [
-    "EnvironmentOnceSession",
-    "RebasedTwilioHttpClient",
+    "TwilioHttp",
+    "Unanswered",
+    "Unreached",
     "close_client",
     "make_client",
     "rebase_url",
@@ -59,6 +58,14 @@ __all__ = [
 
 TWILIO_HOST_SUFFIX = ".twilio.com"
 DEFAULT_POOL_SIZE = max(32, (os.cpu_count() or 1) + 4)
+
+
+class Unreached(Exception):
+    """The request never reached the provider: nothing was sent."""
+
+
+class Unanswered(Exception):
+    """The request went out but its answer was lost: the provider may have acted on it."""
 
 
 def rebase_url(url: str, base_url: str) -> str:
@@ -79,44 +86,12 @@ def rebase_url(url: str, base_url: str) -> str:
     return urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
 
 
-class EnvironmentOnceSession(Session):
-    """A ``requests.Session`` that reads the proxy and CA-bundle variables once per host.
+class TwilioHttp(HttpClient):
+    """An implementation of the SDK's ``HttpClient`` interface on a urllib3 pool.
 
-    requests reads them on every request: two scans of the whole environment for proxies,
-    and a CA-bundle path (``REQUESTS_CA_BUNDLE``) that is then stat()ed. With many send
-    threads each stat is a release of the GIL that waits its turn to come back
-    (docs/performance.md). A running process's environment does not change, so the answer
-    for a host does not either. Calls that pass settings of their own are not cached.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_origin: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def merge_environment_settings(
-        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        if proxies or (stream, verify, cert) != (None, None, None):
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(url)
-        origin = (parts.scheme.lower(), parts.netloc.lower())
-        settings = self._by_origin.get(origin)
-        if settings is None:
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            tls_proxy = any(
-                str(p).lower().startswith("https:") for p in settings["proxies"].values()
-            )
-            if origin[0] == "http" and not tls_proxy:
-                settings["verify"] = True  # plain http: no certificate to check, no stat
-            self._by_origin[origin] = settings  # a race computes it twice, harmlessly
-        return {**settings, "proxies": dict(settings["proxies"])}
-
-
-class RebasedTwilioHttpClient(TwilioHttpClient):
-    """``TwilioHttpClient`` that sends ``*.twilio.com`` requests to ``base_url`` instead.
-
-    Safe to share between threads (as the stock client is): the underlying
-    ``requests.Session`` is pooled, and :attr:`last_response` is thread-local.
+    Thread-safe: the pools are shared, :attr:`last_response` is per thread. Proxies come
+    from the environment (``HTTPS_PROXY``, ``NO_PROXY``...), read once per host: a running
+    process's environment does not change.
     """
 
     def __init__(
@@ -127,28 +102,25 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         pool_size: int = DEFAULT_POOL_SIZE,
         lean: bool = True,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0, got {timeout!r}")
-        super().__init__(pool_connections=False, timeout=timeout)  # our session, below
-        session = EnvironmentOnceSession()
-        self.session = session
-        self._env: EnvironmentOnceSession = session
+        # No request logging: a Messages list's query holds phone numbers.
+        super().__init__(logging.getLogger("hearth.twilio_http"), False, timeout)
         self.base_url = base_url.rstrip("/")
         self._local = threading.local()
         self._pool_size = pool_size
-        self._lean_ok = lean  # False: always the stock requests path (benchmarks compare)
-        self._pools: dict[str, urllib3.PoolManager] = {}
-        self._pools_lock = threading.Lock()
-        self._auth_header: tuple[tuple[str, str], str] | None = None
-        # The stock client mounts a sized pool for https:// only; a rebased client may
-        # speak plain http:// to a local peer, and many worker threads share this session.
-        for prefix in ("https://", "http://"):
-            session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
+        self._direct = urllib3.PoolManager(maxsize=pool_size, block=False)
+        self._proxies: dict[str, urllib3.ProxyManager | None] = {}  # origin -> its proxy
+        self._lock = threading.Lock()
+        self._auth: tuple[tuple[str, str], str] | None = None
+        self._session: requests.Session | None = None
+        if not lean:
+            self._session = requests.Session()
+            for prefix in ("https://", "http://"):
+                self._session.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=pool_size))
 
     def request(
         self,
         method: str,
-        url: str,
+        uri: str,
         params: dict[str, object] | None = None,
         data: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
@@ -157,35 +129,17 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         allow_redirects: bool = False,
     ) -> Response:
         self._local.last_response = None
-        url = rebase_url(url, self.base_url)
+        url = rebase_url(uri, self.base_url)
         if timeout is None:
             timeout = self.timeout
-        elif timeout <= 0:
-            raise ValueError(timeout)
-        settings = self._env.merge_environment_settings(url, {}, None, None, None)
-        lean = (
-            self._lean_ok
-            and not settings["proxies"]
-            and not allow_redirects
-            and not (headers and "json" in headers.get("Content-Type", ""))
-        )
-        if lean:
-            response = self._lean(method, url, params, data, headers, auth, timeout, settings)
-        else:  # through a proxy, or a JSON API: the stock path
-            response = super().request(
-                method,
-                url,
-                params=params,
-                data=data,
-                headers=headers,
-                auth=auth,
-                timeout=timeout,
-                allow_redirects=allow_redirects,
-            )
+        if self._session is not None:
+            response = self._via_requests(method, url, params, data, headers, auth, timeout)
+        else:
+            response = self._send(method, url, params, data, headers, auth, timeout)
         self._local.last_response = response
         return response
 
-    def _lean(
+    def _send(
         self,
         method: str,
         url: str,
@@ -194,11 +148,7 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         headers: dict[str, str] | None,
         auth: tuple[str, str] | None,
         timeout: float | None,
-        settings: dict[str, Any],
     ) -> Response:
-        """The request straight on urllib3's pool: what requests would send (form body,
-        basic auth, its errors), without its per-request preparation, hooks and merging of
-        settings, which cost more CPU than the HTTP exchange itself (docs/performance.md)."""
         if params:
             url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         out = dict(headers or {})
@@ -208,12 +158,8 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
             out.setdefault("Content-Type", "application/x-www-form-urlencoded")
         if auth is not None:
             out["Authorization"] = self._basic(auth)
-        if self.logger.isEnabledFor(20):  # INFO: the stock client's request log
-            self.log_request(
-                {"method": method, "url": url, "params": params, "headers": out, "auth": auth}
-            )
         try:
-            raw = self._pool(settings).request(
+            raw = self._pool_for(url).request(
                 method.upper(),
                 url,
                 body=body,
@@ -222,45 +168,70 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
                 retries=False,
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
             )
-        except NewConnectionError as exc:  # refused, no such host (a ConnectTimeoutError too)
-            raise requests.exceptions.ConnectionError(exc) from exc
-        except ConnectTimeoutError as exc:
-            raise requests.exceptions.ConnectTimeout(exc) from exc
-        except ReadTimeoutError as exc:
-            raise requests.exceptions.ReadTimeout(exc) from exc
-        except HTTPError as exc:  # reset, protocol errors: as requests raises them
-            raise requests.exceptions.ConnectionError(exc) from exc
-        response = Response(raw.status, raw.data.decode("utf-8", "replace"), raw.headers)
-        if self.logger.isEnabledFor(20):
-            self.log_response(raw.status, response)
-        return response
+        except (NewConnectionError, ConnectTimeoutError, ProxyError) as exc:
+            raise Unreached(type(exc).__name__) from exc
+        except MaxRetryError as exc:  # a proxy's refusal arrives wrapped so
+            raise Unreached(type(exc.reason).__name__) from exc
+        except HTTPError as exc:  # read timeout, reset, protocol error: the body went out
+            raise Unanswered(type(exc).__name__) from exc
+        return Response(raw.status, raw.data.decode("utf-8", "replace"), raw.headers)
+
+    def _via_requests(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None,
+        data: dict[str, object] | None,
+        headers: dict[str, str] | None,
+        auth: tuple[str, str] | None,
+        timeout: float | None,
+    ) -> Response:
+        assert self._session is not None
+        try:
+            r = self._session.request(
+                method,
+                url,
+                params=params,  # type: ignore[arg-type]
+                data=data,
+                headers=headers,
+                auth=auth,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (requests.ConnectTimeout, requests.exceptions.ProxyError) as exc:
+            raise Unreached(type(exc).__name__) from exc
+        except requests.ConnectionError as exc:
+            reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+            if isinstance(reason, NewConnectionError | ConnectTimeoutError):
+                raise Unreached(type(reason).__name__) from exc
+            raise Unanswered(type(exc).__name__) from exc
+        except requests.RequestException as exc:  # read timeout and the like
+            raise Unanswered(type(exc).__name__) from exc
+        return Response(r.status_code, r.text, r.headers)
 
     def _basic(self, auth: tuple[str, str]) -> str:
-        cached = self._auth_header
+        cached = self._auth
         if cached is None or cached[0] != auth:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-            cached = self._auth_header = (auth, f"Basic {token}")
+            cached = self._auth = (auth, f"Basic {token}")
         return cached[1]
 
-    def _pool(self, settings: dict[str, Any]) -> urllib3.PoolManager:
-        verify = settings.get("verify", True)
-        key = str(verify)
-        pool = self._pools.get(key)
-        if pool is None:
-            with self._pools_lock:
-                pool = self._pools.get(key)
-                if pool is None:
-                    tls: dict[str, Any] = (
-                        {"cert_reqs": "CERT_NONE"}
-                        if verify is False
-                        else {
-                            "cert_reqs": "CERT_REQUIRED",
-                            "ca_certs": verify if isinstance(verify, str) else _ca_bundle(),
-                        }
-                    )
-                    pool = urllib3.PoolManager(maxsize=self._pool_size, block=False, **tls)
-                    self._pools[key] = pool
-        return pool
+    def _pool_for(self, url: str) -> urllib3.PoolManager:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        if origin not in self._proxies:
+            with self._lock:
+                if origin not in self._proxies:
+                    self._proxies[origin] = self._proxy_for(parts.scheme, parts.hostname or "")
+        return self._proxies[origin] or self._direct
+
+    def _proxy_for(self, scheme: str, host: str) -> urllib3.ProxyManager | None:
+        if urllib.request.proxy_bypass(host):
+            return None
+        proxy = urllib.request.getproxies().get(scheme)
+        if not proxy:
+            return None
+        return urllib3.ProxyManager(proxy, maxsize=self._pool_size, block=False)
 
     @property
     def last_response(self) -> Response | None:
@@ -270,15 +241,12 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
 
     def close(self) -> None:
         """Close pooled connections."""
-        if self.session is not None:
-            self.session.close()
-        for pool in list(self._pools.values()):
-            pool.clear()
-
-
-def _ca_bundle() -> str:
-    """The CA bundle requests would use (certifi's), for the lean path's TLS checks."""
-    return requests.certs.where()
+        self._direct.clear()
+        for pool in list(self._proxies.values()):
+            if pool is not None:
+                pool.clear()
+        if self._session is not None:
+            self._session.close()
 
 
 def make_client(
@@ -291,17 +259,18 @@ def make_client(
 ) -> Client:
     """The real ``twilio.rest.Client``; its requests go to ``base_url`` when one is given.
 
-    ``client.http_client`` is a :class:`RebasedTwilioHttpClient`; call :func:`close_client`
-    when done with the client.
+    ``client.http_client`` is a :class:`TwilioHttp`; call :func:`close_client` when done.
     """
-    http_client = RebasedTwilioHttpClient(base_url, timeout=timeout, pool_size=pool_size, lean=lean)
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout!r}")
+    http_client = TwilioHttp(base_url, timeout=timeout, pool_size=pool_size, lean=lean)
     return Client(account_sid, auth_token, http_client=http_client)
 
 
 def close_client(client: Client) -> None:
     """Release the pooled connections of a client made by :func:`make_client`."""
     http_client = client.http_client
-    if isinstance(http_client, RebasedTwilioHttpClient):
+    if isinstance(http_client, TwilioHttp):
         http_client.close()
 
 

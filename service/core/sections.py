@@ -72,7 +72,6 @@ class DaemonSettings(_Section):
     batch_size: int = Field(500, ge=1, le=10_000)
     concurrency: int = Field(50, ge=1, le=1000)
     lease_seconds: float = Field(30.0, ge=5)
-    journal_dir: str = ""  # each outcome is journaled here before the database has it
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     stale_after_minutes: float = Field(30.0, gt=0)
     quiet_early_hours: float = Field(3.0, ge=0, le=12)

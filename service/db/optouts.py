@@ -43,6 +43,24 @@ def mark(session: Session) -> None:
         session.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
+def carry(session: Session, conn: sa.Connection) -> None:
+    """A session joined to ``conn`` that never commits itself (a receipt's opt-out inside
+    the webhook's transaction): the counter goes up when ``conn``'s transaction commits."""
+    if session.info.pop(_KEY, False):
+        conn.info[_KEY] = True
+
+
+@event.listens_for(sa.Engine, "commit")
+def _conn_committed(conn: sa.Connection) -> None:
+    if conn.info.pop(_KEY, False):
+        bump()
+
+
+@event.listens_for(sa.Engine, "rollback")
+def _conn_rolled_back(conn: sa.Connection) -> None:
+    conn.info.pop(_KEY, None)
+
+
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
     if session.info.pop(_KEY, False):

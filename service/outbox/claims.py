@@ -3,15 +3,18 @@
 A claim marks rows ``sending`` with a lease and a fresh claim token (PostgreSQL: ``FOR UPDATE
 SKIP LOCKED``, so several workers share the queue; SQLite: ``BEGIN IMMEDIATE``, one writer).
 Every later update is conditional on that token: a row whose lease ran out and was reclaimed
-by another worker cannot be finished twice. A crash leaves rows ``sending``; their lease
-expires and they are claimed again.
+by another worker cannot be finished twice. A crash, an outage or a lost answer leaves rows
+``sending``; once their lease expires they are claimed again as *unknown* (``unknown_since``
+set): their previous holder may have sent them, so the dispatcher asks the provider before
+anything is sent again (docs/delivery.md). A live worker renews the leases it holds
+(:func:`renew_held`), so its claims never go stale under it.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,9 +47,12 @@ class Job:
     attempts: int
     message: Message
     lease_until: datetime | None  # as claimed
+    # True: a stale claim or a lost answer; ``message`` is what was sent then, and the job
+    # asks the provider for it instead of sending.
+    settle: bool = False
 
     @classmethod
-    def of(cls, r: Reminder, message: Message) -> Job:
+    def of(cls, r: Reminder, message: Message, settle: bool = False) -> Job:
         assert r.claim_token is not None, "a job is a claimed row"
         return cls(
             r.id,
@@ -59,6 +65,7 @@ class Job:
             r.attempts,
             message,
             r.lease_until,
+            settle,
         )
 
 
@@ -138,6 +145,11 @@ def _claim_stmt(
             lease_until=lease_until,
             attempts=_T.c.attempts + 1,
             updated_at=now,
+            # A row taken while 'sending' is a stale claim: whether it went out is unknown.
+            unknown_since=sa.case(
+                (_T.c.state == ReminderState.SENDING, sa.func.coalesce(_T.c.unknown_since, now)),
+                else_=None,
+            ),
         )
         .returning(_T.c.id)
     )
@@ -270,7 +282,7 @@ def release(db: Database, jobs: Sequence[Job], now: datetime) -> bool:
             for job in jobs:
                 conn.execute(
                     _T.update()
-                    .where(held(job))
+                    .where(held(job), _T.c.unknown_since.is_(None))  # unknown: never unsent
                     .values(
                         state=ReminderState.SCHEDULED,
                         claim_token=None,
@@ -290,28 +302,40 @@ def new_token() -> str:
 
 
 class Stranded:
-    """Claim tokens of passes that failed after (or while) claiming: the database went away
-    between the claim and the send. Their rows are handed back, by token, at the start of
-    the next pass that reaches the database, instead of waiting out their lease."""
+    """Claims known to be unsent that could not be handed back when that became known: the
+    tokens of passes that failed after (or while) claiming, and jobs whose right-before-send
+    check failed (the database went away). Their rows are handed back at the start of the
+    next pass that reaches the database, instead of waiting out their lease."""
 
     def __init__(self) -> None:
         self._tokens: list[str] = []
+        self._jobs: list[Job] = []
         self._lock = threading.Lock()
 
     def add(self, token: str) -> None:
         with self._lock:
             self._tokens.append(token)
 
+    def add_job(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
     def __bool__(self) -> bool:
-        return bool(self._tokens)
+        return bool(self._tokens or self._jobs)
 
     def hand_back(self, db: Database, now: datetime) -> int:
-        """Release every stranded token's rows still 'sending' under it. Raises while the
-        database is still away (the tokens stay for the next pass)."""
+        """Release every stranded claim's rows still 'sending' under it. Raises while the
+        database is still away (the claims stay for the next pass)."""
         with self._lock:
-            tokens = list(self._tokens)
+            tokens, jobs = list(self._tokens), list(self._jobs)
+        if jobs:
+            if not release(db, jobs, now):
+                raise RuntimeError("stranded claims not handed back")
+            with self._lock:
+                self._jobs = [j for j in self._jobs if j not in jobs]
+            log.info("unsent_claims_handed_back", rows=len(jobs))
         if not tokens:
-            return 0
+            return len(jobs)
         back = {
             "state": ReminderState.SCHEDULED,
             "claim_token": None,
@@ -319,18 +343,46 @@ class Stranded:
             "attempts": _T.c.attempts - 1,
             "updated_at": now,
         }
-        stmt = _T.update().where(_T.c.claim_token.in_(tokens), _T.c.state == ReminderState.SENDING)
+        stmt = _T.update().where(
+            _T.c.claim_token.in_(tokens),
+            _T.c.state == ReminderState.SENDING,
+            _T.c.unknown_since.is_(None),  # a stale claim retaken stays to be settled
+        )
         with db.begin() as conn:
             n = conn.execute(stmt.values(back)).rowcount
         with self._lock:
             self._tokens = [t for t in self._tokens if t not in tokens]
         log.info("stranded_claims_handed_back", rows=n, passes=len(tokens))
-        return int(n)
+        return int(n) + len(jobs)
+
+
+def renew_held(db: Database, tokens: Collection[str], now: datetime, lease: timedelta) -> int:
+    """Extend to a full lease from ``now`` every row still ``sending`` under one of
+    ``tokens`` (the claims a live worker holds: queued, sending, or outcome unwritten);
+    returns how many rows. By token, so it is safe however late it comes: a row released,
+    settled or reclaimed by another worker no longer carries it."""
+    if not tokens:
+        return 0
+    until = now + lease
+    with db.begin() as conn:
+        # Locked in id order, as the outcome writes lock them: the two cannot deadlock.
+        ids = (
+            sa.select(_T.c.id)
+            .where(
+                _T.c.claim_token.in_(sorted(tokens)),
+                _T.c.state == ReminderState.SENDING,
+                _T.c.lease_until < until,
+            )
+            .order_by(_T.c.id)
+            .with_for_update()
+        )
+        stmt = _T.update().where(_T.c.id.in_(ids.scalar_subquery())).values(lease_until=until)
+        return int(conn.execute(stmt).rowcount)
 
 
 def next_due(db: Database) -> datetime | None:
     """When the earliest scheduled row is due (None: nothing scheduled)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return conn.scalar(
             sa.select(sa.func.min(_T.c.next_attempt_at)).where(
                 _T.c.state == ReminderState.SCHEDULED

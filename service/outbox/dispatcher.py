@@ -3,8 +3,11 @@ pool, record each outcome exactly once.
 
 One pass: :func:`claims.claim` marks due rows ``sending`` under a token and a lease;
 :meth:`Dispatcher.prepare` applies the gates (:mod:`gates`) and renders (:mod:`compose`); pool
-threads pace, read consent and lease once more, send; :class:`finisher.Finisher` writes results;
-:mod:`leases` renews held claims. SIGTERM: :meth:`Dispatcher.stop` hands unsent rows back.
+threads pace, read consent and lease once more, send; :class:`finisher.Finisher` writes results.
+The loop renews the leases it holds. One rule covers every doubt: a send whose answer was
+lost, and a stale claim (a kill, an outage longer than the lease), is *unknown*, and is
+settled by asking the provider (:meth:`Transport.find`) before anything is sent again.
+SIGTERM: :meth:`Dispatcher.stop` hands unsent rows back.
 """
 
 from __future__ import annotations
@@ -18,18 +21,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy.orm import Session
 from structlog.contextvars import bound_contextvars
 
-from service.channels.base import Receipt, Transport, TransportError
+from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.metrics import LAST_TICK
 from service.db import daemon_state, optouts
 from service.db.context import Hearth
-from service.db.models import Channel
-from service.outbox import backoff, claims, compose, finisher, gates, leases, outcomes
+from service.db.models import Channel, Reminder, ReminderState
+from service.db.states import ONE_OFF_PURPOSES
+from service.outbox import backoff, claims, compose, finisher, gates, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
 log = structlog.get_logger("hearth.dispatch")
+# A failing pass (database away, disk full) waits before the next one, doubling up to this:
+# short enough that rows are handed back within seconds of the database answering again.
+PASS_BACKOFF_FIRST, PASS_BACKOFF_MAX = 0.5, 5.0
+# The provider's clock and ours may differ a little: an unknown send is looked up from this
+# long before its due time.
+CLOCK_SKEW = timedelta(minutes=1)
 
 
 class Dispatcher:
@@ -60,10 +71,11 @@ class Dispatcher:
         self.tally = Tally()
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._finisher = finisher.Finisher(self._apply, self.clock, self.cfg, self._idle)
+        self._finisher = finisher.Finisher(self._apply, self.cfg, self._idle)
         self._heartbeat = daemon_state.Heartbeat(self.db, daemon_state.DISPATCHER)
-        self.leases = leases.LeaseKeeper(self.hearth, self._held, self._finisher.recover)
         self._stranded, self._reads = claims.Stranded(), claims.GroupReads(self.db)
+        self._renew_at = 0.0  # the loop's next lease renewal (monotonic)
+        self._failures = 0  # passes failed in a row
 
     # -- claiming and send-time checks ------------------------------------------------------
 
@@ -90,6 +102,9 @@ class Dispatcher:
             rows = claims.claimed_rows(s, token, ids)
             batch = compose.Batch(s, rows, now)
             for r in rows:
+                if r.unknown_since is not None:
+                    self._to_settle(s, r, batch, now, jobs)
+                    continue
                 ritual = batch.rituals.get(r.ritual_id) if r.ritual_id is not None else None
                 verdict = gates.check(r, batch.partners[r.partner_id], ritual, now, batch.answered)
                 if verdict is not None:
@@ -101,6 +116,27 @@ class Dispatcher:
                 jobs.append(Job.of(r, message))
         return jobs
 
+    def _to_settle(
+        self, s: Session, r: Reminder, batch: compose.Batch, now: datetime, jobs: list[Job]
+    ) -> None:
+        """A row whose last send is unknown: no gates and no new text; its job asks the
+        provider for the text sent then (the stored body; a notice renders the same again).
+        A row never rendered was never sent, and one whose address is gone cannot be asked
+        about: either is due again at once, through the gates."""
+        partner = batch.partners[r.partner_id]
+        notice = r.ritual_id is None or r.purpose in ONE_OFF_PURPOSES
+        address = partner.phone if r.channel is Channel.SMS else partner.email
+        if address is None or (r.body is None and not notice):
+            r.state, r.next_attempt_at, r.updated_at = ReminderState.SCHEDULED, now, now
+            r.claim_token = r.lease_until = r.unknown_since = None
+            return
+        if notice:
+            base_url = self.hearth.settings.web.public_base_url
+            sent = compose.render(s, r, batch, now, self.rng, base_url, self.hearth.keys)
+        else:
+            sent = Message(to=address, text=r.body or "", reminder_id=r.id)
+        jobs.append(Job.of(r, sent, settle=True))
+
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, job: Job) -> None:
@@ -110,6 +146,9 @@ class Dispatcher:
                 self._release([job])
                 return
             transport = self.transports[job.channel]
+            if job.settle:
+                self._settle(job, transport)
+                return
             # Pacing waits here, after the claim: a stop ends the wait and hands the row back.
             transport.pace(job.message, self.stopping)
             if self.stopping.is_set():
@@ -118,8 +157,9 @@ class Dispatcher:
             try:
                 ours = self._still_ours(job)
             except Exception:
-                # Unsure: not sent now. The lease runs out and the row is claimed again.
-                log.exception("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
+                # Not sent: handed back as soon as the database answers again.
+                log.warning("claim_check_failed", reminder_id=job.id, couple_id=job.couple_id)
+                self._stranded.add_job(job)
                 ours = False
             if not ours:
                 return
@@ -137,6 +177,24 @@ class Dispatcher:
                 )
                 receipt = TransportError(f"unexpected {type(exc).__name__}")
             self.finish(job, receipt, self.clock.monotonic() - started)
+
+    def _settle(self, job: Job, transport: Transport) -> None:
+        """Ask the provider whether it has the unknown send: found, it is sent (no second
+        request); not found, it is due again; the provider cannot tell now, it stays
+        unknown for another lease."""
+        started = self.clock.monotonic()
+        result: Receipt | TransportError | None
+        try:
+            result = transport.find(job.message, job.due_at - CLOCK_SKEW)
+        except TransportError as exc:
+            result = exc
+        except Exception as exc:
+            log.exception("settle_crashed", reminder_id=job.id, couple_id=job.couple_id)
+            result = TransportError(f"unexpected {type(exc).__name__}")
+        if result is None:
+            self._finisher.record(outcomes.not_at_provider(job, self.clock.now()))
+        else:
+            self.finish(job, result, self.clock.monotonic() - started)
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
         """Hand the outcome to the finisher, which writes outcomes in batches."""
@@ -190,6 +248,18 @@ class Dispatcher:
         with self._lock:
             return {job.token for job in self._in_flight.values()} | self._finisher.tokens()
 
+    def renew_leases(self) -> int:
+        """Extend the lease of every row this worker still holds (a slow provider, pacing or
+        a busy database never lets a live worker's claim go stale); returns how many rows.
+        A failure is logged: the next renewal, a third of a lease later, tries again."""
+        self._renew_at = self.clock.monotonic() + self.cfg.lease_seconds / 3
+        lease = timedelta(seconds=self.cfg.lease_seconds)
+        try:
+            return claims.renew_held(self.db, self._held(), self.clock.now(), lease)
+        except Exception:
+            log.warning("leases_not_renewed", exc_info=True)
+            return 0
+
     @property
     def in_flight(self) -> int:
         """Sends running or queued, plus outcomes not yet recorded."""
@@ -242,32 +312,47 @@ class Dispatcher:
         sleep until the next due row, an event, or a finished send."""
         cap = sleep_cap if sleep_cap is not None else self.cfg.dispatch_interval_seconds
         window = 2 * self.cfg.concurrency
-        self.leases.start()
         while not self.stopping.is_set():
+            if self.clock.monotonic() >= self._renew_at:
+                self.renew_leases()
             free = window - self.in_flight
             claimed = 0
-            passed = True
             if free > 0:
                 try:
                     claimed = self._pass(min(free, self.cfg.batch_size))
                 except Exception:
-                    passed = False
-                    log.exception("dispatch_pass_failed")
-            if passed:
-                # Only a pass that worked is a tick: a loop that spins while every claim
-                # fails (database down, say) must look stalled to /readyz and the alerts.
-                self._ticked()
+                    # No tick: a loop whose every pass fails must look stalled to /readyz.
+                    self._pass_failed()
+                    if on_tick is not None:
+                        on_tick()
+                    continue
+            if self._failures:
+                log.info("dispatch_recovered", failed_passes=self._failures)
+                self._failures = 0
+            self._ticked()
             if on_tick is not None:
                 on_tick()
             if claimed and self.in_flight < window:
                 continue
-            wait = cap
+            wait = min(cap, max(0.0, self._renew_at - self.clock.monotonic()))
             if not claimed and self.in_flight == 0:
                 nxt = self._safe_next_due()
                 if nxt is not None:
                     wait = min(cap, max(0.0, (nxt - self.clock.now()).total_seconds()))
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _pass_failed(self) -> None:
+        """Back off after a failed pass, doubling the wait while they keep failing (a pass
+        that fails at once must not spin), and log the fault once with its traceback, then
+        only at each doubling: one fault, a few lines, not one per pass."""
+        self._failures += 1
+        n = self._failures
+        if n == 1:
+            log.exception("dispatch_pass_failed")
+        elif n & (n - 1) == 0:
+            log.warning("dispatch_pass_still_failing", failed_passes=n)
+        self.stopping.wait(min(PASS_BACKOFF_MAX, PASS_BACKOFF_FIRST * 2 ** (n - 1)))
 
     def _ticked(self) -> None:
         """Record a successful pass: in this process, and in the shared heartbeat row."""
@@ -293,6 +378,7 @@ class Dispatcher:
         return self.in_flight
 
     def _release(self, jobs: list[Job]) -> None:
+        jobs = [j for j in jobs if not j.settle]  # unknown stays unknown: its lease runs out
         if jobs and claims.release(self.db, jobs, self.clock.now()):
             self.tally.add("released", len(jobs))
 
@@ -301,7 +387,6 @@ class Dispatcher:
         with self._lock:
             running = bool(self._in_flight)
         self._finisher.close(timeout=10)
-        self.leases.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if not running:
             for t in self.transports.values():

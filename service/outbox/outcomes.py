@@ -1,7 +1,9 @@
 """Outcomes of sends: classified once, written in batches, counted and logged.
 
 A send's result (a receipt or a :class:`TransportError`) becomes an :class:`Outcome`: the
-row's new state, or a retry after the backoff. :class:`finisher.Finisher` writes them, many
+row's new state, a retry after the backoff, or *unknown* (the answer was lost: the row stays
+``sending`` and is settled with the provider once its lease runs out, never sent again
+before). :class:`finisher.Finisher` writes them, many
 per transaction (:func:`apply`). Every update is conditional on the claim token, so a late
 write changes nothing a reclaiming worker owns.
 """
@@ -30,19 +32,20 @@ from service.outbox.gates import Verdict
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
+# How long past its expiry an unknown send is still asked about while the provider cannot
+# answer; then it is settled as failed, its reason on the row.
+SETTLE_GIVE_UP = timedelta(days=1)
 
 
 @dataclass
 class Outcome:
     job: Job
     fields: dict[str, object]
-    outcome: str  # a final state's value, or "retry"
+    outcome: str  # a final state's value, "retry" or "unknown"
     at: datetime
     latency: float | None  # None: nothing was sent
     error: str | None
     opted_out: bool = False
-    segment: int | None = None  # where the journal holds it until it is written
-    replayed: bool = False  # from the journal of a dead process: most were written already
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Tally:
     cancelled: int = 0
     lost_claims: int = 0
     released: int = 0
+    unknown: int = 0  # answers lost: settled with the provider later
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -82,7 +86,7 @@ def classify(
     cfg: DaemonSettings,
     rng: random.Random,
 ) -> Outcome:
-    """What a send's result means for its row."""
+    """What a send's result (or a settling lookup's) means for its row."""
     changes: dict[str, object] = {"claim_token": None, "lease_until": None, "updated_at": now}
     if isinstance(result, Receipt):
         changes.update(
@@ -90,9 +94,26 @@ def classify(
             provider_message_id=result.provider_id,
             sent_at=now,
             last_error=None,
+            unknown_since=None,
         )
         return Outcome(job, changes, ReminderState.SENT.value, now, latency, None)
     error = str(result)
+    if job.settle and (result.permanent or now >= job.expires_at + SETTLE_GIVE_UP):
+        # The provider refuses to be asked (credentials, say) or has not answered for a day:
+        # final, with the reason in sight, rather than unknown for ever. Never sent again.
+        changes.update(
+            state=ReminderState.FAILED, last_error=f"outcome unknown: {error}", final_at=now
+        )
+        return Outcome(job, changes, ReminderState.FAILED.value, now, latency, error)
+    if result.unknown or job.settle:
+        # The provider may have the message: no resend before it has been asked, a lease
+        # from now (time for a request on its way to be taken). Unclaimed, so any worker
+        # settles it then.
+        changes["lease_until"] = now + timedelta(seconds=cfg.lease_seconds)
+        changes["last_error"] = error
+        if not job.settle:
+            changes["unknown_since"] = now
+        return Outcome(job, changes, "unknown", now, latency, error)
     if result.opted_out:
         changes.update(state=ReminderState.SKIPPED, last_error=error, final_at=now)
         return Outcome(job, changes, ReminderState.SKIPPED.value, now, latency, error, True)
@@ -109,6 +130,22 @@ def classify(
         return Outcome(job, changes, ReminderState.EXPIRED.value, now, latency, error)
     changes.update(state=ReminderState.SCHEDULED, next_attempt_at=retry_at, last_error=error)
     return Outcome(job, changes, "retry", now, latency, error)
+
+
+def not_at_provider(job: Job, now: datetime) -> Outcome:
+    """A settled unknown send the provider has no record of: it was never sent, so it is
+    due again at once (through the send-time gates, like any other row)."""
+    changes: dict[str, object] = {
+        "state": ReminderState.SCHEDULED,
+        "next_attempt_at": now,
+        "unknown_since": None,
+        "last_error": "not at the provider: sent again",
+        "attempts": max(0, job.attempts - 1),  # a lookup is not a delivery attempt
+        "claim_token": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    return Outcome(job, changes, "retry", now, None, None)
 
 
 def settled(job: Job, state: ReminderState, reason: str, now: datetime) -> Outcome:
@@ -167,8 +204,6 @@ _OUTCOME_UPDATE = _T.update().where(
 def report(o: Outcome, written: int, tally: Tally) -> None:
     """Count and log one outcome whose update ran (``written``: rows it changed)."""
     job = o.job
-    if written != 1 and o.replayed:
-        return  # written before the process died, or another worker's by now
     if written != 1:
         # Our lease ran out and another worker took the row: its outcome stands.
         tally.add("lost_claims")
@@ -176,7 +211,7 @@ def report(o: Outcome, written: int, tally: Tally) -> None:
         return
     lateness = (o.at - job.due_at).total_seconds()
     tally.add({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
-    if o.outcome != "retry":
+    if o.outcome not in ("retry", "unknown"):
         sent = o.outcome == ReminderState.SENT.value
         observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None, o.error)
     log.info(
@@ -187,6 +222,7 @@ def report(o: Outcome, written: int, tally: Tally) -> None:
         attempt=job.attempts,
         lateness_s=round(lateness, 3),
         error=o.error,
+        **({"settled": True} if job.settle else {}),
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from service.channels.twilio_codes import OPTED_OUT, PERMANENT, TRANSIENT
+from service.db import optouts
 from service.db.models import EarlyReceipt, Partner, Reminder, ReminderState, table
 from service.db.states import FINAL_STATES
 from service.domain import partners
@@ -84,6 +85,7 @@ def _opt_out(conn: Connection, partner_id: int, now: datetime) -> None:
         if phone is not None:
             partners.opt_out_sms(s, now, phone, "carrier 21610")
             s.flush()
+            optouts.carry(s, conn)  # the session never commits: the connection's commit counts
 
 
 def error_code(error: str | None) -> int | None:

@@ -70,6 +70,17 @@ class ReceivedMail:
 
 
 @dataclass(frozen=True)
+class AcceptedMail:
+    """One message accepted for one recipient: what that mailbox would get."""
+
+    to: str
+    message_id: str
+    subject: str
+    body: str  # the text/plain part
+    at: float  # time.monotonic() when accepted
+
+
+@dataclass(frozen=True)
 class _Rejection:
     code: int
     text: str
@@ -260,6 +271,26 @@ class SmtpSink:
         """Snapshot of accepted messages, in order."""
         with self._lock:
             return list(self._messages)
+
+    def accepted(self, to: str | None = None) -> list[AcceptedMail]:
+        """The oracle send-path tests count on: one entry per recipient of every accepted
+        message, in order (only those to ``to`` if given)."""
+        out = [
+            AcceptedMail(
+                rcpt, str(m.message.get("Message-ID", "")), m.subject, m.text(), m.received_at
+            )
+            for m in self.messages
+            for rcpt in m.rcpt_tos
+        ]
+        return [a for a in out if to is None or a.to.lower() == to.lower()]
+
+    def distinct_per_recipient(self) -> dict[str, int]:
+        """How many distinct messages (by Message-ID) each recipient got: a resent email
+        with the same Message-ID is the same message to a mail client."""
+        seen: dict[str, set[str]] = {}
+        for a in self.accepted():
+            seen.setdefault(a.to.lower(), set()).add(a.message_id)
+        return {to: len(ids) for to, ids in seen.items()}
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMail]:
         """Block until at least ``count`` messages arrived; raise ``TimeoutError`` if not."""

@@ -20,8 +20,17 @@ Fault injection is thread-safe and can change while clients are sending:
 * ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm).
 
 Every message request is recorded in :attr:`TwilioStandIn.requests`, successful ones in
-:attr:`TwilioStandIn.sent`. :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
-callback to the ``StatusCallback`` URL a message was created with.
+:attr:`TwilioStandIn.sent`; :meth:`TwilioStandIn.accepted` is the oracle the send-path tests
+count on: every message the provider took (per recipient, body, time, SID).
+
+The API's read side is there too, as Twilio serves it, for settling a send whose answer was
+lost: ``GET .../Messages.json`` lists messages newest first, filtered by ``To``, ``From`` and
+``DateSent`` (``DateSent``, ``DateSent<``, ``DateSent>``: a date or a UTC timestamp) with
+``PageSize`` and ``next_page_uri`` paging; ``GET .../Messages/{Sid}.json`` fetches one. Each
+read is recorded in :attr:`TwilioStandIn.lookups`. ``accept_then_drop(n)`` makes the next
+``n`` messages be created and their answer lost (the connection closed instead).
+:meth:`TwilioStandIn.send_status_callback` POSTs a signed status callback to the
+``StatusCallback`` URL a message was created with.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -55,6 +65,9 @@ DEFAULT_AUTH_TOKEN = "standin-auth-token"
 API_VERSION = "2010-04-01"
 
 _MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
+_MESSAGE_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<sid>SM[0-9a-f]{32})\.json$"
+)
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 # Default messages for the codes tests usually inject (text as Twilio words it, roughly).
@@ -154,6 +167,45 @@ class RecordedRequest:
     @property
     def ok(self) -> bool:
         return self.sid is not None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One message the stand-in accepted (created): what a recipient's phone would get."""
+
+    to: str
+    body: str
+    sid: str
+    at: datetime  # the stand-in's clock when it created the message (its DateSent)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One read of the Messages API: ``list`` (with its query) or ``fetch`` (with the SID)."""
+
+    kind: str
+    query: dict[str, str]
+
+
+def _when(value: str) -> tuple[datetime, bool]:
+    """A DateSent filter value: a UTC timestamp, or a date (True: compare by day)."""
+    if "T" in value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")), False
+    return datetime.fromisoformat(value).replace(tzinfo=UTC), True
+
+
+def _date_filter(key: str, value: str) -> Callable[[datetime], bool]:
+    bound, by_day = _when(value)
+    if by_day:
+        day = bound.date()
+        ops = {"DateSent": day.__eq__, "DateSent<": day.__ge__, "DateSent>": day.__le__}
+        test = ops[key]
+        return lambda at: bool(test(at.date()))
+    if key == "DateSent<":
+        return lambda at: at <= bound
+    if key == "DateSent>":
+        return lambda at: at >= bound
+    return lambda at: at == bound
 
 
 class _Server(ThreadingHTTPServer):
@@ -259,6 +311,11 @@ class TwilioStandIn:
         self._storm: tuple[float, Fault] | None = None  # (until, fault): every request fails
         self._fail_to: dict[str, Fault] = {}
         self._requests: list[RecordedRequest] = []
+        self._accepted: dict[str, tuple[Accepted, dict[str, Any]]] = {}  # sid -> (it, resource)
+        self._lookups: list[Lookup] = []
+        self._drop_answers = 0
+        # The stand-in's "now" for DateSent (a test aims it at its FakeClock).
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._in_progress = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -380,6 +437,12 @@ class TwilioStandIn:
         with self._lock:
             self._storm = (time.monotonic() + seconds, fault)
 
+    def accept_then_drop(self, n: int = 1) -> None:
+        """The next ``n`` messages are created, and then the connection is closed before the
+        answer (a reset after the provider took the request)."""
+        with self._lock:
+            self._drop_answers += n
+
     @property
     def pending_faults(self) -> int:
         with self._lock:
@@ -392,6 +455,9 @@ class TwilioStandIn:
             self._fail_to.clear()
             self._storm = None
             self._requests.clear()
+            self._accepted.clear()
+            self._lookups.clear()
+            self._drop_answers = 0
             self._latency = 0.0
 
     # -- what was received -------------------------------------------------------------
@@ -412,6 +478,30 @@ class TwilioStandIn:
     def sent(self) -> list[RecordedRequest]:
         """The requests that created a message (201)."""
         return [r for r in self.requests if r.ok]
+
+    def accepted(self, to: str | None = None) -> list[Accepted]:
+        """Every message the stand-in accepted, in order (only those to ``to`` if given)."""
+        with self._lock:
+            found = [a for a, _ in self._accepted.values()]
+        return [a for a in found if to is None or a.to == to]
+
+    def accepted_per_recipient(self) -> dict[str, int]:
+        """How many messages each recipient was sent."""
+        counts: dict[str, int] = {}
+        for a in self.accepted():
+            counts[a.to] = counts.get(a.to, 0) + 1
+        return counts
+
+    @property
+    def lookups(self) -> list[Lookup]:
+        """Every list and fetch request, in order."""
+        with self._lock:
+            return list(self._lookups)
+
+    @property
+    def posts(self) -> int:
+        """How many message requests (POST) arrived, whatever their outcome."""
+        return len(self.requests)
 
     def find(self, sid: str) -> RecordedRequest | None:
         return next((r for r in self.requests if r.sid == sid), None)
@@ -484,7 +574,74 @@ class TwilioStandIn:
 
     def _handle_other(self, handler: _Handler) -> None:
         handler.read_body()
-        handler.send_json(404, error_body(404, 20404))
+        parts = urllib.parse.urlsplit(handler.path)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        listing, one = _MESSAGES_PATH.match(parts.path), _MESSAGE_PATH.match(parts.path)
+        match = listing or one
+        if handler.command != "GET" or match is None:
+            handler.send_json(404, error_body(404, 20404))
+            return
+        if not self._check_auth(handler.headers.get("Authorization")):
+            handler.send_json(401, error_body(401, 20003))
+            return
+        if match.group("account") != self.account_sid:
+            handler.send_json(404, error_body(404, 20404))
+            return
+        with self._lock:
+            self._lookups.append(Lookup("list" if listing else "fetch", dict(query)))
+            fault = self._faults.popleft() if self._faults else None
+            stored = {sid: res for sid, (_, res) in self._accepted.items()}
+            created = [a for a, _ in self._accepted.values()]
+        if fault is not None:
+            handler.send_json(fault.status, error_body(fault.status, fault.error_code))
+            return
+        if one is not None:
+            resource = stored.get(one.group("sid"))
+            if resource is None:
+                handler.send_json(404, error_body(404, 20404))
+            else:
+                handler.send_json(200, resource)
+            return
+        handler.send_json(200, self._page(parts.path, query, created, stored))
+
+    def _page(
+        self,
+        path: str,
+        query: dict[str, str],
+        created: list[Accepted],
+        stored: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One page of the Messages list, newest first, as Twilio pages it."""
+        tests: list[Callable[[Accepted], bool]] = []
+        if "To" in query:
+            tests.append(lambda a: a.to == query["To"])
+        if "From" in query:
+            tests.append(lambda a: stored[a.sid]["from"] == query["From"])
+        for key in ("DateSent", "DateSent<", "DateSent>"):
+            if key in query:
+                check = _date_filter(key, query[key])
+                tests.append(lambda a, check=check: check(a.at))  # type: ignore[misc]
+        found = [a for a in reversed(created) if all(t(a) for t in tests)]
+        size = max(1, min(1000, int(query.get("PageSize") or 50)))
+        page = int(query.get("Page") or 0)
+        chunk = found[page * size : (page + 1) * size]
+        base = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
+
+        def uri(n: int) -> str:
+            return f"{path}?" + urllib.parse.urlencode({**base, "Page": n, "PageToken": f"PT{n}"})
+
+        more = (page + 1) * size < len(found)
+        return {
+            "messages": [stored[a.sid] for a in chunk],
+            "end": page * size + max(0, len(chunk) - 1),
+            "first_page_uri": uri(0),
+            "next_page_uri": uri(page + 1) if more else None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": uri(page - 1) if page > 0 else None,
+            "start": page * size,
+            "uri": uri(page),
+        }
 
     def _handle_post(self, handler: _Handler) -> None:
         received_at = time.monotonic()
@@ -527,6 +684,20 @@ class TwilioStandIn:
         )
         with self._lock:
             self._requests.append(record)
+            drop = sid is not None and self._drop_answers > 0
+            if drop:
+                self._drop_answers -= 1
+            if sid is not None:
+                at = datetime.fromisoformat(payload.pop("_at"))
+                self._accepted[sid] = (
+                    Accepted(record.to or "", record.body or "", sid, at),
+                    payload,
+                )
+        if drop:
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         handler.send_json(status, payload, headers)
 
     def _decide(
@@ -572,7 +743,8 @@ class TwilioStandIn:
         return 201, self._message_resource(sid, params), {}, sid
 
     def _message_resource(self, sid: str, params: dict[str, str]) -> dict[str, Any]:
-        now = format_datetime(datetime.now(UTC).replace(microsecond=0))
+        at = self.now()
+        now = format_datetime(at.astimezone(UTC).replace(microsecond=0), usegmt=True)
         body = params.get("Body", "")
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}"
         return {
@@ -580,7 +752,7 @@ class TwilioStandIn:
             "api_version": API_VERSION,
             "body": body,
             "date_created": now,
-            "date_sent": None,
+            "date_sent": now,  # the stand-in hands it on at once
             "date_updated": now,
             "direction": "outbound-api",
             "error_code": None,
@@ -596,4 +768,5 @@ class TwilioStandIn:
             "subresource_uris": {"media": f"{uri}/Media.json", "feedback": f"{uri}/Feedback.json"},
             "to": params.get("To"),
             "uri": f"{uri}.json",
+            "_at": at.isoformat(),  # taken out before it is served
         }

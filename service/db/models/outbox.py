@@ -54,6 +54,9 @@ class Reminder(Base):
     next_attempt_at: Mapped[datetime]
     claim_token: Mapped[str | None] = mapped_column(sa.String(36))
     lease_until: Mapped[datetime | None]
+    # Set while whether the provider took the last send is unknown (its answer was lost, or
+    # its claim went stale): the dispatcher asks the provider before sending it again.
+    unknown_since: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(sa.String(300))
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(120), index=True)
     prompt_id: Mapped[int | None]
