@@ -29,6 +29,7 @@ from service.channels.twilio_http import (
 from service.core.clock import SYSTEM_CLOCK, Clock
 from service.core.config import TwilioSettings
 from service.db.models import Channel
+from service.domain.unsubscribe import masked
 
 # How long the account waits after a 429 that names no Retry-After.
 DEFAULT_RETRY_AFTER = 5.0
@@ -122,16 +123,17 @@ class TwilioTransport(Transport):
     def find(self, message: Message, since: datetime) -> Receipt | None:
         """Twilio's Messages list, filtered by ``To`` and ``DateSent``, newest first: the
         message with this very text, unless Twilio reports it failed (a receipt's matter)."""
+        text = masked(message.text)  # each send's page link is its own
         try:
             for m in self.messages.list(to=message.to, date_sent_after=since, limit=LOOKUP_LIMIT):
-                if m.body == message.text and m.status not in NOT_TAKEN:
+                if masked(m.body or "") == text and m.status not in NOT_TAKEN:
                     return Receipt(provider_id=str(m.sid))
             # Twilio stamps DateSent when it hands a text on: one still in its queue has none
             # yet, so the newest texts to the number are read too.
             for m in self.messages.list(to=message.to, limit=QUEUED_LIMIT):
                 created = m.date_created
                 pending = m.status in PENDING and (created is None or created >= since)
-                if pending and m.body == message.text:
+                if pending and masked(m.body or "") == text:
                     return Receipt(provider_id=str(m.sid))
         except TwilioRestException as exc:
             raise self._error(exc) from None

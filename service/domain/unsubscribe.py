@@ -107,6 +107,17 @@ def without_link(text: str, link: str | None) -> str:
     return re.sub(rf"\S*{re.escape(secret)}", PLACEHOLDER, text)
 
 
+# Every link that acts for the partner (an unsubscribe link, an email's or a text's grant to
+# the page): each send makes its own, and stored bodies hold the placeholder instead.
+_SECRET_LINK = re.compile(r"\S*/(?:unsubscribe|page/from-email)/[A-Za-z0-9._~-]+")
+
+
+def masked(text: str) -> str:
+    """``text`` with its secret links replaced by the placeholder: a stored body and the text
+    the provider holds then compare equal (settling an unknown send, service/channels)."""
+    return _SECRET_LINK.sub(PLACEHOLDER, text)
+
+
 def resubscribe(session: Session, now: datetime, partner: Partner, source: str) -> None:
     """The way back for a partner who unsubscribed from email and asks for it again (an
     admin records where the request came from)."""
