@@ -96,7 +96,8 @@ def test_the_page_answers_with_its_security_headers(lite: Page) -> None:
 def test_every_wrong_page_path_is_the_feeds_one_404(lite: Page) -> None:
     with lite.hearth.db.session() as s:
         old = lite.token
-        new = page_tokens.issue(s, lite.hearth.clock.now(), partners.resolve(s, "Alice"))
+        alice = partners.resolve(s, "Alice")
+        new = page_tokens.issue(s, lite.hearth.clock.now(), alice, lite.hearth.keys)
     feed_404 = httpx.get(f"{lite.base}/feeds/{'x' * 43}.ics")
     assert feed_404.status_code == 404
     wrong = [
@@ -328,9 +329,8 @@ def _view(page: Page) -> partner_page.View:
     with page.hearth.db.session() as s:
         p = partner_page.load(s, page.token)
         assert p is not None
-        return partner_page.build(
-            s, p, page.token, page.hearth.clock.now(), page.hearth.settings.web
-        )
+        hearth = page.hearth
+        return partner_page.build(s, p, hearth.clock.now(), hearth.settings.web, None, hearth.keys)
 
 
 def test_partner_link_prints_the_url_once_and_rotates(run_sqlite: Cli) -> None:
@@ -420,7 +420,7 @@ def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(
                 p = partner_page.load(s, token)
                 assert p is not None
                 view = partner_page.build(
-                    s, p, token, sqlite_hearth.clock.now(), sqlite_hearth.settings.web
+                    s, p, sqlite_hearth.clock.now(), sqlite_hearth.settings.web
                 )
         finally:
             sa.event.remove(sqlite_hearth.db.engine, "before_cursor_execute", _LISTENERS.pop())
