@@ -39,7 +39,7 @@ from service.runtime.daemon import Daemon
 from service.web.limiter import WRITE_LIMIT, WRITE_WINDOW
 from service.web.page import tokens as page_tokens
 from service.web.page import view as partner_page
-from tests.conftest import Cli, snapshot
+from tests.conftest import Cli, make_settings, snapshot
 from tests.page_helpers import Page, make_couple, served_page
 from tests.web import serve
 
@@ -323,6 +323,31 @@ def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: 
     lite.token = new_token
     kept = _view(lite).feed
     assert kept is not None and kept.https == new_feed.https
+
+
+def test_without_keys_a_new_calendar_link_is_shown_once_on_the_answer(
+    sqlite_hearth: Hearth,
+) -> None:
+    """Without encryption keys no feed token is kept: a page link brings none, the page
+    offers one, and the answer to that form shows it (there is no other time it can)."""
+    db, clock = sqlite_hearth.db, sqlite_hearth.clock
+    bare = Hearth(settings=make_settings(db, encryption={"keys": ""}), db=db, clock=clock)
+    with served_page(bare) as lite:
+        first = httpx.get(lite.url).text
+        assert "You have no calendar link yet." in first and 'id="new-feed"' in first
+        assert 'id="sub-apple"' not in first and lite.partner().feed_token_hash is None
+        shown = _post(lite, "rotate-feed")
+        assert shown.status_code == 200 and 'id="sub-apple"' in shown.text
+        assert "Your calendar has a new link." in shown.text
+        found = re.search(r'id="feed-url" readonly value="([^"]+)"', shown.text)
+        assert found is not None
+        https = html.unescape(found[1])
+        feed = httpx.get(lite.base + "/feeds/" + https.rsplit("/feeds/", 1)[1])
+        assert feed.status_code == 200 and "BEGIN:VCALENDAR" in feed.text
+        assert lite.partner().feed_token_kept is None  # nothing to open it with
+        again = httpx.get(lite.url).text  # not shown twice; the calendar keeps working
+        assert 'id="sub-apple"' not in again and 'id="new-feed"' in again
+        assert https.rsplit("/", 1)[1] not in again
 
 
 def _view(page: Page) -> partner_page.View:
