@@ -315,7 +315,7 @@ def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: 
     assert new_feed is not None and new_feed.https != feed.https
     path = "/feeds/" + feed.https.rsplit("/feeds/", 1)[1]
     assert httpx.get(lite.base + path).status_code == 404
-    # A new page link keeps the calendar: the feed is sealed again under it.
+    # A new page link keeps the calendar: it shows the feed kept under the keys.
     r = _post(lite, "rotate-link")
     assert r.status_code == 303
     new_token = r.headers["location"].split("/page/", 1)[1].split("?", 1)[0]
