@@ -105,7 +105,7 @@ def seed(db: Database, now: datetime, n_rituals: int, name: str = "Bench", past:
             )
             rituals.add(s, now, c, spec)
         asked(s, now, c, p, sam, past)
-        return page_tokens.issue(s, now, p)
+        return page_tokens.issue(s, now, p, KEYS)
 
 
 def asked(
@@ -182,7 +182,7 @@ def queries_per_view(db: Database, token: str, now: datetime) -> int:
         with db.session() as s:
             p = partner_page.load(s, token)
             assert p is not None
-            view = partner_page.build(s, p, token, now, WebSettings(), None, KEYS)
+            view = partner_page.build(s, p, now, WebSettings(), None, KEYS)
             assert view.question is not None and view.past
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", count)
@@ -215,7 +215,7 @@ def full_view_ms(db: Database, token: str, now: datetime, n: int = 20) -> float:
         with db.session() as s:
             p = partner_page.load(s, token)
             assert p is not None
-            view = partner_page.build(s, p, token, now, WebSettings(), None, KEYS)
+            view = partner_page.build(s, p, now, WebSettings(), None, KEYS)
         render("page.html", **page_context(view, token))
     return (time.perf_counter() - t0) / n * 1000
 

@@ -24,7 +24,7 @@ def new_key_cmd() -> None:
 @crypto_group.command("reencrypt")
 @json_option
 def reencrypt_cmd(as_json: bool) -> None:
-    """Encrypt every answer, reply and sealed message again under the first configured key
+    """Encrypt every answer, reply, sealed message and kept feed token again under the first key
     (and any reply stored before encryption was set up). Run after putting a new key first;
     once it is done, the old keys can be dropped."""
     hearth = hearth_from(click.get_current_context())

@@ -34,14 +34,13 @@ def demo_cmd(nudge_in: int) -> None:
             click.echo(NOT_ADDED)
             return
         web = hearth.settings.web
-        pages, feeds = {}, {}
+        pages = {}
         for p in (made.alex, made.sam):
-            page = page_tokens.issue(session, now, p)
-            pages[p.name] = page_tokens.url(web, page)
-            # A feed token sealed for the page: it opens on working subscribe buttons.
-            feeds[p.name] = page_tokens.issue_feed(session, now, p, page)
-            feed_keep.keep(p, feeds[p.name], hearth.keys)  # their later pages show it too
-        feed = feed_tokens.urls(web, feeds[made.alex.name])
+            # With keys a page link comes with a kept feed token: subscribe buttons at once.
+            pages[p.name] = page_tokens.url(web, page_tokens.issue(session, now, p, hearth.keys))
+        alex = made.alex
+        kept = feed_keep.recover(alex, hearth.keys)
+        feed = feed_tokens.urls(web, kept or feed_keep.issue(session, now, alex, hearth.keys))
         tz = made.couple.timezone
         when = fmt_local(made.start - timedelta(minutes=1), tz)
         name, hello_id, created = made.couple.name, made.hello.id, made.created

@@ -57,8 +57,7 @@ def _issue(partner: str, qr: bool, as_json: bool, *, rotate: bool) -> None:
         # A kept feed token (service/calendar/feed_keep.py) is shown again, not replaced.
         token = None if rotate else feed_keep.recover(p, hearth.keys)
         if token is None:
-            token = feed_tokens.issue(session, now, p, first=not rotate, ref=partner)
-            feed_keep.keep(p, token, hearth.keys)
+            token = feed_keep.issue(session, now, p, hearth.keys, first=not rotate, ref=partner)
         urls = feed_tokens.urls(hearth.settings.web, token)
         name = p.name
     if as_json:

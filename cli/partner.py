@@ -21,7 +21,6 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
-from service.calendar import feed_keep
 from service.core.exceptions import Conflict
 from service.db.models import ConsentState, Partner
 from service.domain import couples, partners
@@ -249,10 +248,7 @@ def link_cmd(partner: str, rotate: bool, qr: bool, as_json: bool) -> None:
                 f"{p.name} already has a page link; it cannot be shown again (only its hash is"
                 f" stored): use `hearth partner link {shlex.quote(partner)} --rotate`"
             )
-        token = page_tokens.issue(session, now, p)
-        fresh = page_tokens.unseal(p, token)  # a first feed token, made for this link
-        if fresh is not None:
-            feed_keep.keep(p, fresh, hearth.keys)
+        token = page_tokens.issue(session, now, p, hearth.keys)
         url = page_tokens.url(hearth.settings.web, token)
         name = p.name
     if as_json:

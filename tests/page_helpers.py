@@ -68,7 +68,7 @@ def make_couple(hearth: Hearth, rituals: int = 1) -> tuple[int, str]:
             hearth.db, now, cid, kind="custom", title=f"Ritual {i}", at="19:30", every="weekly:SA"
         )
     with hearth.db.session() as s:
-        token = page_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        token = page_tokens.issue(s, now, partners.resolve(s, "Alice"), hearth.keys)
     return cid, token
 
 

@@ -5,7 +5,6 @@ in its own process and reads its RSS from /proc."""
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 import random
@@ -23,11 +22,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import Fernet
 
-from service.calendar import feed_tokens
+from service.calendar import feed_keep, feed_tokens
 from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
@@ -40,7 +37,7 @@ from service.outbox.dispatcher import Dispatcher
 from service.web import create_app
 from service.web.page import tokens as page_tokens
 from tests import peers
-from tests.conftest import Cli, make_settings, snapshot
+from tests.conftest import TEST_KEY, Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import TwilioStandIn
@@ -58,7 +55,8 @@ class Site:
         self.hearth, self.sink, self.base = hearth, sink, base
         self.night = 0
         with hearth.db.session() as s:
-            self.page = page_tokens.issue(s, hearth.clock.now(), partners.resolve(s, "Alice"))
+            alice = partners.resolve(s, "Alice")
+            self.page = page_tokens.issue(s, hearth.clock.now(), alice, hearth.keys)
 
     @property
     def clock(self) -> FakeClock:
@@ -303,7 +301,8 @@ def test_a_flood_of_invented_tokens_leaves_the_limiter_empty(hearth: Hearth) -> 
         cid = couple_with_partners(hearth.db, hearth.clock.now())
         add_ritual(hearth.db, hearth.clock.now(), cid, "five-minute-check-in")
     with hearth.db.session() as s:
-        token = page_tokens.issue(s, hearth.clock.now(), partners.resolve(s, "Alice"))
+        alice = partners.resolve(s, "Alice")
+        token = page_tokens.issue(s, hearth.clock.now(), alice, hearth.keys)
     with serve(hearth, app=app) as base, httpx.Client(base_url=base) as client:
         for _ in range(2000):
             fake = secrets.token_urlsafe(32)
@@ -328,31 +327,33 @@ def test_the_limiter_holds_a_fixed_number_of_keys_and_still_limits() -> None:
     assert limiter.allow("real")
 
 
-# 4. No home-made crypto: the sealed feed token is AES-GCM under an HKDF key.
+# 4. No home-made crypto: the kept feed token is Fernet under the service's keys.
 
 
-def test_the_sealed_feed_token_is_aes_gcm_and_tampering_is_detected(hearth: Hearth) -> None:
+def test_the_kept_feed_token_is_fernet_and_a_tampered_or_stale_copy_is_never_shown(
+    hearth: Hearth,
+) -> None:
     now = hearth.clock.now()
     couple_with_partners(hearth.db, now)
     with hearth.db.session() as s:
         alice = partners.resolve(s, "Alice")
-        page = page_tokens.issue(s, now, alice)
-        feed = page_tokens.issue_feed(s, now, alice, page)
-        sealed, pid = alice.feed_token_sealed, alice.id
-    assert sealed is not None
-    blob = base64.urlsafe_b64decode(sealed)
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"hearth feed seal").derive(
-        page.encode()
-    )
-    raw = AESGCM(key).decrypt(blob[:12], blob[12:], f"partner:{pid}".encode())
-    assert base64.urlsafe_b64encode(raw).decode().rstrip("=") == feed
-    flipped = blob[:20] + bytes([blob[20] ^ 1]) + blob[21:]
+        page_tokens.issue(s, now, alice, hearth.keys)  # the first link brings a first feed
+        kept, digest, pid = alice.feed_token_kept, alice.feed_token_hash, alice.id
+    assert kept is not None and kept.startswith("enc1:")
+    feed = Fernet(TEST_KEY.encode()).decrypt(kept.removeprefix("enc1:").encode()).decode()
+    assert feed_tokens.digest(feed) == digest
+    token = kept.removeprefix("enc1:")
+    flipped = token[:40] + ("A" if token[40] != "A" else "B") + token[41:]
     with hearth.db.session() as s:
         again = s.get(Partner, pid)
         assert again is not None
-        assert page_tokens.unseal(again, page) == feed
-        again.feed_token_sealed = base64.urlsafe_b64encode(flipped).decode()
-        assert page_tokens.unseal(again, page) is None
+        assert feed_keep.recover(again, hearth.keys) == feed
+        again.feed_token_kept = "enc1:" + flipped
+        assert feed_keep.recover(again, hearth.keys) is None
+        # A copy of a feed token rotated since (not kept again) is never shown.
+        again.feed_token_kept = kept
+        feed_tokens.issue(s, now, again)
+        assert feed_keep.recover(again, hearth.keys) is None
 
 
 # 5. Headers, origins, the metrics path, descriptions, the unsubscribe lookup, the CLI.

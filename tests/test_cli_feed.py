@@ -12,9 +12,10 @@ import pytest
 from icalendar import Calendar
 
 from service.core.clock import FakeClock
+from service.core.crypto import new_key
 from service.db.context import Hearth
 from service.db.engine import Database
-from tests.conftest import Cli, make_settings, snapshot
+from tests.conftest import TEST_KEY, Cli, make_settings, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.web import serve
 
@@ -101,6 +102,33 @@ def test_feed_url_shows_a_kept_url_again_also_after_partner_link(cli: Cli, publi
         alice_page = http.get(alice_url.replace(BASE, base)).text
         assert f"webcal://hearth.example.org/feeds/{first}.ics" in alice_page
         assert 'id="sub-google"' in alice_page and 'id="new-feed"' not in alice_page
+        assert http.get(f"/feeds/{first}.ics").status_code == 200
+
+
+def test_a_key_rotation_keeps_the_calendar_a_partner_subscribed(
+    cli: Cli, public: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """`crypto reencrypt` seals kept feed tokens again under the new key: once the old key
+    is dropped, the page and `feed url` still show the calendar already subscribed."""
+    first = _token(cli.ok("feed", "url", "Alice").output)
+    link = cli.ok("partner", "link", "Alice", "--no-qr").output
+    page_url = next(w for w in link.split() if "/page/" in w)
+    fresh = new_key()
+    both = Hearth(
+        make_settings(
+            db, web={"public_base_url": BASE}, encryption={"keys": f"{fresh},{TEST_KEY}"}
+        ),
+        db,
+        clock,
+    )
+    done = json.loads(Cli(both).ok("crypto", "reencrypt", "--json").output)
+    assert done["feeds"] == 1
+    settings = make_settings(db, web={"public_base_url": BASE}, encryption={"keys": fresh})
+    only_new = Hearth(settings=settings, db=db, clock=clock)
+    assert _token(Cli(only_new).ok("feed", "url", "Alice", "--no-qr").output) == first
+    with serve(only_new) as base, httpx.Client(base_url=base) as http:
+        page = http.get(page_url.replace(BASE, base)).text
+        assert f"webcal://hearth.example.org/feeds/{first}.ics" in page
         assert http.get(f"/feeds/{first}.ics").status_code == 200
 
 

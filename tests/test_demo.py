@@ -80,14 +80,17 @@ def test_demo_creates_a_couple_in_an_empty_database_and_its_nudge_arrives_in_the
             assert page.status_code == 200 and who in page.text
             assert "webcal://" in page.text
 
-    # A second run keeps the couple, adds a fresh nudge and a new feed link; the old one is dead.
+    # A second run keeps the couple, adds a fresh nudge and new page links; the calendar link
+    # is kept (under the keys), so a calendar that subscribed it keeps working.
     second = run.ok("demo").output
     assert "using demo couple" in second and "no longer work" in second
-    old, new = _feed_url(first), _feed_url(second)
+    assert _page_urls(second)["Alex"] != pages["Alex"]
+    assert _feed_url(second) == _feed_url(first)
     with serve(hearth) as base, httpx.Client(base_url=base) as http:
-        assert http.get(old.split("8080", 1)[1]).status_code == 404
-        feed = http.get(new.split("8080", 1)[1])
+        feed = http.get(_feed_url(second).split("8080", 1)[1])
+        alex = http.get(_page_urls(second)["Alex"].split("8080", 1)[1]).text
     assert feed.status_code == 200
+    assert _feed_url(second).split("/feeds/", 1)[1] in alex  # the new page shows that calendar
     assert feed.text.count("SUMMARY:Hello from Hearth") == 2
     with hearth.db.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Couple)) == 1

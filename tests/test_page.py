@@ -39,7 +39,7 @@ from service.runtime.daemon import Daemon
 from service.web.limiter import WRITE_LIMIT, WRITE_WINDOW
 from service.web.page import tokens as page_tokens
 from service.web.page import view as partner_page
-from tests.conftest import Cli, snapshot
+from tests.conftest import Cli, make_settings, snapshot
 from tests.page_helpers import Page, make_couple, served_page
 from tests.web import serve
 
@@ -96,7 +96,8 @@ def test_the_page_answers_with_its_security_headers(lite: Page) -> None:
 def test_every_wrong_page_path_is_the_feeds_one_404(lite: Page) -> None:
     with lite.hearth.db.session() as s:
         old = lite.token
-        new = page_tokens.issue(s, lite.hearth.clock.now(), partners.resolve(s, "Alice"))
+        alice = partners.resolve(s, "Alice")
+        new = page_tokens.issue(s, lite.hearth.clock.now(), alice, lite.hearth.keys)
     feed_404 = httpx.get(f"{lite.base}/feeds/{'x' * 43}.ics")
     assert feed_404.status_code == 404
     wrong = [
@@ -314,7 +315,7 @@ def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: 
     assert new_feed is not None and new_feed.https != feed.https
     path = "/feeds/" + feed.https.rsplit("/feeds/", 1)[1]
     assert httpx.get(lite.base + path).status_code == 404
-    # A new page link keeps the calendar: the feed is sealed again under it.
+    # A new page link keeps the calendar: it shows the feed kept under the keys.
     r = _post(lite, "rotate-link")
     assert r.status_code == 303
     new_token = r.headers["location"].split("/page/", 1)[1].split("?", 1)[0]
@@ -324,13 +325,37 @@ def test_the_subscribe_links_work_and_rotating_them_cuts_the_old_ones_off(lite: 
     assert kept is not None and kept.https == new_feed.https
 
 
+def test_without_keys_a_new_calendar_link_is_shown_once_on_the_answer(
+    sqlite_hearth: Hearth,
+) -> None:
+    """Without encryption keys no feed token is kept: a page link brings none, the page
+    offers one, and the answer to that form shows it (there is no other time it can)."""
+    db, clock = sqlite_hearth.db, sqlite_hearth.clock
+    bare = Hearth(settings=make_settings(db, encryption={"keys": ""}), db=db, clock=clock)
+    with served_page(bare) as lite:
+        first = httpx.get(lite.url).text
+        assert "You have no calendar link yet." in first and 'id="new-feed"' in first
+        assert 'id="sub-apple"' not in first and lite.partner().feed_token_hash is None
+        shown = _post(lite, "rotate-feed")
+        assert shown.status_code == 200 and 'id="sub-apple"' in shown.text
+        assert "Your calendar has a new link." in shown.text
+        found = re.search(r'id="feed-url" readonly value="([^"]+)"', shown.text)
+        assert found is not None
+        https = html.unescape(found[1])
+        feed = httpx.get(lite.base + "/feeds/" + https.rsplit("/feeds/", 1)[1])
+        assert feed.status_code == 200 and "BEGIN:VCALENDAR" in feed.text
+        assert lite.partner().feed_token_kept is None  # nothing to open it with
+        again = httpx.get(lite.url).text  # not shown twice; the calendar keeps working
+        assert 'id="sub-apple"' not in again and 'id="new-feed"' in again
+        assert https.rsplit("/", 1)[1] not in again
+
+
 def _view(page: Page) -> partner_page.View:
     with page.hearth.db.session() as s:
         p = partner_page.load(s, page.token)
         assert p is not None
-        return partner_page.build(
-            s, p, page.token, page.hearth.clock.now(), page.hearth.settings.web
-        )
+        hearth = page.hearth
+        return partner_page.build(s, p, hearth.clock.now(), hearth.settings.web, None, hearth.keys)
 
 
 def test_partner_link_prints_the_url_once_and_rotates(run_sqlite: Cli) -> None:
@@ -420,7 +445,7 @@ def test_a_page_view_costs_the_same_queries_whatever_the_number_of_rituals(
                 p = partner_page.load(s, token)
                 assert p is not None
                 view = partner_page.build(
-                    s, p, token, sqlite_hearth.clock.now(), sqlite_hearth.settings.web
+                    s, p, sqlite_hearth.clock.now(), sqlite_hearth.settings.web
                 )
         finally:
             sa.event.remove(sqlite_hearth.db.engine, "before_cursor_execute", _LISTENERS.pop())

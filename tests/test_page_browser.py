@@ -19,6 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from service.core.crypto import Keyring
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
@@ -28,7 +29,7 @@ from service.outbox import planner
 from service.runtime.daemon import Daemon
 from service.web.page import tokens as page_tokens
 from tests.browser import DESKTOP, PHONE, Tab
-from tests.conftest import snapshot
+from tests.conftest import TEST_KEY, snapshot
 from tests.factories import add_ritual, couple_with_partners
 from tests.page_helpers import Page, served_page
 from tests.processes import free_port, wait_for
@@ -179,7 +180,7 @@ def test_against_hearth_serve_subscribe_pause_and_quiet_hours_from_a_phone(
     cid = couple_with_partners(db, now)
     add_ritual(db, now, cid, "five-minute-check-in")
     with db.session() as s:
-        token = page_tokens.issue(s, now, partners.resolve(s, "Alice"))
+        token = page_tokens.issue(s, now, partners.resolve(s, "Alice"), Keyring((TEST_KEY,)))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
@@ -189,6 +190,7 @@ def test_against_hearth_serve_subscribe_pause_and_quiet_hours_from_a_phone(
         HEARTH_WEB_PUBLIC_BASE_URL=base,
         HEARTH_DAEMON_EVENT_POLL_SECONDS="0.5",
         HEARTH_LOG_FORMAT="json",
+        HEARTH_ENCRYPTION_KEYS=TEST_KEY,  # the key the page link's feed token is kept under
     )
     out = tmp_path / "serve.out"
     with out.open("wb") as sink:

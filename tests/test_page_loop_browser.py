@@ -46,7 +46,8 @@ def pages(sqlite_hearth: Hearth) -> Iterator[tuple[str, str]]:
     check_in_sent(sqlite_hearth)
     now = sqlite_hearth.clock.now()
     with sqlite_hearth.db.session() as s:
-        links = [page_tokens.issue(s, now, partners.resolve(s, n)) for n in ("Alice", "Sam")]
+        keys = sqlite_hearth.keys
+        links = [page_tokens.issue(s, now, partners.resolve(s, n), keys) for n in ("Alice", "Sam")]
     with serve(sqlite_hearth) as base:
         yield f"{base}/page/{links[0]}", f"{base}/page/{links[1]}"
 

@@ -265,7 +265,7 @@ def test_an_email_only_partner_is_offered_only_the_settings_that_apply(loop: Loo
         sam = partners.resolve(s, "Sam")
         now = loop.hearth.clock.now()
         partners.edit(s, now, sam, quiet_hours="23:00-06:00", full_text=True)
-        token = page_tokens.issue(s, now, sam)
+        token = page_tokens.issue(s, now, sam, loop.hearth.keys)
     path = f"/page/{token}"
     page = loop.page(path)
     assert 'id="quiet_hours"' not in page and 'name="text_style"' not in page
@@ -279,6 +279,7 @@ def test_an_email_only_partner_is_offered_only_the_settings_that_apply(loop: Loo
         assert partners.format_quiet(sam) == "23:00-06:00" and sam.full_text
     # Alice has a phone: both are offered.
     with loop.hearth.db.session() as s:
-        alice_token = page_tokens.issue(s, loop.hearth.clock.now(), partners.resolve(s, "Alice"))
+        alice_p = partners.resolve(s, "Alice")
+        alice_token = page_tokens.issue(s, loop.hearth.clock.now(), alice_p, loop.hearth.keys)
     alice = loop.page(f"/page/{alice_token}")
     assert 'id="quiet_hours"' in alice and 'name="text_style"' in alice

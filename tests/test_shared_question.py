@@ -492,6 +492,7 @@ def test_key_rotation_reencrypts_every_answer_and_reply(
         "replies": 0,
         "answers": 0,
         "messages": 0,
+        "feeds": 0,
     }
     only_new = Hearth(make_settings(db, **sections, encryption={"keys": fresh}), db, clock)
     with db.session() as s:

@@ -1,4 +1,5 @@
-"""Re-encryption of what partners wrote, after a key rotation (``hearth crypto reencrypt``).
+"""Re-encryption of what partners wrote, and of kept feed tokens, after a key rotation
+(``hearth crypto reencrypt``).
 
 Each sealed column is read in id order, a chunk per transaction, and every value not under
 the current key is sealed again with it; a reply stored before encryption was configured
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from service.core.crypto import PREFIX, Keyring
 from service.db.engine import Database
-from service.db.models import Answer, Reminder, Reply, table
+from service.db.models import Answer, Partner, Reminder, Reply, table
 
 CHUNK = 500
 
@@ -23,6 +24,8 @@ def _columns() -> list[tuple[str, sa.Table, sa.Column[str], bool]]:
         ("answers", table(Answer), table(Answer).c.text, True),
         # Only messages that were sealed: a nudge's body is Hearth's own text.
         ("messages", table(Reminder), table(Reminder).c.body, False),
+        # Kept feed tokens (service/calendar/feed_keep.py): partners' calendars keep working.
+        ("feeds", table(Partner), table(Partner).c.feed_token_kept, False),
     ]
 
 

@@ -38,7 +38,6 @@ _SECRET = {
     "unsubscribe_token",
     "claim_token",
     "page_token_hash",
-    "feed_token_sealed",
     "feed_token_kept",
 }
 _SEALED = {"body", "text"}  # reply and message bodies, answers (service/core/crypto.py)

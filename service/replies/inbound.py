@@ -24,7 +24,6 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from service.calendar import feed_keep
 from service.core import i18n
 from service.core.exceptions import Conflict, InvalidInput
 from service.core.i18n import N_, Lang
@@ -361,10 +360,7 @@ def _resume(t: Turn) -> Outcome:
 
 
 def _link(t: Turn) -> Outcome:
-    token = page_tokens.issue(t.session, t.now, t.partner)
-    fresh = page_tokens.unseal(t.partner, token)  # a first feed token, made for this link
-    if fresh is not None:
-        feed_keep.keep(t.partner, fresh, t.hearth.keys)
+    token = page_tokens.issue(t.session, t.now, t.partner, t.hearth.keys)
     url = page_tokens.url(t.hearth.settings.web, token)
     return t.lang._(LINK_TEXT).format(url=url), "page link sent", None
 

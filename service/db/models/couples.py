@@ -94,13 +94,11 @@ class Partner(Base):
     # Legacy plain-text tokens, emptied by migration 0009; the column stays while a previous
     # release may still run beside this one (it reads NULL: no link). Never written.
     unsubscribe_token: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
-    # The partner's own page (service/web/page/tokens.py): only the token's hash, and
-    # the feed token sealed under a key only the page token gives, so the page can show the
-    # subscription links while the database alone reveals neither token.
+    # The partner's own page (service/web/page/tokens.py): only the token's hash.
     page_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     page_token_created_at: Mapped[datetime | None]
-    feed_token_sealed: Mapped[str | None] = mapped_column(sa.String(120))
-    # The feed token sealed under the encryption keys (service/calendar/feed_keep.py).
+    # The feed token sealed under the encryption keys (service/calendar/feed_keep.py), so
+    # any page link of the partner's shows the subscription they have.
     feed_token_kept: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -1,5 +1,5 @@
 """The partner's own page, in one room: ``routes`` (the URLs), ``guard`` (headers, rate
-limit, templates), ``tokens`` (the page link and its sealed feed token), ``view`` (what the
+limit, templates), ``tokens`` (the page link and its CSRF), ``view`` (what the
 page shows, read in a fixed number of queries) and ``actions`` (what its forms do, each a
 domain function).
 

@@ -40,10 +40,12 @@ SKIPPED_TEXT = N_("Hearth: {name} skipped the ritual on {day}; no reminder for t
 @dataclass(frozen=True)
 class Done:
     """What happened: a code the page's templates turn into words, and, after a page link
-    rotation, the new token to redirect to."""
+    rotation, the new token to redirect to; ``feed``: a new feed token that could not be
+    kept (no encryption keys), so the answer to this form is the one time it is shown."""
 
     code: str
     token: str | None = None
+    feed: str | None = None
 
 
 Form = dict[str, str]
@@ -149,12 +151,14 @@ def resubscribe(session: Session, now: datetime, partner: Partner, token: str, f
 def rotate_feed(
     hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
 ) -> Done:
-    feed_keep.keep(partner, page_tokens.issue_feed(session, now, partner, token), hearth.keys)
-    return Done("feed")
+    feed = feed_keep.issue(session, now, partner, hearth.keys)
+    return Done("feed", feed=None if hearth.keys.configured else feed)
 
 
-def rotate_page(session: Session, now: datetime, partner: Partner, token: str, form: Form) -> Done:
-    return Done("link", page_tokens.issue(session, now, partner, current=token))
+def rotate_page(
+    hearth: Hearth, session: Session, now: datetime, partner: Partner, token: str, form: Form
+) -> Done:
+    return Done("link", page_tokens.issue(session, now, partner, hearth.keys))
 
 
 def _occurrence(form: Form) -> tuple[int, datetime]:
@@ -205,6 +209,7 @@ HEARTH_ACTIONS: dict[str, HearthAction] = {
     "answer": answer,
     "forget": forget,
     "rotate-feed": rotate_feed,
+    "rotate-link": rotate_page,
 }
 
 ACTIONS: dict[str, Action] = {
@@ -214,5 +219,4 @@ ACTIONS: dict[str, Action] = {
     "repair": ask_repair,
     "settings": settings,
     "resubscribe": resubscribe,
-    "rotate-link": rotate_page,
 }

@@ -12,6 +12,7 @@ follow links).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from importlib.resources import files
@@ -27,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.calendar import feed_keep
 from service.core.exceptions import HearthError
 from service.core.metrics import PAGE_REQUESTS
 from service.db.context import Hearth
@@ -67,7 +67,7 @@ def _view(hearth: Hearth, token: str, past: int = 1) -> partner_page.View | None
         if partner is None:
             return None
         grace, web, now = hearth.settings.replies.grace, hearth.settings.web, hearth.clock.now()
-        return partner_page.build(s, partner, token, now, web, grace, hearth.keys, past)
+        return partner_page.build(s, partner, now, web, grace, hearth.keys, past)
 
 
 def page_context(view: partner_page.View, token: str, **extra: Any) -> dict[str, Any]:
@@ -226,6 +226,8 @@ async def write(request: Request) -> Response:
         return await _refuse(hearth, token, action, form, 400, "refused", str(exc), field)
     _count("write", "ok")
     log.info("page_write", action=action, outcome="ok")
+    if done.feed is not None:
+        return await _feed_once(hearth, token, done.feed)
     target = f"{page_tokens.PATH}{done.token or token}?done={done.code}"
     return RedirectResponse(target, status_code=303, headers=HEADERS)
 
@@ -261,6 +263,17 @@ async def _refuse(
     return render("page.html", view.language, status=status, **ctx)
 
 
+async def _feed_once(hearth: Hearth, token: str, feed: str) -> Response:
+    """The page with a new feed token that could not be kept (no encryption keys): this
+    answer is the one time it can be shown, so no redirect (and it is never cached)."""
+    view = await run_in_threadpool(_view, hearth, token)
+    if view is None:
+        raise HTTPException(404)
+    shown = partner_page.subscribe(hearth.settings.web, feed, view.couple_name)
+    view = dataclasses.replace(view, feed=shown)
+    return render("page.html", view.language, **page_context(view, token, done="feed"))
+
+
 def _by_grant(hearth: Hearth, grant: str, issue: bool) -> tuple[str, str] | None:
     """The partner's name and language (GET), or a new page token for them (POST), which
     spends the grant: issuing a page token drops all of the partner's grants."""
@@ -272,11 +285,7 @@ def _by_grant(hearth: Hearth, grant: str, issue: bool) -> tuple[str, str] | None
         if p is None:
             return None
         if issue:
-            token = page_tokens.issue(s, now, p)
-            fresh = page_tokens.unseal(p, token)  # a first feed token, made for this link
-            if fresh is not None:
-                feed_keep.keep(p, fresh, hearth.keys)
-            return token, p.language
+            return page_tokens.issue(s, now, p, hearth.keys), p.language
         return p.name, p.language
 
 

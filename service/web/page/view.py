@@ -221,7 +221,6 @@ def load(session: Session, token: str) -> Partner | None:
 def build(
     session: Session,
     partner: Partner,
-    token: str,
     now: datetime,
     web: WebSettings,
     grace: timedelta | None = None,
@@ -263,7 +262,7 @@ def build(
     paused = couple.is_paused(now)
     until = couple.paused_until.astimezone(tz) if paused and couple.paused_until else None
     through = (until - timedelta(days=1)).date() if until and until.time() == time(0) else None
-    feed = page_tokens.unseal(partner, token) or feed_keep.recover(partner, keys)
+    feed = feed_keep.recover(partner, keys)
     weeks = _weeks(known, now, tz)
     past, more = _past(session, partner, t, keys, past_page)
     return View(
