@@ -1,7 +1,7 @@
 """drop partner.feed_token_sealed: the feed token sealed under the page token
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07
 
 The page shows the feed token kept under the encryption keys (partner.feed_token_kept,
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
