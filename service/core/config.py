@@ -32,6 +32,7 @@ from service.core.sections import (
     DaemonSettings,
     DatabaseSettings,
     DefaultsSettings,
+    DeliverySettings,
     EmailBackend,
     EncryptionSettings,
     LogFormat,
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     channels: ChannelSettings = ChannelSettings()
     twilio: TwilioSettings = TwilioSettings()
     smtp: SmtpSettings = SmtpSettings()
+    delivery: DeliverySettings = DeliverySettings()
     repair: RepairSettings = RepairSettings()
     replies: RepliesSettings = RepliesSettings()
     defaults: DefaultsSettings = DefaultsSettings()

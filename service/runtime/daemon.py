@@ -83,6 +83,7 @@ class Daemon:
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
                 quiet_early=timedelta(hours=cfg.quiet_early_hours),
+                fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
             )
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
@@ -108,6 +109,9 @@ class Daemon:
                         timedelta(hours=cfg.horizon_hours),
                         cfg.stale_after_minutes,
                         quiet_early=timedelta(hours=cfg.quiet_early_hours),
+                        fallback_after=timedelta(
+                            seconds=self.settings.delivery.fallback_after_seconds
+                        ),
                     )
                 log.info(
                     "replanned",
