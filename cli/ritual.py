@@ -22,7 +22,7 @@ from cli.common import (
 from service.core.exceptions import InvalidInput
 from service.core.timeutil import zone
 from service.db.models import Couple, ExceptionKind, Ritual
-from service.domain import couples, pauses, reach, rituals, skips, validation
+from service.domain import couples, pauses, reach, rituals, routing, skips, validation
 from service.domain.recurrence import reminder_due, schedule_of
 from service.domain.validation import until_datetime
 
@@ -118,11 +118,14 @@ def add_cmd(
         data = ritual_dict(r)
         summary = rituals.describe_schedule(r)
         notes = warnings.quiet(hearth, session, now, ritual=r)
+        busy = warnings.capacity(hearth, session, now, r)
     if as_json:
-        print_json({**data, "warnings": [n.as_dict() for n in notes]})
+        print_json({**data, "warnings": [n.as_dict() for n in notes], "capacity": busy})
     else:
         click.echo(f"added ritual {data['id']}: {data['title']} ({summary})")
         warnings.echo(notes)
+        for line in busy:
+            click.echo(line)
 
 
 @ritual_group.command("list")
@@ -213,6 +216,8 @@ def edit_cmd(ritual: str, couple: str | None, ask: bool | None, **fields: Any) -
         r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields), ask=ask)
         click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
         warnings.echo(warnings.quiet(hearth, session, now, ritual=r))
+        for line in warnings.capacity(hearth, session, now, r):
+            click.echo(line)
 
 
 @ritual_group.command("pause")
@@ -314,6 +319,14 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
         else:
             raise InvalidInput("preview", "name a RITUAL or give --couple")
         data: list[dict[str, Any]] = []
+        routes = [
+            f"route of {r.title!r}: "
+            + "; ".join(
+                f"{p.name}: {routing.describe(p, r)}"
+                for p in sorted(r.couple.partners, key=lambda p: p.id)
+            )
+            for r in chosen
+        ]
         for r in chosen:
             # A list, not a dict by name: partners may share a name (or be called "couple").
             zones: list[tuple[int | None, str, str]] = [(None, r.couple.name, r.couple.timezone)]
@@ -339,6 +352,8 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                                 "name": name,
                                 "timezone": tz,
                                 "time": fmt_local(occ.start, tz),
+                                # Which channel carries this partner's nudges.
+                                "route": routing.describe(people[pid], r) if pid else None,
                                 # Nudges in this partner's quiet hours: moved or lost.
                                 "quiet_hours": [
                                     {
@@ -376,6 +391,8 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
         for d in data
     ]
     print_table(("id", "ritual", *_zone_headers(data[0]["local"]), "reminders (couple)"), rows)
+    for line in routes:
+        click.echo(line)
 
 
 def _reminders(reminders: list[dict[str, Any]], tz: str) -> str:

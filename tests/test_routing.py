@@ -31,7 +31,7 @@ def _setup(
     db: Database, clock: FakeClock, standin: TwilioStandIn, sink: SmtpSink
 ) -> tuple[Hearth, Dispatcher]:
     now = clock.now()
-    cid = couple_with_partners(db, now)  # Alice: sms,email; Sam: email
+    cid = couple_with_partners(db, now, alice_both=False)  # Alice: sms, then email; Sam: email
     add_ritual(db, now, cid, "five-minute-check-in", remind="0,30")
     settings = make_settings(db, **peers.sections(standin, sink))
     hearth = Hearth(settings=settings, db=db, clock=clock)
@@ -113,7 +113,7 @@ def test_an_sms_still_waiting_past_the_bound_gives_way_to_email(
 def test_both_channels_is_asked_for_explicitly(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
-    hearth, d = _setup(db, clock, twilio_standin, smtp_sink)
+    _hearth, d = _setup(db, clock, twilio_standin, smtp_sink)
     with db.session() as s:
         alice = s.scalars(sa.select(Partner).where(Partner.name == "Alice")).one()
         assert routing.describe(alice) == "sms, then email if sms cannot deliver"

@@ -31,7 +31,7 @@ from service.db import daemon_state, migrate, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Event
 from service.domain import events, prompts
-from service.outbox import planner, receipts, retention
+from service.outbox import leveling, planner, receipts, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import reactions, repair
 from service.runtime.event_cursor import EventCursor
@@ -85,8 +85,16 @@ class Daemon:
                 quiet_early=timedelta(hours=cfg.quiet_early_hours),
                 fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
             )
+        self.level()
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
+
+    def level(self) -> None:
+        """Give the planned nudges their send slots (service/outbox/leveling.py)."""
+        horizon = timedelta(hours=self.settings.daemon.horizon_hours)
+        with self.hearth.db.write_engine.begin() as conn:
+            moved = leveling.level(conn, self.hearth.clock.now(), self.settings, horizon)
+        log.info("levelled", moved=moved)
 
     def handle_events(self) -> int:
         """React to new domain events: replan each touched couple (one transaction each),
@@ -120,6 +128,8 @@ class Daemon:
                     cancelled=result.cancelled,
                     revived=result.revived,
                 )
+            if couples:
+                self.level()
             for ev in batch:
                 reactions.react(self.hearth, ev)
             self._events_handled(batch)
