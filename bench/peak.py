@@ -129,18 +129,20 @@ def seed(db: Database, couples: int) -> float:
     return time.perf_counter() - t0
 
 
-def plan(db: Database, settings: Settings) -> tuple[float, int]:
-    """Plan the simulated day (afresh) and give the slots; returns seconds and rows moved."""
+def plan(db: Database, settings: Settings) -> tuple[float, float, int]:
+    """Plan the simulated day (afresh) and give the slots; returns the seconds planning and
+    leveling took, and how many rows leveling moved."""
     with db.write_engine.begin() as conn:
         conn.execute(sa.delete(Reminder))
     t0 = time.perf_counter()
     horizon = END - START
     planner.plan(db.write_engine, START, horizon, settings.daemon.stale_after_minutes)
+    t1 = time.perf_counter()
     moved = 0
     if settings.delivery.level:
         with db.write_engine.begin() as conn:
             moved = leveling.level(conn, START, settings, horizon)
-    return time.perf_counter() - t0, moved
+    return t1 - t0, time.perf_counter() - t1, moved
 
 
 def drive(db: Database, settings: Settings, standin_url: str, sink: SmtpSink) -> float:
@@ -272,20 +274,21 @@ def run_once(
     db: Database, args: argparse.Namespace, level: bool
 ) -> tuple[dict[str, PoolRun], capacity.Forecast]:
     settings = settings_for(db, args, level)
-    seconds, moved = plan(db, settings)
+    seconds, level_seconds, moved = plan(db, settings)
     with db.engine.connect() as conn:
         days = (END - START) / timedelta(days=1)
         t0 = time.perf_counter()
         forecast = capacity.forecast(conn, START, settings, days=days)
         f_seconds = time.perf_counter() - t0
     print(
-        f"\n{'with' if level else 'without'} leveling: planned in {seconds:.1f} s "
-        f"({moved} slots moved), forecast in {f_seconds:.1f} s"
+        f"\n{'with' if level else 'without'} leveling: planned in {seconds:.1f} s, "
+        f"leveled in {level_seconds:.1f} s ({moved} slots moved), forecast in {f_seconds:.1f} s",
+        flush=True,
     )
     with RemoteStandIn(0.0) as standin, SmtpSink() as sink:
         wall = drive(db, settings, standin.base_url, sink)
         runs = measure(db, settings, standin, sink)
-    print(f"  driven in {wall:.0f} s wall")
+    print(f"  driven in {wall:.0f} s wall", flush=True)
     table(f"{'with' if level else 'without'} leveling", runs)
     good = check(forecast, runs)
     print(f"  forecast matched what happened: {'yes' if good else 'NO'}")

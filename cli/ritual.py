@@ -319,14 +319,6 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
         else:
             raise InvalidInput("preview", "name a RITUAL or give --couple")
         data: list[dict[str, Any]] = []
-        routes = [
-            f"route of {r.title!r}: "
-            + "; ".join(
-                f"{p.name}: {routing.describe(p, r)}"
-                for p in sorted(r.couple.partners, key=lambda p: p.id)
-            )
-            for r in chosen
-        ]
         for r in chosen:
             # A list, not a dict by name: partners may share a name (or be called "couple").
             zones: list[tuple[int | None, str, str]] = [(None, r.couple.name, r.couple.timezone)]
@@ -354,6 +346,7 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                                 "time": fmt_local(occ.start, tz),
                                 # Which channel carries this partner's nudges.
                                 "route": routing.describe(people[pid], r) if pid else None,
+                                "via": routing.short(people[pid], r) if pid else None,
                                 # Nudges in this partner's quiet hours: moved or lost.
                                 "quiet_hours": [
                                     {
@@ -385,14 +378,21 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             d["title"]
             + (" (moved)" if d["moved"] else "")
             + (" (paused: no nudge)" if d["paused"] else ""),
-            *(" ".join([z["time"], *(q["mark"] for q in z["quiet_hours"])]) for z in d["local"]),
+            *(
+                " ".join(
+                    [
+                        z["time"],
+                        *([z["via"]] if z["via"] else []),
+                        *(q["mark"] for q in z["quiet_hours"]),
+                    ]
+                )
+                for z in d["local"]
+            ),
             _reminders(d["reminders"], d["local"][0]["timezone"]),
         )
         for d in data
     ]
     print_table(("id", "ritual", *_zone_headers(data[0]["local"]), "reminders (couple)"), rows)
-    for line in routes:
-        click.echo(line)
 
 
 def _reminders(reminders: list[dict[str, Any]], tz: str) -> str:

@@ -74,3 +74,15 @@ def describe(p: Partner, ritual: Ritual | None = None) -> str:
         return " and ".join(usable) + " (both asked for)" + tail
     first, rest = usable[0], usable[1:]
     return f"{first}, then {' then '.join(rest)} if {first} cannot deliver" + tail
+
+
+def short(p: Partner, ritual: Ritual | None = None) -> str:
+    """The route for a table cell: "via sms", "via sms, else email", "via sms + email",
+    "no channel"."""
+    own = [c.value for c in p.channel_list]
+    wanted = order([c.value for c in ritual.channel_list] if ritual else [], own)
+    usable = [ch for ch in wanted if blocked(p, Channel(ch)) is None]
+    if not usable:
+        return "no channel"
+    joint = " + " if p.both_channels else ", else "
+    return "via " + joint.join(usable)
