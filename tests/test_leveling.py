@@ -149,8 +149,10 @@ def test_a_replan_moves_the_slots(db: Database, clock: FakeClock) -> None:
         pid = s.scalars(sa.select(Partner.id).where(Partner.couple_id == ids[0])).one()
     with db.write_engine.begin() as conn:
         planner.replan(conn, now, ids[0], H48, 30)
-    _level(db, now, settings)
+        # As the daemon does after a replan: only the stretches near that couple's nudges.
+        assert leveling.level(conn, now, settings, H48, couple_ids=[ids[0]]) > 0
     after = _slots(db)
+    assert _level(db, now, settings) == 0  # the next full pass agrees
     later = TONIGHT + timedelta(minutes=30)
     # The moved couple's nudge now has a slot of its own at 21:30 (nothing else is due then)...
     assert after[pid, later, 0] == later

@@ -108,11 +108,49 @@ def _epoch(t: datetime) -> float:
     return t.timestamp()
 
 
-def level(conn: Connection, now: datetime, settings: Any, horizon: timedelta) -> int:
-    """Give every movable nudge due in [now, now + horizon) its slot; returns how many
-    rows moved. Runs in the caller's transaction."""
+# After a replan, only the stretches around the couple's nudges are leveled again (a busy
+# minute reaches at most max_early_minutes back, its queue forward): the full pass after
+# every planning pass corrects anything longer.
+AROUND = timedelta(hours=1)
+
+
+def _windows(conn: Connection, now: datetime, horizon: timedelta, couple_ids: Sequence[int]) -> Any:
+    """A condition on ``due_at``: within AROUND of a scheduled nudge of these couples."""
+    dues = sorted(
+        conn.scalars(
+            sa.select(_T.c.due_at)
+            .where(
+                _T.c.couple_id.in_(couple_ids),
+                _T.c.state == ReminderState.SCHEDULED,
+                _T.c.due_at < now + horizon,
+            )
+            .distinct()
+        )
+    )
+    spans: list[list[datetime]] = []
+    for due in dues:
+        if spans and due - AROUND <= spans[-1][1]:
+            spans[-1][1] = due + AROUND
+        else:
+            spans.append([due - AROUND, due + AROUND])
+    if not spans:
+        return sa.false()
+    return sa.or_(*(_T.c.due_at.between(lo, hi) for lo, hi in spans))
+
+
+def level(
+    conn: Connection,
+    now: datetime,
+    settings: Any,
+    horizon: timedelta,
+    couple_ids: Sequence[int] | None = None,
+) -> int:
+    """Give every movable nudge due in [now, now + horizon) its slot (only those near the
+    nudges of ``couple_ids``, after their replan); returns how many rows moved. Runs in the
+    caller's transaction."""
     delivery: DeliverySettings = settings.delivery
     p = table(Partner)
+    near = sa.true() if couple_ids is None else _windows(conn, now, horizon, couple_ids)
     rows = conn.execute(
         sa.select(
             _T.c.id,
@@ -137,6 +175,7 @@ def level(conn: Connection, now: datetime, settings: Any, horizon: timedelta) ->
             _T.c.state == ReminderState.SCHEDULED,
             _T.c.next_attempt_at < now + horizon,
             _T.c.due_at < now + horizon + timedelta(minutes=delivery.max_early_minutes),
+            near,
         )
     ).all()
     pools: dict[str, list[tuple[Item, Any, bool]]] = defaultdict(list)

@@ -91,12 +91,14 @@ class Daemon:
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
 
-    def level(self) -> None:
-        """Give the planned nudges their send slots (service/outbox/leveling.py)."""
+    def level(self, couple_ids: list[int] | None = None) -> None:
+        """Give the planned nudges their send slots (service/outbox/leveling.py): all of
+        them after a planning pass, those near the replanned couples' after an edit."""
         horizon = timedelta(hours=self.settings.daemon.horizon_hours)
+        now = self.hearth.clock.now()
         with self.hearth.db.write_engine.begin() as conn:
-            moved = leveling.level(conn, self.hearth.clock.now(), self.settings, horizon)
-        log.info("levelled", moved=moved)
+            moved = leveling.level(conn, now, self.settings, horizon, couple_ids)
+        log.info("leveled", moved=moved)
 
     def forecast(self) -> None:
         """The capacity forecast of the next 24 h into the metrics (an alert rule watches)."""
@@ -139,7 +141,7 @@ class Daemon:
                     revived=result.revived,
                 )
             if couples:
-                self.level()
+                self.level(sorted(couples))
             for ev in batch:
                 reactions.react(self.hearth, ev)
             self._events_handled(batch)
