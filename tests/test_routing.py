@@ -137,3 +137,27 @@ def test_rows_planned_before_the_migration_still_send_once(
         s.execute(sa.update(Reminder).values(standby=False, next_attempt_at=Reminder.due_at))
     _drive(d, clock, EVENING - timedelta(minutes=31), 36)
     assert _received(twilio_standin, smtp_sink) == {ALICE_PHONE: 2, SAM: 2}
+
+
+def test_an_sms_in_flight_holds_the_email_until_its_lease_runs_out(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """A worker is sending the SMS (its lease runs): not unknown yet, the email waits. When
+    the lease runs out the row is a live worker's to take again (the sending machinery asks
+    the provider before sending again): it goes, and the email is dropped. One nudge."""
+    _hearth, d = _setup(db, clock, twilio_standin, smtp_sink)
+    at = EVENING + timedelta(minutes=3)
+    with db.session() as s:
+        s.execute(
+            sa.update(Reminder)
+            .where(Reminder.channel == "sms", Reminder.due_at == EVENING)
+            .values(state="sending", claim_token="gone", lease_until=at + timedelta(seconds=30))
+        )
+    clock.set(at)
+    d.run_once()
+    assert ALICE not in _received(twilio_standin, smtp_sink)
+    for _ in range(4):
+        clock.advance(timedelta(seconds=31))
+        d.run_once()
+    got = _received(twilio_standin, smtp_sink)
+    assert got[ALICE_PHONE] == 1 and ALICE not in got

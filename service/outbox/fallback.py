@@ -8,8 +8,9 @@ Read at send time from the partner's current order, so rows planned before the o
 - all of them failed, were refused, expired or were cancelled (STOP), or none was planned: it
   goes;
 - one is still waiting or in flight: it waits until ``fallback_after`` past that one's due
-  time (or just before its own expiry); then it takes over: a waiting one is cancelled, and
-  one still unknown that long after is given up on (the partner may then get both).
+  time (or just before its own expiry), and while a worker holds it (its lease runs); then it
+  takes over: a waiting one is cancelled, and one still unknown that long after (its worker
+  gone) is given up on (the partner may then get both).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def check(
     if not ahead:
         return None
     rows = s.execute(
-        sa.select(Reminder.id, Reminder.channel, Reminder.state, Reminder.due_at).where(
+        sa.select(
+            Reminder.id, Reminder.channel, Reminder.state, Reminder.due_at, Reminder.lease_until
+        ).where(
             Reminder.ritual_id == r.ritual_id,
             Reminder.occurrence_start == r.occurrence_start,
             Reminder.partner_id == r.partner_id,
@@ -63,6 +66,11 @@ def check(
     if not waiting:
         return None
     deadline = min(max(row.due_at for row in waiting) + fallback_after, r.expires_at - _LAST_CHANCE)
+    # One being sent right now (its worker's lease runs) is not unknown yet: its outcome
+    # comes within the lease. Only one whose lease ran out is given up on.
+    held = [row.lease_until for row in waiting if row.lease_until and row.lease_until > now]
+    if held and now < r.expires_at - _LAST_CHANCE:
+        deadline = max(deadline, min(max(held), r.expires_at - _LAST_CHANCE))
     if now < deadline:
         return Verdict(ReminderState.SCHEDULED, f"waiting for {waiting[0].channel.value}", deadline)
     # Undeliverable in time: the preferred row that has not left is stood down, under the
