@@ -262,7 +262,7 @@ class _DryRun(Exception):
 
 
 @couple_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--dry-run", is_flag=True, help="Check every row and print the forecast; change nothing."
 )
@@ -311,8 +311,12 @@ def import_cmd(file: Path, dry_run: bool, as_json: bool) -> None:
 def _rejected(file: Path, exc: importer.ImportRejected) -> NoReturn:
     """Every bad row, one line each, then exit 2 (the transaction rolls back)."""
     for line in exc.problems:
-        click.echo(f"error: {file.name}: {line}", err=True)
+        click.echo(f"error: {_name(file)}: {line}", err=True)
     raise SystemExit(2)
+
+
+def _name(file: Path) -> str:
+    return file.name if len(file.name) <= 60 else file.name[:57] + "..."
 
 
 def _read_import(file: Path) -> str:
@@ -320,8 +324,11 @@ def _read_import(file: Path) -> str:
         size = file.stat().st_size
         if size > importer.MAX_BYTES:
             raise InvalidInput("file", f"{size} bytes is more than {importer.MAX_BYTES}")
-        return file.read_text(encoding="utf-8-sig")
+        text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise InvalidInput("file", f"cannot read {file.name}: {exc.strerror}") from None
+        raise InvalidInput("file", f"cannot read {_name(file)}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise InvalidInput("file", f"{file.name} is not UTF-8 text") from None
+        raise InvalidInput("file", f"{_name(file)} is not UTF-8 text") from None
+    if "\x00" in text:
+        raise InvalidInput("file", f"{_name(file)} is not a text file (CSV or JSON lines)")
+    return text

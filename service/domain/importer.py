@@ -102,6 +102,17 @@ class Imported:
         return {"couples": self.couples, "partners": self.partners, "rituals": self.rituals}
 
 
+def _quote(value: Any, limit: int = 40) -> str:
+    """A value as a message quotes it, cut short (a row may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(values: list[str], most: int = 3) -> str:
+    shown = ", ".join(_quote(v) for v in values[:most])
+    return shown + (f" and {len(values) - most} more" if len(values) > most else "")
+
+
 def detect(name: str, text: str) -> str:
     """``csv`` or ``jsonl``, by the file's name, else its first character."""
     lower = name.lower()
@@ -120,7 +131,7 @@ def _flag(value: Any, where: str) -> bool:
         return False
     if text in ("1", "true", "yes"):
         return True
-    raise ValueError(f"{where}: {value!r} is not yes or no")
+    raise ValueError(f"{where}: {_quote(value)} is not yes or no")
 
 
 def _ritual_entry(item: Any) -> dict[str, Any]:
@@ -131,7 +142,7 @@ def _ritual_entry(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         unknown = set(item) - _RITUAL_KEYS
         if unknown:
-            raise ValueError(f"ritual: unknown field(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"ritual: unknown field(s) {_names(sorted(unknown))}")
         return {k: str(v) if v is not None and k != "template" else v for k, v in item.items()}
     raise ValueError("ritual: must be a template name or an object")
 
@@ -144,8 +155,8 @@ def parse_csv(text: str) -> tuple[list[CoupleRow], list[str]]:
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if missing or unknown:
         what = [f"missing column(s) {', '.join(missing)}"] if missing else []
-        what += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
-        return [], [f"line 1: {'; '.join(what)} (columns: {', '.join(CSV_COLUMNS)})"]
+        what += [f"unknown column(s) {_names(unknown)}"] if unknown else []
+        return [], [f"line 1: {'; '.join(what)} (see docs/operations.md, Importing a practice)"]
     by_name: dict[str, CoupleRow] = {}
     start = 2
     for raw in reader:
@@ -164,7 +175,7 @@ def parse_csv(text: str) -> tuple[list[CoupleRow], list[str]]:
                 rows.append(couple)
             elif cell.get("timezone") and cell["timezone"] != couple.timezone:
                 raise ValueError(
-                    f"timezone: {cell['timezone']!r} differs from line {couple.line}'s"
+                    f"timezone: {_quote(cell['timezone'])} differs from line {couple.line}'s"
                 )
             if cell.get("rituals"):
                 if couple.rituals:
@@ -203,7 +214,7 @@ def parse_jsonl(text: str) -> tuple[list[CoupleRow], list[str]]:
                 raise ValueError("must be an object with couple, timezone, partners, rituals")
             unknown = set(data) - {"couple", "timezone", "partners", "rituals"}
             if unknown:
-                raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+                raise ValueError(f"unknown field(s) {_names(sorted(unknown))}")
             couple = CoupleRow(line, str(data.get("couple") or ""), str(data.get("timezone") or ""))
             people = data.get("partners") or []
             if not isinstance(people, list):
@@ -213,7 +224,7 @@ def parse_jsonl(text: str) -> tuple[list[CoupleRow], list[str]]:
                     raise ValueError("partners: each must be an object")
                 bad = set(p) - _PARTNER_KEYS
                 if bad:
-                    raise ValueError(f"partner: unknown field(s) {', '.join(sorted(bad))}")
+                    raise ValueError(f"partner: unknown field(s) {_names(sorted(bad))}")
                 fields: dict[str, Any] = {
                     k: (str(v) if v is not None else None) for k, v in p.items()
                 }
