@@ -166,11 +166,17 @@ def drive(db: Database, settings: Settings, standin_url: str, sink: SmtpSink) ->
     clock = FakeClock(START)
     d = Dispatcher(Hearth(settings=settings, db=db, clock=clock), build(send))
     rates = leveling.rates(settings)
-    caps = {Channel.SMS: int(rates["sms"]), Channel.EMAIL: max(1, int(rates["email"]))}
-    limit = sum(caps.values()) + 1
+    per_second = {Channel.SMS: rates["sms"], Channel.EMAIL: rates["email"]}
+    budget = dict.fromkeys(per_second, 0.0)  # a fractional rate adds up over the seconds
     t0 = time.perf_counter()
     try:
         while clock.now() < END:
+            caps = {}
+            for ch, rate in per_second.items():
+                budget[ch] = min(budget[ch] + rate, max(rate, 1.0))
+                caps[ch] = int(budget[ch])
+                budget[ch] -= caps[ch]
+            limit = sum(caps.values()) + 1
             token, ids = d.claim(limit, caps)
             d.submit(d.prepare(token, ids))
             d.wait_idle()
