@@ -173,7 +173,7 @@ def drive(db: Database, settings: Settings, standin_url: str, sink: SmtpSink) ->
         while clock.now() < END:
             caps = {}
             for ch, rate in per_second.items():
-                budget[ch] = min(budget[ch] + rate, max(rate, 1.0))
+                budget[ch] = min(budget[ch] + rate, rate + 1.0)
                 caps[ch] = int(budget[ch])
                 budget[ch] -= caps[ch]
             # Rows the send-time checks settle (a standby covered by its SMS, a stale one)
