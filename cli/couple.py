@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -17,9 +18,11 @@ from cli.common import (
     read_only,
     unit_of_work,
 )
+from service.core.exceptions import InvalidInput
 from service.db.models import Couple
-from service.domain import answers, couples, partners, rituals, stats
+from service.domain import answers, couples, importer, partners, rituals, stats
 from service.domain.validation import until_datetime
+from service.outbox import capacity
 from service.replies import pausing
 
 
@@ -254,3 +257,80 @@ def remove_cmd(couple: str, yes: bool) -> None:
 
 def register(cli: click.Group) -> None:
     cli.add_command(couple_group)
+
+
+class _DryRun(Exception):
+    """Leaves the import's transaction by rolling it back (``--dry-run``)."""
+
+
+@couple_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--dry-run", is_flag=True, help="Check every row and print the forecast; change nothing."
+)
+@json_option
+def import_cmd(file: Path, dry_run: bool, as_json: bool) -> None:
+    """Import couples, partners and rituals from FILE (CSV, or JSON lines: one couple a
+    line; see docs/cli.md). All or nothing: every bad row is named with its line number,
+    and then nothing is imported (exit status 2)."""
+    text = _read_import(file)
+    try:
+        rows = importer.parse(text, importer.detect(file.name, text))
+    except importer.ImportRejected as exc:
+        _rejected(file, exc)
+    forecast: capacity.Forecast | None = None
+    done = importer.Imported()
+    try:
+        with unit_of_work() as (hearth, session, now):
+            settings = hearth.settings
+            try:
+                done = importer.apply(
+                    session, now, rows, settings.defaults.phone_region, settings.defaults.language
+                )
+            except importer.ImportRejected as exc:
+                _rejected(file, exc)
+            if dry_run:
+                session.flush()
+                forecast = capacity.forecast(session.connection(), now, settings)
+                raise _DryRun
+    except _DryRun:
+        pass
+    verb = "would import" if dry_run else "imported"
+    if as_json:
+        print_json(
+            {
+                **done.as_dict(),
+                "dry_run": dry_run,
+                "forecast": forecast.as_dict() if forecast else None,
+            }
+        )
+        return
+    click.echo(f"{verb} {done.couples} couples, {done.partners} partners, {done.rituals} rituals")
+    if forecast is not None:
+        click.echo(forecast.summary())
+
+
+def _rejected(file: Path, exc: importer.ImportRejected) -> NoReturn:
+    """Every bad row, one line each, then exit 2 (the transaction rolls back)."""
+    for line in exc.problems:
+        click.echo(f"error: {_name(file)}: {line}", err=True)
+    raise SystemExit(2)
+
+
+def _name(file: Path) -> str:
+    return file.name if len(file.name) <= 60 else file.name[:57] + "..."
+
+
+def _read_import(file: Path) -> str:
+    try:
+        size = file.stat().st_size
+        if size > importer.MAX_BYTES:
+            raise InvalidInput("file", f"{size} bytes is more than {importer.MAX_BYTES}")
+        text = file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InvalidInput("file", f"cannot read {_name(file)}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput("file", f"{_name(file)} is not UTF-8 text") from None
+    if "\x00" in text:
+        raise InvalidInput("file", f"{_name(file)} is not a text file (CSV or JSON lines)")
+    return text

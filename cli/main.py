@@ -9,6 +9,7 @@ import click
 import sqlalchemy as sa
 
 from cli import (
+    capacity,
     couple,
     crypto,
     daemon,
@@ -121,6 +122,7 @@ for module in (
     data,
     crypto,
     doctor,
+    capacity,
 ):
     module.register(cli)
 

@@ -23,7 +23,7 @@ from cli.common import (
 )
 from service.core.exceptions import Conflict
 from service.db.models import ConsentState, Partner
-from service.domain import couples, partners
+from service.domain import couples, partners, routing
 from service.domain import unsubscribe as links
 from service.web.page import tokens as page_tokens
 
@@ -41,6 +41,8 @@ def partner_dict(p: Partner) -> dict[str, Any]:
         "timezone": p.timezone,
         "language": p.language,
         "channels": [str(c) for c in p.channel_list],
+        "both_channels": p.both_channels,
+        "route": routing.describe(p),
         "quiet_hours": partners.format_quiet(p),
         "sms_consent": p.sms_consent,
         "sms_consent_at": p.sms_consent_at,
@@ -75,6 +77,13 @@ def contact_options(f: F) -> F:
             default=None,
             help="Show full ritual text on lock screens, or keep it discreet (default).",
         ),
+        click.option(
+            "--both-channels/--one-channel",
+            "both_channels",
+            default=None,
+            help="Every nudge on every channel, or one per moment by the first channel that "
+            "can deliver it, the next only when it cannot (default).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -91,7 +100,14 @@ def partner_group() -> None:
 @click.argument("name")
 @contact_options
 @json_option
-def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fields: Any) -> None:
+def add_cmd(
+    couple: str,
+    name: str,
+    as_json: bool,
+    full_text: bool | None,
+    both_channels: bool | None,
+    **fields: Any,
+) -> None:
     """Add partner NAME to COUPLE."""
     with unit_of_work() as (hearth, session, now):
         c = couples.resolve(session, couple)
@@ -102,6 +118,7 @@ def add_cmd(couple: str, name: str, as_json: bool, full_text: bool | None, **fie
             c,
             name=name,
             full_text=bool(full_text),
+            both_channels=bool(both_channels),
             region=hearth.settings.defaults.phone_region,
             **fields,
         )
@@ -219,6 +236,7 @@ def show_cmd(partner: str, as_json: bool) -> None:
         ("timezone", tz),
         ("language", data["language"]),
         ("channels", ",".join(data["channels"]) or "-"),
+        ("route", data["route"]),
         ("quiet hours", data["quiet_hours"]),
         ("text", "full" if data["full_text"] else "discreet"),
         ("sms consent", data["sms_consent"]),

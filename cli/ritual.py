@@ -23,7 +23,7 @@ from cli.common import (
 from service.core.exceptions import InvalidInput
 from service.core.timeutil import zone
 from service.db.models import Couple, ExceptionKind, Ritual
-from service.domain import couples, pauses, reach, rituals, skips, validation
+from service.domain import couples, pauses, reach, rituals, routing, skips, validation
 from service.domain.recurrence import reminder_due, schedule_of
 from service.domain.validation import until_datetime
 
@@ -119,11 +119,14 @@ def add_cmd(
         data = ritual_dict(r)
         summary = rituals.describe_schedule(r)
         notes = warnings.quiet(hearth, session, now, ritual=r)
+        busy = warnings.capacity(hearth, session, now, r)
     if as_json:
-        print_json({**data, "warnings": [n.as_dict() for n in notes]})
+        print_json({**data, "warnings": [n.as_dict() for n in notes], "capacity": busy})
     else:
         click.echo(f"added ritual {data['id']}: {data['title']} ({summary})")
         warnings.echo(notes)
+        for line in busy:
+            click.echo(line)
 
 
 @ritual_group.command("list")
@@ -214,6 +217,8 @@ def edit_cmd(ritual: str, couple: str | None, ask: bool | None, **fields: Any) -
         r = rituals.edit(session, now, _ritual(session, ritual, couple), _spec(fields), ask=ask)
         click.echo(f"updated ritual {r.id}: {r.title} ({rituals.describe_schedule(r)})")
         warnings.echo(warnings.quiet(hearth, session, now, ritual=r))
+        for line in warnings.capacity(hearth, session, now, r):
+            click.echo(line)
 
 
 @ritual_group.command("pause")
@@ -344,6 +349,9 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
                                 "name": name,
                                 "timezone": tz,
                                 "time": fmt_local(occ.start, tz),
+                                # Which channel carries this partner's nudges.
+                                "route": routing.describe(people[pid], r) if pid else None,
+                                "via": routing.short(people[pid], r) if pid else None,
                                 # Nudges in this partner's quiet hours: moved or lost.
                                 "quiet_hours": [
                                     {
@@ -375,7 +383,16 @@ def preview_cmd(ritual: str | None, couple: str | None, count: int, as_json: boo
             d["title"]
             + (" (moved)" if d["moved"] else "")
             + (" (paused: no nudge)" if d["paused"] else ""),
-            *(" ".join([z["time"], *(q["mark"] for q in z["quiet_hours"])]) for z in d["local"]),
+            *(
+                " ".join(
+                    [
+                        z["time"],
+                        *([z["via"]] if z["via"] else []),
+                        *(q["mark"] for q in z["quiet_hours"]),
+                    ]
+                )
+                for z in d["local"]
+            ),
             _reminders(d["reminders"], d["local"][0]["timezone"]),
         )
         for d in data

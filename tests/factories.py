@@ -26,8 +26,11 @@ def couple_with_partners(
     tz: str = "Europe/Berlin",
     sam_tz: str | None = None,
     sms_consent: bool = True,
+    alice_both: bool = True,
 ) -> int:
-    """A couple: Alice (SMS with consent + email) and Sam (email only). Returns the id."""
+    """A couple: Alice (SMS with consent + email) and Sam (email only). Returns the id.
+    ``alice_both``: Alice asked for every nudge on both channels (most tests count both);
+    False: one nudge per moment, her email a standby behind her SMS."""
     with db.session() as s:
         c = couples.add(s, now, name=name, timezone=tz)
         partners.add(
@@ -41,6 +44,7 @@ def couple_with_partners(
             channels="sms,email",
             quiet_hours=None,
             sms_consent="signup form" if sms_consent else None,
+            both_channels=alice_both,
         )
         partners.add(
             s,

@@ -48,6 +48,7 @@ def _couple(db: Database, now: datetime) -> None:
                 sms_consent="signup form",
                 language=language,
                 full_text=True,  # the title and prompt, translated
+                both_channels=True,  # the texts of both channels are compared here
             )
         cid = c.id
     add_ritual(db, now, cid, "five-minute-check-in")

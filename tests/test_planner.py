@@ -172,13 +172,40 @@ def test_an_edit_never_touches_sent_reminders(db: Database, clock: FakeClock) ->
 def test_stale_reminders_are_not_planned_after_downtime(db: Database, clock: FakeClock) -> None:
     now = datetime(2026, 1, 5, 20, 20, tzinfo=UTC)  # 21:20 Berlin: the 21:00 nudge is fresh
     cid = couple_with_partners(db, now)
-    add_ritual(db, now - timedelta(days=1), cid, "five-minute-check-in")
+    add_ritual(db, now - timedelta(days=1), cid, "gratitude-three", at="21:00", remind="0")
     _plan(db, now)
     assert datetime(2026, 1, 5, 20, 0, tzinfo=UTC) in {r[0] for r in _rows(db)}
     with db.session() as s:
         s.execute(sa.delete(Reminder))
     _plan(db, now + timedelta(minutes=15))  # 21:35: more than 30 min late
     assert datetime(2026, 1, 5, 20, 0, tzinfo=UTC) not in {r[0] for r in _rows(db)}
+
+
+def test_a_nudge_stays_fresh_for_the_longer_of_stale_minutes_and_half_the_ritual(
+    db: Database, clock: FakeClock
+) -> None:
+    """stale_after_minutes (30), or half the ritual's length if that is longer (as
+    config.example.toml now says): a five-minute check-in's nudge still goes 25 minutes late;
+    a two-hour date night's for an hour."""
+    day = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+    cid = couple_with_partners(db, day)
+    add_ritual(db, day - timedelta(days=1), cid, "five-minute-check-in", remind="0")
+    add_ritual(db, day - timedelta(days=1), cid, "date-night", remind="0", every="daily")
+
+    def planned(at: datetime) -> set[tuple[datetime, int]]:
+        with db.session() as s:
+            s.execute(sa.delete(Reminder))
+        _plan(db, at)
+        return {r[0] for r in _rows(db)}
+
+    check_in, date = (
+        datetime(2026, 1, 5, 20, 0, tzinfo=UTC),
+        datetime(2026, 1, 5, 18, 30, tzinfo=UTC),
+    )
+    assert check_in in planned(check_in + timedelta(minutes=25))
+    assert check_in not in planned(check_in + timedelta(minutes=31))
+    assert date in planned(date + timedelta(minutes=55))
+    assert date not in planned(date + timedelta(minutes=61))
 
 
 def test_all_day_rituals_nudge_at_nine_local(db: Database, clock: FakeClock) -> None:

@@ -65,8 +65,10 @@ class TwilioTransport(Transport):
         self.messages = self.client.messages
         self.sender = settings.messaging_service_sid or settings.from_number
         self.status_callback_url = status_callback_url
+        # The sender is one number, or a Messaging Service spreading over sender_count.
         self.pacer = pacer or Pacer(
-            settings.sender_rate_per_second, settings.account_rate_per_second
+            settings.sender_rate_per_second * settings.sender_count,
+            settings.account_rate_per_second,
         )
         # The breaker's hold is part of the schedule (a Retry-After), so it reads the service
         # clock; the buckets pace a real provider rate and keep real time.

@@ -32,6 +32,7 @@ from service.core.sections import (
     DaemonSettings,
     DatabaseSettings,
     DefaultsSettings,
+    DeliverySettings,
     EmailBackend,
     EncryptionSettings,
     ImapSettings,
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = TwilioSettings()
     smtp: SmtpSettings = SmtpSettings()
     imap: ImapSettings = ImapSettings()
+    delivery: DeliverySettings = DeliverySettings()
     repair: RepairSettings = RepairSettings()
     replies: RepliesSettings = RepliesSettings()
     defaults: DefaultsSettings = DefaultsSettings()

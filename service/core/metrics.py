@@ -83,6 +83,25 @@ DISPATCH_TICK = Gauge(
     registry=REGISTRY,
 )
 
+PREDICTED_LATENESS = Gauge(
+    "hearth_predicted_worst_lateness_seconds",
+    "Capacity forecast of the next 24 h: the most any nudge would leave after its due time, "
+    "per sender pool, at its configured rate (service/outbox/capacity.py)",
+    ["pool"],
+    registry=REGISTRY,
+)
+PREDICTED_EXPIRED = Gauge(
+    "hearth_predicted_expired_reminders",
+    "Capacity forecast of the next 24 h: nudges that would expire before their turn, per pool",
+    ["pool"],
+    registry=REGISTRY,
+)
+
+
+def observe_forecast(pool: str, worst_late_seconds: float, expired: int) -> None:
+    PREDICTED_LATENESS.labels(pool=pool).set(worst_late_seconds)
+    PREDICTED_EXPIRED.labels(pool=pool).set(expired)
+
 
 class Tick:
     """When this process's dispatcher last completed a pass (Unix seconds; 0: never): the

@@ -142,7 +142,16 @@ class TwilioSettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     sender_rate_per_second: float = Field(1.0, gt=0)
     account_rate_per_second: float = Field(100.0, gt=0)
+    # Numbers behind the sender: 1 for a single number; a Messaging Service's number count
+    # (it spreads the sends over them, so the pool sends that many times one number's rate).
+    sender_count: int = Field(1, ge=1, le=10_000)
     status_callbacks: bool = True
+
+    @property
+    def pool_rate_per_second(self) -> float:
+        """Segments a second the whole sender pool may send: its numbers, capped by the
+        account (docs/operations.md, "Sender capacity")."""
+        return min(self.sender_rate_per_second * self.sender_count, self.account_rate_per_second)
 
     @field_validator("from_number")
     @classmethod
@@ -166,6 +175,36 @@ class SmtpSettings(_Section):
     password: SecretStr = SecretStr("")
     from_address: str = "Hearth <hearth@localhost>"
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # What the mail server or relay accepts from this sender (most relays limit per minute).
+    messages_per_minute: float = Field(60.0, gt=0)
+
+
+class DeliverySettings(_Section):
+    """How a nudge is routed and when it may go out (service/domain/routing.py,
+    service/outbox/leveling.py)."""
+
+    # A fallback channel's row waits this long after the preferred one's slot; it goes only
+    # when that one failed, expired, was refused, or is still unknown this long after.
+    fallback_after_seconds: float = Field(120.0, ge=0, le=3600)
+    # Load leveling: a nudge may leave early, within a window that fits its kind, so a busy
+    # minute drains before it rather than after.
+    level: bool = True
+    # A nudge 30 minutes or more ahead of its ritual may leave this fraction of its offset early.
+    early_fraction: float = Field(0.25, ge=0, le=1)
+    # A nudge less than 30 minutes ahead (an at-start one) at most this many seconds early.
+    early_at_start_seconds: float = Field(120.0, ge=0, le=1800)
+    # Never more than this early, whatever the offset.
+    max_early_minutes: float = Field(15.0, ge=0, le=240)
+
+    def early_window(self, offset_minutes: int) -> timedelta:
+        """How much earlier than its due time a nudge of this offset may leave."""
+        if not self.level:
+            return timedelta(0)
+        if offset_minutes >= 30:
+            seconds = offset_minutes * 60 * self.early_fraction
+        else:
+            seconds = self.early_at_start_seconds
+        return timedelta(seconds=min(seconds, self.max_early_minutes * 60))
 
 
 class ImapSettings(_Section):

@@ -166,6 +166,7 @@ def add(
     full_text: bool = False,
     region: str = "US",
     language: str | None = None,
+    both_channels: bool = False,
 ) -> Partner:
     name = validation.name(name, "partner name")
     if any(p.name_key == name_key(name) for p in couple.partners):
@@ -180,6 +181,7 @@ def add(
         timezone=validation.timezone(timezone) if timezone else couple.timezone,
         language=language_code(language) if language else i18n.DEFAULT,
         full_text=full_text,
+        both_channels=both_channels,
         sms_consent=ConsentState.UNKNOWN,
         unsubscribe_generation=1,
         created_at=now,
@@ -254,6 +256,7 @@ def edit(
     full_text: bool | None = None,
     region: str = "US",
     language: str | None = None,
+    both_channels: bool | None = None,
 ) -> Partner:
     changed: list[str] = []
     if name is not None:
@@ -293,6 +296,9 @@ def edit(
     if full_text is not None:
         partner.full_text = full_text
         changed.append("full_text")
+    if both_channels is not None:
+        partner.both_channels = both_channels
+        changed.append("both_channels")
     if not changed and sms_consent is None:
         raise InvalidInput("partner edit", "nothing to change", "see hearth partner edit --help")
     _check_channels(partner)

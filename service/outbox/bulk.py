@@ -32,6 +32,7 @@ COLUMNS = (
     "next_attempt_at",
     "created_at",
     "updated_at",
+    "standby",
 )
 
 

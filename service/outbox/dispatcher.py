@@ -30,7 +30,7 @@ from service.db import daemon_state, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Reminder, ReminderState
 from service.db.states import ONE_OFF_PURPOSES
-from service.outbox import backoff, claims, compose, finisher, gates, outcomes
+from service.outbox import backoff, claims, compose, fallback, finisher, gates, outcomes
 from service.outbox.claims import Job
 from service.outbox.outcomes import Outcome, Tally
 
@@ -63,6 +63,7 @@ class Dispatcher:
         # The longest a send can take: the slower provider's timeout, and a margin.
         longest = max(settings.twilio.timeout_seconds, settings.smtp.timeout_seconds)
         self._send_window = timedelta(seconds=longest + 5)
+        self._fallback = timedelta(seconds=settings.delivery.fallback_after_seconds)
         self.worker_id = worker_id or uuid.uuid4().hex[:8]
         self.pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="hearth-send")
         self.stopping = threading.Event()
@@ -106,7 +107,9 @@ class Dispatcher:
                     self._to_settle(s, r, batch, now, jobs)
                     continue
                 ritual = batch.rituals.get(r.ritual_id) if r.ritual_id is not None else None
-                verdict = gates.check(r, batch.partners[r.partner_id], ritual, now, batch.answered)
+                verdict = gates.check(
+                    r, batch.partners[r.partner_id], ritual, now, batch.answered
+                ) or fallback.check(s, r, batch.partners[r.partner_id], ritual, now, self._fallback)
                 if verdict is not None:
                     outcomes.settle_row(r, verdict, now, self.tally)
                     continue

@@ -20,7 +20,7 @@ from service.core import reasons
 from service.core.config import EncryptionSettings
 from service.core.crypto import others_can_read
 from service.db.models import Couple, Partner, Reminder, Ritual
-from service.domain import reach
+from service.domain import reach, routing
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,16 @@ def findings(
                 if p.id in lost:
                     why.append(lost[p.id])
                 out.extend(_finding(c, r, p, w) for w in why)
+    return out
+
+
+def routes(session: Session, found: list[Finding]) -> dict[tuple[int, int], str]:
+    """The route (service/domain/routing.py) of each finding's partner for its ritual."""
+    out = {}
+    for f in found:
+        p, r = session.get(Partner, f.partner_id), session.get(Ritual, f.ritual_id)
+        assert p is not None
+        out[f.partner_id, f.ritual_id] = routing.describe(p, r)
     return out
 
 

@@ -40,11 +40,16 @@ from service.db.models import (
 from service.domain.pauses import in_pause
 from service.domain.reach import stale_after
 from service.domain.recurrence import Schedule, nudge_anchor, occurrences, reminder_due
+from service.domain.routing import legs
 from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
 
 CHUNK_COUPLES = 2000
 # How far ahead of its time a reminder may go out to miss the partner's quiet hours.
 QUIET_EARLY = timedelta(hours=3)
+# How long a standby channel's nudge waits behind the preferred one (delivery settings).
+FALLBACK_AFTER = timedelta(minutes=2)
+# A standby leaves at the latest this long before its nudge expires (a short ritual's window).
+_LAST_CHANCE = timedelta(seconds=15)
 _NUDGE = ReminderPurpose.NUDGE.value
 _SCHEDULED = ReminderState.SCHEDULED.value
 _T = table(Reminder)
@@ -64,6 +69,8 @@ class _Partner(NamedTuple):
     tz: ZoneInfo
     quiet_start: time | None
     quiet_end: time | None
+    chosen: tuple[str, ...] = ()  # every channel the partner chose, in their order
+    both: bool = False  # every channel, not one nudge per moment
 
 
 class _Ritual(NamedTuple):
@@ -109,6 +116,7 @@ def wanted_rows(
     horizon: timedelta,
     stale_minutes: float,
     quiet_early: timedelta = QUIET_EARLY,
+    fallback_after: timedelta = FALLBACK_AFTER,
 ) -> Iterator[tuple[Any, ...]]:
     """Rows (in ``COLUMNS`` order) for every nudge due in [now, now + horizon) that is
     still fresh; occurrences inside a pause are not planned.
@@ -118,7 +126,10 @@ def wanted_rows(
     such offsets only the shortest is kept, so a late ritual gets one text, not a volley.
     A nudge that falls in a partner's quiet hours is brought forward to just before they
     begin when that is at most ``quiet_early`` ahead (the send-time gate defers the others
-    to the end of the quiet hours, or expires them)."""
+    to the end of the quiet hours, or expires them).
+
+    One nudge per partner per moment (service/domain/routing.py): the first usable channel
+    goes at the nudge's time, each next one as a standby ``fallback_after`` later per rank."""
     end = now + horizon
     memo: dict[tuple[int, datetime, datetime], Any] = {}
     # Look back far enough to catch an occurrence whose nudge is still fresh, and ahead
@@ -151,9 +162,7 @@ def wanted_rows(
             continue
         for p in partners.get(r.couple_id, ()):
             quiet = p.quiet_start is not None and p.quiet_end is not None
-            for ch in r.channels or p.channels:
-                if ch not in p.channels:
-                    continue
+            for ch, rank in legs(r.channels, p.chosen or p.channels, p.channels, p.both):
                 for offset, original, due, expires in slots:
                     at = due
                     if quiet:
@@ -161,6 +170,9 @@ def wanted_rows(
                             before_quiet_hours(due, p.tz, p.quiet_start, p.quiet_end, quiet_early)
                             or due
                         )
+                    slot = at  # a standby is claimed only once the preferred one had its turn
+                    if rank:
+                        slot = min(at + rank * fallback_after, max(at, expires - _LAST_CHANCE))
                     yield (
                         r.couple_id,
                         r.id,
@@ -173,9 +185,10 @@ def wanted_rows(
                         expires,
                         _SCHEDULED,
                         0,
-                        at,
+                        slot,
                         now,
                         now,
+                        rank > 0,
                     )
 
 
@@ -213,6 +226,7 @@ def _load(
         p.c.timezone,
         p.c.quiet_start,
         p.c.quiet_end,
+        p.c.both_channels,
     )
     zones: dict[str, ZoneInfo] = {}
     for row in conn.execute(
@@ -220,7 +234,15 @@ def _load(
     ):
         tz = zones.get(row.timezone) or zones.setdefault(row.timezone, zone(row.timezone))
         partners[row.couple_id].append(
-            _Partner(row.id, _usable_channels(row), tz, row.quiet_start, row.quiet_end)
+            _Partner(
+                row.id,
+                _usable_channels(row),
+                tz,
+                row.quiet_start,
+                row.quiet_end,
+                tuple(x for x in (row.channels or "").split(",") if x),
+                bool(row.both_channels),
+            )
         )
     ritual_rows = list(
         conn.execute(
@@ -314,6 +336,7 @@ def plan(
     chunk: int = CHUNK_COUPLES,
     count: bool = False,
     quiet_early: timedelta = QUIET_EARLY,
+    fallback_after: timedelta = FALLBACK_AFTER,
 ) -> PlanResult:
     """One planning pass over all couples (or ``couple_ids``), a transaction per chunk.
     ``count=True`` reports how many rows were new (costs a count per chunk). Given the
@@ -331,7 +354,16 @@ def plan(
                 break
             rituals, partners, pauses = _load(conn, ids, now)
             rows = list(
-                wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes, quiet_early)
+                wanted_rows(
+                    rituals,
+                    partners,
+                    pauses,
+                    now,
+                    horizon,
+                    stale_minutes,
+                    quiet_early,
+                    fallback_after,
+                )
             )
             if rows:
                 if count:
@@ -350,17 +382,27 @@ def replan(
     horizon: timedelta,
     stale_minutes: float,
     quiet_early: timedelta = QUIET_EARLY,
+    fallback_after: timedelta = FALLBACK_AFTER,
 ) -> PlanResult:
     """Bring one couple's future unsent nudges in line with its current definition (runs in
     the caller's transaction)."""
     result = PlanResult(couples=1)
     rituals, partners, pauses = _load(conn, [couple_id], now)
-    rows = list(wanted_rows(rituals, partners, pauses, now, horizon, stale_minutes, quiet_early))
+    rows = list(
+        wanted_rows(
+            rituals, partners, pauses, now, horizon, stale_minutes, quiet_early, fallback_after
+        )
+    )
     key_idx = [COLUMNS.index(k) for k in _KEY]
     wanted = {_key_of(row, key_idx): row for row in rows}
     existing = conn.execute(
         sa.select(
-            _T.c.id, _T.c.state, _T.c.due_at, _T.c.expires_at, *(_T.c[k] for k in _KEY)
+            _T.c.id,
+            _T.c.state,
+            _T.c.due_at,
+            _T.c.expires_at,
+            _T.c.standby,
+            *(_T.c[k] for k in _KEY),
         ).where(
             _T.c.couple_id == couple_id,
             _T.c.purpose == ReminderPurpose.NUDGE,
@@ -372,6 +414,7 @@ def replan(
     cancelled_on: dict[str, int] = defaultdict(int)
     present = set()
     due_i, exp_i = COLUMNS.index("due_at"), COLUMNS.index("expires_at")
+    sb_i, slot_i = COLUMNS.index("standby"), COLUMNS.index("next_attempt_at")
     for row in existing:
         key = (
             row.ritual_id,
@@ -387,10 +430,22 @@ def replan(
             cancelled_on[str(row.channel)] += 1
         elif row.state == ReminderState.CANCELLED and want is not None:
             revive.append(row.id)
-        if want is not None and (row.due_at != want[due_i] or row.expires_at != want[exp_i]):
+        if want is not None and (
+            row.due_at != want[due_i]
+            or row.expires_at != want[exp_i]
+            or bool(row.standby) != want[sb_i]
+        ):
             # A moved occurrence keeps its key (the original start) but not its time; a
             # nudge planned again late (a resume) is fresh until its occurrence starts.
-            retime.append({"rid": row.id, "due": want[due_i], "exp": want[exp_i]})
+            retime.append(
+                {
+                    "rid": row.id,
+                    "due": want[due_i],
+                    "slot": want[slot_i],
+                    "exp": want[exp_i],
+                    "sb": want[sb_i],
+                }
+            )
     if cancel:
         conn.execute(
             _T.update()
@@ -417,8 +472,9 @@ def replan(
             .where(_T.c.id == sa.bindparam("rid"), _T.c.state == ReminderState.SCHEDULED)
             .values(
                 due_at=sa.bindparam("due"),
-                next_attempt_at=sa.bindparam("due"),
+                next_attempt_at=sa.bindparam("slot"),
                 expires_at=sa.bindparam("exp"),
+                standby=sa.bindparam("sb"),
                 updated_at=now,
             ),
             retime,

@@ -26,12 +26,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from service.channels import Transport, build
 from service.core.exceptions import ConfigError
-from service.core.metrics import PLANNER_DURATION, REGISTRY
+from service.core.metrics import PLANNER_DURATION, REGISTRY, observe_forecast
 from service.db import daemon_state, migrate, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Event
 from service.domain import events, prompts
-from service.outbox import planner, receipts, retention
+from service.outbox import capacity, leveling, planner, receipts, retention
 from service.outbox.dispatcher import Dispatcher
 from service.replies import reactions, repair
 from service.replies.mailbox import MailboxWorker
@@ -46,6 +46,8 @@ JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1
 # prunes; a look is one conditional upsert) whether a day passed since any daemon last
 # pruned. 23 h, not 24: the looks drift, and a 24 h claim would then skip every other day.
 PRUNE_CHECK = timedelta(minutes=1)
+# How often the capacity forecast of the next 24 h refreshes its gauges.
+FORECAST_EVERY = timedelta(minutes=5)
 PRUNE_AGAIN_AFTER = timedelta(hours=23)
 
 
@@ -86,9 +88,28 @@ class Daemon:
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
                 quiet_early=timedelta(hours=cfg.quiet_early_hours),
+                fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
             )
+        self.level()
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
+
+    def level(self, couple_ids: list[int] | None = None) -> None:
+        """Give the planned nudges their send slots (service/outbox/leveling.py): all of
+        them after a planning pass, those near the replanned couples' after an edit."""
+        horizon = timedelta(hours=self.settings.daemon.horizon_hours)
+        now = self.hearth.clock.now()
+        with self.hearth.db.begin() as conn:
+            moved = leveling.level(conn, now, self.settings, horizon, couple_ids)
+        log.info("leveled", moved=moved)
+
+    def forecast(self) -> None:
+        """The capacity forecast of the next 24 h into the metrics (an alert rule watches)."""
+        with self.hearth.db.write_engine.connect() as conn:
+            f = capacity.forecast(conn, self.hearth.clock.now(), self.settings, days=1)
+        for name, pool in f.pools.items():
+            observe_forecast(name, pool.worst_late_seconds, pool.expired)
+        log.info("forecast", worst_late_s=round(f.worst_late_seconds, 1), expired=f.expired)
 
     def handle_events(self) -> int:
         """React to new domain events: replan each touched couple (one transaction each;
@@ -121,7 +142,9 @@ class Daemon:
                 timedelta(hours=cfg.horizon_hours),
                 cfg.stale_after_minutes,
                 quiet_early=timedelta(hours=cfg.quiet_early_hours),
+                fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
             )
+        self.level([couple_id])
         log.info(
             "replanned",
             couple_id=couple_id,
@@ -203,6 +226,12 @@ class Daemon:
             self.prune, "interval", seconds=PRUNE_CHECK.total_seconds(), id="prune"
         )
         self.scheduler.add_job(self.sweep_receipts, "interval", seconds=30, id="receipts")
+        self.scheduler.add_job(
+            self.forecast,
+            "interval",
+            seconds=FORECAST_EVERY.total_seconds(),
+            id="forecast",
+        )
         # Repair requests made while no daemon ran (or whose planning failed) are not lost.
         self.scheduler.add_job(
             repair.schedule_pending, "interval", args=[self.hearth], seconds=30, id="repairs"

@@ -76,6 +76,9 @@ class Partner(Base):
     # What the partner reads Hearth in (service/core/i18n.LANGUAGES).
     language: Mapped[str] = mapped_column(sa.String(8), default="en", server_default="en")
     channels: Mapped[str] = mapped_column(sa.String(40), default="")  # "sms,email" in order
+    # False: one nudge per moment, by the first channel that can deliver it (the next only
+    # when it cannot, service/domain/routing.py); True: every channel, asked for explicitly.
+    both_channels: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     quiet_start: Mapped[time | None]
     quiet_end: Mapped[time | None]
     sms_consent: Mapped[ConsentState] = mapped_column(

@@ -51,6 +51,9 @@ class Reminder(Base):
         _enum(ReminderState), default=ReminderState.SCHEDULED
     )
     attempts: Mapped[int] = mapped_column(default=0)
+    # A fallback planned behind the partner's preferred channel: sent only when that one could
+    # not deliver (service/outbox/fallback.py); forecasts leave it out of the demand.
+    standby: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     next_attempt_at: Mapped[datetime]
     claim_token: Mapped[str | None] = mapped_column(sa.String(36))
     lease_until: Mapped[datetime | None]

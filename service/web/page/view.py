@@ -396,10 +396,15 @@ def _reachable(p: Partner, ch: Channel) -> bool:
 
 def _upcoming(ritual: Ritual, partner: Partner, now: datetime) -> list[Upcoming]:
     """The next occurrences, each with this partner's nudges as the planner would plan them:
-    the ritual's channels (else the partner's) that are the partner's own."""
+    the ritual's channels (else the partner's) that are the partner's own, one nudge per
+    moment by the first that can deliver it (every one for a partner who asked for both;
+    service/domain/routing.py)."""
     tz = zone(partner.timezone)
     sched = schedule_of(ritual)
     wanted = [c for c in (ritual.channel_list or partner.channel_list) if c in partner.channel_list]
+    reachable = [c for c in wanted if _reachable(partner, c)]
+    if not partner.both_channels:
+        wanted = reachable[:1] or wanted[:1]
     out = []
     for o in rituals.upcoming(ritual, now, UPCOMING):
         if paused_then(ritual, o.start):
