@@ -143,15 +143,20 @@ def test_an_sms_in_flight_holds_the_email_until_its_lease_runs_out(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
     """A worker is sending the SMS (its lease runs): not unknown yet, the email waits. When
-    the lease runs out the row is a live worker's to take again (the sending machinery asks
-    the provider before sending again): it goes, and the email is dropped. One nudge."""
+    the lease runs out the row is a live worker's to take again: it asks the provider first
+    (nothing there), then the text goes, and the email is dropped. One nudge."""
     _hearth, d = _setup(db, clock, twilio_standin, smtp_sink)
     at = EVENING + timedelta(minutes=3)
     with db.session() as s:
         s.execute(
             sa.update(Reminder)
             .where(Reminder.channel == "sms", Reminder.due_at == EVENING)
-            .values(state="sending", claim_token="gone", lease_until=at + timedelta(seconds=30))
+            .values(
+                state="sending",
+                claim_token="gone",
+                lease_until=at + timedelta(seconds=30),
+                body="Hearth: Five-minute check-in now.",  # rendered: its send may have left
+            )
         )
     clock.set(at)
     d.run_once()
