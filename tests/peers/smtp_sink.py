@@ -21,7 +21,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Literal, Self, cast
@@ -52,6 +53,7 @@ class ReceivedMail:
     peer: str
     login: str | None  # the AUTH user, when the client authenticated
     received_at: float  # time.monotonic()
+    accepted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def subject(self) -> str:
@@ -67,6 +69,16 @@ class ReceivedMail:
     def html(self) -> str | None:
         part = self.message.get_body(preferencelist=("html",))
         return None if part is None else cast(EmailMessage, part).get_content()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One message the server took for one recipient: recipient, body, Message-ID, when."""
+
+    to: str
+    body: str
+    message_id: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -260,6 +272,15 @@ class SmtpSink:
         """Snapshot of accepted messages, in order."""
         with self._lock:
             return list(self._messages)
+
+    @property
+    def accepted(self) -> list[Accepted]:
+        """The provider's record: one entry per recipient of every accepted message."""
+        return [
+            Accepted(rcpt, mail.text(), str(mail.message.get("Message-ID", "")), mail.accepted_at)
+            for mail in self.messages
+            for rcpt in mail.rcpt_tos
+        ]
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMail]:
         """Block until at least ``count`` messages arrived; raise ``TimeoutError`` if not."""

@@ -17,10 +17,15 @@ Fault injection is thread-safe and can change while clients are sending:
 * ``fail_next(n, status, code, retry_after)``: the next ``n`` authenticated message requests
   fail, in order, with Twilio's error JSON (and ``Retry-After`` when given);
 * ``fail_to(number, status, code)``: every send to ``number`` fails until cleared;
-* ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm).
+* ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm);
+* ``accept_then(n, "drop" | "timeout", seconds)``: the next ``n`` messages are created (and
+  counted as accepted), then the connection drops without an answer, or the answer waits
+  ``seconds`` (longer than the client's timeout): the provider took a text the sender
+  cannot know about.
 
 Every message request is recorded in :attr:`TwilioStandIn.requests`, successful ones in
-:attr:`TwilioStandIn.sent`. :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
+:attr:`TwilioStandIn.sent`; :attr:`TwilioStandIn.accepted` is the provider's own record (what
+it took, answered or not), the oracle send-path tests count. :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
 callback to the ``StatusCallback`` URL a message was created with.
 """
 
@@ -136,6 +141,16 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """One message the provider took: recipient, body, its sid, when (wall clock, UTC)."""
+
+    to: str
+    body: str
+    sid: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """One ``POST .../Messages.json`` as received, with the outcome."""
 
@@ -150,6 +165,7 @@ class RecordedRequest:
     http_status: int = 201
     error_code: int | None = None
     params: dict[str, str] = field(default_factory=dict)  # every form field
+    accepted_at: datetime | None = None  # when the message was created (UTC)
 
     @property
     def ok(self) -> bool:
@@ -258,6 +274,7 @@ class TwilioStandIn:
         self._faults: deque[Fault] = deque()
         self._storm: tuple[float, Fault] | None = None  # (until, fault): every request fails
         self._fail_to: dict[str, Fault] = {}
+        self._after_accept: deque[tuple[str, float]] = deque()
         self._requests: list[RecordedRequest] = []
         self._in_progress = 0
         self._server: _Server | None = None
@@ -380,6 +397,14 @@ class TwilioStandIn:
         with self._lock:
             self._storm = (time.monotonic() + seconds, fault)
 
+    def accept_then(self, n: int = 1, how: str = "drop", seconds: float = 0.0) -> None:
+        """The next ``n`` valid messages are created, then ``how``: "drop" closes the
+        connection without an answer, "timeout" answers only after ``seconds``."""
+        if how not in ("drop", "timeout"):
+            raise ValueError(f"how must be 'drop' or 'timeout', not {how!r}")
+        with self._lock:
+            self._after_accept.extend([(how, float(seconds))] * n)
+
     @property
     def pending_faults(self) -> int:
         with self._lock:
@@ -390,6 +415,7 @@ class TwilioStandIn:
         with self._lock:
             self._faults.clear()
             self._fail_to.clear()
+            self._after_accept.clear()
             self._storm = None
             self._requests.clear()
             self._latency = 0.0
@@ -412,6 +438,16 @@ class TwilioStandIn:
     def sent(self) -> list[RecordedRequest]:
         """The requests that created a message (201)."""
         return [r for r in self.requests if r.ok]
+
+    @property
+    def accepted(self) -> list[Accepted]:
+        """Every message the provider created, in order: whether or not its answer reached
+        the sender (see :meth:`accept_then`)."""
+        return [
+            Accepted(r.to or "", r.body or "", r.sid, r.accepted_at)
+            for r in self.requests
+            if r.sid is not None and r.accepted_at is not None
+        ]
 
     def find(self, sid: str) -> RecordedRequest | None:
         return next((r for r in self.requests if r.sid == sid), None)
@@ -524,9 +560,18 @@ class TwilioStandIn:
             http_status=status,
             error_code=None if sid else int(payload["code"]),
             params=params,
+            accepted_at=datetime.now(UTC) if sid else None,
         )
         with self._lock:
             self._requests.append(record)
+            after = self._after_accept.popleft() if sid and self._after_accept else None
+        if after is not None and after[0] == "drop":
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if after is not None:
+            time.sleep(after[1])  # the client has given up by then
         handler.send_json(status, payload, headers)
 
     def _decide(
