@@ -191,9 +191,14 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
 
         # -- time --------------------------------------------------------------------------
 
-        @rule(minutes=st.sampled_from((1, 10, 30, 60, 180, 480, 1440)))
+        @rule(minutes=st.sampled_from((1, 10, 30, 60, 180, 720)))
         def advance(self, minutes: int) -> None:
             self.world.advance(timedelta(minutes=minutes))
+
+        @rule(late=st.sampled_from((0, 1, 45)))
+        def until_next_send(self, late: int) -> None:
+            """On to the next due reminder (``late`` seconds after it), as the worker sleeps."""
+            self.world.advance_to_next(timedelta(seconds=late))
 
         # -- partners ----------------------------------------------------------------------
 
@@ -265,7 +270,7 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             if fault == "refuse":
                 standin.fail_next(1, status=400, code=21614)
             elif fault == "429":
-                standin.fail_next(1, status=429, retry_after=120)
+                standin.fail_next(1, status=429, retry_after=30)
             elif fault == "500":
                 standin.fail_next(1, status=500)
             elif fault == "smtp-451":
@@ -280,11 +285,29 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             """The provider reports on every text it took since the last report."""
             for seen in [s for s in self.h.seen if s.channel == "sms"][-3:]:
                 self.world.receipt(seen.provider_id, status)
+                if status == "undelivered":
+                    self.h.undelivered.add(seen.provider_id)
 
         # -- processes ---------------------------------------------------------------------
 
-        @rule(after_send=st.booleans())
-        def kill_worker(self, after_send: bool) -> None:
+        @rule(
+            event=st.sampled_from(
+                ("kill-after-claim", "kill-after-send", "second-worker", "database-locked")
+            )
+        )
+        def worker_event(self, event: str) -> None:
+            """Something happens to the worker processes (a second one runs its passes at
+            the same moment as the first, from then on)."""
+            if event == "second-worker":
+                if len(self.world.workers) < 2:
+                    self.world.workers.append(self.world.new_worker())
+                self._both_pass()
+            elif event == "database-locked":
+                self._locked_pass()
+            else:
+                self._kill(after_send=event == "kill-after-send")
+
+        def _kill(self, after_send: bool) -> None:
             """The worker dies mid-pass: after claiming (and maybe after the provider took
             the texts, before the outcomes were written); a new one starts."""
             d = self.world.worker.dispatcher
@@ -303,35 +326,26 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             old.dispatcher.close()
             self.world.workers.insert(0, self.world.new_worker())
 
-        @precondition(lambda self: len(self.world.workers) < 2)
-        @rule()
-        def second_worker(self) -> None:
-            self.world.workers.append(self.world.new_worker())
-
-        @precondition(lambda self: len(self.world.workers) == 2)
-        @rule(minutes=st.sampled_from((1, 30, 60)))
-        def both_workers_pass(self, minutes: int) -> None:
+        def _both_pass(self) -> None:
             """Both workers run their jobs at the same moment, on one database."""
-            self.world.clock.advance(timedelta(minutes=minutes))
             first, second = self.world.workers
 
             def run(worker: Daemon) -> None:
                 try:
                     self.world.tick_jobs(worker)
-                except Exception:  # noqa: BLE001 - a failed pass is logged and retried
+                except Exception:  # a failed pass is logged and retried by the daemon
                     self.world.failed_passes += 1
 
-            self.world.concurrently(lambda: run(first), lambda: run(second))
+            self.world.concurrently(lambda: run(first), lambda: run(second), clock_moves=True)
             self.world.harvest()
 
-        @rule()
-        def database_locked_pass(self) -> None:
+        def _locked_pass(self) -> None:
             """A worker's pass while another transaction holds the database locked."""
             with self.world.locked_database() as hearth:
                 worker = self.world.new_worker(hearth, catch_up=False)
                 try:
-                    self.world.tick_jobs(worker)
-                except Exception:  # noqa: BLE001 - the daemon logs it and tries again
+                    self.world.concurrently(lambda: self.world.tick_jobs(worker), clock_moves=True)
+                except Exception:  # the daemon logs it and tries again
                     self.world.failed_passes += 1
                 finally:
                     worker.dispatcher.stop(0)

@@ -108,6 +108,9 @@ class History:
     # (seq, kind), kind one of "accept-then-drop", "accept-then-timeout", "killed-after-send".
     unknown_faults: list[tuple[int, str]] = field(default_factory=list)
     http_errors: list[str] = field(default_factory=list)
+    # Texts the provider itself reported undelivered (a status callback): Hearth may send
+    # those again, and they never reached anyone to be counted twice.
+    undelivered: set[str] = field(default_factory=set)
     # (partner id, partner id, fake time): both answered at once and each was told "got your
     # answer": each is owed the other's.
     together: list[tuple[int, int, datetime]] = field(default_factory=list)

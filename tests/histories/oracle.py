@@ -87,6 +87,8 @@ def _once(h: History, by_id: dict[str | None, Reminder]) -> list[Violation]:
     keyed: dict[tuple[object, ...], list[Seen]] = defaultdict(list)
     unrecorded: list[Seen] = []
     for seen in h.seen:
+        if seen.provider_id in h.undelivered:
+            continue
         row = by_id.get(seen.provider_id)
         if row is None:
             unrecorded.append(seen)
@@ -114,6 +116,7 @@ def _once(h: History, by_id: dict[str | None, Reminder]) -> list[Violation]:
             s
             for s in h.seen
             if s is not lost
+            and s.provider_id not in h.undelivered
             and (s.channel, s.to, s.body) == (lost.channel, lost.to, lost.body)
             and abs(s.at - lost.at) <= SAME_MESSAGE_WINDOW
             and (s.seq > lost.seq or s.provider_id not in {u.provider_id for u in unrecorded})

@@ -23,7 +23,7 @@ CHECKS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_to
 # make test: a fixed, derandomized set of histories, the same on every run.
 CI = settings(
     max_examples=150,
-    stateful_step_count=12,
+    stateful_step_count=10,
     deadline=None,
     derandomize=True,
     database=None,
@@ -77,7 +77,8 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
                 run_state_machine_as_test(machine, settings=chosen)
         except Exception as exc:  # a broken promise, shrunk: report it and go on
             notes = "\n".join(getattr(exc, "__notes__", []))
-            result.failures.append(f"{out.getvalue()}{notes}\n{type(exc).__name__}: {exc}")
+            steps = _steps(out.getvalue())
+            result.failures.append(f"{steps}{notes}\n{type(exc).__name__}: {exc}")
             if profile.derandomize:
                 break  # the same seed would find the same history again
     result.seconds = time.perf_counter() - start
@@ -86,6 +87,15 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
     result.failed_passes = world.failed_passes - before[2]
     result.known = dict(world.known)
     return result
+
+
+def _steps(printed: str) -> str:
+    """Hypothesis' report of the shrunk history, without the log lines around it."""
+    start = printed.find("Falsifying example")
+    if start < 0:
+        start = printed.find("state = ")
+    lines = printed[max(start, 0) :].splitlines()
+    return "\n".join(line for line in lines if not line.startswith("20")) + "\n"
 
 
 __all__ = ["CI", "SIMULATE", "Run", "run"]

@@ -46,7 +46,9 @@ TWILIO_TIMEOUT = 0.15  # seconds: an accept-then-timeout fault costs this much r
 LEASE_SECONDS = 30.0
 # The longest one fake jump between two passes of the worker: its loop wakes at least this
 # often (the next due row, a lease running out, an event) in the real daemon too.
-MAX_JUMP = timedelta(hours=1)
+MAX_JUMP = timedelta(hours=6)
+WAITING_STEP = timedelta(seconds=10)
+WAITING_STEPS = 360
 
 
 class World:
@@ -132,7 +134,8 @@ class World:
     # -- the worker's jobs ------------------------------------------------------------------
 
     def tick(self, worker: Daemon | None = None) -> None:
-        self.tick_jobs(worker or self.worker)
+        chosen = worker or self.worker
+        self.concurrently(lambda: self.tick_jobs(chosen), clock_moves=True)
         self.harvest()
 
     def tick_jobs(self, worker: Daemon) -> None:
@@ -162,6 +165,14 @@ class World:
                 wake = min(wake, now + timedelta(seconds=1))
             self.clock.set(wake)
         raise AssertionError("the worker kept finding due rows: 200 passes in one advance")
+
+    def advance_to_next(self, late: timedelta) -> None:
+        due = claims.next_due(self.db)
+        now = self.clock.now()
+        if due is None or due > now + timedelta(days=2):
+            self.advance(timedelta(hours=1))
+        else:
+            self.advance(max(due - now, timedelta(0)) + late)
 
     def harvest(self) -> None:
         """Stamp what the providers accepted since the last look with the fake time now."""
@@ -203,9 +214,24 @@ class World:
         return resp
 
     def receipt(self, sid: str, status: str) -> None:
-        code = self.standin.send_status_callback(sid, status)
-        if code >= 500:
-            self.history.http_errors.append(f"POST /twilio/status {status}: HTTP {code}")
+        """Twilio's status callback for message ``sid``, signed as Twilio signs it (over the
+        public URL the message named), posted to this app."""
+        params = {
+            "AccountSid": peers.DEFAULT_ACCOUNT_SID,
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "SmsSid": sid,
+            "SmsStatus": status,
+        }
+        if status == "undelivered":
+            params["ErrorCode"] = "30003"
+        signature = RequestValidator(DEFAULT_AUTH_TOKEN).compute_signature(
+            PUBLIC + "/twilio/status", params
+        )
+        resp = self.http.post(
+            "/twilio/status", data=params, headers={"X-Twilio-Signature": signature}
+        )
+        self._check_http(f"POST /twilio/status {status}", resp)
 
     def _check_http(self, what: str, resp: httpx.Response) -> None:
         if resp.status_code >= 500:
@@ -216,8 +242,8 @@ class World:
     @contextlib.contextmanager
     def locked_database(self) -> Iterator[Hearth]:
         """A worker's view of a database another transaction holds locked: a Hearth whose
-        connections give up after 0.1 s (the lock is held for the whole block)."""
-        impatient = Database(self.db.url, lock_timeout=0.1)
+        connections give up after 0.05 s (the lock is held for the whole block)."""
+        impatient = Database(self.db.url, lock_timeout=0.05)
         hearth = Hearth(settings=self.settings, db=impatient, clock=self.clock)
         holder = sa.create_engine(self.db.url, poolclass=sa.pool.NullPool)
         try:
@@ -235,8 +261,12 @@ class World:
             holder.dispose()
             impatient.dispose()
 
-    def concurrently(self, *jobs: Any) -> None:
-        """Run callables at the same time on threads; re-raise the first error."""
+    def concurrently(self, *jobs: Any, clock_moves: bool = False) -> None:
+        """Run callables at the same time on threads; re-raise the first error.
+
+        ``clock_moves``: a worker's pass may wait on the service clock (a send held by a
+        Retry-After waits for that moment); while a pass is still busy after a moment of
+        real time, the fake clock moves on by :data:`WAITING_STEP`, as time would."""
         errors: list[BaseException] = []
 
         def run(job: Any) -> None:
@@ -248,8 +278,15 @@ class World:
         threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(60)
+        for _ in range(WAITING_STEPS if clock_moves else 1):
+            for t in threads:
+                t.join(0.3 if clock_moves else 60)
+            if not any(t.is_alive() for t in threads):
+                break
+            if clock_moves:
+                self.clock.advance(WAITING_STEP)
+        if any(t.is_alive() for t in threads):
+            raise AssertionError("a worker's pass did not end (an hour of fake time waited)")
         if errors:
             raise errors[0]
 

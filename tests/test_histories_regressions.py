@@ -1,0 +1,53 @@
+"""Shrunk generated histories kept as regression tests (tests/histories/). Each replays the
+steps Hypothesis reduced a failing history to, on both databases, and asks the oracle.
+
+A history that breaks a numbered item of issue 25 another branch fixes is an
+``xfail(strict=True)`` naming the item: it starts to pass (and so to fail here) the moment
+the fix lands, and the coordinator then drops the mark and the kind from
+``oracle.KNOWN_OPEN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import require_postgres
+from tests.histories import oracle
+from tests.histories.machine import machine_for
+from tests.histories.world import World
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    if request.param == "postgres":
+        require_postgres()
+    w = World(request.param)
+    yield w
+    w.close()
+
+
+def _violations(world: World) -> list[oracle.Violation]:
+    lease = timedelta(seconds=world.settings.daemon.lease_seconds)
+    return oracle.check(world.history, world.reminders(), world.clock.now(), lease)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 25 item 1: an answer lost after acceptance is sent again"
+)
+def test_item_1_a_text_accepted_then_timed_out_is_not_sent_again(world: World) -> None:
+    state = machine_for(world)()
+    try:
+        state.first_couple(tz="Europe/Berlin", quiet=(None, None), email=False, hour=9, half=True)
+        state.provider_fault(fault="accept-then-timeout")
+        state.until_next_send(late=0)
+        state.until_next_send(late=0)
+        state.advance(minutes=60)
+        kinds = {v.kind for v in _violations(world)}
+    finally:
+        state.teardown()
+    # The provider took the nudge once; the sender's timeout must not make it twice.
+    assert "item-1-unknown-outcome-resent" not in kinds
+    assert world.history.seen, "the nudge went out"
