@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         steps += result.steps
     total = time.perf_counter() - started
     print(
-        f"in all: {histories} histories, {steps} steps in {total:.1f} s; "
-        f"{failed} failing histories"
+        f"in all: {histories} histories, {steps} steps in {total:.1f} s; {failed} failing histories"
     )
     return 1 if failed else 0
 

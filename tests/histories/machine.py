@@ -9,6 +9,7 @@ would, with the fake clock moved only by :meth:`World.advance`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from datetime import time, timedelta
 
@@ -86,7 +87,9 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
                     s.execute(
                         sa.select(OccurrenceException.ritual_id, OccurrenceException.original_start)
                         .join(Ritual)
-                        .where(Ritual.couple_id == couple_id, OccurrenceException.new_start.is_(None))
+                        .where(
+                            Ritual.couple_id == couple_id, OccurrenceException.new_start.is_(None)
+                        )
                     ).all()
                 )
             seq = self._seq()
@@ -315,10 +318,8 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             jobs = d.prepare(token, ids)
             if after_send and jobs:
                 for job in jobs:
-                    try:
+                    with contextlib.suppress(TransportError):
                         d.transports[job.channel].send(job.message)
-                    except TransportError:
-                        pass
                 self.h.unknown_faults.append((self._seq(), "killed-after-send"))
                 self.world.harvest()
             old = self.world.workers.pop(0)
@@ -367,4 +368,3 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
 
     History.__name__ = f"History_{world.backend}"
     return History
-

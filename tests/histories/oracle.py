@@ -81,7 +81,7 @@ def _label(h: History, seen: Seen) -> str:
 # -- at most once -----------------------------------------------------------------------------
 
 
-def _once(h: History, by_id: dict[str | None, Reminder]) -> list[Violation]:
+def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
     """At most one accepted message per partner, occurrence, purpose (and offset, channel)."""
     found: list[Violation] = []
     keyed: dict[tuple[object, ...], list[Seen]] = defaultdict(list)
@@ -126,8 +126,11 @@ def _once(h: History, by_id: dict[str | None, Reminder]) -> list[Violation]:
             if any(seq <= lost.seq for seq, _ in h.unknown_faults):
                 kind = "item-1-unknown-outcome-resent"
             found.append(
-                Violation(kind, f"{_label(h, lost)} (no record in Hearth) sent again as "
-                f"{', '.join(_label(h, t) for t in twins)}")
+                Violation(
+                    kind,
+                    f"{_label(h, lost)} (no record in Hearth) sent again as "
+                    f"{', '.join(_label(h, t) for t in twins)}",
+                )
             )
     return found
 
@@ -161,15 +164,17 @@ def _not_now(h: History, seen: Seen, p: PartnerModel, row: Reminder | None) -> l
     )
     # Hearth's rule for a message about an occurrence: held back when the occurrence falls in
     # the pause. A reply's own message (a reveal, "your partner paused") goes out anyway.
-    if not one_off and couple.paused_at(seen.seq, row.occurrence_start):
-        if couple.paused_at(seen.seq, seen.at):
-            found.append(Violation("while-paused", f"{label}: {row.purpose.value} while paused"))
+    paused = couple.paused_at(seen.seq, row.occurrence_start) and couple.paused_at(
+        seen.seq, seen.at
+    )
+    if not one_off and paused:
+        found.append(Violation("while-paused", f"{label}: {row.purpose.value} while paused"))
     ritual = next((r for r in couple.rituals if r.id == row.ritual_id), None)
     if ritual is None or one_off:
         return found
     if ritual.skipped_at(seen.seq, row.occurrence_start):
         found.append(Violation("skipped", f"{label}: {row.purpose.value} for a skipped one"))
-    edit_seq, edit_at, at_time = ritual.time_at(seen.seq)
+    _, edit_at, at_time = ritual.time_at(seen.seq)
     local = row.occurrence_start.astimezone(ZoneInfo(ritual.timezone)).time()
     if (
         row.purpose in (ReminderPurpose.NUDGE, ReminderPurpose.SNOOZE)

@@ -25,8 +25,9 @@ Fault injection is thread-safe and can change while clients are sending:
 
 Every message request is recorded in :attr:`TwilioStandIn.requests`, successful ones in
 :attr:`TwilioStandIn.sent`; :attr:`TwilioStandIn.accepted` is the provider's own record (what
-it took, answered or not), the oracle send-path tests count. :meth:`TwilioStandIn.send_status_callback` POSTs a signed status
-callback to the ``StatusCallback`` URL a message was created with.
+it took, answered or not), the oracle send-path tests count.
+:meth:`TwilioStandIn.send_status_callback` POSTs a signed status callback to the
+``StatusCallback`` URL a message was created with.
 """
 
 from __future__ import annotations
