@@ -107,19 +107,31 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             email=st.booleans(),
             hour=st.integers(6, 23),
             half=st.booleans(),
+            full=st.booleans(),
         )
         def first_couple(
-            self, tz: str, quiet: tuple[str | None, str | None], email: bool, hour: int, half: bool
+            self,
+            tz: str,
+            quiet: tuple[str | None, str | None],
+            email: bool,
+            hour: int,
+            half: bool,
+            full: bool = False,
         ) -> None:
-            self.add_couple(tz, quiet, email)
+            self.add_couple(tz, quiet, email, full)
             self.add_ritual(0, hour, half)
 
         @rule(
             tz=st.sampled_from(ZONES),
             quiet=st.tuples(st.sampled_from(QUIET), st.sampled_from(QUIET)),
             email=st.booleans(),
+            full=st.booleans(),
         )
-        def add_couple(self, tz: str, quiet: tuple[str | None, str | None], email: bool) -> None:
+        def add_couple(
+            self, tz: str, quiet: tuple[str | None, str | None], email: bool, full: bool = False
+        ) -> None:
+            """Two partners who text (one also by email); ``full``: they chose full texts,
+            so their check-ins ask the shared question."""
             now = self.world.clock.now()
             made = []
             with self.world.db.session() as s:
@@ -137,13 +149,14 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
                         channels="sms,email" if has_email else "sms",
                         quiet_hours=q,
                         sms_consent="signup form",
+                        full_text=full,
                     )
                     s.flush()
                     token = page_tokens.issue(s, now, p)
                     made.append((p.id, name, p.phone, p.email, token, q))
                 cid = c.id
             seq = self._seq()
-            model = CoupleModel(cid, tz)
+            model = CoupleModel(cid, tz, asks=full)
             for pid, name, phone, mail, token, q in made:
                 assert phone is not None
                 pm = PartnerModel(pid, cid, name, phone, mail, tz, token)
@@ -243,7 +256,13 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             now = self.world.clock.now()
             for p in (a, b):
                 p.answers.append((seq, now, texts[p.id]))
-            if all(any(m in replies[p.id] for m in ANSWERED) for p in (a, b)):
+            # Each was told their answer counts ("got your answer"), or got no reply at all,
+            # which is what the answer that completes the pair gets (the reveal follows).
+            if model.asks and all(
+                replies[p.id].endswith("<Response></Response>")
+                or any(m in replies[p.id] for m in ANSWERED)
+                for p in (a, b)
+            ):
                 self.h.together.append((a.id, b.id, now))
 
         @precondition(lambda self: self.h.partners)

@@ -95,6 +95,7 @@ class CoupleModel:
     partners: list[PartnerModel] = field(default_factory=list)
     rituals: list[RitualModel] = field(default_factory=list)
     pauses: list[Span] = field(default_factory=list)
+    asks: bool = False  # both chose full texts: check-ins ask the shared question
 
     def paused_at(self, seq: int, at: datetime) -> bool:
         return any(p.covers(seq, at) for p in self.pauses)

@@ -32,6 +32,7 @@ from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
 from service.db.models import Base, Channel, Reminder, ReminderState
+from service.domain import prompts
 from service.outbox import claims
 from service.runtime.daemon import Daemon
 from tests import peers
@@ -101,6 +102,8 @@ class World:
         day = self.clock.now().date() + timedelta(days=1)
         self.clock.set(datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC))
         self.history = History()
+        with self.db.session(immediate=True) as s:
+            prompts.sync_builtin(s, self.clock.now())  # as the daemon's start does
         self.workers = [self.new_worker()]
         self.histories += 1
         return self.history
