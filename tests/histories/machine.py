@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from service.calendar import page_tokens
 from service.channels.base import TransportError
 from service.core.exceptions import HearthError
-from service.db.models import Couple, OccurrenceException, Partner, Ritual
+from service.db.models import Answer, Couple, OccurrenceException, Partner, Ritual
 from service.domain import couples, partners, rituals
 from service.runtime.daemon import Daemon
 from tests.histories import oracle
@@ -258,12 +258,27 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
                 p.answers.append((seq, now, texts[p.id]))
             # Each was told their answer counts ("got your answer"), or got no reply at all,
             # which is what the answer that completes the pair gets (the reveal follows).
-            if model.asks and all(
+            told = all(
                 replies[p.id].endswith("<Response></Response>")
                 or any(m in replies[p.id] for m in ANSWERED)
                 for p in (a, b)
-            ):
+            )
+            if model.asks and told and self._same_occurrence(a.id, b.id):
                 self.h.together.append((a.id, b.id, now))
+
+        def _same_occurrence(self, a: int, b: int) -> bool:
+            """Whether both answers just given count for one occurrence (each partner answers
+            the occurrence they were last nudged about, which may differ after a failed
+            send): Hearth's answer rows name it."""
+            now = self.world.clock.now()
+            with self.world.db.session() as s:
+                rows = s.execute(
+                    sa.select(Answer.partner_id, Answer.ritual_id, Answer.occurrence_start).where(
+                        Answer.partner_id.in_([a, b]), Answer.answered_at == now, ~Answer.late
+                    )
+                ).all()
+            about = {(r.ritual_id, r.occurrence_start) for r in rows}
+            return len(rows) == 2 and len(about) == 1
 
         @precondition(lambda self: self.h.partners)
         @rule(partner=st.integers(0, 19), action=st.sampled_from(("pause", "resume", "skip")))
