@@ -26,6 +26,10 @@ from tests.histories.model import History, PartnerModel, Seen
 KNOWN_OPEN: frozenset[str] = frozenset(
     {
         "item-1-unknown-outcome-resent",  # branch i25send: an answer lost after acceptance
+        # Branch i25send ("unknown is not failed"): a worker killed after the provider took
+        # a text, before the outcome was written; the row is reclaimed after its lease and
+        # sent again instead of being settled by asking the provider.
+        "unknown-after-kill-resent",
         "item-3-answers-never-revealed",  # branch i25fix: two answers at once on PostgreSQL
         "item-5-pause-notice-skipped",  # branch i25fix: "your partner has been told"
     }
@@ -123,8 +127,11 @@ def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
         ]
         if twins:
             kind = "duplicate"
-            if any(seq <= lost.seq for seq, _ in h.unknown_faults):
+            before = {fault for seq, fault in h.unknown_faults if seq <= lost.seq}
+            if before & {"accept-then-timeout", "accept-then-drop"}:
                 kind = "item-1-unknown-outcome-resent"
+            elif "killed-after-send" in before:
+                kind = "unknown-after-kill-resent"
             found.append(
                 Violation(
                     kind,
