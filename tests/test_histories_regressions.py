@@ -79,18 +79,21 @@ def test_item_3_answers_given_at_once_are_revealed_to_both(backend: str) -> None
         state.first_couple(
             tz="Europe/Berlin", quiet=(None, None), email=False, hour=20, half=False, full=True
         )
-        # The race is a matter of microseconds: five evenings, five chances to meet it.
-        for _ in range(5):
+        # The race is a matter of microseconds: up to 40 evenings, 40 chances to meet it.
+        for _ in range(40):
             state.until_next_send(late=0)
             state.answer_together(couple=0)
-        state.advance(minutes=720)
-        state.advance(minutes=720)
-        kinds = {v.kind for v in _violations(world)}
+            state.advance(minutes=720)
+            state.advance(minutes=720)
+            kinds = {v.kind for v in _violations(world)}
+            if kinds & {"item-3-answers-never-revealed", "item-3-concurrent-answers-5xx"}:
+                break
         assert len(world.history.together) >= 1, "both were told 'got your answer' together"
         state.teardown()
     finally:
         world.close()
     assert "item-3-answers-never-revealed" not in kinds
+    assert "item-3-concurrent-answers-5xx" not in kinds  # no answer lost to an HTTP 500
 
 
 @pytest.mark.xfail(strict=True, reason="issue 25 item 5: a pause from the page tells nobody")

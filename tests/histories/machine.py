@@ -251,7 +251,11 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             def send(p: PartnerModel) -> None:
                 replies[p.id] = self.world.text(p.phone, texts[p.id]).text
 
+            errors = len(self.h.http_errors)
             self.world.concurrently(lambda: send(a), lambda: send(b))
+            self.h.http_errors[errors:] = [
+                f"{oracle.CONCURRENT_ANSWERS}: {e}" for e in self.h.http_errors[errors:]
+            ]
             seq = self._seq()
             now = self.world.clock.now()
             for p in (a, b):
