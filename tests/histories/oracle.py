@@ -75,6 +75,7 @@ def check(h: History, rows: list[Reminder], now: datetime, lease: timedelta) -> 
         found += _not_now(h, seen, partner, row)
     found += _settled(h, rows, now, lease)
     found += _reveals(h, now)
+    found += _reveal_liveness(h, now)
     found += _pause_notices(h, now)
     found += [
         Violation(
@@ -253,6 +254,7 @@ def _reveals(h: History, now: datetime) -> list[Violation]:
 
 
 def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
+    """Both answered one occurrence at once: each has the other's answer within a bound."""
     found: list[Violation] = []
     partners = {p.id: p for p in h.partners}
     for a_id, b_id, when in h.together:
@@ -260,9 +262,10 @@ def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
             continue
         a, b = partners[a_id], partners[b_id]
         for p, q in ((a, b), (b, a)):
-            if p.stops or not q.answers:
+            given = [text for _, at, text in q.answers if at == when]
+            if p.stops or not given:
                 continue
-            text = q.answers[-1][2]
+            text = given[-1]
             if not any(text in s.body and h.by_address(s.channel, s.to) is p for s in h.seen):
                 found.append(
                     Violation(
@@ -279,7 +282,7 @@ def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
 def _pause_notices(h: History, now: datetime) -> list[Violation]:
     """A partner who paused on their page is told "your partner has been told": within a
     bound the other partner has a notice on some channel (unless they stopped everything)."""
-    found: list[Violation] = _reveal_liveness(h, now)
+    found: list[Violation] = []
     for couple in h.couples:
         for span in couple.pauses:
             if span.until is not None or now - span.start_at < NOTICE_WITHIN:
