@@ -37,7 +37,11 @@ class Span:
     by: int | None = None  # the partner who paused
 
     def covers(self, seq: int, at: datetime) -> bool:
+        """Whether it is on for something seen at ``seq`` about the instant ``at`` (a message
+        about an occurrence that began before a pause is not one in the pause)."""
         if seq <= self.start_seq or (self.end_seq is not None and seq > self.end_seq):
+            return False
+        if at < self.start_at:
             return False
         return self.until is None or at < self.until
 
