@@ -76,9 +76,8 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
             with contextlib.redirect_stdout(out):
                 run_state_machine_as_test(machine, settings=chosen)
         except Exception as exc:  # a broken promise, shrunk: report it and go on
-            notes = "\n".join(getattr(exc, "__notes__", []))
             steps = _steps(out.getvalue())
-            result.failures.append(f"{steps}{notes}\n{type(exc).__name__}: {exc}")
+            result.failures.append(f"{steps}{_describe(exc)}")
             if profile.derandomize:
                 break  # the same seed would find the same history again
     result.seconds = time.perf_counter() - start
@@ -87,6 +86,16 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
     result.failed_passes = world.failed_passes - before[2]
     result.known = dict(world.known)
     return result
+
+
+def _describe(exc: BaseException) -> str:
+    """The error with its notes; a flaky failure (a race that did not replay) with the
+    errors each run met."""
+    notes = "".join(f"{n}\n" for n in getattr(exc, "__notes__", []))
+    text = f"{notes}{type(exc).__name__}: {exc}"
+    if isinstance(exc, BaseExceptionGroup):
+        text += "".join(f"\n  - {_describe(sub)}" for sub in exc.exceptions)
+    return text
 
 
 def _steps(printed: str) -> str:
