@@ -310,6 +310,7 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             standin = self.world.standin
             if fault == "refuse":
                 standin.fail_next(1, status=400, code=21614)
+                self.h.refusals.append(self.world.clock.now())
             elif fault == "429":
                 standin.fail_next(1, status=429, retry_after=30)
             elif fault == "500":

@@ -113,6 +113,9 @@ class History:
     # (seq, kind), kind one of "accept-then-drop", "accept-then-timeout", "killed-after-send".
     unknown_faults: list[tuple[int, str]] = field(default_factory=list)
     http_errors: list[str] = field(default_factory=list)
+    # When the provider was told to refuse the next text for good (a reveal among them is
+    # then undeliverable with a reason, not owed).
+    refusals: list[datetime] = field(default_factory=list)
     # Texts the provider itself reported undelivered (a status callback): Hearth may send
     # those again, and they never reached anyone to be counted twice.
     undelivered: set[str] = field(default_factory=set)
