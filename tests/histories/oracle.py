@@ -258,7 +258,7 @@ def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
     found: list[Violation] = []
     partners = {p.id: p for p in h.partners}
     for a_id, b_id, when in h.together:
-        if now - when < REVEAL_WITHIN or any(at >= when for at in h.refusals):
+        if now - when < REVEAL_WITHIN or h.refusals:  # a refusal may have hit the reveal
             continue
         a, b = partners[a_id], partners[b_id]
         for p, q in ((a, b), (b, a)):
