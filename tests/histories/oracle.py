@@ -136,12 +136,7 @@ def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
             and (s.seq > lost.seq or s.provider_id not in {u.provider_id for u in unrecorded})
         ]
         if twins:
-            kind = "duplicate"
-            before = {fault for seq, fault in h.unknown_faults if seq <= lost.seq}
-            if before & {"accept-then-timeout", "accept-then-drop"}:
-                kind = "item-1-unknown-outcome-resent"
-            elif "killed-after-send" in before:
-                kind = "unknown-after-kill-resent"
+            kind = _resend_kind(h, lost.seq)
             found.append(
                 Violation(
                     kind,
@@ -150,6 +145,16 @@ def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
                 )
             )
     return found
+
+
+def _resend_kind(h: History, seq: int) -> str:
+    """A resend after a fault that left the outcome unknown to Hearth is a known-open kind."""
+    before = {fault for at, fault in h.unknown_faults if at <= seq}
+    if before & {"accept-then-timeout", "accept-then-drop"}:
+        return "item-1-unknown-outcome-resent"
+    if "killed-after-send" in before:
+        return "unknown-after-kill-resent"
+    return "duplicate"
 
 
 # -- never when it should not -----------------------------------------------------------------
@@ -249,7 +254,8 @@ def _reveals(h: History, now: datetime) -> list[Violation]:
                     got[(seen.channel, a[2])] += 1
             for (channel, text), n in got.items():
                 if n > 1:
-                    found.append(Violation("duplicate", f"reveal of {text!r} {n}x by {channel}"))
+                    detail = f"reveal of {text!r} {n}x by {channel}"
+                    found.append(Violation(_resend_kind(h, h.seen[-1].seq), detail))
     return found
 
 
