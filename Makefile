@@ -8,7 +8,7 @@ DOVECOT := /usr/sbin/dovecot
 # Compiled message catalogs (service/core/i18n.py compiles a missing or stale one in memory).
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard service/locale/*/LC_MESSAGES/hearth.po))
 
-.PHONY: run test lint typecheck bench clean catalogs
+.PHONY: run test lint typecheck bench clean catalogs simulate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM) 
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# Generated histories at length (tests/histories/): 10,000 on SQLite and PostgreSQL, every
+# failing one printed shrunk. HISTORIES=1000 make simulate for a shorter run.
+HISTORIES ?= 10000
+simulate: $(STAMP) $(CATALOGS)
+	$(BIN)/python -m bench.simulate --histories $(HISTORIES)
 
 # Debian's Chromium for the partner page's browser tests (Playwright drives it; it cannot
 # download a browser of its own). Installed only when missing.

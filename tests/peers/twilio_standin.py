@@ -17,7 +17,11 @@ Fault injection is thread-safe and can change while clients are sending:
 * ``fail_next(n, status, code, retry_after)``: the next ``n`` authenticated message requests
   fail, in order, with Twilio's error JSON (and ``Retry-After`` when given);
 * ``fail_to(number, status, code)``: every send to ``number`` fails until cleared;
-* ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm).
+* ``storm(seconds, status, retry_after)``: every request fails for a while (a 429 storm);
+* ``accept_then(n, "drop" | "timeout", seconds)``: the next ``n`` messages are created (and
+  counted as accepted), then the connection drops without an answer, or the answer waits
+  ``seconds`` (longer than the client's timeout): the provider took a text the sender
+  cannot know about.
 
 Every message request is recorded in :attr:`TwilioStandIn.requests`, successful ones in
 :attr:`TwilioStandIn.sent`; :meth:`TwilioStandIn.accepted` is the oracle the send-path tests
@@ -310,10 +314,10 @@ class TwilioStandIn:
         self._faults: deque[Fault] = deque()
         self._storm: tuple[float, Fault] | None = None  # (until, fault): every request fails
         self._fail_to: dict[str, Fault] = {}
+        self._after_accept: deque[tuple[str, float]] = deque()
         self._requests: list[RecordedRequest] = []
         self._accepted: dict[str, tuple[Accepted, dict[str, Any]]] = {}  # sid -> (it, resource)
         self._lookups: list[Lookup] = []
-        self._drop_answers = 0
         # The stand-in's "now" for DateSent (a test aims it at its FakeClock).
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._in_progress = 0
@@ -437,11 +441,18 @@ class TwilioStandIn:
         with self._lock:
             self._storm = (time.monotonic() + seconds, fault)
 
+    def accept_then(self, n: int = 1, how: str = "drop", seconds: float = 0.0) -> None:
+        """The next ``n`` valid messages are created, then ``how``: "drop" closes the
+        connection without an answer, "timeout" answers only after ``seconds``."""
+        if how not in ("drop", "timeout"):
+            raise ValueError(f"how must be 'drop' or 'timeout', not {how!r}")
+        with self._lock:
+            self._after_accept.extend([(how, float(seconds))] * n)
+
     def accept_then_drop(self, n: int = 1) -> None:
         """The next ``n`` messages are created, and then the connection is closed before the
         answer (a reset after the provider took the request)."""
-        with self._lock:
-            self._drop_answers += n
+        self.accept_then(n, "drop")
 
     @property
     def pending_faults(self) -> int:
@@ -453,11 +464,11 @@ class TwilioStandIn:
         with self._lock:
             self._faults.clear()
             self._fail_to.clear()
+            self._after_accept.clear()
             self._storm = None
             self._requests.clear()
             self._accepted.clear()
             self._lookups.clear()
-            self._drop_answers = 0
             self._latency = 0.0
 
     # -- what was received -------------------------------------------------------------
@@ -684,20 +695,20 @@ class TwilioStandIn:
         )
         with self._lock:
             self._requests.append(record)
-            drop = sid is not None and self._drop_answers > 0
-            if drop:
-                self._drop_answers -= 1
+            after = self._after_accept.popleft() if sid and self._after_accept else None
             if sid is not None:
                 at = datetime.fromisoformat(payload.pop("_at"))
                 self._accepted[sid] = (
                     Accepted(record.to or "", record.body or "", sid, at),
                     payload,
                 )
-        if drop:
+        if after is not None and after[0] == "drop":
             handler.close_connection = True
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
             return
+        if after is not None:
+            time.sleep(after[1])  # the client has given up by then
         handler.send_json(status, payload, headers)
 
     def _decide(
