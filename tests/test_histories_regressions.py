@@ -1,10 +1,8 @@
 """Shrunk generated histories kept as regression tests (tests/histories/). Each replays the
 steps Hypothesis reduced a failing history to, on both databases, and asks the oracle.
 
-A history that breaks a numbered item of issue 25 another branch fixes is an
-``xfail(strict=True)`` naming the item: it starts to pass (and so to fail here) the moment
-the fix lands, and the coordinator then drops the mark and the kind from
-``oracle.KNOWN_OPEN``.
+Each failed before its fix (items 1, 3, 5 and a worker killed after the provider took a
+text) and names the kind of violation it must no longer show.
 """
 
 from __future__ import annotations
@@ -36,9 +34,6 @@ def _violations(world: World) -> list[oracle.Violation]:
     return oracle.check(world.history, world.reminders(), world.clock.now(), lease)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 25 item 1: an answer lost after acceptance is sent again"
-)
 def test_item_1_a_text_accepted_then_timed_out_is_not_sent_again(world: World) -> None:
     state: Any = machine_for(world)()  # its rules, called as the shrunk history calls them
     try:
@@ -61,12 +56,7 @@ def test_item_1_a_text_accepted_then_timed_out_is_not_sent_again(world: World) -
         "sqlite",
         pytest.param(
             "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.xfail(
-                    strict=True, reason="issue 25 item 3: two answers at once are never revealed"
-                ),
-            ],
+            marks=[pytest.mark.postgres],
         ),
     ],
 )
@@ -96,7 +86,6 @@ def test_item_3_answers_given_at_once_are_revealed_to_both(backend: str) -> None
     assert "item-3-concurrent-answers-5xx" not in kinds  # no answer lost to an HTTP 500
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25 item 5: a pause from the page tells nobody")
 def test_item_5_a_pause_from_the_page_reaches_the_other_partner(world: World) -> None:
     state: Any = machine_for(world)()
     try:
@@ -111,11 +100,6 @@ def test_item_5_a_pause_from_the_page_reaches_the_other_partner(world: World) ->
     assert "item-5-pause-notice-skipped" not in kinds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25, unknown is not failed: a row whose worker died after the provider took "
-    "the text is sent again after its lease, not settled by asking the provider",
-)
 def test_a_text_taken_before_the_worker_died_is_not_sent_again(world: World) -> None:
     state: Any = machine_for(world)()
     try:

@@ -6,9 +6,7 @@ only to name what a message was about: the sid (or Message-ID) Hearth recorded f
 gives the message's partner, occurrence and purpose; a message Hearth has no record of is
 told apart by recipient and body.
 
-Each broken promise is a :class:`Violation` of a named kind. Kinds in :data:`KNOWN_OPEN` are
-numbered items of issue 25 that other branches fix: they are still found and counted, but do
-not fail the run here; the coordinator empties the set once the fixes are merged.
+Each broken promise is a :class:`Violation` of a named kind; any one fails the history.
 """
 
 from __future__ import annotations
@@ -20,10 +18,6 @@ from zoneinfo import ZoneInfo
 
 from service.db.models import Reminder, ReminderPurpose, ReminderState
 from tests.histories.model import History, PartnerModel, Seen
-
-# Found by the generated histories, each a numbered item of issue 25 owned by another branch
-# (a shrunk history of each is an xfail in tests/test_histories_regressions.py).
-KNOWN_OPEN: frozenset[str] = frozenset()
 
 CONCURRENT_ANSWERS = "both partners answered at once"
 SAME_MESSAGE_WINDOW = timedelta(hours=6)  # one body to one recipient twice in this: a resend

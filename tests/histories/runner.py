@@ -47,7 +47,6 @@ class Run:
     seconds: float = 0.0
     failed_passes: int = 0
     failures: list[str] = field(default_factory=list)
-    known: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [
@@ -55,8 +54,6 @@ class Run:
             f"{self.seconds:.1f} s ({self.failed_passes} worker passes failed on purpose); "
             f"{len(self.failures)} failing histories"
         ]
-        for kind, n in sorted(self.known.items()):
-            lines.append(f"  known open (not failing here): {kind} in {n} histories")
         for i, failure in enumerate(self.failures, 1):
             lines.append(f"--- failing history {i} (shrunk) ---\n{failure}")
         return "\n".join(lines)
@@ -84,7 +81,6 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
     result.histories = world.histories - before[0]
     result.steps = world.steps - before[1]
     result.failed_passes = world.failed_passes - before[2]
-    result.known = dict(world.known)
     return result
 
 

@@ -15,7 +15,6 @@ import ssl
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -88,7 +87,6 @@ class World:
         self.histories = 0
         self.steps = 0
         self.failed_passes = 0  # worker passes that raised (a locked database, a race)
-        self.known: Counter[str] = Counter()  # histories that hit each KNOWN_OPEN kind
 
     def close(self) -> None:
         self._end_workers()
