@@ -1,7 +1,8 @@
 """Generated histories at length: ``make simulate`` runs 10,000 (by default) on SQLite and on
 PostgreSQL (tests/histories/), each checked after every step against what the Twilio
 stand-in and the SMTP sink accepted, and prints how many histories and steps ran, the run
-time, and every failing history shrunk to the steps that reproduce it. Exit status 1 when any history failed.
+time, and every failing history shrunk to the steps that reproduce it. Exit status 1 when
+any history failed.
 
     python -m bench.simulate [--histories 10000] [--backend sqlite|postgres|both]
 """
