@@ -111,6 +111,9 @@ def _asked(loop: Loop) -> tuple[str, str, str]:
             sa.select(Prompt.text).where(Prompt.id == asked.scalar_subquery())
         ).one()
     assert question in mail  # the email names it in full
+    # Sam takes no texts and there is no reply mailbox here: he is sent to his page.
+    assert "Answer on your page: your partner sees your answer" in mail
+    assert "Answer by text message" not in mail
     # Alice's lock screen: no question and no ritual's name, only the way to her page.
     assert question not in text and "check-in" not in text.lower()
     assert "A question for you two is on your page:" in text and "STOP" in text

@@ -21,7 +21,7 @@ from service.core.i18n import N_, Lang, lang
 from service.core.timeutil import zone
 from service.db.models import Channel, Partner, ReminderPurpose, Ritual
 from service.domain import prompts, wording
-from service.domain.answers import asks
+from service.domain.answers import asks, by_text
 
 # The source texts; sms_hints() gives them in a partner's language.
 SMS_HINTS = N_("Reply DONE, SKIP, SNOOZE or HELP. STOP to opt out.")
@@ -33,6 +33,11 @@ ASK_HINTS = N_(
 PAGE_ASK = N_("A question for you two is on your page: {link} STOP to opt out.")
 EMAIL_ASK = N_(
     "Answer by text message: your partner sees your answer once you have both answered, "
+    "and you see theirs."
+)
+# A partner who takes no texts answers on their page (the button below).
+EMAIL_PAGE_ASK = N_(
+    "Answer on your page: your partner sees your answer once you have both answered, "
     "and you see theirs."
 )
 # With a reply mailbox (service/replies/mailbox.py): the email itself can be answered.
@@ -248,7 +253,11 @@ def email_message(ctx: Context, to: str, reminder_id: int | None) -> Message:
     if prompt:
         lines += [prompt, ""]
         if asking:
-            lines += [t._(EMAIL_REPLY_ASK if ctx.reply_to else EMAIL_ASK), ""]
+            if ctx.reply_to:
+                ask = EMAIL_REPLY_ASK
+            else:
+                ask = EMAIL_ASK if by_text(ctx.partner) else EMAIL_PAGE_ASK
+            lines += [t._(ask), ""]
             if page:
                 # The button answers on the page (its answer box); the text part says where.
                 button_line = f"{t._(ANSWER_BUTTON)}: {page}"

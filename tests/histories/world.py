@@ -72,6 +72,7 @@ class World:
         self.standin = self._stack.enter_context(TwilioStandIn())
         self.sink = self._stack.enter_context(SmtpSink())
         self.clock = FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+        self.standin.now = self.clock.now  # its DateSent, which settling an unknown asks by
         sections = peers.sections(self.standin, self.sink)
         sections["twilio"]["timeout_seconds"] = TWILIO_TIMEOUT
         sections["web"]["public_base_url"] = PUBLIC
