@@ -17,6 +17,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.db.models import Reminder, ReminderPurpose, ReminderState
+from service.db.states import ONE_OFF_PURPOSES
 from tests.histories.model import History, PartnerModel, Seen
 
 CONCURRENT_ANSWERS = "both partners answered at once"
@@ -57,7 +58,7 @@ def check(h: History, rows: list[Reminder], now: datetime, lease: timedelta) -> 
     found += _settled(h, rows, now, lease)
     found += _reveals(h, now)
     found += _reveal_liveness(h, now)
-    found += _pause_notices(h, now)
+    found += _pause_notices(h, rows, now)
     found += [
         Violation(
             "item-3-concurrent-answers-5xx" if e.startswith(CONCURRENT_ANSWERS) else "http-5xx", e
@@ -266,10 +267,19 @@ def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
 # -- the pause notice ----------------------------------------------------------------------------
 
 
-def _pause_notices(h: History, now: datetime) -> list[Violation]:
+def _pause_notices(h: History, rows: list[Reminder], now: datetime) -> list[Violation]:
     """A partner who paused on their page is told "your partner has been told": within a
-    bound the other partner has a notice on some channel (unless they stopped everything)."""
+    bound the other partner has a notice on some channel (unless they stopped everything, or
+    the provider refused that very notice for good: a failure with its reason, which
+    `deliveries list` shows; a notice Hearth itself held back is still a violation)."""
     found: list[Violation] = []
+    refused = [
+        (r.partner_id, r.created_at)
+        for r in rows
+        if r.purpose in ONE_OFF_PURPOSES
+        and r.state in (ReminderState.FAILED, ReminderState.UNDELIVERED)
+        and (r.last_error or "").strip()
+    ]
     for couple in h.couples:
         for span in couple.pauses:
             if span.until is not None or now - span.start_at < NOTICE_WITHIN:
@@ -287,6 +297,8 @@ def _pause_notices(h: History, now: datetime) -> list[Violation]:
                 if any(o.stops for o in couple.partners):
                     continue
                 if span.by == p.id:
+                    continue
+                if any(pid == p.id and at >= span.start_at for pid, at in refused):
                     continue
                 found.append(
                     Violation("item-5-pause-notice-skipped", f"partner {p.id}: never told")
