@@ -175,11 +175,12 @@ def test_doctor_says_when_no_key_is_set_and_only_then(
     couple_with_partners(db, clock.now())
     out = Cli(keyless)("doctor")
     assert out.exit_code == 0  # every nudge still goes out: the exit status is about nudges
-    assert out.output.splitlines() == [f"warning: {doctor.NO_KEY}", EVERYONE]
+    assert out.output.splitlines()[:2] == [f"warning: {doctor.NO_KEY}", EVERYONE]
     as_json = Cli(keyless)("doctor", "--json")
     assert json.loads(as_json.stdout) == [] and doctor.NO_KEY in as_json.stderr
     keyed = Cli(hearth)("doctor")  # conftest's settings carry a key
-    assert (keyed.exit_code, keyed.output.splitlines()) == (0, [EVERYONE])
+    assert (keyed.exit_code, keyed.output.splitlines()[:1]) == (0, [EVERYONE])
+    assert doctor.NO_KEY not in keyed.output
 
 
 def test_doctor_warns_of_a_key_file_every_user_can_read(
@@ -190,11 +191,11 @@ def test_doctor_warns_of_a_key_file_every_user_can_read(
     hearth = Hearth(
         settings=make_settings(db, encryption={"key_file": str(key)}), db=db, clock=clock
     )
-    assert Cli(hearth)("doctor").output.splitlines() == [EVERYONE]  # 0600, as written
+    assert Cli(hearth)("doctor").output.splitlines()[:1] == [EVERYONE]  # 0600, as written
     key.chmod(0o640)  # a service's own group may read it (docs/operations.md)
-    assert Cli(hearth)("doctor").output.splitlines() == [EVERYONE]
+    assert Cli(hearth)("doctor").output.splitlines()[:1] == [EVERYONE]
     key.chmod(0o644)
-    assert Cli(hearth)("doctor").output.splitlines() == [
+    assert Cli(hearth)("doctor").output.splitlines()[:2] == [
         f"warning: the encryption key file {key} is readable by every user: chmod 600 it",
         EVERYONE,
     ]
