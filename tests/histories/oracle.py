@@ -82,9 +82,16 @@ def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
     found: list[Violation] = []
     keyed: dict[tuple[object, ...], list[Seen]] = defaultdict(list)
     unrecorded: list[Seen] = []
+    mails: set[tuple[str, str]] = set()
     for seen in h.seen:
         if seen.provider_id in h.undelivered:
             continue
+        if seen.channel == "email":
+            # An email resent with the same Message-ID (an unknown send, which SMTP cannot be
+            # asked about) is the same message to the recipient's mailbox: counted once.
+            if (seen.to, seen.provider_id) in mails:
+                continue
+            mails.add((seen.to, seen.provider_id))
         row = by_id.get(seen.provider_id)
         if row is None:
             unrecorded.append(seen)
