@@ -235,6 +235,8 @@ def _reveals(h: History, now: datetime) -> list[Violation]:
                     continue
                 if not any(mark in seen.body for mark in REVEAL_MARKS):
                     continue
+                if seen.provider_id in h.undelivered:
+                    continue  # the carrier never delivered it: its resend is the one
                 theirs = [a for a in q.answers if a[2] in seen.body]
                 mine = [a for a in p.answers if a[0] < seen.seq]
                 if not theirs or not mine:
