@@ -81,6 +81,20 @@ def test_a_pause_from_the_page_reaches_the_other_partner(
     assert _sms(twilio_standin, ALICE_PHONE) == [] and _mail(smtp_sink, ALICE_MAIL) == []
 
 
+def test_the_same_pause_again_tells_the_other_partner_once(
+    page: Page, dispatcher: Dispatcher, smtp_sink: SmtpSink
+) -> None:
+    """Found by the generated histories: a second, identical pause (a reload, a double tap)
+    sent a second identical notice. A different end is news and is told again."""
+    _pause(page, "2026-01-11")
+    _pause(page, "2026-01-11")
+    dispatcher.run_once()
+    assert len(_mail(smtp_sink, SAM_MAIL)) == 1
+    _pause(page, "2026-01-12")
+    dispatcher.run_once()
+    assert len(_mail(smtp_sink, SAM_MAIL)) == 2
+
+
 def test_a_pause_calls_off_a_talk_in_it_and_every_view_agrees(
     hearth: Hearth,
     page: Page,
