@@ -105,7 +105,7 @@ class Daemon:
 
     def forecast(self) -> None:
         """The capacity forecast of the next 24 h into the metrics (an alert rule watches)."""
-        with self.hearth.db.write_engine.connect() as conn:
+        with self.hearth.db.engine.connect() as conn:
             f = capacity.forecast(conn, self.hearth.clock.now(), self.settings, days=1)
         for name, pool in f.pools.items():
             observe_forecast(name, pool.worst_late_seconds, pool.expired)

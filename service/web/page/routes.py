@@ -53,7 +53,7 @@ DONE_CODES = frozenset(
         "forgotten",
     }
 )
-MAX_PAST_PAGE = 10_000
+MAX_PAST_PAGE = 10_000  # "our questions" pages: any number past the last is just empty
 _TOKEN_FORM = page_tokens.well_formed
 
 
