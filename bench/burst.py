@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from bench.common import database, seed
+from bench.stock_twilio import close_stock, stock_client
 from service.channels import build
-from service.channels.twilio_http import close_client, make_client
+from service.channels.twilio_http import make_client
 from service.core.clock import SystemClock
 from service.core.config import LogSettings, Settings
 from service.core.logs import configure
@@ -186,13 +187,8 @@ def client_ceiling(count: int, latency: float, threads: int) -> float:
     bound). Hearth's own lean path underneath the same client can go beyond it."""
     with RemoteStandIn(latency) as standin:
         # The stock client (requests underneath), as a team would use it: the reference.
-        client = make_client(
-            DEFAULT_ACCOUNT_SID,
-            DEFAULT_AUTH_TOKEN,
-            standin.base_url,
-            10,
-            pool_size=threads,
-            lean=False,
+        client = stock_client(
+            DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10, pool_size=threads
         )
 
         def send(i: int) -> None:
@@ -202,7 +198,7 @@ def client_ceiling(count: int, latency: float, threads: int) -> float:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(send, range(count)))
         seconds = time.perf_counter() - t0
-        close_client(client)
+        close_stock(client)
     return count / seconds
 
 

@@ -1,5 +1,6 @@
-"""CPU per send of the twilio client: the stock path (requests) against Hearth's lean path
-(the same twilio client on a urllib3 pool), in one process, one thread, the same stand-in.
+"""CPU per send of the twilio client: its stock HTTP client (requests) against Hearth's lean
+path (the same twilio client on a urllib3 pool), in one process, one thread, the same
+stand-in.
 
 CPU time (``time.process_time``), not wall time: on a shared machine the wall clock says how
 busy the neighbours are, the CPU time what a send costs. The two paths take turns in rounds
@@ -20,6 +21,7 @@ import time
 from twilio.rest import Client
 
 from bench.burst import RemoteStandIn
+from bench.stock_twilio import close_stock, stock_client
 from service.channels.twilio_http import close_client, make_client
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
@@ -51,10 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     with RemoteStandIn(0.0) as standin:
         clients = {
-            lean: make_client(
-                DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10, lean=lean
-            )
-            for lean in (False, True)
+            False: stock_client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10),
+            True: make_client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, standin.base_url, 10),
         }
         for client in clients.values():
             _send(client, 50)  # warm: imports, connections
@@ -66,8 +66,8 @@ def main() -> None:
             for lean, client in clients.items():
                 print(f"--- {'lean' if lean else 'stock'} path, cProfile ---")
                 print(_profile(client, args.sends))
-        for client in clients.values():
-            close_client(client)
+        close_client(clients[True])
+        close_stock(clients[False])
     stock_ms, lean_ms = (sorted(ms[k])[len(ms[k]) // 2] for k in (False, True))
     spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in ms.items()}
     print(f"stock twilio client (requests): {stock_ms:.2f} ms CPU per send ({spread[False]})")

@@ -1,6 +1,6 @@
 """Hearth's HTTP client under the real twilio client (the SDK's public ``HttpClient``
-interface): the same answers, errors and headers on its urllib3 path as through requests,
-the two kinds of network trouble told apart, and the Messages list and fetch read through
+interface): the SDK's answers, errors and headers on its urllib3 path, the two kinds of
+network trouble told apart, and the Messages list and fetch read through
 the SDK's own paging against the stand-in."""
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from tests.processes import free_port, wait_for
 TO, FROM = "+4915123456789", "+15005550006"
 
 
-@pytest.mark.parametrize("lean", [True, False])
-def test_both_paths_send_and_map_errors_alike(twilio_standin: TwilioStandIn, lean: bool) -> None:
+def test_the_real_client_sends_and_maps_errors(twilio_standin: TwilioStandIn) -> None:
     args = (twilio_standin.account_sid, twilio_standin.auth_token, twilio_standin.base_url, 5.0)
-    client = make_client(*args, lean=lean)
+    client = make_client(*args)
     try:
         sent = client.messages.create(
             to=TO, from_=FROM, body="Check-in at 21:00", status_callback="https://cb.test/s"
@@ -45,16 +44,15 @@ def test_both_paths_send_and_map_errors_alike(twilio_standin: TwilioStandIn, lea
     assert twilio_standin.sent[0].status_callback == "https://cb.test/s"
 
 
-@pytest.mark.parametrize("lean", [True, False])
 def test_a_request_that_never_left_and_one_whose_answer_was_lost_differ(
-    twilio_standin: TwilioStandIn, lean: bool
+    twilio_standin: TwilioStandIn,
 ) -> None:
     """Nobody listening: nothing was sent (:class:`Unreached`). The provider slower than the
     timeout, or the connection dropped after the request: it may have the message
     (:class:`Unanswered`), and here it does."""
     sid, token = twilio_standin.account_sid, twilio_standin.auth_token
-    nobody = make_client(sid, token, f"http://127.0.0.1:{free_port()}", 5.0, lean=lean)
-    hasty = make_client(sid, token, twilio_standin.base_url, 0.05, lean=lean)
+    nobody = make_client(sid, token, f"http://127.0.0.1:{free_port()}", 5.0)
+    hasty = make_client(sid, token, twilio_standin.base_url, 0.05)
     try:
         with pytest.raises(Unreached):
             nobody.messages.create(to=TO, from_=FROM, body="x")

@@ -16,8 +16,7 @@ and tells the two kinds of network trouble apart, which the send path must not c
 * :class:`Unanswered`: the request went out and its answer was lost (read timeout, reset):
   the provider may have taken the message (docs/delivery.md, "unknown is not failed").
 
-``lean=False`` sends through ``requests`` instead (the stock client's engine): the
-benchmarks' reference for what the bare client costs.
+``python -m bench.send_cpu`` measures it against the SDK's stock client (on requests).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import urllib.request
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import requests
 import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
@@ -100,7 +98,6 @@ class TwilioHttp(HttpClient):
         *,
         timeout: float | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
-        lean: bool = True,
     ) -> None:
         # No request logging: a Messages list's query holds phone numbers.
         super().__init__(logging.getLogger("hearth.twilio_http"), False, timeout)
@@ -111,11 +108,6 @@ class TwilioHttp(HttpClient):
         self._proxies: dict[str, urllib3.ProxyManager | None] = {}  # origin -> its proxy
         self._lock = threading.Lock()
         self._auth: tuple[tuple[str, str], str] | None = None
-        self._session: requests.Session | None = None
-        if not lean:
-            self._session = requests.Session()
-            for prefix in ("https://", "http://"):
-                self._session.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=pool_size))
 
     def request(
         self,
@@ -132,10 +124,7 @@ class TwilioHttp(HttpClient):
         url = rebase_url(uri, self.base_url)
         if timeout is None:
             timeout = self.timeout
-        if self._session is not None:
-            response = self._via_requests(method, url, params, data, headers, auth, timeout)
-        else:
-            response = self._send(method, url, params, data, headers, auth, timeout)
+        response = self._send(method, url, params, data, headers, auth, timeout)
         self._local.last_response = response
         return response
 
@@ -176,39 +165,6 @@ class TwilioHttp(HttpClient):
             raise Unanswered(type(exc).__name__) from exc
         return Response(raw.status, raw.data.decode("utf-8", "replace"), raw.headers)
 
-    def _via_requests(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None,
-        data: dict[str, object] | None,
-        headers: dict[str, str] | None,
-        auth: tuple[str, str] | None,
-        timeout: float | None,
-    ) -> Response:
-        assert self._session is not None
-        try:
-            r = self._session.request(
-                method,
-                url,
-                params=params,  # type: ignore[arg-type]
-                data=data,
-                headers=headers,
-                auth=auth,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-        except (requests.ConnectTimeout, requests.exceptions.ProxyError) as exc:
-            raise Unreached(type(exc).__name__) from exc
-        except requests.ConnectionError as exc:
-            reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-            if isinstance(reason, NewConnectionError | ConnectTimeoutError):
-                raise Unreached(type(reason).__name__) from exc
-            raise Unanswered(type(exc).__name__) from exc
-        except requests.RequestException as exc:  # read timeout and the like
-            raise Unanswered(type(exc).__name__) from exc
-        return Response(r.status_code, r.text, r.headers)
-
     def _basic(self, auth: tuple[str, str]) -> str:
         cached = self._auth
         if cached is None or cached[0] != auth:
@@ -245,8 +201,6 @@ class TwilioHttp(HttpClient):
         for pool in list(self._proxies.values()):
             if pool is not None:
                 pool.clear()
-        if self._session is not None:
-            self._session.close()
 
 
 def make_client(
@@ -255,7 +209,6 @@ def make_client(
     base_url: str = "",
     timeout: float | None = 10.0,
     pool_size: int = DEFAULT_POOL_SIZE,
-    lean: bool = True,
 ) -> Client:
     """The real ``twilio.rest.Client``; its requests go to ``base_url`` when one is given.
 
@@ -263,7 +216,7 @@ def make_client(
     """
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be > 0, got {timeout!r}")
-    http_client = TwilioHttp(base_url, timeout=timeout, pool_size=pool_size, lean=lean)
+    http_client = TwilioHttp(base_url, timeout=timeout, pool_size=pool_size)
     return Client(account_sid, auth_token, http_client=http_client)
 
 
