@@ -136,8 +136,8 @@ def demand(
     conn: Connection, now: datetime, days: float, settings: Any
 ) -> Iterator[tuple[str, leveling.Item, int]]:
     """Every nudge the planner's rule puts in [now, now + days): (pool, item, ritual id)."""
-    cfg, delivery = settings.daemon, settings.delivery
-    horizon = timedelta(days=days)
+    delivery = settings.delivery
+    shape = planner.Shape.of(settings.daemon, delivery)._replace(horizon=timedelta(days=days))
     c = table(Couple)
     last = 0
     while True:
@@ -156,16 +156,7 @@ def demand(
             for p in ps
             if p.quiet_start is not None and p.quiet_end is not None
         }
-        rows = planner.wanted_rows(
-            rituals,
-            partners,
-            pauses,
-            now,
-            horizon,
-            cfg.stale_after_minutes,
-            timedelta(hours=cfg.quiet_early_hours),
-            timedelta(seconds=delivery.fallback_after_seconds),
-        )
+        rows = planner.wanted_rows(rituals, partners, pauses, now, **shape._asdict())
         for row in rows:
             if row[_SB]:
                 continue

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from service.core.metrics import observe_cancelled
+from service.core.sections import DaemonSettings, DeliverySettings
 from service.core.timeutil import before_quiet_hours, zone
 from service.db.engine import Database
 from service.db.models import (
@@ -53,6 +54,25 @@ _LAST_CHANCE = timedelta(seconds=15)
 _NUDGE = ReminderPurpose.NUDGE.value
 _SCHEDULED = ReminderState.SCHEDULED.value
 _T = table(Reminder)
+
+
+class Shape(NamedTuple):
+    """What shapes the planned rows, from the ``daemon`` and ``delivery`` settings; passed
+    as keywords to :func:`plan`, :func:`replan` and :func:`wanted_rows`."""
+
+    horizon: timedelta
+    stale_minutes: float
+    quiet_early: timedelta = QUIET_EARLY
+    fallback_after: timedelta = FALLBACK_AFTER
+
+    @classmethod
+    def of(cls, daemon: DaemonSettings, delivery: DeliverySettings) -> Shape:
+        return cls(
+            timedelta(hours=daemon.horizon_hours),
+            daemon.stale_after_minutes,
+            timedelta(hours=daemon.quiet_early_hours),
+            timedelta(seconds=delivery.fallback_after_seconds),
+        )
 
 
 @dataclass

@@ -61,6 +61,7 @@ class Daemon:
     ) -> None:
         self.hearth = hearth
         self.settings = hearth.settings
+        self.shape = planner.Shape.of(self.settings.daemon, self.settings.delivery)
         self.web_enabled = self.settings.daemon.run_web if web is None else web
         self.dispatcher = Dispatcher(hearth, transports or build(hearth.settings, hearth.clock))
         self._jobs = JobExecutor(4)
@@ -80,16 +81,9 @@ class Daemon:
     # -- jobs -------------------------------------------------------------------------------
 
     def plan(self) -> None:
-        cfg = self.settings.daemon
         with PLANNER_DURATION.time():
-            result = planner.plan(
-                self.hearth.db,
-                self.hearth.clock.now(),
-                timedelta(hours=cfg.horizon_hours),
-                cfg.stale_after_minutes,
-                quiet_early=timedelta(hours=cfg.quiet_early_hours),
-                fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
-            )
+            now = self.hearth.clock.now()
+            result = planner.plan(self.hearth.db, now, **self.shape._asdict())
         self.level()
         log.info("planned", couples=result.couples)
         self.dispatcher.wake()
@@ -97,10 +91,9 @@ class Daemon:
     def level(self, couple_ids: list[int] | None = None) -> None:
         """Give the planned nudges their send slots (service/outbox/leveling.py): all of
         them after a planning pass, those near the replanned couples' after an edit."""
-        horizon = timedelta(hours=self.settings.daemon.horizon_hours)
         now = self.hearth.clock.now()
         with self.hearth.db.begin() as conn:
-            moved = leveling.level(conn, now, self.settings, horizon, couple_ids)
+            moved = leveling.level(conn, now, self.settings, self.shape.horizon, couple_ids)
         log.info("leveled", moved=moved)
 
     def forecast(self) -> None:
@@ -133,17 +126,9 @@ class Daemon:
         return len(batch)
 
     def _replan(self, couple_id: int) -> None:
-        cfg = self.settings.daemon
         with self.hearth.db.begin() as conn:
-            result = planner.replan(
-                conn,
-                self.hearth.clock.now(),
-                couple_id,
-                timedelta(hours=cfg.horizon_hours),
-                cfg.stale_after_minutes,
-                quiet_early=timedelta(hours=cfg.quiet_early_hours),
-                fallback_after=timedelta(seconds=self.settings.delivery.fallback_after_seconds),
-            )
+            now = self.hearth.clock.now()
+            result = planner.replan(conn, now, couple_id, **self.shape._asdict())
         self.level([couple_id])
         log.info(
             "replanned",
@@ -257,9 +242,9 @@ class Daemon:
         """Handle the events recorded since the stored watermark: what changed while no
         daemon ran (an edit, a move, a pause) is replanned before the first send. The plan
         pass only adds rows; it never cancels or retimes an outdated one."""
-        horizon = timedelta(hours=self.settings.daemon.horizon_hours)
+        horizon = self.shape.horizon + timedelta(days=1)
         with self.hearth.db.begin() as conn:
-            self._events.load(conn, self.hearth.clock.now(), horizon + timedelta(days=1))
+            self._events.load(conn, self.hearth.clock.now(), horizon)
         while self.handle_events():
             pass
 
