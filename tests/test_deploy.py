@@ -845,18 +845,23 @@ def test_alert_rules_pass_promtool_check() -> None:
         [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 2 rules found" in done.stdout
+    assert "SUCCESS: 4 rules found" in done.stdout
 
 
 def test_alert_rules_fire_on_the_daemons_gauge(tmp_path: Path) -> None:
     """promtool's rule unit test: 90 s of predicted lateness for 20 minutes fires the
     capacity alert for that pool; 30 s never does; the gauge names exist in the code."""
     from service.core import metrics
+    from service.runtime import replans
 
     names = {m.name for m in metrics.REGISTRY.collect()}
-    assert {"hearth_predicted_worst_lateness_seconds", "hearth_predicted_expired_reminders"} <= (
-        names
-    )
+    assert replans.FAILING.describe()[0].name in names  # the daemon's module registers it
+    assert {
+        "hearth_predicted_worst_lateness_seconds",
+        "hearth_predicted_expired_reminders",
+        "hearth_couples_unplannable",
+        "hearth_replans_failing",
+    } <= names
     promtool = require("promtool")
     spec = {
         "rule_files": [str(ALERTS)],

@@ -4,6 +4,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from service.core.clock import FakeClock
 from service.db.engine import Database
@@ -236,3 +237,31 @@ def test_a_moved_occurrence_is_retimed(db: Database, clock: FakeClock) -> None:
         datetime(2026, 1, 6, 21, 30, tzinfo=UTC),
     }
     assert len(_rows(db)) == 6
+
+
+def test_one_couple_whose_data_cannot_be_planned_does_not_stop_the_others(
+    db: Database, clock: FakeClock
+) -> None:
+    """A rule the recurrence code rejects, and a partner zone this system's tzdata lacks
+    (written behind the CLI's back, or left by a tzdata update): those two couples are
+    named and logged; the couples around them in the same chunk get their nudges."""
+    now = clock.now()
+    ids = [couple_with_partners(db, now, name=f"Couple {i}") for i in range(4)]
+    for cid in ids:
+        add_ritual(db, now, cid, "five-minute-check-in", remind="0")
+    with db.begin() as conn:
+        conn.execute(
+            sa.update(Ritual).where(Ritual.couple_id == ids[1]).values(rrule="FREQ=SOMETIMES")
+        )
+        conn.execute(
+            sa.update(Partner).where(Partner.couple_id == ids[2]).values(timezone="Mars/Olympus")
+        )
+    with capture_logs() as logs:
+        result = _plan(db, now)
+    assert result.unplannable == [ids[1], ids[2]]
+    assert result.couples == 4
+    with db.session() as s:
+        planned = set(s.scalars(sa.select(Reminder.couple_id).distinct()))
+    assert planned == {ids[0], ids[3]}
+    failed = [e for e in logs if e["event"] == "plan_couple_failed"]
+    assert [e["couple_id"] for e in failed] == [ids[1], ids[2]]

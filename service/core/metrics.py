@@ -48,6 +48,11 @@ PLANNER_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
     registry=REGISTRY,
 )
+UNPLANNABLE = Gauge(
+    "hearth_couples_unplannable",
+    "Couples the last planning pass could not plan (their data raised; see plan_couple_failed)",
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
     "hearth_webhook_requests_total",
     "Twilio webhook requests by endpoint and outcome",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Connection
 
 from service.core.metrics import observe_cancelled
@@ -43,6 +44,8 @@ from service.domain.reach import stale_after
 from service.domain.recurrence import Schedule, nudge_anchor, occurrences, reminder_due
 from service.domain.routing import legs
 from service.outbox.bulk import COLUMNS, adapt_rows, insert_rows, insert_sql
+
+log = structlog.get_logger("hearth.planner")
 
 CHUNK_COUPLES = 2000
 # How far ahead of its time a reminder may go out to miss the partner's quiet hours.
@@ -81,6 +84,7 @@ class PlanResult:
     cancelled: int = 0
     revived: int = 0
     couples: int = 0
+    unplannable: list[int] = field(default_factory=list)  # couple ids whose data raised
 
 
 class _Partner(NamedTuple):
@@ -372,19 +376,8 @@ def plan(
             ids = list(conn.scalars(stmt))
             if not ids:
                 break
-            rituals, partners, pauses = _load(conn, ids, now)
-            rows = list(
-                wanted_rows(
-                    rituals,
-                    partners,
-                    pauses,
-                    now,
-                    horizon,
-                    stale_minutes,
-                    quiet_early,
-                    fallback_after,
-                )
-            )
+            shape = Shape(horizon, stale_minutes, quiet_early, fallback_after)
+            rows = _chunk_rows(conn, ids, now, shape, result)
             if rows:
                 if count:
                     result.created += insert_rows(conn, rows)
@@ -393,6 +386,34 @@ def plan(
         result.couples += len(ids)
         last = ids[-1]
     return result
+
+
+def _rows(conn: Connection, ids: list[int], now: datetime, shape: Shape) -> list[tuple[Any, ...]]:
+    rituals, partners, pauses = _load(conn, ids, now)
+    return list(wanted_rows(rituals, partners, pauses, now, **shape._asdict()))
+
+
+def _chunk_rows(
+    conn: Connection, ids: list[int], now: datetime, shape: Shape, result: PlanResult
+) -> list[tuple[Any, ...]]:
+    """The chunk's rows. When one couple's data cannot be planned (a rule or a zone this
+    system cannot read, say after a tzdata update), the chunk is planned again couple by
+    couple: the others are served and the bad ones named, not all 2,000 dropped."""
+    try:
+        return _rows(conn, ids, now, shape)
+    except sa.exc.DBAPIError:
+        raise  # the database's fault, not the data's: the pass fails and is tried again
+    except Exception:
+        rows = []
+        for couple_id in ids:
+            try:
+                rows += _rows(conn, [couple_id], now, shape)
+            except sa.exc.DBAPIError:
+                raise
+            except Exception as exc:
+                result.unplannable.append(couple_id)
+                log.exception("plan_couple_failed", couple_id=couple_id, error=type(exc).__name__)
+        return rows
 
 
 def replan(

@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from service.channels import Transport, build
 from service.core.exceptions import ConfigError
-from service.core.metrics import PLANNER_DURATION, REGISTRY, observe_forecast
+from service.core.metrics import PLANNER_DURATION, REGISTRY, UNPLANNABLE, observe_forecast
 from service.db import daemon_state, migrate, optouts
 from service.db.context import Hearth
 from service.db.models import Channel, Event
@@ -84,8 +84,9 @@ class Daemon:
         with PLANNER_DURATION.time():
             now = self.hearth.clock.now()
             result = planner.plan(self.hearth.db, now, **self.shape._asdict())
+        UNPLANNABLE.set(len(result.unplannable))
         self.level()
-        log.info("planned", couples=result.couples)
+        log.info("planned", couples=result.couples, unplannable=len(result.unplannable))
         self.dispatcher.wake()
 
     def level(self, couple_ids: list[int] | None = None) -> None:
