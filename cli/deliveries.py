@@ -39,8 +39,14 @@ def reminder_dict(r: Reminder) -> dict[str, Any]:
         "next_attempt_at": r.next_attempt_at,
         "sent_at": r.sent_at,
         "last_error": r.last_error,
+        # Set while the provider may have the message and has not been asked yet.
+        "outcome_unknown_since": r.unknown_since,
         # Why it was not delivered, in words (None: delivered, waiting, or nothing lost).
-        "reason": reasons.words(r.state.value, r.last_error) or None,
+        "reason": (
+            reasons.unknown(r.unknown_since, r.last_error)
+            if r.state is ReminderState.SENDING and r.unknown_since is not None
+            else reasons.words(r.state.value, r.last_error) or None
+        ),
         "provider_message_id": r.provider_message_id,
     }
 

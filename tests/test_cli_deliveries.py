@@ -21,6 +21,7 @@ from tests.conftest import Cli, make_settings, snapshot
 from tests.factories import TONIGHT, add_ritual, couple_with_partners
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import TwilioStandIn
+from tests.processes import wait_for
 
 ALICE = "+4915123456789"
 
@@ -140,3 +141,44 @@ def test_send_test_says_why_it_failed(
     no_phone = run("send-test", "Sam", "--channel", "sms")
     assert no_phone.exit_code == 2 and "Sam has no phone number" in no_phone.output
     assert twilio_standin.sent == [] and smtp_sink.messages == []
+
+
+def test_deliveries_list_says_when_an_outcome_is_unknown_until_the_provider_is_asked(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """The provider answers after the client gave up: the text may be there, so the row is
+    not shown as merely 'sending' but as unknown, until the settle asks the provider."""
+    cid = couple_with_partners(db, clock.now(), alice_both=False)
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    sections = peers.sections(twilio_standin, smtp_sink)
+    sections["twilio"]["timeout_seconds"] = 0.2
+    hearth = Hearth(settings=make_settings(db, **sections), db=db, clock=clock)
+    run = Cli(hearth)
+    planner.plan(db.write_engine, clock.now(), timedelta(hours=48), 30)
+    twilio_standin.latency = 1.0
+    clock.set(TONIGHT)
+    d = Dispatcher(hearth, build(hearth.settings, clock), rng=random.Random(5))
+    d.run_once()
+    wait_for(lambda: twilio_standin.in_progress == 0, 10, "the slow answer")
+    [row] = [
+        r
+        for r in json.loads(run.ok("deliveries", "list", "--state", "sending", "--json").output)
+        if r["channel"] == "sms"
+    ]
+    assert row["outcome_unknown_since"].startswith("2026-01-05T20:00")
+    assert row["reason"] == (
+        "outcome unknown since 20:00 UTC (twilio answer lost: ReadTimeoutError): the provider"
+        " is asked before any resend"
+    )
+    assert "outcome unknown since 20:00 UTC" in run.ok("deliveries", "list").output
+    twilio_standin.latency = 0.0
+    clock.advance(timedelta(seconds=hearth.settings.daemon.lease_seconds + 1))
+    d.run_once()
+    d.close()
+    [sent] = [
+        r
+        for r in json.loads(run.ok("deliveries", "list", "--json").output)
+        if r["channel"] == "sms" and r["due_at"].startswith("2026-01-05T20:00")
+    ]
+    assert (sent["state"], sent["outcome_unknown_since"], sent["reason"]) == ("sent", None, None)
+    assert len(twilio_standin.accepted(ALICE)) == 1  # asked, not sent again

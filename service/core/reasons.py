@@ -4,6 +4,8 @@ metrics (``hearth_reminders_undeliverable_total{reason}``) and in words for peop
 
 from __future__ import annotations
 
+from datetime import datetime
+
 # label -> words. Labels are the metric's; the words are what an admin reads.
 WORDS = {
     "quiet_hours": "in the partner's quiet hours until it went stale",
@@ -39,3 +41,10 @@ def words(state: str, reason: str | None) -> str:
     if found in ("refused", "opted_out") and reason and reason != "opted out":
         return f"{WORDS[found]} ({reason})"
     return WORDS[found]
+
+
+def unknown(since: datetime, error: str | None) -> str:
+    """A send whose outcome is unknown (the provider may have the message), in words: it
+    is not sent again before the provider has been asked (docs/delivery.md)."""
+    why = f" ({error})" if error else ""
+    return f"outcome unknown since {since:%H:%M} UTC{why}: the provider is asked before any resend"
