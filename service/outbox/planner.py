@@ -366,6 +366,7 @@ def plan(
     ``count=True`` reports how many rows were new (costs a count per chunk). Given the
     :class:`Database`, its errors come as the one-line kinds (unavailable, busy)."""
     result = PlanResult()
+    shape = Shape(horizon, stale_minutes, quiet_early, fallback_after)
     c = Couple.__table__
     last = 0
     while True:
@@ -376,7 +377,6 @@ def plan(
             ids = list(conn.scalars(stmt))
             if not ids:
                 break
-            shape = Shape(horizon, stale_minutes, quiet_early, fallback_after)
             rows = _chunk_rows(conn, ids, now, shape, result)
             if rows:
                 if count:
@@ -401,14 +401,14 @@ def _chunk_rows(
     couple: the others are served and the bad ones named, not all 2,000 dropped."""
     try:
         return _rows(conn, ids, now, shape)
-    except sa.exc.DBAPIError:
+    except sa.exc.SQLAlchemyError:
         raise  # the database's fault, not the data's: the pass fails and is tried again
     except Exception:
         rows = []
         for couple_id in ids:
             try:
                 rows += _rows(conn, [couple_id], now, shape)
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:
                 raise
             except Exception as exc:
                 result.unplannable.append(couple_id)
