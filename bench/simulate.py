@@ -52,6 +52,9 @@ def _run(backend: str, histories: int, max_failures: int) -> runner.Run:
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     world = World(backend)
+    world.progress = lambda done, steps: print(
+        f"{backend}: {done} histories, {steps} steps so far", file=sys.stderr, flush=True
+    )
     try:
         return runner.run(world, histories, runner.SIMULATE, max_failures)
     finally:

@@ -15,7 +15,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +88,8 @@ class World:
         self.histories = 0
         self.steps = 0
         self.failed_passes = 0  # worker passes that raised (a locked database, a race)
+        # Told (histories, steps so far) every 500 histories: a long run shows it is alive.
+        self.progress: Callable[[int, int], None] | None = None
 
     def close(self) -> None:
         self._end_workers()
@@ -108,6 +110,8 @@ class World:
             prompts.sync_builtin(s, self.clock.now())  # as the daemon's start does
         self.workers = [self.new_worker()]
         self.histories += 1
+        if self.progress is not None and self.histories % 500 == 0:
+            self.progress(self.histories, self.steps)
         return self.history
 
     def end(self) -> None:
