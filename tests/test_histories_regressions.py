@@ -1,8 +1,8 @@
 """Shrunk generated histories kept as regression tests (tests/histories/). Each replays the
 steps Hypothesis reduced a failing history to, on both databases, and asks the oracle.
 
-Each failed before its fix (items 1, 3, 5 and a worker killed after the provider took a
-text) and names the kind of violation it must no longer show.
+Each failed before its fix (items 1, 3, 5, a worker killed after the provider took a text,
+and the same PAUSE texted twice) and names the kind of violation it must no longer show.
 """
 
 from __future__ import annotations
@@ -114,3 +114,24 @@ def test_a_text_taken_before_the_worker_died_is_not_sent_again(world: World) -> 
     finally:
         state.teardown()
     assert "unknown-after-kill-resent" not in kinds
+
+
+def test_the_same_pause_texted_twice_with_the_first_notice_lost_tells_once(world: World) -> None:
+    """PAUSE texted twice at one moment queued two identical notices; the provider took the
+    first and its answer was lost, so settling it found the second's text, and the partner
+    got the same notice twice."""
+    state: Any = machine_for(world)()
+    try:
+        state.first_couple(
+            half=False, quiet=(None, None), email=False, hour=6, tz="Europe/Berlin", full=False
+        )
+        state.text(partner=1, word="PAUSE")
+        state.provider_fault(fault="accept-then-drop")
+        state.text(partner=1, word="PAUSE")
+        state.advance(minutes=1)
+        kinds = {v.kind for v in _violations(world)}
+        told = [s for s in world.history.seen if oracle.PAUSE_NOTICE_MARK in s.body]
+    finally:
+        state.teardown()
+    assert "item-1-unknown-outcome-resent" not in kinds
+    assert len(told) == 1

@@ -29,6 +29,7 @@ from tests.conftest import Cli, make_settings
 from tests.page_helpers import Page, served_page
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import TwilioStandIn
+from tests.test_webhooks import text
 
 ALICE_PHONE, ALICE_MAIL, SAM_MAIL = "+4915123456789", "alice@example.org", "sam@example.org"
 SLOT = datetime(2026, 1, 6, 17, 0, tzinfo=UTC)  # tomorrow, 18:00 in Berlin
@@ -91,6 +92,23 @@ def test_the_same_pause_again_tells_the_other_partner_once(
     dispatcher.run_once()
     assert len(_mail(smtp_sink, SAM_MAIL)) == 1
     _pause(page, "2026-01-12")
+    dispatcher.run_once()
+    assert len(_mail(smtp_sink, SAM_MAIL)) == 2
+
+
+def test_the_same_pause_texted_twice_tells_the_other_partner_once(
+    page: Page, clock: FakeClock, dispatcher: Dispatcher, smtp_sink: SmtpSink
+) -> None:
+    """Found by the generated histories: PAUSE texted twice at once queued two identical
+    notices; with the first one's answer lost, Sam got the same text twice. A pause a
+    minute later ends a minute later: that is news, and is told."""
+    with httpx.Client(base_url=page.base, timeout=10) as http:
+        first = text(http, "PAUSE")
+        assert text(http, "PAUSE") == first  # Alice is answered alike...
+        dispatcher.run_once()
+        assert len(_mail(smtp_sink, SAM_MAIL)) == 1  # ...and Sam is told once
+        clock.advance(timedelta(minutes=1))
+        text(http, "PAUSE")
     dispatcher.run_once()
     assert len(_mail(smtp_sink, SAM_MAIL)) == 2
 

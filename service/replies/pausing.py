@@ -132,11 +132,16 @@ def _until_text(t: Lang, end: datetime, tz_name: str) -> str:
     return t.day_time(end.astimezone(zone(tz_name)))
 
 
-def pause_couple(session: Session, now: datetime, couple: Couple, end: datetime | None) -> None:
+def pause_couple(session: Session, now: datetime, couple: Couple, end: datetime | None) -> bool:
     """Pause ``couple`` (by text, from the page or the CLI): a pending repair talk that
-    would fall in the pause is called off and both partners are told."""
+    would fall in the pause is called off and both partners are told. False, changing
+    nothing, when the couple has this very pause already (PAUSE sent twice, a reload of
+    the page): the other partner was told the first time and is not told again."""
+    if couple.is_paused(now) and couple.paused_until == end:
+        return False
     couples.pause(session, now, couple, end)
     repair.call_off_for_pause(session, now, couple)
+    return True
 
 
 def pause(
@@ -150,7 +155,9 @@ def pause(
         return t._(PAST), "pause: past", None
     if end > now + timedelta(days=MAX_DAYS):
         return t._(TOO_LONG).format(days=MAX_DAYS), "pause: too long", None
-    pause_couple(session, now, partner.couple, end)
+    if not pause_couple(session, now, partner.couple, end):
+        mine = _until_text(t, end, partner.timezone)
+        return t._(PAUSED_TEXT).format(when=mine), "pause: the same again", None
     told = False
     for other in outgoing.others(partner):
         theirs = i18n.lang(other.language)

@@ -72,11 +72,15 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
                 assert c is not None
                 paused, until = c.paused_at, c.paused_until
             model = self.h.couple(couple_id)
+            still = paused is not None and (until is None or until > self.world.clock.now())
+            open_spans = [span for span in model.pauses if span.end_seq is None]
+            if still and open_spans and open_spans[-1].until == until:
+                return  # the same pause again (a reload): the same span, told once
             seq = self._seq()
             for span in model.pauses:
                 if span.end_seq is None:
                     span.end_seq = seq
-            if paused is not None and (until is None or until > self.world.clock.now()):
+            if still:
                 model.pauses.append(Span(seq, self.world.clock.now(), until=until, by=by))
 
         def _sync_skips(self, couple_id: int) -> None:
@@ -266,7 +270,7 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
                 for p in (a, b)
             )
             if model.asks and told and self._same_occurrence(a.id, b.id):
-                self.h.together.append((a.id, b.id, now))
+                self.h.together.append((a.id, b.id, now, seq))
 
         def _same_occurrence(self, a: int, b: int) -> bool:
             """Whether both answers just given count for one occurrence (each partner answers

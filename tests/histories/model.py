@@ -119,9 +119,10 @@ class History:
     # Texts the provider itself reported undelivered (a status callback): Hearth may send
     # those again, and they never reached anyone to be counted twice.
     undelivered: set[str] = field(default_factory=set)
-    # (partner id, partner id, fake time): both answered at once and each was told "got your
-    # answer": each is owed the other's.
-    together: list[tuple[int, int, datetime]] = field(default_factory=list)
+    # (partner id, partner id, fake time, the answers' step): both answered at once and each
+    # was told "got your answer": each is owed the other's. The step, not the time, names
+    # the answers: a second round at the same moment (after the reveal) is not owed.
+    together: list[tuple[int, int, datetime, int]] = field(default_factory=list)
     steps: int = 0
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 

@@ -254,12 +254,12 @@ def _reveal_liveness(h: History, now: datetime) -> list[Violation]:
     """Both answered one occurrence at once: each has the other's answer within a bound."""
     found: list[Violation] = []
     partners = {p.id: p for p in h.partners}
-    for a_id, b_id, when in h.together:
+    for a_id, b_id, when, seq in h.together:
         if now - when < REVEAL_WITHIN or h.refusals:  # a refusal may have hit the reveal
             continue
         a, b = partners[a_id], partners[b_id]
         for p, q in ((a, b), (b, a)):
-            given = [text for _, at, text in q.answers if at == when]
+            given = [text for at_seq, _, text in q.answers if at_seq == seq]
             if p.stops or not given:
                 continue
             text = given[-1]

@@ -69,10 +69,8 @@ def pause(session: Session, now: datetime, partner: Partner, token: str, form: F
     """Pause the couple's nudges through a date in the partner's zone (empty: until resumed)."""
     raw = form.get("until", "").strip()
     until = validation.until_datetime(raw, partner.timezone) if raw else None
-    couple = partner.couple
-    if couple.is_paused(now) and couple.paused_until == until:
+    if not pausing.pause_couple(session, now, partner.couple, until):
         return Done("paused")  # the same pause again (a reload): the other was told already
-    pausing.pause_couple(session, now, couple, until)
     for other in _others(partner):
         notices.tell(session, now, other, _paused_text(partner.name, until, other))
     return Done("paused")
