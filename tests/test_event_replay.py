@@ -20,6 +20,7 @@ from service.db.engine import Database
 from service.db.models import (
     Channel,
     DaemonState,
+    Event,
     Reminder,
     ReminderState,
     RepairRequest,
@@ -232,3 +233,27 @@ def test_one_couple_whose_replan_raises_holds_up_nobody_else(
         d.handle_events()
     assert [e["couple_id"] for e in logs if e["event"] == "replan_recovered"] == [a]
     assert d.replans.waiting == {}
+
+
+def test_a_first_start_on_events_whose_ids_start_high_waits_for_no_phantom_gaps(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """No watermark and every event recent, their ids far above 1 (older events pruned, the
+    sequence not reset): the ids below the oldest are no transactions still open. On main
+    each of them was a gap, every poll asked for all of them again, and the watermark
+    stood still for a minute."""
+    cid = couple_with_partners(db, clock.now())
+    add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    with db.begin() as conn:
+        conn.execute(sa.delete(DaemonState))
+        oldest = conn.scalar(sa.select(sa.func.min(Event.id))) or 0
+        conn.execute(sa.update(Event).values(id=Event.id + 50_000))
+    d = _daemon(hearth)
+    with db.begin() as conn:
+        floor = d._events.load(conn, clock.now(), timedelta(hours=48, days=1))
+    assert floor == oldest + 50_000 - 1
+    with db.session() as s:
+        batch = d._events.fetch(s)
+    assert batch and all(e.id > floor for e in batch)
+    d._events.handled(e.id for e in batch)
+    assert d._events.waiting == []

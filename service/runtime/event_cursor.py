@@ -55,15 +55,17 @@ class EventCursor:
     def load(self, conn: Connection, now: datetime, replay: timedelta) -> int:
         """Start at the stored watermark. Without one (the first start after the upgrade
         that added it) replay the events of the last ``replay``: an edit older than the
-        planning horizon can no longer change a reminder that is still to be sent."""
+        planning horizon can no longer change a reminder that is still to be sent. With no
+        older event either, start just below the oldest there is: the ids a sequence handed
+        out before it (events long pruned, a restored database) are not gaps to wait for."""
         stored = conn.scalar(sa.select(_S.c.value).where(_S.c.name == NAME))
         start = stored
         if start is None:
             start = conn.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(_E.c.id), 0)).where(
-                    _E.c.created_at < now - replay
-                )
+                sa.select(sa.func.max(_E.c.id)).where(_E.c.created_at < now - replay)
             )
+        if start is None:
+            start = conn.scalar(sa.select(sa.func.coalesce(sa.func.min(_E.c.id) - 1, 0)))
         self.floor = self._scanned = int(start or 0)
         self._saved = stored
         self._seen.clear()
