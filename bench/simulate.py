@@ -2,9 +2,10 @@
 PostgreSQL (tests/histories/), each checked after every step against what the Twilio
 stand-in and the SMTP sink accepted, and prints how many histories and steps ran, the run
 time, and every failing history shrunk to the steps that reproduce it. Exit status 1 when
-any history failed. The two databases run in two processes at once (one core each).
+any history failed. The histories run in several processes at once (``--processes`` per
+database, each with a world of its own).
 
-    python -m bench.simulate [--histories 10000] [--backend sqlite|postgres|both]
+    python -m bench.simulate [--histories 10000] [--backend sqlite|postgres|both] [--processes 2]
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--histories", type=int, default=10_000, help="in all, split evenly")
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--max-failures", type=int, default=10, help="per backend")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="per backend, each with a world of its own"
+    )
+    parser.add_argument("--max-failures", type=int, default=10, help="per process")
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    each = max(1, args.histories // len(backends))
+    tasks = [b for b in backends for _ in range(args.processes)]
+    each = max(1, args.histories // len(tasks))
     started = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared
-    with ProcessPoolExecutor(len(backends), mp_context=spawn) as pool:
-        results = list(pool.map(_run, backends, [each] * len(backends), [args.max_failures] * 2))
+    with ProcessPoolExecutor(len(tasks), mp_context=spawn) as pool:
+        runs = list(pool.map(_run, tasks, [each] * len(tasks), [args.max_failures] * len(tasks)))
+    results = [runner.Run.merged([r for r in runs if r.backend == b]) for b in backends]
     for result in results:
         print(result.summary(), flush=True)
     failed = sum(len(r.failures) for r in results)
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(backend: str, histories: int, max_failures: int) -> runner.Run:
-    """One backend's histories, in a process of its own."""
+    """Histories on one backend, in a process of its own."""
     # The worker's log lines are not the report: only warnings and errors reach stderr.
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -48,6 +48,18 @@ class Run:
     failed_passes: int = 0
     failures: list[str] = field(default_factory=list)
 
+    @classmethod
+    def merged(cls, runs: list[Run]) -> Run:
+        """Several processes' runs on one backend as one (the longest one's time)."""
+        return cls(
+            runs[0].backend,
+            sum(r.histories for r in runs),
+            sum(r.steps for r in runs),
+            max(r.seconds for r in runs),
+            sum(r.failed_passes for r in runs),
+            [f for r in runs for f in r.failures],
+        )
+
     def summary(self) -> str:
         lines = [
             f"{self.backend}: {self.histories} histories, {self.steps} steps in "
