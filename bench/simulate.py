@@ -62,9 +62,14 @@ def _run(backend: str, histories: int, max_failures: int) -> runner.Run:
         f"{backend}: {done} histories, {steps} steps so far", file=sys.stderr, flush=True
     )
     try:
-        return runner.run(world, histories, runner.SIMULATE, max_failures)
+        return runner.run(world, histories, runner.SIMULATE, max_failures, on_failure=_tell)
     finally:
         world.close()
+
+
+def _tell(failure: str) -> None:
+    """A failing history at once, on stderr: a long run's report comes only at its end."""
+    print(f"--- failing history (shrunk) ---\n{failure}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

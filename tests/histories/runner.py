@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
@@ -71,8 +72,15 @@ class Run:
         return "\n".join(lines)
 
 
-def run(world: World, histories: int, profile: settings, max_failures: int = 10) -> Run:
-    """Run about ``histories`` histories (shrinking counts too) on ``world``."""
+def run(
+    world: World,
+    histories: int,
+    profile: settings,
+    max_failures: int = 10,
+    on_failure: Callable[[str], None] | None = None,
+) -> Run:
+    """Run about ``histories`` histories (shrinking counts too) on ``world``;
+    ``on_failure`` is told each failing history, shrunk, as soon as it is."""
     result = Run(world.backend)
     machine = machine_for(world)
     start = time.perf_counter()
@@ -87,6 +95,8 @@ def run(world: World, histories: int, profile: settings, max_failures: int = 10)
         except Exception as exc:  # a broken promise, shrunk: report it and go on
             steps = _steps(out.getvalue())
             result.failures.append(f"{steps}{_describe(exc)}")
+            if on_failure is not None:
+                on_failure(result.failures[-1])
             if profile.derandomize:
                 break  # the same seed would find the same history again
     result.seconds = time.perf_counter() - start
@@ -111,7 +121,9 @@ def _steps(printed: str) -> str:
     start = printed.find("Falsifying example")
     if start < 0:
         start = printed.find("state = ")
-    lines = printed[max(start, 0) :].splitlines()
+    if start < 0:
+        return ""  # the steps are in the error's notes (and the rest is log lines)
+    lines = printed[start:].splitlines()
     return "\n".join(line for line in lines if not line.startswith("20")) + "\n"
 
 
