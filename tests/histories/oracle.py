@@ -11,13 +11,14 @@ Each broken promise is a :class:`Violation` of a named kind; any one fails the h
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.db.models import Reminder, ReminderPurpose, ReminderState
 from service.db.states import ONE_OFF_PURPOSES
+from service.domain.unsubscribe import masked
 from tests.histories.model import History, PartnerModel, Seen
 
 CONCURRENT_ANSWERS = "both partners answered at once"
@@ -47,7 +48,7 @@ class Violation:
 def check(h: History, rows: list[Reminder], now: datetime, lease: timedelta) -> list[Violation]:
     by_id = {r.provider_message_id: r for r in rows if r.provider_message_id}
     found: list[Violation] = []
-    found += _once(h, by_id)
+    found += _once(h, by_id, rows)
     for seen in h.seen:
         partner = h.by_address(seen.channel, seen.to)
         if partner is None:
@@ -77,9 +78,14 @@ def _label(h: History, seen: Seen) -> str:
 # -- at most once -----------------------------------------------------------------------------
 
 
-def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
+def _once(h: History, by_id: dict[str, Reminder], rows: list[Reminder]) -> list[Violation]:
     """At most one accepted message per partner, occurrence, purpose (and offset, channel)."""
     found: list[Violation] = []
+    # Rows whose send is still to be settled (a killed worker's, an unknown outcome): each
+    # may be the record of one message the provider took, the newest first.
+    pending = Counter(
+        (r.partner_id, str(r.channel)) for r in rows if r.state is ReminderState.SENDING
+    )
     keyed: dict[tuple[object, ...], list[Seen]] = defaultdict(list)
     unrecorded: list[Seen] = []
     mails: set[tuple[str, str]] = set()
@@ -114,13 +120,17 @@ def _once(h: History, by_id: dict[str, Reminder]) -> list[Violation]:
             found.append(Violation("duplicate", f"{len(group)} accepted for {key}"))
     # A message Hearth holds no record of is a resend when the same recipient got the same
     # body shortly before or after (discreet nudges repeat their body daily, hence a window).
-    for lost in unrecorded:
+    for lost in sorted(unrecorded, key=lambda seen: -seen.seq):
+        partner = h.by_address(lost.channel, lost.to)
+        if partner is not None and pending[(partner.id, lost.channel)] > 0:
+            pending[(partner.id, lost.channel)] -= 1  # its row has yet to learn it was sent
+            continue
         twins = [
             s
             for s in h.seen
             if s is not lost
             and s.provider_id not in h.undelivered
-            and (s.channel, s.to, s.body) == (lost.channel, lost.to, lost.body)
+            and (s.channel, s.to, masked(s.body)) == (lost.channel, lost.to, masked(lost.body))
             and abs(s.at - lost.at) <= SAME_MESSAGE_WINDOW
             and (s.seq > lost.seq or s.provider_id not in {u.provider_id for u in unrecorded})
         ]
