@@ -70,7 +70,8 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
             )
         if ready is not None:
-            wait_for(lambda: ready in self.out.read_bytes(), 30, "daemon start")
+            # A bound, not a target: a start on a loaded two-core machine has taken over 30 s.
+            wait_for(lambda: ready in self.out.read_bytes(), 90, "daemon start")
         return self
 
     def output(self) -> str:
