@@ -32,7 +32,7 @@ from service.db.models import (
     ReminderState,
     Ritual,
 )
-from service.domain import couples, partners, prompts, rituals, skips
+from service.domain import couples, notices, partners, prompts, rituals, skips
 from service.outbox import planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
@@ -613,6 +613,43 @@ def test_a_lost_answer_is_settled_through_the_provider_and_the_text_accepted_onc
     assert d.run_once().claimed == 0
     assert twilio_standin.accepted_per_recipient() == {ALICE: 1}
     assert ALICE not in repr(logs + more)  # the lookup's number is in no log line
+
+
+def test_of_two_texts_alike_the_unknown_one_is_settled_with_its_own_message(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Found by the generated histories: "Sam paused your reminders" twice in a minute
+    (around a resume), the first one's answer lost. Settling it found the second one's text,
+    the newest in Twilio's list, and recorded that SID twice. A message another reminder
+    records is passed over: each row holds the text it sent."""
+    couple_with_partners(db, clock.now())
+    twilio_standin.now = clock.now
+    lease = 30.0
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    text = "Hearth: Sam paused your reminders until further notice."
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        notices.tell(s, clock.now(), alice, text)
+    twilio_standin.accept_then_drop(1)
+    assert d.run_once().unknown == 1
+    clock.advance(timedelta(seconds=20))
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        notices.tell(s, clock.now(), alice, text)
+    assert d.run_once().sent >= 1  # the second text (and Alice's email copies)
+    clock.advance(timedelta(seconds=lease))
+    assert d.run_once().sent == 1  # the first, settled
+    d.close()
+    first, second = twilio_standin.accepted(ALICE)
+    with db.session() as s:
+        recorded = s.scalars(
+            sa.select(Reminder.provider_message_id)
+            .where(Reminder.channel == Channel.SMS)
+            .order_by(Reminder.id)
+        ).all()
+    assert recorded == [first.sid, second.sid]
+    assert twilio_standin.posts == 2
 
 
 def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(

@@ -26,6 +26,7 @@ A :class:`Transport` sends one :class:`Message` to one recipient and returns a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -66,17 +67,25 @@ class TransportError(Exception):
         self.code = code
 
 
+def _nothing(_provider_id: str) -> bool:
+    return False
+
+
 class Transport:
     channel: Channel
 
     def send(self, message: Message) -> Receipt:
         raise NotImplementedError
 
-    def find(self, message: Message, since: datetime) -> Receipt | None:
+    def find(
+        self, message: Message, since: datetime, taken: Callable[[str], bool] = _nothing
+    ) -> Receipt | None:
         """The provider's record of ``message`` (same recipient and text) sent at or after
-        ``since``, or None when it has none. Raises :class:`TransportError` when the provider
-        cannot be asked now. A channel that cannot be asked returns None: its resend must be
-        the same message to the recipient (email: the same Message-ID)."""
+        ``since``, or None when it has none; a message for which ``taken(provider_id)`` is
+        true is another reminder's (two texts alike) and is passed over. Raises
+        :class:`TransportError` when the provider cannot be asked now. A channel that cannot
+        be asked returns None: its resend must be the same message to the recipient (email:
+        the same Message-ID)."""
         return None
 
     def pace(self, message: Message, interrupt: threading.Event | None = None) -> float:

@@ -9,10 +9,12 @@ its Retry-After: every other send waits too, then one probe, then the rest in th
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageInstance
 
 from service.channels.base import Message, Receipt, Transport, TransportError
 from service.channels.pacing import Breaker, Pacer
@@ -122,20 +124,27 @@ class TwilioTransport(Transport):
         self.breaker.passed()
         return Receipt(provider_id=str(created.sid))
 
-    def find(self, message: Message, since: datetime) -> Receipt | None:
+    def find(
+        self, message: Message, since: datetime, taken: Callable[[str], bool] = lambda _: False
+    ) -> Receipt | None:
         """Twilio's Messages list, filtered by ``To`` and ``DateSent``, newest first: the
-        message with this very text, unless Twilio reports it failed (a receipt's matter)."""
+        message with this very text, unless Twilio reports it failed (a receipt's matter)
+        or another reminder records it already (two texts alike)."""
         text = masked(message.text)  # each send's page link is its own
+
+        def ours(m: MessageInstance) -> bool:
+            return masked(m.body or "") == text and not taken(str(m.sid))
+
         try:
             for m in self.messages.list(to=message.to, date_sent_after=since, limit=LOOKUP_LIMIT):
-                if masked(m.body or "") == text and m.status not in NOT_TAKEN:
+                if m.status not in NOT_TAKEN and ours(m):
                     return Receipt(provider_id=str(m.sid))
             # Twilio stamps DateSent when it hands a text on: one still in its queue has none
             # yet, so the newest texts to the number are read too.
             for m in self.messages.list(to=message.to, limit=QUEUED_LIMIT):
                 created = m.date_created
                 pending = m.status in PENDING and (created is None or created >= since)
-                if pending and masked(m.body or "") == text:
+                if pending and ours(m):
                     return Receipt(provider_id=str(m.sid))
         except TwilioRestException as exc:
             raise self._error(exc) from None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 from structlog.contextvars import bound_contextvars
@@ -188,7 +189,7 @@ class Dispatcher:
         started = self.clock.monotonic()
         result: Receipt | TransportError | None
         try:
-            result = transport.find(job.message, job.due_at - CLOCK_SKEW)
+            result = transport.find(job.message, job.due_at - CLOCK_SKEW, self._recorded)
         except TransportError as exc:
             result = exc
         except Exception as exc:
@@ -198,6 +199,15 @@ class Dispatcher:
             self._finisher.record(outcomes.not_at_provider(job, self.clock.now()))
         else:
             self.finish(job, result, self.clock.monotonic() - started)
+
+    def _recorded(self, provider_id: str) -> bool:
+        """Whether a reminder records this provider id already: of two texts alike to one
+        number, the one another row holds is not the unknown one's."""
+        with self.db.read() as conn:
+            found = conn.scalar(
+                sa.select(Reminder.id).where(Reminder.provider_message_id == provider_id).limit(1)
+            )
+        return found is not None
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
         """Hand the outcome to the finisher, which writes outcomes in batches."""
