@@ -60,6 +60,19 @@ def require_postgres() -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The generated histories' world (tests/histories/) on each database. (test_fuzz_cli
+    has a ``world`` of its own.)"""
+    from tests.histories.world import World  # loads the whole stack: only where used
+
+    if request.param == "postgres":
+        require_postgres()
+    w = World(request.param)
+    yield w
+    w.close()
+
+
 class PgSchema:
     """A throwaway schema; its URL carries the search_path so subprocesses use it too."""
 

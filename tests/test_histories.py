@@ -4,22 +4,8 @@ Twilio stand-in and the SMTP sink accepted. `make simulate` runs many more."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.conftest import require_postgres
 from tests.histories import runner
 from tests.histories.world import World
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def world(request: pytest.FixtureRequest) -> Iterator[World]:
-    if request.param == "postgres":
-        require_postgres()
-    w = World(request.param)
-    yield w
-    w.close()
 
 
 def test_generated_histories_keep_every_promise(world: World) -> None:

@@ -7,7 +7,6 @@ and the same PAUSE texted twice) and names the kind of violation it must no long
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,15 +17,6 @@ from tests.conftest import require_postgres
 from tests.histories import oracle
 from tests.histories.machine import machine_for
 from tests.histories.world import World
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def world(request: pytest.FixtureRequest) -> Iterator[World]:
-    if request.param == "postgres":
-        require_postgres()
-    w = World(request.param)
-    yield w
-    w.close()
 
 
 def _violations(world: World) -> list[oracle.Violation]:
