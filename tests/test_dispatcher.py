@@ -33,7 +33,7 @@ from service.db.models import (
     Ritual,
 )
 from service.domain import couples, notices, partners, prompts, rituals, skips
-from service.outbox import planner
+from service.outbox import claims, planner
 from service.outbox.backoff import jittered
 from service.outbox.dispatcher import Dispatcher
 from service.outbox.finisher import Finisher
@@ -649,6 +649,90 @@ def test_of_two_texts_alike_the_unknown_one_is_settled_with_its_own_message(
             .order_by(Reminder.id)
         ).all()
     assert recorded == [first.sid, second.sid]
+    assert twilio_standin.posts == 2
+
+
+def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_written_yet(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Found by the generated histories: the same notice twice, the first one's answer lost.
+    While a second worker had sent the second (Twilio took it) but not yet written its SID,
+    settling the first found the second's text, not yet anyone's, and both rows recorded it:
+    the first text went unrecorded. A settle waits while a text to the same partner is on
+    its way, and asks again a lease later."""
+    couple_with_partners(db, clock.now())
+    twilio_standin.now = clock.now
+    lease = 30.0
+    hearth = _hearth(
+        db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
+    )
+    d, other = _dispatcher(hearth), _dispatcher(hearth)
+    text = "Hearth: Sam paused your reminders until further notice."
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        notices.tell(s, clock.now(), alice, text)
+    twilio_standin.accept_then_drop(1)
+    assert d.run_once().unknown == 1
+    clock.advance(timedelta(seconds=20))
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        notices.tell(s, clock.now(), alice, text)
+    # The other worker claims the second text and Twilio takes it; its outcome is not
+    # written yet (a worker's outcomes are written in batches) and its lease is kept alive.
+    token, ids = other.claim(10)
+    jobs = other.prepare(token, ids)
+    (second_job,) = [j for j in jobs if j.channel is Channel.SMS]
+    other.submit([j for j in jobs if j is not second_job])
+    assert other.wait_idle(10)
+    receipt = other.transports[Channel.SMS].send(second_job.message)
+    clock.advance(timedelta(seconds=lease))
+    assert claims.renew(db, second_job, clock.now() + timedelta(seconds=lease))
+    d.run_once()  # the first is due to be settled
+    other.finish(second_job, receipt, 0.0)
+    assert other.wait_idle(10)
+    clock.advance(timedelta(seconds=lease + 1))
+    d.run_once()
+    d.close()
+    other.close()
+    first, second = twilio_standin.accepted(ALICE)
+    with db.session() as s:
+        recorded = s.scalars(
+            sa.select(Reminder.provider_message_id)
+            .where(Reminder.channel == Channel.SMS)
+            .order_by(Reminder.id)
+        ).all()
+    assert recorded == [first.sid, second.sid]
+    assert twilio_standin.posts == 2
+
+
+def test_two_alike_texts_both_unknown_are_settled_each_with_a_message_of_its_own(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """The same notice twice, both answers lost: settled in one pass, each found the newer
+    text, not yet anyone's, and both rows recorded it. Of two settles to one number the
+    lower row goes first; the other is asked again a lease later and finds the other text."""
+    couple_with_partners(db, clock.now())
+    twilio_standin.now = clock.now
+    lease = 30.0
+    cfg = peers.sections(twilio_standin, smtp_sink)
+    d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
+    text = "Hearth: Sam paused your reminders until further notice."
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        notices.tell(s, clock.now(), alice, text)
+        notices.tell(s, clock.now(), alice, text)
+    twilio_standin.accept_then_drop(2)
+    assert d.run_once().unknown == 2
+    for _ in range(2):
+        clock.advance(timedelta(seconds=lease + 1))
+        d.run_once()
+    d.close()
+    sids = {m.sid for m in twilio_standin.accepted(ALICE)}
+    with db.session() as s:
+        recorded = s.scalars(
+            sa.select(Reminder.provider_message_id).where(Reminder.channel == Channel.SMS)
+        ).all()
+    assert len(sids) == 2 and sorted(recorded) == sorted(sids)
     assert twilio_standin.posts == 2
 
 

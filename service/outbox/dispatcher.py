@@ -29,7 +29,7 @@ from service.channels.base import Message, Receipt, Transport, TransportError
 from service.core.metrics import LAST_TICK
 from service.db import daemon_state, optouts
 from service.db.context import Hearth
-from service.db.models import Channel, Reminder, ReminderState
+from service.db.models import Channel, Partner, Reminder, ReminderState
 from service.db.states import ONE_OFF_PURPOSES
 from service.outbox import backoff, claims, compose, fallback, finisher, gates, outcomes
 from service.outbox.claims import Job
@@ -197,8 +197,10 @@ class Dispatcher:
             result = TransportError(f"unexpected {type(exc).__name__}")
         if result is None:
             self._finisher.record(outcomes.not_at_provider(job, self.clock.now()))
-        else:
-            self.finish(job, result, self.clock.monotonic() - started)
+            return
+        if isinstance(result, Receipt) and self._alike_on_its_way(job, result.provider_id):
+            result = TransportError("a text to the same partner is on its way", unknown=True)
+        self.finish(job, result, self.clock.monotonic() - started)
 
     def _recorded(self, provider_id: str) -> bool:
         """Whether a reminder records this provider id already: of two texts alike to one
@@ -208,6 +210,27 @@ class Dispatcher:
                 sa.select(Reminder.id).where(Reminder.provider_message_id == provider_id).limit(1)
             )
         return found is not None
+
+    def _alike_on_its_way(self, job: Job, provider_id: str) -> bool:
+        """Whether the message found may be another row's: one that recorded it since the
+        lookup, or one to the same address whose send is under way, its id not written yet
+        (a settle of a lower id counts too, so of two settles one goes first). Then the
+        settle is asked again a lease later, once that outcome is written."""
+        r = Reminder
+        address = Partner.phone if job.channel is Channel.SMS else Partner.email
+        on_its_way = sa.and_(
+            r.partner_id.in_(sa.select(Partner.id).where(address == job.message.to)),
+            r.channel == job.channel,
+            r.state == ReminderState.SENDING,
+            r.claim_token.is_not(None),
+            r.lease_until >= self.clock.now(),
+            sa.or_(r.unknown_since.is_(None), r.id < job.id),
+        )
+        stmt = sa.select(r.id).where(
+            r.id != job.id, sa.or_(r.provider_message_id == provider_id, on_its_way)
+        )
+        with self.db.read() as conn:
+            return conn.scalar(stmt.limit(1)) is not None
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
         """Hand the outcome to the finisher, which writes outcomes in batches."""
