@@ -7,6 +7,8 @@ and the same PAUSE texted twice) and names the kind of violation it must no long
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -19,22 +21,30 @@ from tests.histories.machine import machine_for
 from tests.histories.world import World
 
 
+@contextmanager
+def _history(world: World) -> Iterator[Any]:
+    """A history on the world, its rules called as the shrunk history calls them; torn
+    down however the test ends, so the next test's world starts clean."""
+    state: Any = machine_for(world)()
+    try:
+        yield state
+    finally:
+        state.teardown()
+
+
 def _violations(world: World) -> list[oracle.Violation]:
     lease = timedelta(seconds=world.settings.daemon.lease_seconds)
     return oracle.check(world.history, world.reminders(), world.clock.now(), lease)
 
 
 def test_item_1_a_text_accepted_then_timed_out_is_not_sent_again(world: World) -> None:
-    state: Any = machine_for(world)()  # its rules, called as the shrunk history calls them
-    try:
+    with _history(world) as state:
         state.first_couple(tz="Europe/Berlin", quiet=(None, None), email=False, hour=9, half=True)
         state.provider_fault(fault="accept-then-timeout")
         state.until_next_send(late=0)
         state.until_next_send(late=0)
         state.advance(minutes=60)
         kinds = {v.kind for v in _violations(world)}
-    finally:
-        state.teardown()
     # The provider took the nudge once; the sender's timeout must not make it twice.
     assert "item-1-unknown-outcome-resent" not in kinds
     assert world.history.seen, "the nudge went out"
@@ -55,21 +65,20 @@ def test_item_3_answers_given_at_once_are_revealed_to_both(backend: str) -> None
         require_postgres()
     world = World(backend)
     try:
-        state: Any = machine_for(world)()
-        state.first_couple(
-            tz="Europe/Berlin", quiet=(None, None), email=False, hour=20, half=False, full=True
-        )
-        # The race is a matter of microseconds: up to 40 evenings, 40 chances to meet it.
-        for _ in range(40):
-            state.until_next_send(late=0)
-            state.answer_together(couple=0)
-            state.advance(minutes=720)
-            state.advance(minutes=720)
-            kinds = {v.kind for v in _violations(world)}
-            if kinds & {"item-3-answers-never-revealed", "item-3-concurrent-answers-5xx"}:
-                break
-        assert len(world.history.together) >= 1, "both were told 'got your answer' together"
-        state.teardown()
+        with _history(world) as state:
+            state.first_couple(
+                tz="Europe/Berlin", quiet=(None, None), email=False, hour=20, half=False, full=True
+            )
+            # The race is a matter of microseconds: up to 40 evenings, 40 chances to meet it.
+            for _ in range(40):
+                state.until_next_send(late=0)
+                state.answer_together(couple=0)
+                state.advance(minutes=720)
+                state.advance(minutes=720)
+                kinds = {v.kind for v in _violations(world)}
+                if kinds & {"item-3-answers-never-revealed", "item-3-concurrent-answers-5xx"}:
+                    break
+            assert len(world.history.together) >= 1, "both were told 'got your answer' together"
     finally:
         world.close()
     assert "item-3-answers-never-revealed" not in kinds
@@ -77,22 +86,18 @@ def test_item_3_answers_given_at_once_are_revealed_to_both(backend: str) -> None
 
 
 def test_item_5_a_pause_from_the_page_reaches_the_other_partner(world: World) -> None:
-    state: Any = machine_for(world)()
-    try:
+    with _history(world) as state:
         state.first_couple(tz="Europe/Berlin", quiet=(None, None), email=False, hour=20, half=False)
         state.page(partner=0, action="pause")
         state.advance(minutes=720)
         state.advance(minutes=720)
         kinds = {v.kind for v in _violations(world)}
-    finally:
-        state.teardown()
     # The page said "your partner has been told": the provider must have taken that notice.
     assert "item-5-pause-notice-skipped" not in kinds
 
 
 def test_a_text_taken_before_the_worker_died_is_not_sent_again(world: World) -> None:
-    state: Any = machine_for(world)()
-    try:
+    with _history(world) as state:
         state.first_couple(tz="Europe/Berlin", quiet=(None, None), email=False, hour=9, half=True)
         state.advance(minutes=1)  # the worker plans
         due = claims.next_due(world.db)
@@ -101,8 +106,6 @@ def test_a_text_taken_before_the_worker_died_is_not_sent_again(world: World) -> 
         state.worker_event(event="kill-after-send")
         state.advance(minutes=10)  # past the lease: the new worker reclaims the rows
         kinds = {v.kind for v in _violations(world)}
-    finally:
-        state.teardown()
     assert "unknown-after-kill-resent" not in kinds
 
 
@@ -110,8 +113,7 @@ def test_the_same_pause_texted_twice_with_the_first_notice_lost_tells_once(world
     """PAUSE texted twice at one moment queued two identical notices; the provider took the
     first and its answer was lost, so settling it found the second's text, and the partner
     got the same notice twice."""
-    state: Any = machine_for(world)()
-    try:
+    with _history(world) as state:
         state.first_couple(
             half=False, quiet=(None, None), email=False, hour=6, tz="Europe/Berlin", full=False
         )
@@ -121,7 +123,5 @@ def test_the_same_pause_texted_twice_with_the_first_notice_lost_tells_once(world
         state.advance(minutes=1)
         kinds = {v.kind for v in _violations(world)}
         told = [s for s in world.history.seen if oracle.PAUSE_NOTICE_MARK in s.body]
-    finally:
-        state.teardown()
     assert "item-1-unknown-outcome-resent" not in kinds
     assert len(told) == 1
