@@ -125,3 +125,27 @@ def test_the_same_pause_texted_twice_with_the_first_notice_lost_tells_once(world
         told = [s for s in world.history.seen if oracle.PAUSE_NOTICE_MARK in s.body]
     assert "item-1-unknown-outcome-resent" not in kinds
     assert len(told) == 1
+
+
+def test_texts_after_the_reveal_are_not_a_second_pair_of_answers(world: World) -> None:
+    """Found by a long run: both answered at once and their answers were revealed; the same
+    two texts again (a "got it" hint) and again (no reply: the hint was just sent) are not
+    answers, and the empty reply is not the one the answer completing a pair gets. The
+    history took the third pair for answers owed a reveal Hearth rightly never sends."""
+    with _history(world) as state:
+        state.first_couple(
+            tz="Europe/Berlin", email=False, quiet=(None, None), full=True, half=False, hour=21
+        )
+        state.page(action="resume", partner=0)
+        state.advance(minutes=720)
+        state.answer_together(couple=0)
+        state.receipts(status="undelivered")
+        state.answer_together(couple=0)
+        state.answer_together(couple=0)
+        state.advance(minutes=720)
+        kinds = {v.kind for v in _violations(world)}
+    assert "item-3-answers-never-revealed" not in kinds
+    # Each got the other's first answer, once: later texts reveal nothing more.
+    reveals = [s.body for s in world.history.seen if any(m in s.body for m in oracle.REVEAL_MARKS)]
+    firsts = [text for _, _, text in (p.answers[0] for p in world.history.partners)]
+    assert len(reveals) == 2 and all(any(t in r for r in reveals) for t in firsts)

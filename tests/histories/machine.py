@@ -263,12 +263,12 @@ def machine_for(world: World) -> type[RuleBasedStateMachine]:
             for p in (a, b):
                 p.answers.append((seq, now, texts[p.id]))
             # Each was told their answer counts ("got your answer"), or got no reply at all,
-            # which is what the answer that completes the pair gets (the reveal follows).
-            told = all(
-                replies[p.id].endswith("<Response></Response>")
-                or any(m in replies[p.id] for m in ANSWERED)
-                for p in (a, b)
-            )
+            # which is what the answer that completes the pair gets (the reveal follows). One
+            # of the two arrives first and is told: both without a reply are not answers (a
+            # free text just after a "got it" hint gets none).
+            counted = [any(m in replies[p.id] for m in ANSWERED) for p in (a, b)]
+            silent = [replies[p.id].endswith("<Response></Response>") for p in (a, b)]
+            told = any(counted) and all(c or s for c, s in zip(counted, silent, strict=True))
             if model.asks and told and self._same_occurrence(a.id, b.id):
                 self.h.together.append((a.id, b.id, now, seq))
 
