@@ -37,7 +37,7 @@ test: $(STAMP) $(CATALOGS) tests/js/node_modules/.package-lock.json $(CHROMIUM) 
 	$(BIN)/ruff format --check service cli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 # Generated histories at length (tests/histories/): 10,000 on SQLite and PostgreSQL, every
 # failing one printed shrunk. HISTORIES=1000 make simulate for a shorter run.
