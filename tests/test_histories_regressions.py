@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -149,3 +150,41 @@ def test_texts_after_the_reveal_are_not_a_second_pair_of_answers(world: World) -
     reveals = [s.body for s in world.history.seen if any(m in s.body for m in oracle.REVEAL_MARKS)]
     firsts = [text for _, _, text in (p.answers[0] for p in world.history.partners)]
     assert len(reveals) == 2 and all(any(t in r for r in reveals) for t in firsts)
+
+
+def test_a_text_a_429_held_past_the_start_of_quiet_hours_is_held_by_them(world: World) -> None:
+    """Found by a long run: a nudge moved before quiet hours from 21:30 was claimed at 21:29,
+    and a 429 held every send for a minute. The held text then went out at 21:30:10 (the
+    gates had looked at claim time). Quiet hours are checked again right before the send."""
+    with _history(world) as state:
+        state.first_couple(
+            tz="Europe/Berlin",
+            full=True,
+            half=False,
+            email=True,
+            quiet=(None, "21:30-08:30"),
+            hour=14,
+        )
+        state.edit_ritual_time(half=True, hour=15, ritual=0)
+        for _ in range(4):
+            state.provider_fault(fault="refuse")
+        for _ in range(3):
+            state.until_next_send(late=0)
+        for fault in ("accept-then-timeout", "500", "smtp-451"):
+            state.provider_fault(fault=fault)
+        state.until_next_send(late=0)
+        state.until_next_send(late=0)
+        state.edit_quiet_hours(partner=0, quiet="21:30-08:30")
+        state.edit_ritual_time(half=False, hour=23, ritual=5)
+        state.provider_fault(fault="500")
+        state.page(action="resume", partner=18)
+        state.provider_fault(fault="accept-then-timeout")
+        state.until_next_send(late=45)
+        state.provider_fault(fault="429")
+        state.until_next_send(late=45)
+        kinds = {v.kind for v in _violations(world)}
+        berlin = ZoneInfo("Europe/Berlin")
+        taken = [a.at.astimezone(berlin).time() for a in world.standin.accepted()]
+    assert "quiet-hours" not in kinds
+    # As Twilio recorded them: no text inside quiet hours in Berlin.
+    assert all(time(8, 30) <= t < time(21, 30) for t in taken)

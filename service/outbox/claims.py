@@ -27,7 +27,7 @@ from service.channels.base import Message, Transport
 from service.db.engine import Database
 from service.db.models import Channel, Partner, Reminder, ReminderState, table
 from service.domain import partners
-from service.outbox.gates import Verdict
+from service.outbox.gates import Quiet, Verdict
 
 log = structlog.get_logger("hearth.dispatch")
 _T = table(Reminder)
@@ -50,9 +50,14 @@ class Job:
     # True: a stale claim or a lost answer; ``message`` is what was sent then, and the job
     # asks the provider for it instead of sending.
     settle: bool = False
+    # The partner's quiet hours as the gates saw them: checked again right before the send,
+    # which a provider's Retry-After may have held past their start.
+    quiet: Quiet | None = None
 
     @classmethod
-    def of(cls, r: Reminder, message: Message, settle: bool = False) -> Job:
+    def of(
+        cls, r: Reminder, message: Message, settle: bool = False, quiet: Quiet | None = None
+    ) -> Job:
         assert r.claim_token is not None, "a job is a claimed row"
         return cls(
             r.id,
@@ -66,6 +71,7 @@ class Job:
             message,
             r.lease_until,
             settle,
+            quiet,
         )
 
 

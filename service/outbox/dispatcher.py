@@ -117,7 +117,8 @@ class Dispatcher:
                 message = compose.render(
                     s, r, batch, now, self.rng, base_url, self.hearth.keys, reply_base
                 )
-                jobs.append(Job.of(r, message))
+                quiet = gates.Quiet.of(batch.partners[r.partner_id], ritual)
+                jobs.append(Job.of(r, message, quiet=quiet))
         return jobs
 
     def _to_settle(
@@ -250,8 +251,10 @@ class Dispatcher:
         while verdict is True and seen != optouts.generation():
             seen = optouts.generation()
             verdict = claims.recheck(self.db, job, now, need, max(lease, need), self._reads)
+        if verdict is True and job.quiet is not None:
+            verdict = job.quiet.hold(now, job.expires_at) or True
         if isinstance(verdict, gates.Verdict):
-            self._finisher.record(outcomes.settled(job, verdict.state, verdict.reason, now))
+            self._finisher.record(outcomes.settled(job, verdict, now))
             return False
         if not verdict:
             self.tally.add("lost_claims")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from service.core.timeutil import in_quiet_hours, quiet_hours_end, zone
 from service.db.models import (
@@ -42,6 +43,32 @@ class Verdict:
     retry_at: datetime | None = None  # set: deferred to then (still scheduled)
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """A partner's quiet hours as a reminder meets them, in the partner's zone."""
+
+    tz: ZoneInfo
+    start: time
+    end: time
+
+    @classmethod
+    def of(cls, partner: Partner, ritual: Ritual | None) -> Quiet | None:
+        qs, qe = partner.quiet_start, partner.quiet_end
+        if (qs is None or qe is None) and ritual is not None and ritual.kind is RitualKind.REPAIR:
+            qs, qe = REPAIR_NIGHT
+        return None if qs is None or qe is None else cls(zone(partner.timezone), qs, qe)
+
+    def hold(self, now: datetime, expires_at: datetime) -> Verdict | None:
+        """None outside the quiet hours; inside, deferred to their end, or expired when the
+        reminder is stale by then."""
+        if not in_quiet_hours(now, self.tz, self.start, self.end):
+            return None
+        end = quiet_hours_end(now, self.tz, self.start, self.end)
+        if end < expires_at:
+            return Verdict(ReminderState.SCHEDULED, "quiet hours", retry_at=end)
+        return Verdict(ReminderState.EXPIRED, "quiet hours until past expiry")
+
+
 def check(
     r: Reminder,
     partner: Partner,
@@ -70,17 +97,8 @@ def check(
         return Verdict(ReminderState.SKIPPED, f"partner opted out of {r.channel.value}")
     if now >= r.expires_at:
         return Verdict(ReminderState.EXPIRED, "stale")
-    tz = zone(partner.timezone)
-    qs, qe = partner.quiet_start, partner.quiet_end
-    if (qs is None or qe is None) and ritual is not None and ritual.kind is RitualKind.REPAIR:
-        qs, qe = REPAIR_NIGHT
-    if in_quiet_hours(now, tz, qs, qe):
-        assert qs is not None and qe is not None
-        end = quiet_hours_end(now, tz, qs, qe)
-        if end < r.expires_at:
-            return Verdict(ReminderState.SCHEDULED, "quiet hours", retry_at=end)
-        return Verdict(ReminderState.EXPIRED, "quiet hours until past expiry")
-    return None
+    quiet = Quiet.of(partner, ritual)
+    return quiet.hold(now, r.expires_at) if quiet is not None else None
 
 
 def held_by_pause(r: Reminder, partner: Partner, now: datetime) -> bool:

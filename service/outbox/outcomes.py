@@ -41,7 +41,7 @@ SETTLE_GIVE_UP = timedelta(days=1)
 class Outcome:
     job: Job
     fields: dict[str, object]
-    outcome: str  # a final state's value, "retry" or "unknown"
+    outcome: str  # a final state's value, "retry", "deferred" or "unknown"
     at: datetime
     latency: float | None  # None: nothing was sent
     error: str | None
@@ -148,17 +148,22 @@ def not_at_provider(job: Job, now: datetime) -> Outcome:
     return Outcome(job, changes, "retry", now, None, None)
 
 
-def settled(job: Job, state: ReminderState, reason: str, now: datetime) -> Outcome:
-    """An outcome for a job stopped right before its send (nothing was sent)."""
+def settled(job: Job, v: Verdict, now: datetime) -> Outcome:
+    """An outcome for a job stopped right before its send (nothing was sent): final, or
+    deferred to ``v.retry_at`` (quiet hours began while the send was held)."""
     changes: dict[str, object] = {
-        "state": state,
-        "last_error": reason,
-        "final_at": now,
+        "state": v.state,
+        "last_error": v.reason,
         "claim_token": None,
         "lease_until": None,
         "updated_at": now,
     }
-    return Outcome(job, changes, state.value, now, None, reason)
+    if v.retry_at is not None:
+        changes["next_attempt_at"] = v.retry_at
+        changes["attempts"] = max(0, job.attempts - 1)  # a deferral is not a delivery attempt
+        return Outcome(job, changes, "deferred", now, None, v.reason)
+    changes["final_at"] = now
+    return Outcome(job, changes, v.state.value, now, None, v.reason)
 
 
 def write(conn: sa.Connection, batch: list[Outcome]) -> list[int]:
@@ -211,7 +216,7 @@ def report(o: Outcome, written: int, tally: Tally) -> None:
         return
     lateness = (o.at - job.due_at).total_seconds()
     tally.add({"sent": "sent", "retry": "retried"}.get(o.outcome, o.outcome))
-    if o.outcome not in ("retry", "unknown"):
+    if o.outcome not in ("retry", "unknown", "deferred"):
         sent = o.outcome == ReminderState.SENT.value
         observe_send(job.channel.value, o.outcome, o.latency, lateness if sent else None, o.error)
     log.info(

@@ -188,12 +188,14 @@ class World:
             self.advance(max(due - now, timedelta(0)) + late)
 
     def harvest(self) -> None:
-        """Stamp what the providers accepted since the last look with the fake time now."""
+        """Record what the providers accepted since the last look: a text at the time the
+        stand-in took it (a pass held by a Retry-After moves the clock on after that), an
+        email at the fake time now (the sink keeps no clock)."""
         h = self.history
         now = self.clock.now()
         sms = [s for s in h.seen if s.channel == "sms"]
         for a in self.standin.accepted()[len(sms) :]:
-            h.seen.append(Seen("sms", a.to, a.body, a.sid, now, h.next_seq()))
+            h.seen.append(Seen("sms", a.to, a.body, a.sid, a.at, h.next_seq()))
         mails = [s for s in h.seen if s.channel == "email"]
         for m in self.sink.accepted()[len(mails) :]:
             h.seen.append(Seen("email", m.to, m.body, m.message_id, now, h.next_seq()))
