@@ -616,6 +616,24 @@ def test_a_lost_answer_is_settled_through_the_provider_and_the_text_accepted_onc
     assert ALICE not in repr(logs + more)  # the lookup's number is in no log line
 
 
+PAUSE_NOTICE = "Hearth: Sam paused your reminders until further notice."
+
+
+def _tell_alice(db: Database, now: datetime, times: int = 1) -> None:
+    """Queue the same pause notice to Alice (a text and its email copy) ``times`` times."""
+    with db.session() as s:
+        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
+        for _ in range(times):
+            notices.tell(s, now, alice, PAUSE_NOTICE)
+
+
+def _sms_sids(db: Database) -> list[str | None]:
+    """The Message SID each SMS row records, in row order."""
+    with db.session() as s:
+        stmt = sa.select(Reminder.provider_message_id).where(Reminder.channel == Channel.SMS)
+        return list(s.scalars(stmt.order_by(Reminder.id)))
+
+
 def test_of_two_texts_alike_the_unknown_one_is_settled_with_its_own_message(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:
@@ -628,28 +646,17 @@ def test_of_two_texts_alike_the_unknown_one_is_settled_with_its_own_message(
     lease = 30.0
     cfg = peers.sections(twilio_standin, smtp_sink)
     d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
-    text = "Hearth: Sam paused your reminders until further notice."
-    with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
-        notices.tell(s, clock.now(), alice, text)
+    _tell_alice(db, clock.now())
     twilio_standin.accept_then_drop(1)
     assert d.run_once().unknown == 1
     clock.advance(timedelta(seconds=20))
-    with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
-        notices.tell(s, clock.now(), alice, text)
+    _tell_alice(db, clock.now())
     assert d.run_once().sent >= 1  # the second text (and Alice's email copies)
     clock.advance(timedelta(seconds=lease))
     assert d.run_once().sent == 1  # the first, settled
     d.close()
     first, second = twilio_standin.accepted(ALICE)
-    with db.session() as s:
-        recorded = s.scalars(
-            sa.select(Reminder.provider_message_id)
-            .where(Reminder.channel == Channel.SMS)
-            .order_by(Reminder.id)
-        ).all()
-    assert recorded == [first.sid, second.sid]
+    assert _sms_sids(db) == [first.sid, second.sid]
     assert twilio_standin.posts == 2
 
 
@@ -668,16 +675,11 @@ def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_w
         db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
     )
     d, other = _dispatcher(hearth), _dispatcher(hearth)
-    text = "Hearth: Sam paused your reminders until further notice."
-    with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
-        notices.tell(s, clock.now(), alice, text)
+    _tell_alice(db, clock.now())
     twilio_standin.accept_then_drop(1)
     assert d.run_once().unknown == 1
     clock.advance(timedelta(seconds=20))
-    with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
-        notices.tell(s, clock.now(), alice, text)
+    _tell_alice(db, clock.now())
     # The other worker claims the second text and Twilio takes it; its outcome is not
     # written yet (a worker's outcomes are written in batches) and its lease is kept alive.
     token, ids = other.claim(10)
@@ -696,13 +698,7 @@ def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_w
     d.close()
     other.close()
     first, second = twilio_standin.accepted(ALICE)
-    with db.session() as s:
-        recorded = s.scalars(
-            sa.select(Reminder.provider_message_id)
-            .where(Reminder.channel == Channel.SMS)
-            .order_by(Reminder.id)
-        ).all()
-    assert recorded == [first.sid, second.sid]
+    assert _sms_sids(db) == [first.sid, second.sid]
     assert twilio_standin.posts == 2
 
 
@@ -717,11 +713,7 @@ def test_two_alike_texts_both_unknown_are_settled_each_with_a_message_of_its_own
     lease = 30.0
     cfg = peers.sections(twilio_standin, smtp_sink)
     d = _dispatcher(_hearth(db, clock, daemon={"lease_seconds": lease}, **cfg))
-    text = "Hearth: Sam paused your reminders until further notice."
-    with db.session() as s:
-        alice = s.scalars(sa.select(Partner).where(Partner.phone == ALICE)).one()
-        notices.tell(s, clock.now(), alice, text)
-        notices.tell(s, clock.now(), alice, text)
+    _tell_alice(db, clock.now(), times=2)
     twilio_standin.accept_then_drop(2)
     assert d.run_once().unknown == 2
     for _ in range(2):
@@ -729,11 +721,7 @@ def test_two_alike_texts_both_unknown_are_settled_each_with_a_message_of_its_own
         d.run_once()
     d.close()
     sids = {m.sid for m in twilio_standin.accepted(ALICE)}
-    with db.session() as s:
-        recorded = s.scalars(
-            sa.select(Reminder.provider_message_id).where(Reminder.channel == Channel.SMS)
-        ).all()
-    assert len(sids) == 2 and Counter(recorded) == Counter(sids)  # each recorded once
+    assert len(sids) == 2 and Counter(_sms_sids(db)) == Counter(sids)  # each recorded once
     assert twilio_standin.posts == 2
 
 
