@@ -257,3 +257,33 @@ def test_a_first_start_on_events_whose_ids_start_high_waits_for_no_phantom_gaps(
     assert batch and all(e.id > floor for e in batch)
     d._events.handled(e.id for e in batch)
     assert d._events.waiting == []
+
+
+def test_a_start_on_no_events_whose_ids_go_on_high_handles_every_later_edit(
+    hearth: Hearth, db: Database, clock: FakeClock
+) -> None:
+    """No watermark and no event at all when the daemon starts (every event pruned, a restored
+    database) while the ids go on far above 1. The ids below the first new event are no
+    transactions still open. Before, each was a gap: past 65,535 of them the next poll's query
+    could not be sent at all, and no event was handled again (found by `make simulate`)."""
+    d = _daemon(hearth)
+    d.catch_up()
+    cid = couple_with_partners(db, clock.now())
+    rid = add_ritual(db, clock.now(), cid, "five-minute-check-in")
+    with db.begin() as conn:
+        conn.execute(sa.update(Event).values(id=Event.id + 70_000))
+        if not db.is_sqlite:
+            conn.execute(sa.text("SELECT setval('event_id_seq', (SELECT max(id) FROM event))"))
+    assert d.handle_events() > 0
+    assert d._events.waiting == []
+
+    with db.session() as s:
+        rituals.edit(s, clock.now(), _ritual(s, rid), rituals.RitualSpec(at="22:00"))
+    assert d.handle_events() == 1
+    with db.session() as s:
+        dues = s.scalars(
+            sa.select(Reminder.due_at).where(
+                Reminder.ritual_id == rid, Reminder.state == ReminderState.SCHEDULED
+            )
+        ).all()
+    assert dues and all(due.hour == 21 for due in dues)  # 22:00 in Berlin

@@ -50,6 +50,7 @@ class EventCursor:
         self._seen: set[int] = set()  # handled ids above the floor
         self._gaps: dict[int, float] = {}  # missing id -> when first missed (monotonic)
         self._scanned = 0  # ids up to here have been looked at for gaps
+        self._anchored = False  # the floor is known (see load)
         self._saved: int | None = None
 
     def load(self, conn: Connection, now: datetime, replay: timedelta) -> int:
@@ -67,6 +68,9 @@ class EventCursor:
         if start is None:
             start = conn.scalar(sa.select(sa.func.coalesce(sa.func.min(_E.c.id) - 1, 0)))
         self.floor = self._scanned = int(start or 0)
+        # With no event at all yet, the first batch seen sets the floor just below itself,
+        # for the same reason: the ids handed out before it are not gaps either.
+        self._anchored = self.floor > 0
         self._saved = stored
         self._seen.clear()
         self._gaps.clear()
@@ -85,6 +89,10 @@ class EventCursor:
         """Mark events handled and move the watermark up to the lowest gap still waited for
         (call it on every poll, with no ids too: that is how a gap's wait runs out)."""
         now = self._monotonic()
+        ids = list(ids)
+        if not self._anchored and ids:
+            self.floor = self._scanned = min(ids) - 1
+            self._anchored = True
         for i in ids:
             self._seen.add(i)
             self._gaps.pop(i, None)
