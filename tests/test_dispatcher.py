@@ -725,6 +725,58 @@ def test_two_alike_texts_both_unknown_are_settled_each_with_a_message_of_its_own
     assert twilio_standin.posts == 2
 
 
+@pytest.mark.parametrize("asked", [503, 400])
+def test_a_text_whose_worker_died_before_sending_is_not_settled_with_an_older_alike_one(
+    db: Database,
+    clock: FakeClock,
+    twilio_standin: TwilioStandIn,
+    smtp_sink: SmtpSink,
+    asked: int,
+) -> None:
+    """Found by `make simulate`: two alike texts to one number. Twilio took the first but
+    its answer was lost, and Twilio could not be asked about it (503: not now; 400: it
+    refuses, so the first is given up as unknown). The worker that claimed the second died
+    before sending it. Settling the second found the first's text and recorded it: the
+    second was never sent, and (503) the first was sent again. Of alike unknown texts the
+    older one is settled first; if it was given up, the second cannot be told apart and is
+    given up too, visibly, rather than recorded with the first one's text."""
+    couple_with_partners(db, clock.now())
+    twilio_standin.now = clock.now
+    lease = 30.0
+    hearth = _hearth(
+        db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
+    )
+    d, dead = _dispatcher(hearth), _dispatcher(hearth)
+    _tell_alice(db, clock.now())
+    twilio_standin.accept_then_drop(1)
+    assert d.run_once().unknown == 1
+    clock.advance(timedelta(seconds=20))
+    _tell_alice(db, clock.now())
+    assert len(dead.claim(10)[1]) == 2  # the second text and its email copy; then it dies
+    clock.advance(timedelta(seconds=lease - 20 + 1))
+    twilio_standin.fail_next(1, status=asked)  # asked about the first
+    d.run_once()
+    for _ in range(6):
+        clock.advance(timedelta(seconds=lease / 2))
+        d.run_once()
+    d.close()
+    dead.close()
+    if asked == 503:
+        first, second = twilio_standin.accepted(ALICE)
+        assert _sms_sids(db) == [first.sid, second.sid]
+        assert twilio_standin.posts == 2
+    else:
+        assert len(twilio_standin.accepted(ALICE)) == 1 and twilio_standin.posts == 1
+        with db.session() as s:
+            rows = s.execute(
+                sa.select(Reminder.state, Reminder.provider_message_id, Reminder.last_error)
+                .where(Reminder.channel == Channel.SMS)
+                .order_by(Reminder.id)
+            ).all()
+        assert [(state, sid) for state, sid, _ in rows] == [(ReminderState.FAILED, None)] * 2
+        assert all(error.startswith("outcome unknown: ") for _, _, error in rows)
+
+
 def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
 ) -> None:

@@ -199,8 +199,8 @@ class Dispatcher:
         if result is None:
             self._finisher.record(outcomes.not_at_provider(job, self.clock.now()))
             return
-        if isinstance(result, Receipt) and self._alike_on_its_way(job, result.provider_id):
-            result = TransportError("a text to the same partner is on its way", unknown=True)
+        if isinstance(result, Receipt):
+            result = self._unless_alike(job, result)
         self.finish(job, result, self.clock.monotonic() - started)
 
     def _recorded(self, provider_id: str) -> bool:
@@ -212,26 +212,43 @@ class Dispatcher:
             )
         return found is not None
 
-    def _alike_on_its_way(self, job: Job, provider_id: str) -> bool:
-        """Whether the message found may be another row's: one that recorded it since the
-        lookup, or one to the same address whose send is under way, its id not written yet
-        (a settle of a lower id counts too, so of two settles one goes first). Then the
-        settle is asked again a lease later, once that outcome is written."""
+    def _unless_alike(self, job: Job, found: Receipt) -> Receipt | TransportError:
+        """The message found, unless it may be another row's: one that recorded it since the
+        lookup, one to the same address whose send is under way (its id not written yet), or
+        an older one to that address whose own send went unknown in this lookup's window.
+        While those may still settle, this one is asked again a lease later (so of alike
+        unknown texts the older is settled first). If such an older one was given up as
+        unknown, the message cannot be told apart from it: this one is given up too, with
+        that reason, rather than recorded with a text that may not be its own."""
         r = Reminder
         address = Partner.phone if job.channel is Channel.SMS else Partner.email
-        on_its_way = sa.and_(
-            r.partner_id.in_(sa.select(Partner.id).where(address == job.message.to)),
-            r.channel == job.channel,
+        sending = sa.and_(
             r.state == ReminderState.SENDING,
+            r.unknown_since.is_(None),
             r.claim_token.is_not(None),
             r.lease_until >= self.clock.now(),
-            sa.or_(r.unknown_since.is_(None), r.id < job.id),
         )
-        stmt = sa.select(r.id).where(
-            r.id != job.id, sa.or_(r.provider_message_id == provider_id, on_its_way)
+        older_unknown = sa.and_(
+            r.id < job.id,
+            r.state.in_([ReminderState.SENDING, ReminderState.FAILED]),
+            r.unknown_since >= job.due_at - CLOCK_SKEW,
+            r.provider_message_id.is_(None),
+        )
+        alike = sa.and_(
+            r.partner_id.in_(sa.select(Partner.id).where(address == job.message.to)),
+            r.channel == job.channel,
+            sa.or_(sending, older_unknown),
+        )
+        stmt = sa.select(r.state, r.provider_message_id).where(
+            r.id != job.id, sa.or_(r.provider_message_id == found.provider_id, alike)
         )
         with self.db.read() as conn:
-            return conn.scalar(stmt.limit(1)) is not None
+            others = conn.execute(stmt.limit(10)).all()
+        if not others:
+            return found
+        if all(state is ReminderState.FAILED and pid is None for state, pid in others):
+            return TransportError("an alike text's outcome is unknown too", permanent=True)
+        return TransportError("a text to the same partner is on its way", unknown=True)
 
     def finish(self, job: Job, result: Receipt | TransportError, latency: float) -> None:
         """Hand the outcome to the finisher, which writes outcomes in batches."""

@@ -195,6 +195,9 @@ def _not_now(h: History, seen: Seen, p: PartnerModel, row: Reminder | None) -> l
         return found
     if ritual.skipped_at(seen.seq, row.occurrence_start):
         found.append(Violation("skipped", f"{label}: {row.purpose.value} for a skipped one"))
+    if ritual.times[0][0] > seen.seq:
+        found.append(Violation("wrong-record", f"{label}: recorded for a ritual added after it"))
+        return found
     _, edit_at, at_time = ritual.time_at(seen.seq)
     local = row.occurrence_start.astimezone(ZoneInfo(ritual.timezone)).time()
     if (

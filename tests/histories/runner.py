@@ -23,7 +23,7 @@ from tests.histories.world import World
 CHECKS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 # make test: a fixed, derandomized set of histories, the same on every run.
 CI = settings(
-    max_examples=120,
+    max_examples=250,
     stateful_step_count=10,
     deadline=None,
     derandomize=True,
