@@ -774,7 +774,7 @@ def test_a_text_whose_worker_died_before_sending_is_not_settled_with_an_older_al
                 .order_by(Reminder.id)
             ).all()
         assert [(state, sid) for state, sid, _ in rows] == [(ReminderState.FAILED, None)] * 2
-        assert all(error.startswith("outcome unknown: ") for _, _, error in rows)
+        assert all((error or "").startswith("outcome unknown: ") for _, _, error in rows)
 
 
 def test_an_unknown_send_stays_unknown_while_twilio_cannot_be_asked(
