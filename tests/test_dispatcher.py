@@ -660,14 +660,11 @@ def test_of_two_texts_alike_the_unknown_one_is_settled_with_its_own_message(
     assert twilio_standin.posts == 2
 
 
-def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_written_yet(
+def _second_alike_after_a_lost_one(
     db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
-) -> None:
-    """Found by the generated histories: the same notice twice, the first one's answer lost.
-    While a second worker had sent the second (Twilio took it) but not yet written its SID,
-    settling the first found the second's text, not yet anyone's, and both rows recorded it:
-    the first text went unrecorded. A settle waits while a text to the same partner is on
-    its way, and asks again a lease later."""
+) -> tuple[Dispatcher, Dispatcher, float]:
+    """Two workers; the pause notice to Alice sent by the first, Twilio's answer lost; 20 s
+    later the same notice queued again. Returns both workers and the lease."""
     couple_with_partners(db, clock.now())
     twilio_standin.now = clock.now
     lease = 30.0
@@ -680,6 +677,18 @@ def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_w
     assert d.run_once().unknown == 1
     clock.advance(timedelta(seconds=20))
     _tell_alice(db, clock.now())
+    return d, other, lease
+
+
+def test_an_unknown_text_is_not_settled_with_an_alike_one_whose_outcome_is_not_written_yet(
+    db: Database, clock: FakeClock, twilio_standin: TwilioStandIn, smtp_sink: SmtpSink
+) -> None:
+    """Found by the generated histories: the same notice twice, the first one's answer lost.
+    While a second worker had sent the second (Twilio took it) but not yet written its SID,
+    settling the first found the second's text, not yet anyone's, and both rows recorded it:
+    the first text went unrecorded. A settle waits while a text to the same partner is on
+    its way, and asks again a lease later."""
+    d, other, lease = _second_alike_after_a_lost_one(db, clock, twilio_standin, smtp_sink)
     # The other worker claims the second text and Twilio takes it; its outcome is not
     # written yet (a worker's outcomes are written in batches) and its lease is kept alive.
     token, ids = other.claim(10)
@@ -740,18 +749,7 @@ def test_a_text_whose_worker_died_before_sending_is_not_settled_with_an_older_al
     second was never sent, and (503) the first was sent again. Of alike unknown texts the
     older one is settled first; if it was given up, the second cannot be told apart and is
     given up too, visibly, rather than recorded with the first one's text."""
-    couple_with_partners(db, clock.now())
-    twilio_standin.now = clock.now
-    lease = 30.0
-    hearth = _hearth(
-        db, clock, daemon={"lease_seconds": lease}, **peers.sections(twilio_standin, smtp_sink)
-    )
-    d, dead = _dispatcher(hearth), _dispatcher(hearth)
-    _tell_alice(db, clock.now())
-    twilio_standin.accept_then_drop(1)
-    assert d.run_once().unknown == 1
-    clock.advance(timedelta(seconds=20))
-    _tell_alice(db, clock.now())
+    d, dead, lease = _second_alike_after_a_lost_one(db, clock, twilio_standin, smtp_sink)
     assert len(dead.claim(10)[1]) == 2  # the second text and its email copy; then it dies
     clock.advance(timedelta(seconds=lease - 20 + 1))
     twilio_standin.fail_next(1, status=asked)  # asked about the first
