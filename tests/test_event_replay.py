@@ -67,6 +67,15 @@ def _watermark(db: Database) -> int | None:
         )
 
 
+def _dues(db: Database, rid: int) -> list[datetime]:
+    """When the ritual's nudges still to be sent are due."""
+    with db.session() as s:
+        stmt = sa.select(Reminder.due_at).where(
+            Reminder.ritual_id == rid, Reminder.state == ReminderState.SCHEDULED
+        )
+        return list(s.scalars(stmt))
+
+
 def _ritual(s: Session, rid: int) -> Ritual:
     ritual = s.get(Ritual, rid)
     assert ritual is not None
@@ -216,13 +225,9 @@ def test_one_couple_whose_replan_raises_holds_up_nobody_else(
             clock.advance(timedelta(seconds=replans.FIRST_RETRY))
     assert [e["couple_id"] for e in logs if e["event"] == "replan_failed"] == [a]
     assert d.replans.waiting == {a: "ValueError"}
+    dues = _dues(db, rb)
+    assert dues and all(due.hour == 21 for due in dues)  # 22:00 in Berlin
     with db.session() as s:
-        dues = s.scalars(
-            sa.select(Reminder.due_at).where(
-                Reminder.ritual_id == rb, Reminder.state == ReminderState.SCHEDULED
-            )
-        ).all()
-        assert dues and all(due.hour == 21 for due in dues)  # 22:00 in Berlin
         [req] = s.scalars(sa.select(RepairRequest)).all()
         assert req.state is RepairState.SCHEDULED
 
@@ -280,10 +285,5 @@ def test_a_start_on_no_events_whose_ids_go_on_high_handles_every_later_edit(
     with db.session() as s:
         rituals.edit(s, clock.now(), _ritual(s, rid), rituals.RitualSpec(at="22:00"))
     assert d.handle_events() == 1
-    with db.session() as s:
-        dues = s.scalars(
-            sa.select(Reminder.due_at).where(
-                Reminder.ritual_id == rid, Reminder.state == ReminderState.SCHEDULED
-            )
-        ).all()
+    dues = _dues(db, rid)
     assert dues and all(due.hour == 21 for due in dues)  # 22:00 in Berlin
