@@ -90,6 +90,9 @@ class DaemonProcess:
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[list[DaemonProcess]]:
+    """Processes killed at teardown. A test names its database fixture before this one, so
+    the processes are gone before their schema is dropped: a drop beside a live daemon can
+    deadlock with it."""
     started: list[DaemonProcess] = []
     yield started
     for d in started:
@@ -147,6 +150,20 @@ def migrated() -> Iterator[Callable[[str], Database]]:
         db.dispose()
 
 
+@pytest.fixture
+def backend_db(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    migrated: Callable[[str], Database],
+    backend: str,
+) -> Database:
+    """A migrated database of the test's ``backend``, in a schema of its own on PostgreSQL."""
+    if backend == "postgres":
+        schema: PgSchema = request.getfixturevalue("pg_schema")
+        return migrated(schema.url)
+    return migrated(f"sqlite:///{tmp_path / 'h.db'}")
+
+
 def _states(db: Database) -> dict[str, int]:
     with db.engine.connect() as conn:
         rows = conn.execute(
@@ -186,18 +203,12 @@ def test_serve_sends_replans_on_edits_and_stops_cleanly(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def test_sigkill_mid_burst_loses_nothing(
-    request: pytest.FixtureRequest,
+    backend_db: Database,
     tmp_path: Path,
     daemons: list[DaemonProcess],
     twilio_standin: TwilioStandIn,
-    migrated: Callable[[str], Database],
-    backend: str,
 ) -> None:
-    if backend == "postgres":
-        schema: PgSchema = request.getfixturevalue("pg_schema")
-        db = migrated(schema.url)
-    else:
-        db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    db = backend_db
     n = 300
     _burst(db, n, due_in_seconds=1)
     twilio_standin.latency = 0.1

@@ -6,7 +6,6 @@ databases, in one process (the webhook and the dispatcher share it) and as `hear
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,19 @@ from service.domain import couples, partners, rituals
 from service.outbox import claims, planner
 from service.outbox.dispatcher import Dispatcher
 from service.outbox.gates import Verdict
-from tests.conftest import PgSchema, make_settings
+from tests.conftest import make_settings
 from tests.factories import add_ritual, couple_with_partners
 from tests.peers.twilio_standin import TwilioStandIn
 from tests.processes import free_port, wait_for
 from tests.test_daemon import DaemonProcess
+from tests.test_daemon import backend_db as backend_db_fixture
 from tests.test_daemon import daemons as daemons_fixture
 from tests.test_daemon import migrated as migrated_fixture
 from tests.test_webhooks import PUBLIC, STOPPED, TONIGHT, Outbox, _sections, post, sms_from
 from tests.web import serve
 
 COUPLES = 40
-daemons, migrated = daemons_fixture, migrated_fixture  # the daemon tests' fixtures
+daemons, migrated, backend_db = daemons_fixture, migrated_fixture, backend_db_fixture  # reused
 
 
 def _many_texts_for_alice(db: Database, now: Any) -> None:
@@ -155,18 +155,12 @@ def _shared_number_burst(db: Database, n: int) -> None:
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def test_no_text_after_the_stop_is_answered_by_another_process(
-    request: pytest.FixtureRequest,
+    backend_db: Database,
     tmp_path: Path,
     daemons: list[DaemonProcess],
     twilio_standin: TwilioStandIn,
-    migrated: Callable[[str], Database],
-    backend: str,
 ) -> None:
-    if backend == "postgres":
-        schema: PgSchema = request.getfixturevalue("pg_schema")
-        db = migrated(schema.url)
-    else:
-        db = migrated(f"sqlite:///{tmp_path / 'h.db'}")
+    db = backend_db
     _shared_number_burst(db, 60)
     twilio_standin.latency = 0.5  # 10 threads sending, 10 more claimed and waiting
     port = free_port()
