@@ -75,14 +75,14 @@ def test_a_plan_pass_that_read_the_ritual_before_an_edit_adds_nothing_stale(
     cid = couple_with_partners(db, clock.now())
     rid = add_ritual(db, clock.now(), cid, "five-minute-check-in")
     cond = threading.Condition()
-    read, edited = threading.Event(), threading.Event()
+    read, edited, edit_over = threading.Event(), threading.Event(), threading.Event()
     threads: dict[str, int] = {}
 
     def hold_after_reading_the_ritual(statement: str) -> None:
         me = threading.get_ident()
         if me == threads.get("plan") and "FROM ritual" in statement and not read.is_set():
             read.set()
-            wait_until(lambda: edited.is_set() or stmts.blocked(threads["edit"], by=me), cond)
+            wait_until(lambda: edit_over.is_set() or stmts.blocked(threads["edit"], by=me), cond)
 
     stmts = Statements(db, hold_after_reading_the_ritual)
 
@@ -93,9 +93,12 @@ def test_a_plan_pass_that_read_the_ritual_before_an_edit_adds_nothing_stale(
     def edit() -> None:
         threads["edit"] = threading.get_ident()
         read.wait(30)
-        _edit(db, clock, rid, at="21:30")
-        _replan(db, clock, cid)
-        edited.set()
+        try:
+            _edit(db, clock, rid, at="21:30")
+            _replan(db, clock, cid)
+            edited.set()
+        finally:  # a failed edit must not leave the plan pass holding its transaction open
+            edit_over.set()
 
     workers = [threading.Thread(target=edit), threading.Thread(target=plan)]
     for w in workers:
