@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from service.channels.console import ConsoleTransport
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Couple, Ritual
+from service.db.models import Channel, Couple, Ritual, RitualKind
 from service.domain import couples, partners, rituals
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
@@ -69,6 +70,47 @@ def add_ritual(
         assert c is not None
         r: Ritual = rituals.add(s, now, c, rituals.RitualSpec(**spec), template=template)
         return r.id
+
+
+def sms_one_offs(
+    db: Database,
+    now: datetime,
+    starts: Sequence[datetime],
+    *,
+    title: str = "Burst",
+    phone: str | None = None,
+) -> list[str]:
+    """One couple per start, "<title> <i>", with one partner, Alex, on SMS and a one-off
+    nudged at that start. Each Alex has a number of their own unless ``phone`` is given for
+    all. Returns the numbers, in order."""
+    numbers = [phone or f"+1415555{i:04d}" for i in range(len(starts))]
+    with db.session() as s:
+        for i, (start, number) in enumerate(zip(starts, numbers, strict=True)):
+            c = couples.add(s, now, name=f"{title} {i}", timezone="Europe/Berlin")
+            partners.add(
+                s,
+                now,
+                c,
+                name="Alex",
+                phone=number,
+                email=None,
+                timezone=None,
+                channels="sms",
+                quiet_hours=None,
+                sms_consent="test",
+            )
+            rituals.add_one_off(
+                s,
+                now,
+                c,
+                kind=RitualKind.CHECK_IN,
+                title=title,
+                description="",
+                start=start,
+                duration_minutes=60,
+                offsets=[0],
+            )
+    return numbers
 
 
 def check_in_sent(hearth: Hearth) -> Dispatcher:

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.calendar import feed_tokens
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Couple, Reminder, ReminderState, RitualKind
-from service.domain import couples, partners, rituals
+from service.db.models import Couple, Reminder, ReminderState
+from service.domain import partners, rituals
 from tests.conftest import PgSchema, make_settings
+from tests.factories import sms_one_offs
 from tests.peers.twilio_standin import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioStandIn
 from tests.processes import free_port, wait_for
 from tests.web import serve
@@ -104,32 +105,7 @@ def _burst(db: Database, n: int, due_in_seconds: float = 2.0) -> datetime:
     in ``due_in_seconds`` (real time)."""
     now = datetime.now(UTC)
     start = now + timedelta(seconds=due_in_seconds)
-    with db.session() as s:
-        for i in range(n):
-            c = couples.add(s, now, name=f"Burst {i}", timezone="Europe/Berlin")
-            partners.add(
-                s,
-                now,
-                c,
-                name="Alex",
-                phone=f"+1415555{i:04d}",
-                email=None,
-                timezone=None,
-                channels="sms",
-                quiet_hours=None,
-                sms_consent="test",
-            )
-            rituals.add_one_off(
-                s,
-                now,
-                c,
-                kind=RitualKind.CHECK_IN,
-                title="Burst",
-                description="",
-                start=start,
-                duration_minutes=60,
-                offsets=[0],
-            )
+    sms_one_offs(db, now, [start] * n)
     return start
 
 

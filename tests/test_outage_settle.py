@@ -29,12 +29,12 @@ from service.core.clock import FakeClock
 from service.db import migrate
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Reminder, ReminderState, RitualKind
-from service.domain import couples, partners, rituals
+from service.db.models import Channel, Reminder, ReminderState
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests import peers
 from tests.conftest import IN_CI, make_settings
+from tests.factories import sms_one_offs
 from tests.own_postgres import OwnPostgres
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import TwilioStandIn
@@ -146,33 +146,7 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
 def _burst(db: Database, now: datetime) -> list[str]:
     """``N`` couples, one partner each on SMS, a nudge due at ``TONIGHT``; their numbers."""
     migrate.upgrade(db)
-    numbers = [f"+1415555{i:04d}" for i in range(N)]
-    with db.session() as s:
-        for i, number in enumerate(numbers):
-            c = couples.add(s, now, name=f"Burst {i}", timezone="Europe/Berlin")
-            partners.add(
-                s,
-                now,
-                c,
-                name="Alex",
-                phone=number,
-                email=None,
-                timezone=None,
-                channels="sms",
-                quiet_hours=None,
-                sms_consent="test",
-            )
-            rituals.add_one_off(
-                s,
-                now,
-                c,
-                kind=RitualKind.CHECK_IN,
-                title="Burst",
-                description="",
-                start=TONIGHT,
-                duration_minutes=60,
-                offsets=[0],
-            )
+    numbers = sms_one_offs(db, now, [TONIGHT] * N)
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
     return numbers
 

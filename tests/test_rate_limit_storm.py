@@ -14,12 +14,12 @@ from service.channels import build
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Reminder, ReminderState, RitualKind
-from service.domain import couples, partners, rituals
+from service.db.models import Reminder, ReminderState
 from service.outbox import planner
 from service.outbox.dispatcher import Dispatcher
 from tests import peers
 from tests.conftest import make_settings
+from tests.factories import sms_one_offs
 from tests.peers.smtp_sink import SmtpSink
 from tests.peers.twilio_standin import TwilioStandIn
 
@@ -29,32 +29,7 @@ COUNT, CONCURRENCY, RATE = 120, 10, 40.0
 
 def _staggered(db: Database, now: datetime) -> None:
     """Reminder ``i`` is due at T0 + i seconds, to its own number: the send order is known."""
-    with db.session() as s:
-        for i in range(COUNT):
-            c = couples.add(s, now, name=f"Storm {i}", timezone="Europe/Berlin")
-            partners.add(
-                s,
-                now,
-                c,
-                name="Alex",
-                phone=f"+1415555{i:04d}",
-                email=None,
-                timezone=None,
-                channels="sms",
-                quiet_hours=None,
-                sms_consent="test",
-            )
-            rituals.add_one_off(
-                s,
-                now,
-                c,
-                kind=RitualKind.CHECK_IN,
-                title="Storm",
-                description="",
-                start=T0 + timedelta(seconds=i),
-                duration_minutes=60,
-                offsets=[0],
-            )
+    sms_one_offs(db, now, [T0 + timedelta(seconds=i) for i in range(COUNT)], title="Storm")
     planner.plan(db.write_engine, now, timedelta(hours=48), 30)
 
 

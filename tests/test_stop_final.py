@@ -18,13 +18,12 @@ from service.channels import build_one
 from service.core.clock import FakeClock
 from service.db.context import Hearth
 from service.db.engine import Database
-from service.db.models import Channel, Reminder, ReminderState, RitualKind
-from service.domain import couples, partners, rituals
+from service.db.models import Channel, Reminder, ReminderState
 from service.outbox import claims, planner
 from service.outbox.dispatcher import Dispatcher
 from service.outbox.gates import Verdict
 from tests.conftest import make_settings
-from tests.factories import add_ritual, couple_with_partners
+from tests.factories import add_ritual, couple_with_partners, sms_one_offs
 from tests.peers.twilio_standin import TwilioStandIn
 from tests.processes import free_port, wait_for
 from tests.test_daemon import DaemonProcess
@@ -122,32 +121,7 @@ SHARED = "+14155550100"
 def _shared_number_burst(db: Database, n: int) -> None:
     """``n`` couples whose partner texts from one number, each nudged in 2 s (real time)."""
     now = datetime.now(UTC)
-    with db.session() as s:
-        for i in range(n):
-            c = couples.add(s, now, name=f"Shared {i}", timezone="Europe/Berlin")
-            partners.add(
-                s,
-                now,
-                c,
-                name="Alex",
-                phone=SHARED,
-                email=None,
-                timezone=None,
-                channels="sms",
-                quiet_hours=None,
-                sms_consent="test",
-            )
-            rituals.add_one_off(
-                s,
-                now,
-                c,
-                kind=RitualKind.CHECK_IN,
-                title="Shared",
-                description="",
-                start=now + timedelta(seconds=2),
-                duration_minutes=60,
-                offsets=[0],
-            )
+    sms_one_offs(db, now, [now + timedelta(seconds=2)] * n, title="Shared", phone=SHARED)
 
 
 @pytest.mark.slow
